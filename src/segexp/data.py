@@ -1,0 +1,279 @@
+"""Reading, validating and splitting segmentation data sets (numpy only, no TensorFlow).
+
+Every loader returns a `SegmentationSet`: float32 images (H, W, C) in [0, 1] and binary
+uint8 masks (H, W) with 1 = white. All problems with the files are raised as `DataError`
+naming the file and the fix, before any model is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from segexp.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MANIFEST = "SHA256SUMS"
+
+
+@dataclass(frozen=True)
+class SegmentationSet:
+    images: list[np.ndarray]  # float32 (H, W, C) in [0, 1]
+    masks: list[np.ndarray]  # uint8 (H, W) in {0, 1}; 1 = white
+    names: list[str]
+    foreground: int = 0  # mask value whose Dice/IoU is scored
+    name: str = "data"
+
+    @property
+    def channels(self) -> int:
+        return self.images[0].shape[-1]
+
+    def subset(self, indices: Sequence[int]) -> "SegmentationSet":
+        pick = lambda items: [items[i] for i in indices]  # noqa: E731
+        return SegmentationSet(pick(self.images), pick(self.masks), pick(self.names), self.foreground, self.name)
+
+
+def default_isbi_root() -> Path:
+    """Returns data/isbi2012 of the checkout this package runs from, else of the cwd."""
+    checkout = Path(__file__).resolve().parents[2] / "data" / "isbi2012"
+    return checkout if checkout.is_dir() else Path.cwd() / "data" / "isbi2012"
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Returns the file's pixels as an array (H, W) or (H, W, C), in the file's own dtype."""
+    from PIL import Image, UnidentifiedImageError
+
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise DataError(f"{path}: unsupported format {path.suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now, so a truncated file fails here and not mid-training
+            if img.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr"):
+                img = img.convert("RGB")
+            elif img.mode == "1":
+                img = img.convert("L")
+            array = np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DataError(f"{path}: cannot be read as an image ({err}); replace or remove the file") from err
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    return array
+
+
+def to_unit_float(array: np.ndarray, normalize: str = "dtype") -> np.ndarray:
+    """Returns float32 in [0, 1]: by the dtype's range, or by the 1st-99th percentile."""
+    x = array.astype(np.float32)
+    if normalize == "percentile":
+        lo, hi = np.percentile(x, [1, 99])
+        return np.clip((x - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    if np.issubdtype(array.dtype, np.integer):
+        return x / np.iinfo(array.dtype).max
+    return np.clip(x, 0.0, 1.0)
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """Returns (H, W, channels): gray is repeated to RGB, RGB is averaged to gray."""
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] == channels:
+        return image
+    if channels == 1:
+        return image[..., :3].mean(axis=-1, keepdims=True)
+    return np.repeat(image[..., :1], channels, axis=-1)
+
+
+def to_binary_mask(array: np.ndarray, path: Path, threshold: int | None) -> np.ndarray:
+    """Returns uint8 {0, 1}; raises DataError for values other than {0,1} or {0,255} without a threshold."""
+    if array.ndim == 3:
+        array = array[..., :3].max(axis=-1)
+    if threshold is not None:
+        return (array > threshold).astype(np.uint8)
+    values = np.unique(array)
+    if set(values.tolist()) <= {0, 1}:
+        return array.astype(np.uint8)
+    if set(values.tolist()) <= {0, 255}:
+        return (array == 255).astype(np.uint8)
+    shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+    raise DataError(
+        f"{path}: mask is not binary (values {shown}); store masks as 0/255 or 0/1, "
+        "or set data.mask_threshold=N to binarize at N"
+    )
+
+
+def load_pairs(
+    image_paths: Sequence[Path],
+    mask_paths: Sequence[Path],
+    channels: int | None,
+    normalize: str,
+    mask_threshold: int | None,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Returns (images, masks) read and validated pair by pair."""
+    images, masks = [], []
+    for image_path, mask_path in zip(image_paths, mask_paths):
+        raw = read_image(image_path)
+        mask = to_binary_mask(read_image(mask_path), mask_path, mask_threshold)
+        if raw.shape[:2] != mask.shape:
+            raise DataError(
+                f"{image_path}: image is {raw.shape[1]}x{raw.shape[0]} but its mask {mask_path} is "
+                f"{mask.shape[1]}x{mask.shape[0]}; image and mask must have the same size"
+            )
+        images.append(raw)
+        masks.append(mask)
+    if channels is None:  # the data decides: RGB if any image has color
+        channels = 3 if any(img.ndim == 3 for img in images) else 1
+    return [to_channels(to_unit_float(img, normalize), channels) for img in images], masks
+
+
+def list_images(directory: Path, what: str) -> dict[str, Path]:
+    """Returns {stem: path} of the image files in a directory."""
+    if not directory.is_dir():
+        raise DataError(f"{directory}: {what} directory does not exist; check data.{what}")
+    found = {p.stem: p for p in sorted(directory.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    if not found:
+        raise DataError(f"{directory}: no images ({', '.join(IMAGE_SUFFIXES)}) in the {what} directory")
+    return found
+
+
+def natural_key(stem: str) -> tuple:
+    """Sort key that puts 2 before 10, so slice order follows the numbering."""
+    return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
+
+
+def match_by_stem(images: dict[str, Path], masks: dict[str, Path]) -> list[str]:
+    """Returns the shared stems in slice order; raises DataError listing unmatched files."""
+    only_images = sorted(set(images) - set(masks), key=natural_key)
+    only_masks = sorted(set(masks) - set(images), key=natural_key)
+    if only_images or only_masks:
+        parts = []
+        if only_images:
+            parts.append(f"images without a mask: {', '.join(images[s].name for s in only_images[:10])}")
+        if only_masks:
+            parts.append(f"masks without an image: {', '.join(masks[s].name for s in only_masks[:10])}")
+        raise DataError("; ".join(parts) + " - every image needs a mask with the same file stem")
+    return sorted(images, key=natural_key)
+
+
+def load_folder(
+    images: str,
+    masks: str,
+    channels: int | None = None,
+    normalize: str = "dtype",
+    foreground: int = 1,
+    mask_threshold: int | None = None,
+    name: str = "folder",
+) -> SegmentationSet:
+    """Returns the image/mask pairs of two directories, matched by file stem."""
+    image_files = list_images(Path(images), "images")
+    mask_files = list_images(Path(masks), "masks")
+    stems = match_by_stem(image_files, mask_files)
+    imgs, msks = load_pairs(
+        [image_files[s] for s in stems], [mask_files[s] for s in stems], channels, normalize, mask_threshold
+    )
+    return SegmentationSet(imgs, msks, stems, foreground, name)
+
+
+def verify_manifest(root: Path) -> None:
+    """Raises DataError unless every file listed in root/SHA256SUMS has its recorded hash."""
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        raise DataError(f"{manifest}: checksum manifest missing; restore it with `git checkout {manifest}`")
+    for line in manifest.read_text().splitlines():
+        if not line.strip():
+            continue
+        expected, relative = line.split(maxsplit=1)
+        path = root / relative.lstrip("*")
+        if not path.is_file():
+            raise DataError(f"{path}: listed in {manifest} but missing; restore it with `git checkout {root}`")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+            raise DataError(
+                f"{path}: sha256 differs from {manifest}; the file was modified - restore it with "
+                f"`git checkout {path}` or set data.verify=false to use it anyway"
+            )
+
+
+def load_isbi2012(
+    root: str | None = None,
+    verify: bool = True,
+    channels: int | None = None,
+    normalize: str = "dtype",
+    foreground: int = 0,
+    mask_threshold: int | None = None,
+    name: str = "isbi2012",
+) -> SegmentationSet:
+    """Returns the 30 labeled ISBI 2012 training slices (train/image, train/label)."""
+    base = Path(root) if root else default_isbi_root()
+    if not base.is_dir():
+        raise DataError(f"{base}: ISBI 2012 data not found; set data.root to the folder holding train/ and test/")
+    if verify:
+        verify_manifest(base)
+    data = load_folder(str(base / "train" / "image"), str(base / "train" / "label"), channels, normalize,
+                       foreground, mask_threshold, name)
+    return data
+
+
+def voronoi_cells(size: int, cells: int, rng: np.random.Generator) -> np.ndarray:
+    """Returns (size, size) int labels of the nearest of `cells` random seed points."""
+    seeds = rng.uniform(0, size, (cells, 2))
+    yy, xx = np.mgrid[0:size, 0:size]
+    dist = (yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2
+    return dist.argmin(axis=-1)
+
+
+def make_synthetic(
+    count: int = 12,
+    size: int = 128,
+    cells: int = 40,
+    seed: int = 0,
+    channels: int | None = None,
+    normalize: str = "dtype",
+    foreground: int = 0,
+    mask_threshold: int | None = None,
+    name: str = "synthetic",
+) -> SegmentationSet:
+    """Returns EM-like Voronoi cells: 1-px dark membranes (mask 0) between bright cells (mask 1)."""
+    rng = np.random.default_rng(seed)
+    images, masks = [], []
+    for _ in range(count):
+        labels = voronoi_cells(size, cells, rng)
+        boundary = np.zeros_like(labels, dtype=bool)
+        boundary[:-1] |= labels[:-1] != labels[1:]
+        boundary[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+        mask = (~boundary).astype(np.uint8)
+        texture = rng.uniform(0.55, 0.85, cells)[labels]  # each cell its own brightness
+        image = np.where(boundary, 0.15, texture) + rng.normal(0, 0.05, labels.shape)
+        images.append(to_channels(np.clip(image, 0, 1).astype(np.float32), channels or 1))
+        masks.append(mask)
+    return SegmentationSet(images, masks, [f"synthetic_{i}" for i in range(count)], foreground, name)
+
+
+def resolve_indices(val_slices: Sequence[int], count: int) -> list[int]:
+    """Returns the validation indices made non-negative; raises DataError if any is out of range."""
+    resolved = [i + count if i < 0 else i for i in val_slices]
+    bad = [v for v, r in zip(val_slices, resolved) if not 0 <= r < count]
+    if bad or len(set(resolved)) != len(resolved) or len(resolved) >= count:
+        raise DataError(
+            f"trainer.val_slices={list(val_slices)} does not fit a data set of {count} images "
+            f"(valid indices 0..{count - 1} or -{count}..-1, distinct, leaving at least one for training)"
+        )
+    return sorted(resolved)
+
+
+def split(data: SegmentationSet, val_slices: Sequence[int]) -> tuple[SegmentationSet, SegmentationSet]:
+    """Returns (train, validation): validation is the given slices, training all the others."""
+    val = resolve_indices(val_slices, len(data.images))
+    train = [i for i in range(len(data.images)) if i not in val]
+    return data.subset(train), data.subset(val)
+
+
+def check_crop_fits(data: SegmentationSet, crop_size: int) -> None:
+    """Raises DataError naming the first training image smaller than the crop."""
+    for name, image in zip(data.names, data.images):
+        if min(image.shape[:2]) < crop_size:
+            raise DataError(
+                f"{name}: image is {image.shape[1]}x{image.shape[0]}, smaller than trainer.crop_size="
+                f"{crop_size}; lower trainer.crop_size to at most {min(image.shape[:2])}"
+            )

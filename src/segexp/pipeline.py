@@ -1,0 +1,54 @@
+"""tf.data input pipelines: parallel, prefetched augmentation for training; full slices for validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from segexp.augment import CropSampler
+from segexp.data import SegmentationSet
+
+
+def training_dataset(
+    sampler: CropSampler,
+    channels: int,
+    target_channels: int,
+    batch_size: int,
+    first_sample: int = 0,
+    parallel_calls: int = -1,
+) -> tf.data.Dataset:
+    """Returns an endless dataset of (image, target) batches of random augmented crops.
+
+    Samples are numbered from `first_sample`, so a resumed run continues the sequence.
+    Order is deterministic even with parallel workers (tf.data keeps map order).
+    """
+    size = sampler.crop_size
+
+    def load(index):
+        image, target = tf.numpy_function(sampler, [index], [tf.float32, tf.float32], stateful=False)
+        image.set_shape((size, size, channels))
+        target.set_shape((size, size, target_channels))
+        return image, target
+
+    calls = tf.data.AUTOTUNE if parallel_calls < 0 else parallel_calls
+    return (
+        tf.data.Dataset.counter(start=first_sample, dtype=tf.int64)
+        .map(load, num_parallel_calls=calls, deterministic=True)
+        .batch(batch_size, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def validation_dataset(data: SegmentationSet) -> tf.data.Dataset:
+    """Returns whole slices one at a time: slices may differ in size, and none is cropped."""
+    def generate():
+        for image, mask in zip(data.images, data.masks):
+            yield image, mask[..., None].astype(np.float32)
+
+    spec = (
+        tf.TensorSpec((None, None, data.channels), tf.float32),
+        tf.TensorSpec((None, None, 1), tf.float32),
+    )
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=spec)
+    # a known length lets Keras end validation without an "input ran out of data" warning
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(data.images))).batch(1).cache()
