@@ -1,0 +1,62 @@
+"""Segmentation losses as one registered Keras loss: BCE, focal, Dice and border weights combined.
+
+y_true is (B, H, W, 1) with the binary mask, or (B, H, W, 2) with the U-Net border weight
+map as the second channel (see weightmap.py). y_pred is the probability of white (mask 1).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+EPSILON = 1e-6
+
+
+def split_target(y_true):
+    """Returns (mask, pixel weights); weights are ones when y_true carries none."""
+    mask = y_true[..., :1]
+    weights = y_true[..., 1:2] if y_true.shape[-1] == 2 else ops.ones_like(mask)
+    return mask, weights
+
+
+def pixel_bce(mask, prob, focal_gamma: float = 0.0):
+    """Returns per-pixel binary cross-entropy, focal-modulated by (1 - p_t)^gamma when gamma > 0."""
+    prob = ops.clip(prob, EPSILON, 1.0 - EPSILON)
+    bce = -(mask * ops.log(prob) + (1.0 - mask) * ops.log(1.0 - prob))
+    if focal_gamma:
+        p_true_class = mask * prob + (1.0 - mask) * (1.0 - prob)
+        bce = bce * ops.power(1.0 - p_true_class, focal_gamma)
+    return bce
+
+
+def soft_dice_loss(mask, prob, foreground: int, smooth: float = 1.0):
+    """Returns 1 - soft Dice per sample, on the class whose mask value is `foreground`."""
+    if foreground == 0:
+        mask, prob = 1.0 - mask, 1.0 - prob
+    axes = (1, 2, 3)
+    intersection = ops.sum(mask * prob, axis=axes)
+    total = ops.sum(mask, axis=axes) + ops.sum(prob, axis=axes)
+    return 1.0 - (2.0 * intersection + smooth) / (total + smooth)
+
+
+@keras.saving.register_keras_serializable(package="segexp")
+class SegmentationLoss(keras.losses.Loss):
+    """bce * (weighted, optionally focal) BCE + dice * soft Dice, per sample."""
+
+    def __init__(self, bce: float = 1.0, dice: float = 0.0, focal_gamma: float = 0.0, foreground: int = 0,
+                 name: str = "segmentation_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.bce, self.dice, self.focal_gamma, self.foreground = bce, dice, focal_gamma, foreground
+
+    def call(self, y_true, y_pred):
+        mask, weights = split_target(ops.cast(y_true, y_pred.dtype))
+        loss = 0.0
+        if self.bce:
+            loss = loss + self.bce * ops.mean(weights * pixel_bce(mask, y_pred, self.focal_gamma), axis=(1, 2, 3))
+        if self.dice:
+            loss = loss + self.dice * soft_dice_loss(mask, y_pred, self.foreground)
+        return loss
+
+    def get_config(self):
+        return {**super().get_config(), "bce": self.bce, "dice": self.dice,
+                "focal_gamma": self.focal_gamma, "foreground": self.foreground}
