@@ -1,0 +1,105 @@
+"""Command line: `segexp train|predict|evaluate [Hydra overrides]`.
+
+Dispatches to Hydra entry points built at call time (the config directory is found at
+run time, so the same code serves a checkout and an installed wheel). Nothing here
+imports TensorFlow: `--help` and `train --cfg job` stay instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+COMMANDS = {
+    "train": ("train", "train a model from the config (Hydra overrides follow, -m for sweeps)"),
+}
+
+
+def config_dir() -> Path:
+    """Returns the conf/ directory: inside the installed package, else the checkout's."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+def config_groups() -> dict[str, list[str]]:
+    """Returns {group: [options]} read from the YAML files, for the help text."""
+    root = config_dir()
+    return {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(root.iterdir()) if d.is_dir()}
+
+
+def usage() -> str:
+    lines = ["usage: segexp COMMAND [overrides ...] [-m] [--cfg job] [--help]", "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "config groups (choose with GROUP=OPTION):"]
+    lines += [f"  {group:<15} {', '.join(options)}" for group, options in config_groups().items()]
+    lines += ["", "examples:", "  segexp train model=unet_small aug=heavy",
+              "  segexp train -m optimizer.lr=1e-4,3e-4,1e-3", "  segexp train debug=smoke",
+              "", "`segexp COMMAND --help` shows the composed config and Hydra's options."]
+    return "\n".join(lines)
+
+
+def report_errors(task):
+    """Wraps a Hydra task so a SegexpError prints one line and exits 2 (full traceback with HYDRA_FULL_ERROR=1)."""
+    def wrapped(cfg):
+        from segexp.errors import SegexpError
+
+        try:
+            return task(cfg)
+        except SegexpError as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"segexp: error: {err}", file=sys.stderr, flush=True)
+            if is_multirun():
+                raise  # let the launcher record this job as failed and go on with the others
+            sys.exit(2)
+    return wrapped
+
+
+def is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def train_task(cfg):
+    """Hydra task: trains one job and returns the objective, for sweepers to optimize."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from segexp.train import train
+
+    hydra_cfg = HydraConfig.get()
+    metrics = train(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
+    return metrics.get(cfg.objective)
+
+
+TASKS = {"train": train_task}
+
+
+def run_hydra(command: str, argv: list[str]) -> None:
+    import hydra
+
+    from segexp.schema import register_configs
+
+    register_configs()
+    config_name, _ = COMMANDS[command]
+    sys.argv = [f"segexp {command}", *argv]
+    main = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
+    main(report_errors(TASKS[command]))()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"segexp: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
+    run_hydra(command, rest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Keras callbacks: per-epoch mask previews and atomic best/last checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+
+from segexp.visualize import mask_panel
+
+
+def save_atomically(model: keras.Model, path: Path) -> None:
+    """Writes model to path via a temporary file and rename, so a kill never leaves half a file."""
+    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    model.save(temporary)
+    os.replace(temporary, path)
+
+
+class MaskPreview(keras.callbacks.Callback):
+    """Every epoch, predicts whole validation slices and hands panel images to `log_image(panel, key, step)`."""
+
+    def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], names: Sequence[str],
+                 log_image: Callable[[np.ndarray, str, int], None]):
+        super().__init__()
+        self.images, self.masks, self.names, self.log_image = list(images), list(masks), list(names), log_image
+
+    def on_epoch_end(self, epoch, logs=None):
+        for image, mask, name in zip(self.images, self.masks, self.names):
+            prob = self.model.predict_on_batch(image[None])[0, ..., 0]
+            self.log_image(mask_panel(image, mask, np.asarray(prob, np.float32)), f"masks/{name}", epoch)
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """Keeps `best` (by monitor) and `last` model files plus a state file for resuming.
+
+    Both files are written atomically. The state records the epoch finished and the best
+    value, so a resumed run continues the count and the comparison.
+    """
+
+    def __init__(self, best_path: Path, last_path: Path, monitor: str, mode: str, best: float | None = None):
+        super().__init__()
+        self.best_path, self.last_path, self.monitor, self.mode = Path(best_path), Path(last_path), monitor, mode
+        self.best = best if best is not None else (-math.inf if mode == "max" else math.inf)
+        self.best_epoch: int | None = None
+
+    def improved(self, value: float) -> bool:
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise KeyError(f"trainer.monitor={self.monitor!r} is not a logged metric; choose one of {sorted(logs)}")
+        value = float(logs[self.monitor])
+        if not math.isfinite(float(logs.get("loss", 0.0))):
+            return  # never let a diverged model overwrite a checkpoint
+        if math.isfinite(value) and self.improved(value):
+            self.best, self.best_epoch = value, epoch
+            save_atomically(self.model, self.best_path)
+        save_atomically(self.model, self.last_path)
+        self.write_state(epoch + 1)
+
+    def write_state(self, epochs_done: int) -> None:
+        state = {"epochs_done": epochs_done, "monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch}
+        temporary = self.last_path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(state))
+        os.replace(temporary, self.last_path.with_suffix(".json"))

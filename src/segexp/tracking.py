@@ -1,0 +1,211 @@
+"""Experiment tracking: the only module that imports mlflow.
+
+`open_tracker(cfg.tracking)` checks the store (or server) before any model is built and
+returns an `MlflowTracker`, or a `NullTracker` for `tracking=none`. `tracker.run(...)` is a
+context manager that ends the run FINISHED, FAILED (with a `failure_reason` tag) or KILLED,
+so no run is ever left RUNNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from segexp.errors import TrackingError
+
+DEFAULT_STORE = Path("outputs") / "mlflow.db"
+
+
+def resolve_uri(configured: str | None) -> str:
+    """Returns $MLFLOW_TRACKING_URI, else the configured URI, else sqlite:///<cwd>/outputs/mlflow.db."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    if uri:
+        return uri
+    return f"sqlite:///{(Path.cwd() / DEFAULT_STORE).resolve()}"
+
+
+def check_store(uri: str) -> None:
+    """Raises TrackingError if a sqlite store cannot be written or a server does not answer."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "ab"):
+                pass
+        except OSError as err:
+            raise TrackingError(f"{path}: MLflow store is not writable ({err.strerror}); "
+                                "set MLFLOW_TRACKING_URI or tracking.uri to a writable location") from err
+    elif uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).read()
+        except (urllib.error.URLError, OSError) as err:
+            raise TrackingError(f"tracking.uri={uri}: MLflow server unreachable ({err}); start it with "
+                                "`mlflow server --host 127.0.0.1 ...` or use tracking=none") from err
+
+
+def git_state(directory: Path) -> dict[str, str]:
+    """Returns {"git_commit", "git_dirty"} of the checkout holding `directory`, or {} outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    try:
+        return {"git_commit": git("rev-parse", "HEAD"),
+                "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no")))}
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Returns {"a.b.c": value} for nested dicts and lists (list items keyed by index)."""
+    if isinstance(tree, Mapping):
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in items:
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+class NullTracker:
+    """tracking=none: the same calls as MlflowTracker, recording nothing."""
+
+    uri = None
+    run_id = None
+
+    @contextlib.contextmanager
+    def run(self, name: str, tags: Mapping[str, str]) -> Iterator["NullTracker"]:
+        yield self
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def log_text(self, text: str, path: str) -> None: ...
+    def log_artifacts(self, directory: Path, path: str) -> None: ...
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None: ...
+    def log_model(self, model: Any) -> None: ...
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+
+    def keras_callbacks(self) -> list:
+        return []
+
+
+class MlflowTracker:
+    """One MLflow run per training job in the configured experiment."""
+
+    def __init__(self, uri: str, experiment_name: str, log_model: bool = True):
+        import mlflow
+
+        self.uri, self.log_model_enabled, self.run_id = uri, log_model, None
+        mlflow.set_tracking_uri(uri)
+        try:
+            mlflow.set_experiment(experiment_name)
+        except Exception as err:  # mlflow raises many types for a broken store; report one line
+            raise TrackingError(f"{uri}: cannot open the MLflow store ({type(err).__name__}: {err})") from err
+
+    @contextlib.contextmanager
+    def run(self, name: str, tags: Mapping[str, str]) -> Iterator["MlflowTracker"]:
+        import mlflow
+
+        run = mlflow.start_run(run_name=name, tags=dict(tags))
+        self.run_id = run.info.run_id
+        try:
+            yield self
+        except KeyboardInterrupt:
+            mlflow.set_tag("failure_reason", "interrupted (SIGINT/SIGTERM)")
+            mlflow.end_run("KILLED")
+            raise
+        except BaseException as err:
+            mlflow.set_tag("failure_reason", f"{type(err).__name__}: {err}"[:5000])
+            mlflow.end_run("FAILED")
+            raise
+        mlflow.end_run("FINISHED")
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        import mlflow
+
+        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_text(self, text: str, path: str) -> None:
+        import mlflow
+
+        mlflow.log_text(text, path)
+
+    def log_artifacts(self, directory: Path, path: str) -> None:
+        import mlflow
+
+        if Path(directory).is_dir():
+            mlflow.log_artifacts(str(directory), path)
+
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        import mlflow
+
+        mlflow.log_image(image, key=key, step=step)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        import mlflow
+
+        mlflow.set_tags(dict(tags))
+
+    def log_model(self, model: Any) -> None:
+        import mlflow
+
+        if self.log_model_enabled:
+            # explicit requirements: inferring them imports and profiles the whole environment
+            mlflow.keras.log_model(model, name="model", pip_requirements=self._requirements())
+
+    @staticmethod
+    def _requirements() -> list[str]:
+        from importlib.metadata import version
+
+        return [f"keras=={version('keras')}", f"tensorflow=={tf_version()}", f"numpy=={version('numpy')}"]
+
+    def keras_callbacks(self) -> list:
+        import mlflow.keras
+
+        return [mlflow.keras.MlflowCallback(log_every_epoch=True)]
+
+
+def tf_version() -> str:
+    """Returns the installed TensorFlow distribution's version (cpu or gpu wheel)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("tensorflow", "tensorflow-cpu"):
+        with contextlib.suppress(PackageNotFoundError):
+            return version(dist)
+    return "unknown"
+
+
+def open_tracker(backend: str, uri: str | None, experiment_name: str, log_model: bool = True):
+    """Returns a ready tracker, after checking that its store can be written."""
+    if backend == "none":
+        return NullTracker()
+    resolved = resolve_uri(uri)
+    check_store(resolved)
+    return MlflowTracker(resolved, experiment_name, log_model)
+
+
+def run_tags(overrides: list[str], code_dir: Path) -> dict[str, str]:
+    """Returns the provenance tags every run carries."""
+    from segexp import __version__
+
+    return {
+        "segexp_version": __version__,
+        "overrides": " ".join(overrides) or "(none)",
+        "hostname": socket.gethostname(),
+        **git_state(code_dir),
+    }

@@ -1,0 +1,154 @@
+"""The composition root: `train(cfg, output_dir)` builds everything from the config and fits.
+
+Order matters for users: every check that can fail on bad input (config values, data
+files, split, crop size, tracking store) runs before TensorFlow is imported, so mistakes
+cost seconds, not a training run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from segexp import data as data_lib
+from segexp.errors import TrainingDiverged
+from segexp.schema import validate
+from segexp.tracking import flatten, run_tags
+from segexp.weightmap import border_weight_map
+
+CODE_DIR = Path(__file__).resolve().parent
+BEST_MODEL, LAST_MODEL = "model.keras", "last.keras"
+
+
+def run_name(overrides: Sequence[str]) -> str:
+    """Returns a readable run name from the command-line overrides, e.g. `model=unet_small,aug=heavy`."""
+    chosen = [o for o in overrides if not o.startswith(("hydra.", "hydra/"))]
+    return ",".join(chosen) if chosen else "default"
+
+
+def prepare_data(cfg: DictConfig):
+    """Returns (train set, validation set, border weight maps or None), all validated."""
+    dataset = instantiate(cfg.data, _convert_="all")
+    train_set, val_set = data_lib.split(dataset, cfg.trainer.val_slices)
+    data_lib.check_crop_fits(train_set, cfg.trainer.crop_size)
+    weights = None
+    if cfg.loss.weight_map is not None:
+        weights = [border_weight_map(m, **cfg.loss.weight_map) for m in train_set.masks]
+    return train_set, val_set, weights
+
+
+def build_model(cfg: DictConfig, channels: int, foreground: int):
+    """Returns the compiled Keras model described by the model, loss and optimizer groups."""
+    from segexp.keras_metrics import segmentation_metrics
+
+    model = instantiate(cfg.model, channels=channels)
+    optimizer = instantiate(cfg.optimizer, steps_per_epoch=cfg.trainer.steps_per_epoch, epochs=cfg.trainer.epochs)
+    model.compile(optimizer=optimizer, loss=instantiate(cfg.loss.fn), metrics=segmentation_metrics(foreground),
+                  jit_compile=cfg.trainer.jit_compile)
+    return model
+
+
+def build_callbacks(cfg: DictConfig, val_set, tracker, output_dir: Path) -> tuple[list, Any]:
+    """Returns (callbacks for fit, the checkpoint callback)."""
+    import keras
+
+    from segexp.callbacks import Checkpoints, MaskPreview
+    from segexp.optim import schedule_callbacks
+
+    t = cfg.trainer
+    checkpoints = Checkpoints(output_dir / BEST_MODEL, output_dir / LAST_MODEL, t.monitor, t.monitor_mode)
+    callbacks = [keras.callbacks.TerminateOnNaN(), checkpoints, *tracker.keras_callbacks()]
+    callbacks += schedule_callbacks(cfg.optimizer.schedule, t.monitor, t.monitor_mode,
+                                    cfg.optimizer.plateau_patience, cfg.optimizer.plateau_factor)
+    if t.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(t.monitor, mode=t.monitor_mode,
+                                                       patience=t.early_stopping_patience))
+    if t.preview_slices:
+        n = t.preview_slices
+        callbacks.append(MaskPreview(val_set.images[:n], val_set.masks[:n], val_set.names[:n], tracker.log_image))
+    return callbacks, checkpoints
+
+
+def fit(cfg: DictConfig, model, train_set, val_set, weights, callbacks) -> dict[str, list[float]]:
+    """Runs model.fit on the augmented crop stream; returns the Keras history."""
+    from segexp.augment import CropSampler
+    from segexp.pipeline import training_dataset, validation_dataset
+
+    t = cfg.trainer
+    sampler = CropSampler(train_set.images, train_set.masks, cfg.aug.transforms, t.crop_size, t.seed, weights)
+    train_ds = training_dataset(sampler, train_set.channels, 2 if weights is not None else 1, t.batch_size,
+                                parallel_calls=t.aug_workers)
+    history = model.fit(train_ds, epochs=t.epochs, steps_per_epoch=t.steps_per_epoch,
+                        validation_data=validation_dataset(val_set), callbacks=callbacks, verbose=t.verbose,
+                        shuffle=False)  # the sampler already draws random crops
+    return history.history
+
+
+def evaluate_best(best_path: Path, val_set) -> tuple[dict[str, float], Any]:
+    """Returns (val_* metrics, model) of the best checkpoint, reloaded from disk as a user would."""
+    import keras
+
+    from segexp.pipeline import validation_dataset
+
+    best = keras.saving.load_model(best_path)
+    scores = best.evaluate(validation_dataset(val_set), return_dict=True, verbose=0)
+    return {f"val_{k}": float(v) for k, v in scores.items()}, best
+
+
+def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> dict[str, float]:
+    """Trains the configured model and returns the best checkpoint's validation metrics."""
+    validate(cfg)
+    train_set, val_set, weights = prepare_data(cfg)
+    tracker = instantiate(cfg.tracking)  # fails fast on an unwritable store or unreachable server
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    import keras
+
+    from segexp import runtime
+    from segexp.callbacks import save_atomically
+
+    keras.backend.clear_session()  # jobs of an in-process multirun must not share graph state
+    policy = runtime.configure(cfg.trainer.seed, cfg.trainer.deterministic, cfg.trainer.precision)
+    name = cfg.run_name or run_name(overrides)
+    started = time.monotonic()
+    with runtime.sigterm_as_interrupt(), tracker.run(name, run_tags(list(overrides), CODE_DIR)):
+        tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+        tracker.set_tags({"precision": policy, "output_dir": str(output_dir.resolve())})
+        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
+        tracker.log_artifacts(output_dir / ".hydra", "config/hydra")
+        model = build_model(cfg, train_set.channels, train_set.foreground)
+        callbacks, checkpoints = build_callbacks(cfg, val_set, tracker, output_dir)
+        try:
+            history = fit(cfg, model, train_set, val_set, weights, callbacks)
+        except KeyboardInterrupt:
+            save_atomically(model, output_dir / LAST_MODEL)
+            raise
+        losses = history.get("loss", [])
+        if not losses or not all(math.isfinite(v) for v in losses):
+            raise TrainingDiverged(f"loss became {losses[-1] if losses else 'undefined'}; lower optimizer.lr "
+                                   f"(now {cfg.optimizer.lr}); the last good checkpoint is in {output_dir}")
+        if checkpoints.best_epoch is None:
+            raise TrainingDiverged(f"trainer.monitor={cfg.trainer.monitor} was never finite; no checkpoint saved")
+        metrics, best = evaluate_best(output_dir / BEST_MODEL, val_set)
+        metrics.update(best_epoch=float(checkpoints.best_epoch), epochs_run=float(len(losses)),
+                       train_minutes=(time.monotonic() - started) / 60)
+        tracker.log_metrics({(f"best_{k}" if k.startswith("val_") else k): v for k, v in metrics.items()})
+        tracker.set_tags({"checkpoint": str((output_dir / BEST_MODEL).resolve())})
+        tracker.log_model(best)
+    print_summary(metrics, tracker, output_dir / BEST_MODEL)
+    return metrics
+
+
+def print_summary(metrics: dict[str, float], tracker, checkpoint: Path) -> None:
+    """Prints the one-line result users look for at the end of a run."""
+    shown = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("val_dice", "val_iou", "val_accuracy") if k in metrics)
+    where = f"run {tracker.run_id} - open with `mlflow ui --backend-store-uri {tracker.uri}`" if tracker.run_id \
+        else "tracking off"
+    print(f"[segexp] best epoch {int(metrics['best_epoch']) + 1}: {shown} in {metrics['train_minutes']:.1f} min; "
+          f"checkpoint {checkpoint}; {where}", flush=True)
