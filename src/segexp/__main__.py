@@ -39,15 +39,23 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def user_error(err: BaseException):
+    """Returns the SegexpError in err's cause chain (Hydra's instantiate wraps them), or None."""
+    from segexp.errors import SegexpError
+
+    while err is not None and not isinstance(err, SegexpError):
+        err = err.__cause__
+    return err
+
+
 def report_errors(task):
     """Wraps a Hydra task so a SegexpError prints one line and exits 2 (full traceback with HYDRA_FULL_ERROR=1)."""
     def wrapped(cfg):
-        from segexp.errors import SegexpError
-
         try:
             return task(cfg)
-        except SegexpError as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        except Exception as raised:
+            err = user_error(raised)
+            if err is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             print(f"segexp: error: {err}", file=sys.stderr, flush=True)
             if is_multirun():

@@ -47,13 +47,18 @@ class CropLike(layers.Layer):
         return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
 
 
+# Keras' default 0.99 needs ~500 steps to forget the initial statistics, longer than a short
+# CPU run: validation would see untrained moving averages and predict a constant.
+BN_MOMENTUM = 0.9
+
+
 def conv_block(x, filters: int, batch_norm: bool, activation: str, name: str):
     """Two 3x3 convolutions, each optionally batch-normalized."""
     for i in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm,
                           kernel_initializer="he_normal", name=f"{name}_conv{i}")(x)
         if batch_norm:
-            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
         x = layers.Activation(activation, name=f"{name}_act{i}")(x)
     return x
 
