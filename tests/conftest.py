@@ -1,0 +1,59 @@
+"""Shared fixtures: compose the real configs (conf/) with overrides, tiny data in tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from segexp.__main__ import config_dir
+from segexp.schema import register_configs
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [  # smallest model and run that still exercise every code path
+    "debug=smoke", "trainer.verbose=0", "trainer.crop_size=32", "trainer.steps_per_epoch=2",
+]
+
+
+@pytest.fixture
+def make_cfg():
+    """Returns compose(overrides) -> DictConfig of conf/train.yaml, as the CLI would build it."""
+    register_configs()
+
+    def _compose(*overrides: str):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose(config_name="train", overrides=list(overrides))
+    return _compose
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """Returns a fresh sqlite MLflow URI in tmp_path and runs the test from tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def write_png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+@pytest.fixture
+def folder_data(tmp_path):
+    """Returns (images dir, masks dir) holding 6 gray 40x52 pairs of blobs and their masks."""
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        mask = np.zeros((40, 52), np.uint8)
+        mask[rng.integers(0, 20):, rng.integers(0, 26):] = 255
+        image = np.where(mask == 255, 200, 40).astype(np.uint8) + rng.integers(0, 20, mask.shape, dtype=np.uint8)
+        write_png(tmp_path / "images" / f"s{i}.png", image)
+        write_png(tmp_path / "masks" / f"s{i}.png", mask)
+    return tmp_path / "images", tmp_path / "masks"

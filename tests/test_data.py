@@ -1,0 +1,119 @@
+"""Loading and validating data: real files in tmp_path, good and bad."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, write_png
+from segexp.data import (check_crop_fits, load_folder, load_isbi2012, make_synthetic, resolve_indices, split,
+                         verify_manifest)
+from segexp.errors import DataError
+
+
+def test_isbi_loads_30_verified_slices_in_numeric_order():
+    data = load_isbi2012(str(REPO / "data" / "isbi2012"))
+    assert len(data.images) == 30 and data.names[:3] == ["0", "1", "2"] and data.names[-1] == "29"
+    assert data.images[0].shape == (512, 512, 1) and data.images[0].dtype == np.float32
+    assert set(np.unique(data.masks[0])) == {0, 1}
+    assert 0.15 < 1 - np.mean(data.masks) < 0.3  # ~22% membrane
+
+
+def test_default_split_is_the_contiguous_block_25_to_29():
+    data = make_synthetic(count=30, size=16, cells=4)
+    train, val = split(data, [-5, -4, -3, -2, -1])
+    assert val.names == [f"synthetic_{i}" for i in range(25, 30)]
+    assert len(train.names) == 25 and not set(train.names) & set(val.names)
+
+
+def test_modified_shipped_file_is_detected(tmp_path):
+    root = tmp_path / "isbi"
+    shutil.copytree(REPO / "data" / "isbi2012", root)
+    verify_manifest(root)  # intact copy passes
+    with open(root / "train" / "label" / "3.png", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(DataError, match=r"label/3\.png: sha256 differs"):
+        load_isbi2012(str(root))
+
+
+@pytest.mark.parametrize("suffix,mode", [(".png", "L"), (".jpg", "RGB"), (".tif", "I;16"), (".png", "RGB")])
+def test_folder_reads_gray_rgb_16bit_jpeg_tiff_of_odd_sizes(tmp_path, suffix, mode):
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(33, 47), (60, 35)]):
+        if mode == "I;16":
+            pixels = rng.integers(0, 65535, (h, w), dtype=np.uint16)
+        else:
+            pixels = rng.integers(0, 255, (h, w, 3) if mode == "RGB" else (h, w), dtype=np.uint8)
+        (tmp_path / "img").mkdir(exist_ok=True)
+        Image.fromarray(pixels).save(tmp_path / "img" / f"{i}{suffix}")
+        write_png(tmp_path / "msk" / f"{i}.png", (rng.random((h, w)) > 0.5).astype(np.uint8))  # 0/1 masks
+    data = load_folder(str(tmp_path / "img"), str(tmp_path / "msk"))
+    assert [im.shape[:2] for im in data.images] == [(33, 47), (60, 35)]
+    assert data.channels == (3 if mode == "RGB" else 1)
+    assert all(0.0 <= im.min() and im.max() <= 1.0 for im in data.images)
+    if mode == "I;16":
+        assert data.images[0].max() > 0.9  # scaled by the 16-bit range, not clipped at 255
+
+
+def test_jpeg_mask_noise_needs_a_threshold(tmp_path):
+    yy, xx = np.ogrid[:32, :32]
+    mask = np.where((yy - 15) ** 2 + (xx - 17) ** 2 < 81, 255, 0).astype(np.uint8)  # a disc: JPEG rings at its edge
+    write_png(tmp_path / "img" / "a.png", mask)
+    (tmp_path / "msk").mkdir()
+    Image.fromarray(mask).save(tmp_path / "msk" / "a.jpg", quality=60)
+    with pytest.raises(DataError, match=r"a\.jpg: mask is not binary.*data\.mask_threshold"):
+        load_folder(str(tmp_path / "img"), str(tmp_path / "msk"))
+    data = load_folder(str(tmp_path / "img"), str(tmp_path / "msk"), mask_threshold=127)
+    assert abs(int(data.masks[0].sum()) - int((mask == 255).sum())) < 10
+
+
+def test_unmatched_files_are_listed(folder_data):
+    images, masks = folder_data
+    (masks / "s2.png").unlink()
+    write_png(masks / "extra.png", np.zeros((40, 52), np.uint8))
+    with pytest.raises(DataError, match=r"images without a mask: s2\.png; masks without an image: extra\.png"):
+        load_folder(str(images), str(masks))
+
+
+def test_size_mismatch_names_both_files(folder_data):
+    images, masks = folder_data
+    write_png(masks / "s1.png", np.zeros((20, 20), np.uint8))
+    with pytest.raises(DataError, match=r"s1\.png: image is 52x40 but its mask .*s1\.png is 20x20"):
+        load_folder(str(images), str(masks))
+
+
+def test_truncated_image_is_reported(folder_data):
+    images, masks = folder_data
+    content = (images / "s4.png").read_bytes()
+    (images / "s4.png").write_bytes(content[: len(content) // 2])
+    with pytest.raises(DataError, match=r"s4\.png: cannot be read as an image"):
+        load_folder(str(images), str(masks))
+
+
+def test_missing_and_empty_directories(tmp_path):
+    with pytest.raises(DataError, match="images directory does not exist"):
+        load_folder(str(tmp_path / "nope"), str(tmp_path))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        load_folder(str(tmp_path / "empty"), str(tmp_path))
+
+
+def test_split_needs_enough_images_and_crop_must_fit(folder_data):
+    data = load_folder(*map(str, folder_data))
+    with pytest.raises(DataError, match=r"trainer\.val_slices=\[25, 26\] does not fit a data set of 6 images"):
+        split(data, [25, 26])
+    with pytest.raises(DataError, match="leaving at least one for training"):
+        resolve_indices([0, 1, 2], 3)
+    train, _ = split(data, [-1])
+    with pytest.raises(DataError, match=r"smaller than trainer\.crop_size=64; lower trainer\.crop_size to at most 40"):
+        check_crop_fits(train, 64)
+
+
+def test_synthetic_masks_are_exact_membranes():
+    data = make_synthetic(count=2, size=64, cells=10, seed=3)
+    image, mask = data.images[0][..., 0], data.masks[0]
+    assert image[mask == 0].mean() < 0.3 < image[mask == 1].mean()
+    assert 0.02 < 1 - mask.mean() < 0.3

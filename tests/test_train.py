@@ -1,0 +1,88 @@
+"""End to end: real training on tiny configs against a real sqlite MLflow store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import TINY
+from segexp.train import train
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def runs_of(uri: str, experiment: str = "segexp"):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, (client.search_runs([exp.experiment_id]) if exp else [])
+
+
+def test_smoke_training_is_fully_tracked(make_cfg, store, tmp_path):
+    cfg = make_cfg(*TINY, "trainer.epochs=2", f"tracking.uri={store}")
+    metrics = train(cfg, tmp_path / "run", ["debug=smoke"])
+
+    assert {"val_dice", "val_iou", "val_accuracy", "val_loss"} <= set(metrics)
+    assert 0.0 <= metrics["val_dice"] <= 1.0
+    client, runs = runs_of(store)
+    (run,) = runs
+    assert run.info.status == "FINISHED" and run.info.run_name == "debug=smoke"
+    assert run.data.params["model.depth"] == "2" and run.data.params["trainer.crop_size"] == "32"
+    assert run.data.tags["overrides"] == "debug=smoke" and "git_commit" in run.data.tags
+    history = client.get_metric_history(run.info.run_id, "val_dice")
+    assert [m.step for m in history] == [0, 1]
+    assert run.data.metrics["best_val_dice"] == pytest.approx(metrics["val_dice"], abs=1e-6)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config", "images"} <= artifacts
+    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    assert len(images) >= 2  # one mask panel per epoch
+    config_text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config/config.yaml")
+    assert "crop_size: 32" in config_text
+    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    assert [m.source_run_id for m in models] == [run.info.run_id]
+
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    slice_ = np.zeros((1, 50, 70, 1), np.float32)
+    assert model.predict_on_batch(slice_).shape == (1, 50, 70, 1)
+    reloaded = mlflow.keras.load_model(f"models:/{models[0].model_id}")
+    np.testing.assert_allclose(reloaded.predict_on_batch(slice_), model.predict_on_batch(slice_), atol=1e-6)
+
+
+def test_tracking_none_trains_on_a_folder_without_a_store(make_cfg, tmp_path, monkeypatch, folder_data):
+    monkeypatch.chdir(tmp_path)
+    cfg = make_cfg(*TINY, "data=folder", f"data.images={folder_data[0]}", f"data.masks={folder_data[1]}",
+                   "tracking=none", "loss=weighted_bce", "aug=heavy", "trainer.val_slices=[-2,-1]")
+    metrics = train(cfg, tmp_path / "run")
+    assert np.isfinite(metrics["val_loss"])
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
+    assert (tmp_path / "run" / "model.keras").exists() and (tmp_path / "run" / "last.keras").exists()
+
+
+def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "segexp", *args], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_cli_multirun_gives_one_finished_run_per_job(tmp_path):
+    out = run_cli("train", "-m", *TINY, "trainer.preview_slices=0", "tracking.log_model=false",
+                  "optimizer.lr=1e-4,1e-3", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    _, runs = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    assert sorted(r.data.params["optimizer.lr"] for r in runs) == ["0.0001", "0.001"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert len(list((tmp_path / "outputs" / "multirun").glob("*/*/*/model.keras"))) == 2
+
+
+def test_cli_bad_input_is_one_line_before_any_run(tmp_path):
+    out = run_cli("train", "debug=smoke", "data=folder", f"data.images={tmp_path / 'missing'}",
+                  f"data.masks={tmp_path}", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"segexp: error: {tmp_path / 'missing'}: images directory does not exist; check data.images"]
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
