@@ -22,6 +22,8 @@ import numpy as np
 from segexp.errors import TrackingError
 
 DEFAULT_STORE = Path("outputs") / "mlflow.db"
+# Set by the sweep callback before jobs start: each job's run becomes a child of this run.
+PARENT_RUN_ENV = "SEGEXP_PARENT_RUN_ID"
 
 
 def resolve_uri(configured: str | None) -> str:
@@ -116,7 +118,9 @@ class MlflowTracker:
     def run(self, name: str, tags: Mapping[str, str]) -> Iterator["MlflowTracker"]:
         import mlflow
 
-        run = mlflow.start_run(run_name=name, tags=dict(tags))
+        parent = os.environ.get(PARENT_RUN_ENV)
+        child_tags = {"mlflow.parentRunId": parent} if parent else {}
+        run = mlflow.start_run(run_name=name, tags={**tags, **child_tags})
         self.run_id = run.info.run_id
         try:
             yield self
