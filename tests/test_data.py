@@ -117,3 +117,10 @@ def test_synthetic_masks_are_exact_membranes():
     image, mask = data.images[0][..., 0], data.masks[0]
     assert image[mask == 0].mean() < 0.3 < image[mask == 1].mean()
     assert 0.02 < 1 - mask.mean() < 0.3
+
+
+def test_resize_keeps_masks_binary_and_aligned():
+    data = make_synthetic(count=2, size=64, cells=6, seed=1, resize=[32, 48])
+    assert data.images[0].shape == (32, 48, 1) and data.masks[0].shape == (32, 48)
+    assert set(np.unique(data.masks[0])) <= {0, 1}
+    assert data.images[0][..., 0][data.masks[0] == 0].mean() < data.images[0][..., 0][data.masks[0] == 1].mean()

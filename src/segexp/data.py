@@ -104,14 +104,26 @@ def to_binary_mask(array: np.ndarray, path: Path, threshold: int | None) -> np.n
     )
 
 
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Returns image (area-averaged) and mask (nearest, stays binary) resized to size = [height, width]."""
+    if size is None or tuple(size) == mask.shape:
+        return image, mask
+    import cv2
+
+    height, width = int(size[0]), int(size[1])
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA).reshape(height, width, -1)
+    return resized, cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
 def load_pairs(
     image_paths: Sequence[Path],
     mask_paths: Sequence[Path],
     channels: int | None,
     normalize: str,
     mask_threshold: int | None,
+    resize: Sequence[int] | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Returns (images, masks) read and validated pair by pair."""
+    """Returns (images, masks) read, validated and optionally resized, pair by pair."""
     images, masks = [], []
     for image_path, mask_path in zip(image_paths, mask_paths):
         raw = read_image(image_path)
@@ -125,7 +137,8 @@ def load_pairs(
         masks.append(mask)
     if channels is None:  # the data decides: RGB if any image has color
         channels = 3 if any(img.ndim == 3 for img in images) else 1
-    return [to_channels(to_unit_float(img, normalize), channels) for img in images], masks
+    pairs = [resize_pair(to_channels(to_unit_float(img, normalize), channels), m, resize) for img, m in zip(images, masks)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def list_images(directory: Path, what: str) -> dict[str, Path]:
@@ -164,6 +177,7 @@ def load_folder(
     normalize: str = "dtype",
     foreground: int = 1,
     mask_threshold: int | None = None,
+    resize: Sequence[int] | None = None,
     name: str = "folder",
 ) -> SegmentationSet:
     """Returns the image/mask pairs of two directories, matched by file stem."""
@@ -171,7 +185,7 @@ def load_folder(
     mask_files = list_images(Path(masks), "masks")
     stems = match_by_stem(image_files, mask_files)
     imgs, msks = load_pairs(
-        [image_files[s] for s in stems], [mask_files[s] for s in stems], channels, normalize, mask_threshold
+        [image_files[s] for s in stems], [mask_files[s] for s in stems], channels, normalize, mask_threshold, resize
     )
     return SegmentationSet(imgs, msks, stems, foreground, name)
 
@@ -202,6 +216,7 @@ def load_isbi2012(
     normalize: str = "dtype",
     foreground: int = 0,
     mask_threshold: int | None = None,
+    resize: Sequence[int] | None = None,
     name: str = "isbi2012",
 ) -> SegmentationSet:
     """Returns the 30 labeled ISBI 2012 training slices (train/image, train/label)."""
@@ -210,9 +225,8 @@ def load_isbi2012(
         raise DataError(f"{base}: ISBI 2012 data not found; set data.root to the folder holding train/ and test/")
     if verify:
         verify_manifest(base)
-    data = load_folder(str(base / "train" / "image"), str(base / "train" / "label"), channels, normalize,
-                       foreground, mask_threshold, name)
-    return data
+    return load_folder(str(base / "train" / "image"), str(base / "train" / "label"), channels, normalize,
+                       foreground, mask_threshold, resize, name)
 
 
 def voronoi_cells(size: int, cells: int, rng: np.random.Generator) -> np.ndarray:
@@ -232,6 +246,7 @@ def make_synthetic(
     normalize: str = "dtype",
     foreground: int = 0,
     mask_threshold: int | None = None,
+    resize: Sequence[int] | None = None,
     name: str = "synthetic",
 ) -> SegmentationSet:
     """Returns EM-like Voronoi cells: 1-px dark membranes (mask 0) between bright cells (mask 1)."""
@@ -245,7 +260,8 @@ def make_synthetic(
         mask = (~boundary).astype(np.uint8)
         texture = rng.uniform(0.55, 0.85, cells)[labels]  # each cell its own brightness
         image = np.where(boundary, 0.15, texture) + rng.normal(0, 0.05, labels.shape)
-        images.append(to_channels(np.clip(image, 0, 1).astype(np.float32), channels or 1))
+        image, mask = resize_pair(to_channels(np.clip(image, 0, 1).astype(np.float32), channels or 1), mask, resize)
+        images.append(image)
         masks.append(mask)
     return SegmentationSet(images, masks, [f"synthetic_{i}" for i in range(count)], foreground, name)
 

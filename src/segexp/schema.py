@@ -87,6 +87,7 @@ class DataConfig:
     normalize: str = "dtype"
     foreground: int = 0  # mask value that Dice/IoU score (0 = membrane in ISBI)
     mask_threshold: Optional[int] = None  # binarize non-binary masks at this value
+    resize: Optional[List[int]] = None  # [height, width] to resize every slice to at load time
 
 
 @dataclass
@@ -196,3 +197,5 @@ def validate(cfg: Any) -> None:
            f"must be one of {NORMALIZATIONS}, got {cfg.data.normalize!r}")
     _check(cfg.data.channels in (None, 1, 3), "data.channels", f"must be null, 1 or 3, got {cfg.data.channels}")
     _check(cfg.data.foreground in (0, 1), "data.foreground", f"must be 0 or 1, got {cfg.data.foreground}")
+    _check(cfg.data.resize is None or (len(cfg.data.resize) == 2 and min(cfg.data.resize) >= 1), "data.resize",
+           f"must be null or [height, width] with both >= 1, got {cfg.data.resize}")
