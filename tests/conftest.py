@@ -21,15 +21,17 @@ TINY = [  # smallest model and run that still exercise every code path
 ]
 
 
+def compose_config(config_name: str, *overrides: str):
+    """Returns conf/<config_name>.yaml composed with overrides, as the CLI would build it."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
 @pytest.fixture
 def make_cfg():
-    """Returns compose(overrides) -> DictConfig of conf/train.yaml, as the CLI would build it."""
-    register_configs()
-
-    def _compose(*overrides: str):
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose(config_name="train", overrides=list(overrides))
-    return _compose
+    """Returns compose(overrides) -> DictConfig of conf/train.yaml."""
+    return lambda *overrides: compose_config("train", *overrides)
 
 
 @pytest.fixture
@@ -46,14 +48,22 @@ def write_png(path: Path, array: np.ndarray) -> Path:
     return path
 
 
+def write_blob_pairs(root: Path, sizes, rgb: bool = False, suffix: str = ".png"):
+    """Writes image/mask pairs (bright rectangles on dark) of the given (h, w) sizes; returns the two dirs."""
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        mask = np.zeros((h, w), np.uint8)
+        mask[rng.integers(0, h // 2):, rng.integers(0, w // 2):] = 255
+        image = np.where(mask == 255, 200, 40).astype(np.uint8) + rng.integers(0, 20, mask.shape, dtype=np.uint8)
+        if rgb:
+            image = np.stack([image, image // 2, 255 - image], axis=-1)
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / "images" / f"s{i}{suffix}")
+        write_png(root / "masks" / f"s{i}.png", mask)
+    return root / "images", root / "masks"
+
+
 @pytest.fixture
 def folder_data(tmp_path):
     """Returns (images dir, masks dir) holding 6 gray 40x52 pairs of blobs and their masks."""
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        mask = np.zeros((40, 52), np.uint8)
-        mask[rng.integers(0, 20):, rng.integers(0, 26):] = 255
-        image = np.where(mask == 255, 200, 40).astype(np.uint8) + rng.integers(0, 20, mask.shape, dtype=np.uint8)
-        write_png(tmp_path / "images" / f"s{i}.png", image)
-        write_png(tmp_path / "masks" / f"s{i}.png", mask)
-    return tmp_path / "images", tmp_path / "masks"
+    return write_blob_pairs(tmp_path, [(40, 52)] * 6)

@@ -105,8 +105,10 @@ def test_split_needs_enough_images_and_crop_must_fit(folder_data):
     data = load_folder(*map(str, folder_data))
     with pytest.raises(DataError, match=r"trainer\.val_slices=\[25, 26\] does not fit a data set of 6 images"):
         split(data, [25, 26])
-    with pytest.raises(DataError, match="leaving at least one for training"):
-        resolve_indices([0, 1, 2], 3)
+    with pytest.raises(DataError, match="leave at least one for training"):
+        split(make_synthetic(count=3, size=8, cells=2), [0, 1, 2])
+    with pytest.raises(DataError, match="each once"):
+        resolve_indices([1, -5], 6)
     train, _ = split(data, [-1])
     with pytest.raises(DataError, match=r"smaller than trainer\.crop_size=64; lower trainer\.crop_size to at most 40"):
         check_crop_fits(train, 64)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 COMMANDS = {
     "train": ("train", "train a model from the config (Hydra overrides follow, -m for sweeps)"),
+    "predict": ("predict", "probability maps for images: ckpt=PATH input=DIR_OR_FILE output=DIR"),
+    "evaluate": ("evaluate", "score a checkpoint on held-out slices: ckpt=PATH [data=...]"),
 }
 
 
@@ -25,7 +27,8 @@ def config_dir() -> Path:
 def config_groups() -> dict[str, list[str]]:
     """Returns {group: [options]} read from the YAML files, for the help text."""
     root = config_dir()
-    return {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(root.iterdir()) if d.is_dir()}
+    groups = {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(root.iterdir()) if d.is_dir()}
+    return {group: options for group, options in groups.items() if options}
 
 
 def usage() -> str:
@@ -82,7 +85,21 @@ def train_task(cfg):
     return metrics.get(cfg.objective)
 
 
-TASKS = {"train": train_task}
+def predict_task(cfg):
+    from segexp.predict import predict
+
+    predict(cfg)
+
+
+def evaluate_task(cfg):
+    from hydra.core.hydra_config import HydraConfig
+
+    from segexp.evaluate import evaluate
+
+    return evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+TASKS = {"train": train_task, "predict": predict_task, "evaluate": evaluate_task}
 
 
 def run_hydra(command: str, argv: list[str]) -> None:

@@ -266,15 +266,12 @@ def make_synthetic(
     return SegmentationSet(images, masks, [f"synthetic_{i}" for i in range(count)], foreground, name)
 
 
-def resolve_indices(val_slices: Sequence[int], count: int) -> list[int]:
-    """Returns the validation indices made non-negative; raises DataError if any is out of range."""
-    resolved = [i + count if i < 0 else i for i in val_slices]
-    bad = [v for v, r in zip(val_slices, resolved) if not 0 <= r < count]
-    if bad or len(set(resolved)) != len(resolved) or len(resolved) >= count:
-        raise DataError(
-            f"trainer.val_slices={list(val_slices)} does not fit a data set of {count} images "
-            f"(valid indices 0..{count - 1} or -{count}..-1, distinct, leaving at least one for training)"
-        )
+def resolve_indices(positions: Sequence[int], count: int, key: str = "trainer.val_slices") -> list[int]:
+    """Returns the positions made non-negative and sorted; raises DataError if any is out of range or repeated."""
+    resolved = [i + count if i < 0 else i for i in positions]
+    if any(not 0 <= r < count for r in resolved) or len(set(resolved)) != len(resolved):
+        raise DataError(f"{key}={list(positions)} does not fit a data set of {count} images "
+                        f"(valid positions 0..{count - 1} or -{count}..-1, each once)")
     return sorted(resolved)
 
 
@@ -282,6 +279,9 @@ def split(data: SegmentationSet, val_slices: Sequence[int]) -> tuple[Segmentatio
     """Returns (train, validation): validation is the given slices, training all the others."""
     val = resolve_indices(val_slices, len(data.images))
     train = [i for i in range(len(data.images)) if i not in val]
+    if not train:
+        raise DataError(f"trainer.val_slices={list(val_slices)} holds out all {len(data.images)} images; "
+                        "leave at least one for training")
     return data.subset(train), data.subset(val)
 
 

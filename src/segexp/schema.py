@@ -160,10 +160,43 @@ class TrainConfig:
     run_name: Optional[str] = None  # None: made from the command-line overrides
 
 
+@dataclass
+class InferenceConfig:
+    tile: int = 256
+    overlap: int = 64
+    batch_size: int = 4
+    tta: bool = False  # average over the 8 flips/rotations
+    threshold: float = 0.5
+
+
+@dataclass
+class PredictConfig:
+    ckpt: str = MISSING  # model.keras, a run directory, or an MLflow run id
+    input: str = MISSING  # an image file or a directory of images
+    output: str = MISSING
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    normalize: str = "dtype"
+    save_mask: bool = True
+    save_overlay: bool = False
+
+
+@dataclass
+class EvaluateConfig:
+    ckpt: str = MISSING
+    data: Any = MISSING
+    tracking: TrackingConfig = MISSING
+    # slices to score, by position; negative from the end; null = all (e.g. a test folder)
+    slices: Optional[List[int]] = field(default_factory=lambda: [-5, -4, -3, -2, -1])
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    log_images: int = 5  # prediction panels logged to MLflow
+
+
 def register_configs() -> None:
     """Register the schemas so YAML files can extend them by name."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(group="data", name="isbi2012_schema", node=Isbi2012DataConfig)
     cs.store(group="data", name="folder_schema", node=FolderDataConfig)
     cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)

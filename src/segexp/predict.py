@@ -1,0 +1,108 @@
+"""`segexp predict`: probability maps (and masks, overlays) for images of any size, from a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from omegaconf import DictConfig
+
+from segexp.data import IMAGE_SUFFIXES, natural_key, read_image, to_channels, to_unit_float
+from segexp.errors import ConfigError, DataError
+from segexp.inference import predict_image
+from segexp.visualize import error_overlay, to_rgb8
+
+
+def resolve_checkpoint(ckpt: str, tracking_uri: str | None = None) -> Path:
+    """Returns the .keras file that `ckpt` names: a file, a run directory, or an MLflow run id."""
+    path = Path(ckpt)
+    if path.is_file():
+        return path
+    if (path / "model.keras").is_file():
+        return path / "model.keras"
+    if not path.exists() and "/" not in ckpt:
+        from segexp.tracking import checkpoint_of_run
+
+        tagged = checkpoint_of_run(ckpt, tracking_uri)
+        if tagged and Path(tagged).is_file():
+            return Path(tagged)
+    raise ConfigError(f"ckpt={ckpt}: no model.keras there; pass a .keras file, a run directory or an MLflow run id")
+
+
+def load_model(path: Path):
+    """Returns the Keras model saved at path (custom objects are registered by importing segexp)."""
+    import keras
+
+    import segexp.keras_metrics  # noqa: F401  (registers the metric classes for deserialization)
+    import segexp.losses  # noqa: F401
+    import segexp.models.unet  # noqa: F401
+
+    try:
+        return keras.saving.load_model(path)
+    except Exception as err:  # keras raises many types for a broken or foreign file
+        raise DataError(f"{path}: cannot be loaded as a Keras model ({type(err).__name__}: {err})") from err
+
+
+def model_channels_and_multiple(model) -> tuple[int, int]:
+    """Returns (input channels, the size multiple the model pads to)."""
+    channels = int(model.input_shape[-1])
+    pads = [layer.multiple for layer in model.layers if hasattr(layer, "multiple")]
+    return channels, (pads[0] if pads else 1)
+
+
+def make_predictor(model, inference: DictConfig) -> Callable[[np.ndarray], np.ndarray]:
+    """Returns image (H, W, C) -> (H, W) probability of white, by overlap-tile prediction."""
+    _, multiple = model_channels_and_multiple(model)
+
+    def predict_batch(tiles: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict_on_batch(tiles), np.float32)
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        return predict_image(predict_batch, image, tile=inference.tile, overlap=inference.overlap,
+                             batch_size=inference.batch_size, multiple=multiple, tta=inference.tta)
+    return predict
+
+
+def list_inputs(source: Path) -> list[Path]:
+    """Returns the image files to predict: the file itself, or a directory's images in name order."""
+    if source.is_file():
+        return [source]
+    if source.is_dir():
+        files = sorted((p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: natural_key(p.stem))
+        if files:
+            return files
+        raise DataError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) in the input directory")
+    raise DataError(f"{source}: input does not exist; pass input=FILE_OR_DIRECTORY")
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(array).save(path)
+
+
+def predict(cfg: DictConfig) -> list[Path]:
+    """Writes <stem>.png (probability, 255 = white) and optional mask/overlay per input; returns their paths."""
+    from tqdm import tqdm
+
+    inputs = list_inputs(Path(cfg.input))
+    model = load_model(resolve_checkpoint(cfg.ckpt))
+    channels, _ = model_channels_and_multiple(model)
+    predictor = make_predictor(model, cfg.inference)
+    output = Path(cfg.output)
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in tqdm(inputs, desc="predict", unit="image"):
+        image = to_channels(to_unit_float(read_image(path), cfg.normalize), channels)
+        prob = predictor(image)
+        written.append(output / f"{path.stem}.png")
+        write_png(written[-1], (np.clip(prob, 0, 1) * 255).round().astype(np.uint8))
+        if cfg.save_mask:
+            write_png(output / f"{path.stem}_mask.png", np.where(prob >= cfg.inference.threshold, 255, 0).astype(np.uint8))
+        if cfg.save_overlay:  # predicted black (membrane) drawn in red over the image
+            overlay = to_rgb8(image)
+            overlay[prob < cfg.inference.threshold] = (255, 60, 60)
+            write_png(output / f"{path.stem}_overlay.png", overlay)
+    print(f"[segexp] wrote {len(written)} probability maps to {output}", flush=True)
+    return written

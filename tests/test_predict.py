@@ -1,0 +1,76 @@
+"""predict and evaluate on a real checkpoint: odd-sized RGB JPEGs, ISBI scores, MLflow linkage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from conftest import TINY, compose_config, write_blob_pairs
+from segexp.errors import ConfigError
+from segexp.evaluate import evaluate
+from segexp.predict import predict
+from segexp.train import train
+
+SIZES = [(45, 61), (70, 38), (33, 90), (64, 64), (50, 50)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Returns (root, checkpoint, store uri) of a tiny RGB model trained on odd-sized JPEGs."""
+    root = tmp_path_factory.mktemp("rgb")
+    images, masks = write_blob_pairs(root, SIZES, rgb=True, suffix=".jpg")
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    cfg = compose_config("train", *TINY, "data=folder", f"data.images={images}", f"data.masks={masks}",
+                         "trainer.val_slices=[-2,-1]", f"tracking.uri={store}", "tracking.log_model=false")
+    train(cfg, root / "run")
+    return root, root / "run" / "model.keras", store
+
+
+def test_predict_writes_full_size_maps_for_odd_rgb_jpegs(trained, tmp_path):
+    root, checkpoint, _ = trained
+    cfg = compose_config("predict", f"ckpt={checkpoint}", f"input={root / 'images'}", f"output={tmp_path}",
+                         "save_overlay=true", "inference.tile=32", "inference.overlap=8")
+    written = predict(cfg)
+    assert [p.name for p in written] == [f"s{i}.png" for i in range(len(SIZES))]
+    for i, (h, w) in enumerate(SIZES):
+        prob = np.asarray(Image.open(tmp_path / f"s{i}.png"))
+        assert prob.shape == (h, w) and prob.dtype == np.uint8
+        mask = np.asarray(Image.open(tmp_path / f"s{i}_mask.png"))
+        assert set(np.unique(mask)) <= {0, 255}
+        assert np.array_equal(mask == 255, prob >= 128)  # mask is the probability thresholded at 0.5
+        assert np.asarray(Image.open(tmp_path / f"s{i}_overlay.png")).shape == (h, w, 3)
+
+
+def test_predict_with_tta_accepts_a_run_directory(trained, tmp_path):
+    root, checkpoint, _ = trained
+    cfg = compose_config("predict", f"ckpt={checkpoint.parent}", f"input={root / 'images' / 's1.jpg'}",
+                         f"output={tmp_path}", "inference.tta=true", "save_mask=false")
+    (path,) = predict(cfg)
+    assert np.asarray(Image.open(path)).shape == SIZES[1]
+
+
+def test_evaluate_scores_the_held_out_slices_and_logs_into_the_training_run(trained, tmp_path, monkeypatch):
+    root, checkpoint, store = trained
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_config("evaluate", f"ckpt={checkpoint}", "data=folder", f"data.images={root / 'images'}",
+                         f"data.masks={root / 'masks'}", "slices=[-2,-1]", f"tracking.uri={store}",
+                         "inference.tile=32", "inference.overlap=8")
+    metrics = evaluate(cfg, tmp_path / "eval")
+    assert set(metrics) >= {"v_rand", "v_info", "dice", "iou", "accuracy", "pixel_error"}
+    assert all(0.0 <= metrics[k] <= 1.0 for k in ("v_rand", "v_info", "dice", "accuracy"))
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == pytest.approx(metrics)
+    (run,) = MlflowClient(store).search_runs(MlflowClient(store).search_experiments()[0].experiment_id.split())
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["eval_v_rand"] == pytest.approx(metrics["v_rand"])
+    assert run.data.tags["evaluated_slices"] == "s3,s4"
+
+
+def test_unknown_checkpoint_is_one_clear_error(trained, tmp_path):
+    root, _, _ = trained
+    cfg = compose_config("predict", f"ckpt={tmp_path / 'nope.keras'}", f"input={root / 'images'}", f"output={tmp_path}")
+    with pytest.raises(ConfigError, match=r"nope\.keras: no model\.keras there"):
+        predict(cfg)
