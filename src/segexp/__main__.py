@@ -63,7 +63,7 @@ def report_errors(task):
             print(f"segexp: error: {err}", file=sys.stderr, flush=True)
             if is_multirun():
                 raise  # let the launcher record this job as failed and go on with the others
-            sys.exit(2)
+            sys.exit(err.exit_code)
     return wrapped
 
 
@@ -81,7 +81,18 @@ def train_task(cfg):
     from segexp.train import train
 
     hydra_cfg = HydraConfig.get()
-    metrics = train(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
+    overrides = list(hydra_cfg.overrides.task)
+    if cfg.resume:
+        from omegaconf import OmegaConf
+
+        from segexp.resume import find_run_dir, read_state, resumed_config
+        from segexp.schema import TrainConfig
+
+        run_dir = find_run_dir(cfg.resume, cfg.tracking.uri)
+        cfg = resumed_config(run_dir, OmegaConf.structured(TrainConfig), overrides)
+        metrics = train(cfg, run_dir, overrides, resume=read_state(run_dir))
+    else:
+        metrics = train(cfg, Path(hydra_cfg.runtime.output_dir), overrides)
     return metrics.get(cfg.objective)
 
 

@@ -42,11 +42,12 @@ class Checkpoints(keras.callbacks.Callback):
     value, so a resumed run continues the count and the comparison.
     """
 
-    def __init__(self, best_path: Path, last_path: Path, monitor: str, mode: str, best: float | None = None):
+    def __init__(self, best_path: Path, last_path: Path, monitor: str, mode: str, run_id: str | None = None,
+                 best: float | None = None, best_epoch: int | None = None):
         super().__init__()
         self.best_path, self.last_path, self.monitor, self.mode = Path(best_path), Path(last_path), monitor, mode
         self.best = best if best is not None else (-math.inf if mode == "max" else math.inf)
-        self.best_epoch: int | None = None
+        self.best_epoch, self.run_id = best_epoch, run_id
 
     def improved(self, value: float) -> bool:
         return value > self.best if self.mode == "max" else value < self.best
@@ -65,7 +66,8 @@ class Checkpoints(keras.callbacks.Callback):
         self.write_state(epoch + 1)
 
     def write_state(self, epochs_done: int) -> None:
-        state = {"epochs_done": epochs_done, "monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch}
+        state = {"epochs_done": epochs_done, "monitor": self.monitor, "best": self.best,
+                 "best_epoch": self.best_epoch, "run_id": self.run_id}
         temporary = self.last_path.with_suffix(".json.tmp")
         temporary.write_text(json.dumps(state))
         os.replace(temporary, self.last_path.with_suffix(".json"))

@@ -4,6 +4,8 @@
 class SegexpError(Exception):
     """Base class: the message names the offending file or key and what to do."""
 
+    exit_code = 2
+
 
 class ConfigError(SegexpError, ValueError):
     """A config value is out of range or inconsistent."""
@@ -19,3 +21,22 @@ class TrackingError(SegexpError, RuntimeError):
 
 class TrainingDiverged(SegexpError, RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(SegexpError):
+    """SIGINT or SIGTERM stopped training; a checkpoint was saved to resume from."""
+
+    exit_code = 130
+
+
+def instantiate(config, **kwargs):
+    """hydra.utils.instantiate, but a SegexpError raised by the target surfaces as itself, not wrapped."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(config, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, SegexpError):
+            raise err.__cause__ from None
+        raise

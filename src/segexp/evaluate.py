@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from segexp.data import resolve_indices, to_channels
+from segexp.errors import instantiate
 from segexp.metrics import evaluate_slices
-from segexp.predict import load_model, make_predictor, model_channels_and_multiple, resolve_checkpoint
+from segexp.models import load_model
+from segexp.predict import make_predictor, model_channels_and_multiple, resolve_checkpoint
 from segexp.visualize import mask_panel
 
 

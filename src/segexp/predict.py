@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from segexp.data import IMAGE_SUFFIXES, natural_key, read_image, to_channels, to_unit_float
 from segexp.errors import ConfigError, DataError
 from segexp.inference import predict_image
+from segexp.models import load_model
 from segexp.visualize import error_overlay, to_rgb8
 
 
@@ -22,26 +23,12 @@ def resolve_checkpoint(ckpt: str, tracking_uri: str | None = None) -> Path:
     if (path / "model.keras").is_file():
         return path / "model.keras"
     if not path.exists() and "/" not in ckpt:
-        from segexp.tracking import checkpoint_of_run
+        from segexp.tracking import run_tag
 
-        tagged = checkpoint_of_run(ckpt, tracking_uri)
+        tagged = run_tag(ckpt, "checkpoint", tracking_uri)
         if tagged and Path(tagged).is_file():
             return Path(tagged)
     raise ConfigError(f"ckpt={ckpt}: no model.keras there; pass a .keras file, a run directory or an MLflow run id")
-
-
-def load_model(path: Path):
-    """Returns the Keras model saved at path (custom objects are registered by importing segexp)."""
-    import keras
-
-    import segexp.keras_metrics  # noqa: F401  (registers the metric classes for deserialization)
-    import segexp.losses  # noqa: F401
-    import segexp.models.unet  # noqa: F401
-
-    try:
-        return keras.saving.load_model(path)
-    except Exception as err:  # keras raises many types for a broken or foreign file
-        raise DataError(f"{path}: cannot be loaded as a Keras model ({type(err).__name__}: {err})") from err
 
 
 def model_channels_and_multiple(model) -> tuple[int, int]:

@@ -158,6 +158,7 @@ class TrainConfig:
     tracking: TrackingConfig = MISSING
     objective: str = "val_dice"  # metric the Hydra entry point returns to sweepers
     run_name: Optional[str] = None  # None: made from the command-line overrides
+    resume: Optional[str] = None  # a run directory or MLflow run id to continue
 
 
 @dataclass

@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from segexp import data as data_lib
-from segexp.errors import TrainingDiverged
+from segexp.errors import TrainingDiverged, TrainingInterrupted, instantiate
 from segexp.schema import validate
 from segexp.tracking import flatten, run_tags
 from segexp.weightmap import border_weight_map
@@ -53,15 +52,16 @@ def build_model(cfg: DictConfig, channels: int, foreground: int):
     return model
 
 
-def build_callbacks(cfg: DictConfig, val_set, tracker, output_dir: Path) -> tuple[list, Any]:
-    """Returns (callbacks for fit, the checkpoint callback)."""
+def build_callbacks(cfg: DictConfig, val_set, tracker, output_dir: Path, resume=None) -> tuple[list, Any]:
+    """Returns (callbacks for fit, the checkpoint callback), continuing `resume`'s best score if given."""
     import keras
 
     from segexp.callbacks import Checkpoints, MaskPreview
     from segexp.optim import schedule_callbacks
 
     t = cfg.trainer
-    checkpoints = Checkpoints(output_dir / BEST_MODEL, output_dir / LAST_MODEL, t.monitor, t.monitor_mode)
+    checkpoints = Checkpoints(output_dir / BEST_MODEL, output_dir / LAST_MODEL, t.monitor, t.monitor_mode,
+                              tracker.run_id, *((resume.best, resume.best_epoch) if resume else ()))
     callbacks = [keras.callbacks.TerminateOnNaN(), checkpoints, *tracker.keras_callbacks()]
     callbacks += schedule_callbacks(cfg.optimizer.schedule, t.monitor, t.monitor_mode,
                                     cfg.optimizer.plateau_patience, cfg.optimizer.plateau_factor)
@@ -74,16 +74,17 @@ def build_callbacks(cfg: DictConfig, val_set, tracker, output_dir: Path) -> tupl
     return callbacks, checkpoints
 
 
-def fit(cfg: DictConfig, model, train_set, val_set, weights, callbacks) -> dict[str, list[float]]:
-    """Runs model.fit on the augmented crop stream; returns the Keras history."""
+def fit(cfg: DictConfig, model, train_set, val_set, weights, callbacks, initial_epoch: int = 0) -> dict[str, list[float]]:
+    """Runs model.fit on the augmented crop stream from `initial_epoch` on; returns the Keras history."""
     from segexp.augment import CropSampler
     from segexp.pipeline import training_dataset, validation_dataset
 
     t = cfg.trainer
     sampler = CropSampler(train_set.images, train_set.masks, cfg.aug.transforms, t.crop_size, t.seed, weights)
     train_ds = training_dataset(sampler, train_set.channels, 2 if weights is not None else 1, t.batch_size,
+                                first_sample=initial_epoch * t.steps_per_epoch * t.batch_size,
                                 parallel_calls=t.aug_workers)
-    history = model.fit(train_ds, epochs=t.epochs, steps_per_epoch=t.steps_per_epoch,
+    history = model.fit(train_ds, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=t.steps_per_epoch,
                         validation_data=validation_dataset(val_set), callbacks=callbacks, verbose=t.verbose,
                         shuffle=False)  # the sampler already draws random crops
     return history.history
@@ -91,17 +92,20 @@ def fit(cfg: DictConfig, model, train_set, val_set, weights, callbacks) -> dict[
 
 def evaluate_best(best_path: Path, val_set) -> tuple[dict[str, float], Any]:
     """Returns (val_* metrics, model) of the best checkpoint, reloaded from disk as a user would."""
-    import keras
-
+    from segexp.models import load_model
     from segexp.pipeline import validation_dataset
 
-    best = keras.saving.load_model(best_path)
+    best = load_model(best_path)
     scores = best.evaluate(validation_dataset(val_set), return_dict=True, verbose=0)
     return {f"val_{k}": float(v) for k, v in scores.items()}, best
 
 
-def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> dict[str, float]:
-    """Trains the configured model and returns the best checkpoint's validation metrics."""
+def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resume=None) -> dict[str, float]:
+    """Trains the configured model and returns the best checkpoint's validation metrics.
+
+    With `resume` (a resume.ResumeState), continues that run's last checkpoint (weights,
+    optimizer state, epoch count, best score, sample sequence) in the same MLflow run.
+    """
     validate(cfg)
     train_set, val_set, weights = prepare_data(cfg)
     tracker = instantiate(cfg.tracking)  # fails fast on an unwritable store or unreachable server
@@ -112,31 +116,44 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
 
     from segexp import runtime
     from segexp.callbacks import save_atomically
+    from segexp.models import load_model
 
     keras.backend.clear_session()  # jobs of an in-process multirun must not share graph state
-    policy = runtime.configure(cfg.trainer.seed, cfg.trainer.deterministic, cfg.trainer.precision)
+    first_epoch = resume.epochs_done if resume else 0
+    policy = runtime.configure(cfg.trainer.seed + first_epoch, cfg.trainer.deterministic, cfg.trainer.precision)
     name = cfg.run_name or run_name(overrides)
     started = time.monotonic()
-    with runtime.sigterm_as_interrupt(), tracker.run(name, run_tags(list(overrides), CODE_DIR)):
-        tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+    tags = run_tags(list(overrides), CODE_DIR)
+    if resume:  # the run keeps its original overrides tag; today's go beside it
+        tags = {"resumed_from_epoch": str(first_epoch), "resume_overrides": tags.pop("overrides"), **tags}
+    with runtime.sigterm_as_interrupt(), tracker.run(name, tags, run_id=resume.run_id if resume else None):
+        if resume:
+            model = load_model(output_dir / LAST_MODEL)  # weights and optimizer state
+        else:
+            tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+            tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
+            tracker.log_artifacts(output_dir / ".hydra", "config/hydra")
+            model = build_model(cfg, train_set.channels, train_set.foreground)
         tracker.set_tags({"precision": policy, "output_dir": str(output_dir.resolve())})
-        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
-        tracker.log_artifacts(output_dir / ".hydra", "config/hydra")
-        model = build_model(cfg, train_set.channels, train_set.foreground)
-        callbacks, checkpoints = build_callbacks(cfg, val_set, tracker, output_dir)
+        callbacks, checkpoints = build_callbacks(cfg, val_set, tracker, output_dir, resume)
         try:
-            history = fit(cfg, model, train_set, val_set, weights, callbacks)
-        except KeyboardInterrupt:
+            history = fit(cfg, model, train_set, val_set, weights, callbacks, first_epoch)
+        except KeyboardInterrupt:  # keep the newest weights; last.json still names the last whole epoch
             save_atomically(model, output_dir / LAST_MODEL)
-            raise
+            if not (output_dir / "last.json").exists():
+                checkpoints.write_state(first_epoch)
+            raise TrainingInterrupted(f"interrupted; checkpoint saved in {output_dir} - continue with "
+                                      f"`segexp train resume={output_dir}`") from None
         losses = history.get("loss", [])
         if not losses or not all(math.isfinite(v) for v in losses):
+            kept = (f"the last good checkpoint is {output_dir / BEST_MODEL}" if checkpoints.best_epoch is not None
+                    else "no epoch finished cleanly, so no checkpoint was saved")
             raise TrainingDiverged(f"loss became {losses[-1] if losses else 'undefined'}; lower optimizer.lr "
-                                   f"(now {cfg.optimizer.lr}); the last good checkpoint is in {output_dir}")
+                                   f"(now {cfg.optimizer.lr}); {kept}")
         if checkpoints.best_epoch is None:
             raise TrainingDiverged(f"trainer.monitor={cfg.trainer.monitor} was never finite; no checkpoint saved")
         metrics, best = evaluate_best(output_dir / BEST_MODEL, val_set)
-        metrics.update(best_epoch=float(checkpoints.best_epoch), epochs_run=float(len(losses)),
+        metrics.update(best_epoch=float(checkpoints.best_epoch), epochs_run=float(first_epoch + len(losses)),
                        train_minutes=(time.monotonic() - started) / 60)
         tracker.log_metrics({(f"best_{k}" if k.startswith("val_") else k): v for k, v in metrics.items()})
         tracker.set_tags({"checkpoint": str((output_dir / BEST_MODEL).resolve())})

@@ -1,0 +1,116 @@
+"""Faults: NaN loss, SIGTERM and resume, unreachable or unwritable stores, atomic saves, determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import TINY, compose_config
+from segexp.errors import TrackingError, TrainingDiverged
+from segexp.train import train
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+SYNTHETIC = [*TINY, "data=synthetic", "data.size=48", "trainer.preview_slices=0"]
+
+
+def only_run(uri: str):
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("segexp").experiment_id])
+    return client, run
+
+
+def test_nan_loss_stops_at_once_and_fails_the_run(store, tmp_path):
+    cfg = compose_config("train", *SYNTHETIC, "trainer.epochs=5", "trainer.steps_per_epoch=3", "optimizer=sgd",
+                         "optimizer.lr=1e12", "model.batch_norm=false", f"tracking.uri={store}")
+    with pytest.raises(TrainingDiverged, match=r"loss became nan; lower optimizer\.lr"):
+        train(cfg, tmp_path / "run")
+    client, run = only_run(store)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"].startswith("TrainingDiverged: loss became nan")
+    assert len(client.get_metric_history(run.info.run_id, "loss")) <= 1  # stopped in the first epoch it saw NaN
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_server_fails_fast_before_the_model_is_built(make_cfg, tmp_path):
+    cfg = make_cfg(*SYNTHETIC, f"tracking.uri=http://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match=r"MLflow server unreachable.*tracking=none"):
+        train(cfg, tmp_path / "run")
+    assert time.monotonic() - started < 10
+    assert not (tmp_path / "run").exists()
+
+
+def test_unwritable_store_is_reported_with_its_path(make_cfg, tmp_path):
+    (tmp_path / "a_file").write_text("not a directory")
+    cfg = make_cfg(*SYNTHETIC, f"tracking.uri=sqlite:///{tmp_path / 'a_file' / 'mlflow.db'}")
+    with pytest.raises(TrackingError, match=r"a_file/mlflow\.db: MLflow store is not writable"):
+        train(cfg, tmp_path / "run")
+
+
+def test_sigterm_saves_a_checkpoint_ends_killed_and_resume_continues_the_same_run(tmp_path):
+    args = [sys.executable, "-m", "segexp", "train", *SYNTHETIC, "trainer.epochs=40", "trainer.steps_per_epoch=4",
+            "tracking.log_model=false", "hydra.run.dir=outputs/run"]
+    job = subprocess.Popen(args, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state_file = tmp_path / "outputs" / "run" / "last.json"
+    deadline = time.monotonic() + 240
+    while not state_file.exists() and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.2)
+    assert state_file.exists(), job.communicate()[1][-2000:]
+    job.send_signal(signal.SIGTERM)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 130
+    assert "interrupted; checkpoint saved" in stderr and "resume=" in stderr
+    store = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
+    client, run = only_run(store)
+    assert run.info.status == "KILLED"
+    stopped_after = json.loads(state_file.read_text())["epochs_done"]
+    assert stopped_after < 40
+    keras.saving.load_model(tmp_path / "outputs" / "run" / "last.keras")  # intact
+
+    resume = subprocess.run([sys.executable, "-m", "segexp", "train", "resume=outputs/run",
+                             f"trainer.epochs={stopped_after + 2}"], cwd=tmp_path, env=ENV,
+                            capture_output=True, text=True, timeout=300)
+    assert resume.returncode == 0, resume.stderr[-3000:]
+    client, resumed = only_run(store)  # the same run, not a new one
+    assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
+    assert resumed.data.tags["resumed_from_epoch"] == str(stopped_after)
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_dice")]
+    assert steps[-2:] == [stopped_after, stopped_after + 1] and len(steps) >= stopped_after + 2
+
+
+def test_a_kill_during_a_save_never_corrupts_the_checkpoint(tmp_path):
+    script = ("import sys, keras\nfrom segexp.callbacks import save_atomically\n"
+              "from segexp.models.unet import build_unet\nfrom pathlib import Path\n"
+              "m = build_unet(depth=2, base_filters=8)\npath = Path(sys.argv[1])\nsave_atomically(m, path)\n"
+              "print('saved', flush=True)\nwhile True:\n    save_atomically(m, path)\n")
+    target = tmp_path / "model.keras"
+    for delay in (0.07, 0.23):
+        job = subprocess.Popen([sys.executable, "-c", script, str(target)], env=ENV, stdout=subprocess.PIPE, text=True)
+        assert job.stdout.readline().strip() == "saved"
+        time.sleep(delay)
+        job.kill()
+        job.wait()
+        keras.saving.load_model(target)  # would raise on a half-written zip
+
+
+def test_deterministic_runs_give_identical_metrics(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    overrides = [*SYNTHETIC, "trainer.deterministic=true", "tracking=none", "aug=heavy", "trainer.steps_per_epoch=3"]
+    first = train(compose_config("train", *overrides), tmp_path / "a")
+    second = train(compose_config("train", *overrides), tmp_path / "b")
+    keys = ["val_loss", "val_dice", "val_iou", "val_accuracy"]
+    assert [first[k] for k in keys] == [second[k] for k in keys]
