@@ -64,6 +64,7 @@ def test_unknown_option_lists_the_choices(make_cfg):
     ("trainer.batch_size=0", "trainer.batch_size"), ("model.dropout=1.0", "model.dropout"),
     ("model.dropout=-0.1", "model.dropout"), ("model.upsampling=pixelshuffle", "model.upsampling"),
     ("optimizer.schedule=linear", "optimizer.schedule"), ("trainer.precision=fp8", "trainer.precision"),
+    ("trainer.topology_metrics=false", "trainer.monitor"), ("data.resize=[0,5]", "data.resize"),
 ])
 def test_invalid_values_name_the_key(make_cfg, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

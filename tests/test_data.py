@@ -126,3 +126,13 @@ def test_resize_keeps_masks_binary_and_aligned():
     assert data.images[0].shape == (32, 48, 1) and data.masks[0].shape == (32, 48)
     assert set(np.unique(data.masks[0])) <= {0, 1}
     assert data.images[0][..., 0][data.masks[0] == 0].mean() < data.images[0][..., 0][data.masks[0] == 1].mean()
+
+
+def test_unsupported_format_names_the_file(folder_data):
+    images, masks = folder_data
+    (images / "s0.png").rename(images / "s0.gif")
+    (masks / "s0.png").rename(masks / "s0.gif")
+    from segexp.data import read_image
+
+    with pytest.raises(DataError, match=r"s0\.gif: unsupported format '\.gif'"):
+        read_image(images / "s0.gif")

@@ -28,15 +28,15 @@ def test_smoke_training_is_fully_tracked(make_cfg, store, tmp_path):
     cfg = make_cfg(*TINY, "trainer.epochs=2", f"tracking.uri={store}")
     metrics = train(cfg, tmp_path / "run", ["debug=smoke"])
 
-    assert {"val_dice", "val_iou", "val_accuracy", "val_loss"} <= set(metrics)
+    assert {"val_dice", "val_iou", "val_accuracy", "val_loss", "val_v_rand", "val_v_info"} <= set(metrics)
     assert 0.0 <= metrics["val_dice"] <= 1.0
     client, runs = runs_of(store)
     (run,) = runs
     assert run.info.status == "FINISHED" and run.info.run_name == "debug=smoke"
     assert run.data.params["model.depth"] == "2" and run.data.params["trainer.crop_size"] == "32"
     assert run.data.tags["overrides"] == "debug=smoke" and "git_commit" in run.data.tags
-    history = client.get_metric_history(run.info.run_id, "val_dice")
-    assert [m.step for m in history] == [0, 1]
+    for name in ("val_dice", "val_v_rand", "val_v_info", "loss", "dice"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [0, 1], name
     assert run.data.metrics["best_val_dice"] == pytest.approx(metrics["val_dice"], abs=1e-6)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config", "images"} <= artifacts
@@ -86,3 +86,11 @@ def test_cli_bad_input_is_one_line_before_any_run(tmp_path):
     assert out.stderr.strip().splitlines() == [
         f"segexp: error: {tmp_path / 'missing'}: images directory does not exist; check data.images"]
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
+
+
+def test_cli_unwritable_output_directory_is_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    out = run_cli("train", "debug=smoke", f"hydra.run.dir={tmp_path / 'a_file' / 'run'}", cwd=tmp_path)
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith(f"segexp: error: {tmp_path / 'a_file' / 'run'}: output directory not writable")

@@ -113,6 +113,26 @@ def evaluate_task(cfg):
 TASKS = {"train": train_task, "predict": predict_task, "evaluate": evaluate_task}
 
 
+def output_root(argv: list[str]) -> Path:
+    """Returns the directory Hydra will create run directories in, from the overrides or the default."""
+    key = "hydra.sweep.dir=" if ("-m" in argv or "--multirun" in argv) else "hydra.run.dir="
+    chosen = [a[len(key):] for a in argv if a.startswith(key)]
+    return Path(chosen[-1]) if chosen else Path("outputs")
+
+
+def check_writable(directory: Path) -> str | None:
+    """Returns a one-line problem if directory cannot be created and written, else None."""
+    import tempfile
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            return None
+    except OSError as err:
+        return (f"{directory}: output directory not writable ({err.strerror}); run from a writable directory "
+                "or set hydra.run.dir=... (hydra.sweep.dir=... for -m)")
+
+
 def run_hydra(command: str, argv: list[str]) -> None:
     import hydra
 
@@ -133,6 +153,11 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"segexp: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
+    informational = any(a in ("--help", "-h", "--cfg", "-c", "--info", "--hydra-help") for a in rest)
+    problem = None if informational else check_writable(output_root(rest))
+    if problem:
+        print(f"segexp: error: {problem}", file=sys.stderr)
         sys.exit(2)
     run_hydra(command, rest)
 

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
+from segexp.metrics import isbi_scores
 from segexp.visualize import mask_panel
 
 
@@ -21,18 +22,38 @@ def save_atomically(model: keras.Model, path: Path) -> None:
     os.replace(temporary, path)
 
 
-class MaskPreview(keras.callbacks.Callback):
-    """Every epoch, predicts whole validation slices and hands panel images to `log_image(panel, key, step)`."""
+class SliceValidation(keras.callbacks.Callback):
+    """Every epoch, predicts the whole validation slices once and uses them twice.
+
+    Adds the ISBI topology scores (`val_v_rand`, `val_v_info`) to the epoch logs, so they
+    are tracked and can be monitored for checkpoints (list this callback before those that
+    read the logs), and hands image | truth | prediction | error panels of the first
+    `preview` slices to `log_image(panel, key, step)`.
+    """
 
     def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], names: Sequence[str],
-                 log_image: Callable[[np.ndarray, str, int], None]):
+                 log_image: Callable[[np.ndarray, str, int], None], preview: int, topology: bool):
         super().__init__()
         self.images, self.masks, self.names, self.log_image = list(images), list(masks), list(names), log_image
+        self.preview, self.topology = preview, topology
 
     def on_epoch_end(self, epoch, logs=None):
-        for image, mask, name in zip(self.images, self.masks, self.names):
-            prob = self.model.predict_on_batch(image[None])[0, ..., 0]
-            self.log_image(mask_panel(image, mask, np.asarray(prob, np.float32)), f"masks/{name}", epoch)
+        probs = predict_slices(self.model, self.images)
+        if self.topology and logs is not None:
+            logs.update({f"val_{k}": v for k, v in topology_scores(probs, self.masks).items()})
+        for image, mask, prob, name in list(zip(self.images, self.masks, probs, self.names))[: self.preview]:
+            self.log_image(mask_panel(image, mask, prob), f"masks/{name}", epoch)
+
+
+def predict_slices(model: keras.Model, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Returns (H, W) probability maps of whole images, one forward pass each (sizes may differ)."""
+    return [np.asarray(model.predict_on_batch(image[None]), np.float32)[0, ..., 0] for image in images]
+
+
+def topology_scores(probs: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> dict[str, float]:
+    """Returns {"v_rand", "v_info"}: the ISBI challenge scores, best over thresholds, pooled over slices."""
+    scores = isbi_scores(list(probs), list(masks))
+    return {"v_rand": scores["v_rand"], "v_info": scores["v_info"]}
 
 
 class Checkpoints(keras.callbacks.Callback):

@@ -129,10 +129,11 @@ class TrainerConfig:
     # so the default is ISBI's contiguous block 25-29 and "the last five" elsewhere
     val_slices: List[int] = field(default_factory=lambda: [-5, -4, -3, -2, -1])
     precision: str = "float32"
-    monitor: str = "val_dice"
+    monitor: str = "val_v_rand"
     monitor_mode: str = "max"
     early_stopping_patience: int = 0  # 0 = off
     preview_slices: int = 2  # validation slices drawn into the per-epoch mask image
+    topology_metrics: bool = True  # V_rand / V_info on the validation slices every epoch
     aug_workers: int = -1  # tf.data parallel calls; -1 = AUTOTUNE
     jit_compile: bool = False
     verbose: int = 1
@@ -156,7 +157,7 @@ class TrainConfig:
     data: Any = MISSING
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
-    objective: str = "val_dice"  # metric the Hydra entry point returns to sweepers
+    objective: str = "val_v_rand"  # metric the Hydra entry point returns to sweepers
     run_name: Optional[str] = None  # None: made from the command-line overrides
     resume: Optional[str] = None  # a run directory or MLflow run id to continue
 
@@ -224,6 +225,8 @@ def validate(cfg: Any) -> None:
     _check(t.crop_size >= 1, "trainer.crop_size", f"must be >= 1, got {t.crop_size}")
     _check(len(t.val_slices) >= 1, "trainer.val_slices", "needs at least one held-out slice")
     _check(t.precision in PRECISIONS, "trainer.precision", f"must be one of {PRECISIONS}, got {t.precision!r}")
+    _check(t.topology_metrics or t.monitor not in ("val_v_rand", "val_v_info"), "trainer.monitor",
+           f"{t.monitor} needs trainer.topology_metrics=true (or monitor val_dice / val_loss)")
     _check(t.monitor_mode in ("min", "max"), "trainer.monitor_mode", f"must be min or max, got {t.monitor_mode!r}")
     _check(cfg.tracking.backend in ("mlflow", "none"), "tracking.backend",
            f"must be mlflow or none, got {cfg.tracking.backend!r}")

@@ -56,21 +56,21 @@ def build_callbacks(cfg: DictConfig, val_set, tracker, output_dir: Path, resume=
     """Returns (callbacks for fit, the checkpoint callback), continuing `resume`'s best score if given."""
     import keras
 
-    from segexp.callbacks import Checkpoints, MaskPreview
+    from segexp.callbacks import Checkpoints, SliceValidation
     from segexp.optim import schedule_callbacks
 
     t = cfg.trainer
     checkpoints = Checkpoints(output_dir / BEST_MODEL, output_dir / LAST_MODEL, t.monitor, t.monitor_mode,
                               tracker.run_id, *((resume.best, resume.best_epoch) if resume else ()))
-    callbacks = [keras.callbacks.TerminateOnNaN(), checkpoints, *tracker.keras_callbacks()]
+    slices = SliceValidation(val_set.images, val_set.masks, val_set.names, tracker.log_image,
+                             t.preview_slices, t.topology_metrics)
+    # order matters: slice scores join the logs before checkpoints and trackers read them
+    callbacks = [keras.callbacks.TerminateOnNaN(), slices, checkpoints, *tracker.keras_callbacks()]
     callbacks += schedule_callbacks(cfg.optimizer.schedule, t.monitor, t.monitor_mode,
                                     cfg.optimizer.plateau_patience, cfg.optimizer.plateau_factor)
     if t.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(t.monitor, mode=t.monitor_mode,
                                                        patience=t.early_stopping_patience))
-    if t.preview_slices:
-        n = t.preview_slices
-        callbacks.append(MaskPreview(val_set.images[:n], val_set.masks[:n], val_set.names[:n], tracker.log_image))
     return callbacks, checkpoints
 
 
@@ -90,13 +90,16 @@ def fit(cfg: DictConfig, model, train_set, val_set, weights, callbacks, initial_
     return history.history
 
 
-def evaluate_best(best_path: Path, val_set) -> tuple[dict[str, float], Any]:
+def evaluate_best(best_path: Path, val_set, topology: bool) -> tuple[dict[str, float], Any]:
     """Returns (val_* metrics, model) of the best checkpoint, reloaded from disk as a user would."""
+    from segexp.callbacks import predict_slices, topology_scores
     from segexp.models import load_model
     from segexp.pipeline import validation_dataset
 
     best = load_model(best_path)
     scores = best.evaluate(validation_dataset(val_set), return_dict=True, verbose=0)
+    if topology:
+        scores.update(topology_scores(predict_slices(best, val_set.images), val_set.masks))
     return {f"val_{k}": float(v) for k, v in scores.items()}, best
 
 
@@ -152,7 +155,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
                                    f"(now {cfg.optimizer.lr}); {kept}")
         if checkpoints.best_epoch is None:
             raise TrainingDiverged(f"trainer.monitor={cfg.trainer.monitor} was never finite; no checkpoint saved")
-        metrics, best = evaluate_best(output_dir / BEST_MODEL, val_set)
+        metrics, best = evaluate_best(output_dir / BEST_MODEL, val_set, cfg.trainer.topology_metrics)
         metrics.update(best_epoch=float(checkpoints.best_epoch), epochs_run=float(first_epoch + len(losses)),
                        train_minutes=(time.monotonic() - started) / 60)
         tracker.log_metrics({(f"best_{k}" if k.startswith("val_") else k): v for k, v in metrics.items()})
@@ -164,7 +167,8 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
 
 def print_summary(metrics: dict[str, float], tracker, checkpoint: Path) -> None:
     """Prints the one-line result users look for at the end of a run."""
-    shown = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("val_dice", "val_iou", "val_accuracy") if k in metrics)
+    shown = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("val_v_rand", "val_v_info", "val_dice", "val_iou", "val_accuracy")
+                      if k in metrics)
     where = f"run {tracker.run_id} - open with `mlflow ui --backend-store-uri {tracker.uri}`" if tracker.run_id \
         else "tracking off"
     print(f"[segexp] best epoch {int(metrics['best_epoch']) + 1}: {shown} in {metrics['train_minutes']:.1f} min; "
