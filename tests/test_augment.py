@@ -53,3 +53,16 @@ def test_samples_are_a_pure_function_of_seed_and_index(make_cfg):
     b = [second(i)[0] for i in reversed(order)][::-1]  # other call order, same samples
     assert all(np.array_equal(u, v) for u, v in zip(a, b))
     assert not np.array_equal(first(1)[0], CropSampler([image], [mask], transforms, 64, seed=8)(1)[0])
+
+
+def test_pipelines_are_built_once_and_reused(make_cfg, monkeypatch):
+    import segexp.augment as augment
+
+    builds = []
+    real_build = augment.build_transform
+    monkeypatch.setattr(augment, "build_transform", lambda t: builds.append(1) or real_build(t))
+    image, mask = blobs()
+    sampler = CropSampler([image], [mask], make_cfg("aug=heavy").aug.transforms, 64, seed=0)
+    for index in range(20):
+        sampler(index)
+    assert len(builds) == 1
