@@ -62,6 +62,8 @@ def report_errors(task):
                 raise
             print(f"segexp: error: {err}", file=sys.stderr, flush=True)
             if is_multirun():
+                if err.exit_code == 130:  # Ctrl-C stops the whole sweep, not just this job
+                    raise KeyboardInterrupt(str(err)) from err
                 raise  # let the launcher record this job as failed and go on with the others
             sys.exit(err.exit_code)
     return wrapped

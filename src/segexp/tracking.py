@@ -19,7 +19,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from segexp.errors import TrackingError
+from segexp.errors import TrackingError, TrainingInterrupted
 
 DEFAULT_STORE = Path("outputs") / "mlflow.db"
 # Set by the sweep callback before jobs start: each job's run becomes a child of this run.
@@ -27,8 +27,8 @@ PARENT_RUN_ENV = "SEGEXP_PARENT_RUN_ID"
 
 
 def resolve_uri(configured: str | None) -> str:
-    """Returns $MLFLOW_TRACKING_URI, else the configured URI, else sqlite:///<cwd>/outputs/mlflow.db."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    """Returns tracking.uri if set, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/outputs/mlflow.db."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
     return f"sqlite:///{(Path.cwd() / DEFAULT_STORE).resolve()}"
@@ -51,6 +51,27 @@ def check_store(uri: str) -> None:
         except (urllib.error.URLError, OSError) as err:
             raise TrackingError(f"tracking.uri={uri}: MLflow server unreachable ({err}); start it with "
                                 "`mlflow server --host 127.0.0.1 ...` or use tracking=none") from err
+
+
+def artifact_root(uri: str) -> str | None:
+    """Returns where a sqlite store keeps artifacts: beside the database, not in ./mlruns of the cwd."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+    return None  # a server decides for itself
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """Returns the id of experiment `name` in the store at uri, creating it (artifacts beside the store)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_root(uri))
+    except mlflow.exceptions.MlflowException:  # another job created it first
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def git_state(directory: Path) -> dict[str, str]:
@@ -86,8 +107,11 @@ class NullTracker:
     run_id = None
 
     @contextlib.contextmanager
-    def run(self, name: str, tags: Mapping[str, str]) -> Iterator["NullTracker"]:
+    def run(self, name: str, tags: Mapping[str, str], run_id: str | None = None) -> Iterator["NullTracker"]:
         yield self
+
+    def run_for_checkpoint(self, path: Path) -> str | None:
+        return None
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
@@ -110,21 +134,26 @@ class MlflowTracker:
         self.uri, self.log_model_enabled, self.run_id = uri, log_model, None
         mlflow.set_tracking_uri(uri)
         try:
-            mlflow.set_experiment(experiment_name)
+            mlflow.set_experiment(experiment_id=ensure_experiment(uri, experiment_name))
         except Exception as err:  # mlflow raises many types for a broken store; report one line
             raise TrackingError(f"{uri}: cannot open the MLflow store ({type(err).__name__}: {err})") from err
 
     @contextlib.contextmanager
-    def run(self, name: str, tags: Mapping[str, str]) -> Iterator["MlflowTracker"]:
+    def run(self, name: str, tags: Mapping[str, str], run_id: str | None = None) -> Iterator["MlflowTracker"]:
+        """Starts a new run, or reopens `run_id` (evaluate logs into the run that trained the model)."""
         import mlflow
 
         parent = os.environ.get(PARENT_RUN_ENV)
-        child_tags = {"mlflow.parentRunId": parent} if parent else {}
-        run = mlflow.start_run(run_name=name, tags={**tags, **child_tags})
+        child_tags = {"mlflow.parentRunId": parent} if parent and not run_id else {}
+        if run_id:
+            run = mlflow.start_run(run_id=run_id)
+            mlflow.set_tags(dict(tags))
+        else:
+            run = mlflow.start_run(run_name=name, tags={**tags, **child_tags})
         self.run_id = run.info.run_id
         try:
             yield self
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, TrainingInterrupted):
             mlflow.set_tag("failure_reason", "interrupted (SIGINT/SIGTERM)")
             mlflow.end_run("KILLED")
             raise
@@ -133,6 +162,14 @@ class MlflowTracker:
             mlflow.end_run("FAILED")
             raise
         mlflow.end_run("FINISHED")
+
+    def run_for_checkpoint(self, path: Path) -> str | None:
+        """Returns the id of the run whose `checkpoint` tag is this file, if the store has one."""
+        import mlflow
+
+        runs = mlflow.search_runs(filter_string=f"tags.checkpoint = '{Path(path).resolve()}'",
+                                  search_all_experiments=True, output_format="list", max_results=1)
+        return runs[0].info.run_id if runs else None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         import mlflow
@@ -203,6 +240,16 @@ def open_tracker(backend: str, uri: str | None, experiment_name: str, log_model:
     return MlflowTracker(resolved, experiment_name, log_model)
 
 
+def run_tag(run_id: str, tag: str, uri: str | None = None) -> str | None:
+    """Returns one tag of an MLflow run (e.g. `checkpoint`, `output_dir`), or None."""
+    import mlflow
+
+    try:
+        return mlflow.MlflowClient(resolve_uri(uri)).get_run(run_id).data.tags.get(tag)
+    except Exception:  # unknown id or unreachable store: the caller reports the value it was given
+        return None
+
+
 def run_tags(overrides: list[str], code_dir: Path) -> dict[str, str]:
     """Returns the provenance tags every run carries."""
     from segexp import __version__
@@ -213,3 +260,74 @@ def run_tags(overrides: list[str], code_dir: Path) -> dict[str, str]:
         "hostname": socket.gethostname(),
         **git_state(code_dir),
     }
+
+
+# --- sweeps: one parent run per multirun, its jobs' runs as children (used by segexp.sweep) ---
+
+def start_parent_run(uri: str, experiment_name: str, name: str, tags: Mapping[str, str]) -> str:
+    """Creates the experiment if needed and a RUNNING parent run in it; returns the run id.
+
+    Uses MlflowClient, not the fluent API, so no run becomes "active" in this process and
+    in-process jobs can still start their own runs.
+    """
+    from mlflow.tracking import MlflowClient
+
+    check_store(uri)
+    try:
+        # a new sqlite store gets its schema here, once, before any job starts
+        experiment_id = ensure_experiment(uri, experiment_name)
+        return MlflowClient(uri).create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id
+    except Exception as err:  # mlflow raises many types for a broken store; report one line
+        raise TrackingError(f"{uri}: cannot create the sweep's parent run ({type(err).__name__}: {err})") from err
+
+
+def child_runs(uri: str, parent_run_id: str) -> list:
+    """Returns the runs tagged mlflow.parentRunId = parent_run_id, oldest first."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """Returns [(step, value)] of one metric of one run, by step."""
+    from mlflow.tracking import MlflowClient
+
+    return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key))
+
+
+def record_failed_child(uri: str, parent_run_id: str, name: str, tags: Mapping[str, str], reason: str) -> str:
+    """Creates a FAILED child run for a job that failed before its own run started; returns its id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    run = client.create_run(experiment_id, run_name=name, tags={
+        **tags, "mlflow.parentRunId": parent_run_id, "failure_reason": reason[:5000]})
+    client.set_terminated(run.info.run_id, "FAILED")
+    return run.info.run_id
+
+
+def end_parent_run(uri: str, run_id: str, status: str, metrics: Mapping[str, float], tags: Mapping[str, str],
+                   texts: Mapping[str, str], figures: Mapping[str, Any]) -> None:
+    """Logs the sweep summary (metrics, tags, text files, matplotlib figures) and ends the run with status."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    for path, text in texts.items():
+        client.log_text(run_id, text, path)
+    for path, figure in figures.items():
+        client.log_figure(run_id, figure, path)
+    client.set_terminated(run_id, status)

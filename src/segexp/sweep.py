@@ -1,0 +1,246 @@
+"""Sweeps in MLflow: one parent run per `segexp train -m ...`, each job's run a child of it.
+
+`MlflowSweepCallback` is registered in conf/train.yaml under `hydra.callbacks`. Before any
+job starts it creates the parent run (and the experiment, and a new sqlite store's schema,
+so parallel jobs never race to migrate it) and exports its id in $SEGEXP_PARENT_RUN_ID;
+in-process jobs and joblib's worker processes (spawned later) inherit it, and
+`MlflowTracker.run` makes each job's run a child. At the end the parent gets a table of
+its children, the best child by `cfg.objective` and a plot of their learning curves.
+
+Hydra 1.3 calls `on_multirun_end` only when every job succeeded: if one fails, the other
+jobs still run, then the sweeper re-raises the first failure and Hydra exits 1. So the
+summary is also written by an atexit hook, which runs on that exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import io
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from segexp import tracking
+
+CODE_DIR = Path(__file__).resolve().parent
+SUMMARY_METRICS = ("best_val_dice", "best_val_iou", "best_val_accuracy", "best_val_loss")
+CURVES = "val_dice"  # per-epoch metric plotted for every sweep, beside the objective's own
+SHOWN_REASON = 100  # characters of failure_reason in the markdown table; the CSV has all of it
+
+
+def swept_keys(overrides: Sequence[str]) -> list[str]:
+    """Returns the keys of the command-line overrides that sweep several values, e.g. ["optimizer.lr"]."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return [o.get_key_element() for o in parsed if o.is_sweep_override()]
+
+
+def sweep_name(sweep_dir: Path, overrides: Sequence[str]) -> str:
+    """Returns the parent run's name, e.g. `sweep optimizer.lr 2026-11-25/09-24-44`."""
+    keys = ",".join(swept_keys(overrides))
+    return " ".join(part for part in ("sweep", keys, f"{sweep_dir.parent.name}/{sweep_dir.name}") if part)
+
+
+def objective_metric(cfg: DictConfig) -> tuple[str, str]:
+    """Returns (the child metric that holds cfg.objective, "max" or "min")."""
+    objective = cfg.objective
+    key = f"best_{objective}" if objective.startswith("val_") else objective  # as train() logs it
+    if objective == cfg.trainer.monitor:
+        return key, cfg.trainer.monitor_mode
+    return key, "min" if objective.endswith("loss") else "max"
+
+
+def best_child(children: Sequence[Any], key: str, mode: str):
+    """Returns the FINISHED child with the best finite `key` metric, or None."""
+    scored = [r for r in children
+              if r.info.status == "FINISHED" and math.isfinite(r.data.metrics.get(key, math.nan))]
+    if not scored:
+        return None
+    return (max if mode == "max" else min)(scored, key=lambda r: r.data.metrics[key])
+
+
+def summary_rows(children: Sequence[Any], objective_key: str) -> list[dict[str, Any]]:
+    """Returns one {column: value} row per child run (the objective's metric too), metrics None where missing."""
+    metrics = dict.fromkeys([*SUMMARY_METRICS, objective_key])
+    return [{"run_name": r.info.run_name, "status": r.info.status, "overrides": r.data.tags.get("overrides", ""),
+             **{m: r.data.metrics.get(m) for m in metrics},
+             "run_id": r.info.run_id, "failure_reason": r.data.tags.get("failure_reason", "")}
+            for r in children]
+
+
+def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, list(rows[0]) if rows else [], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return out.getvalue()
+
+
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Returns (the overrides every space-separated string holds, each string without them)."""
+    tokens = [o.split() for o in overrides]
+    shared = [t for t in tokens[0] if all(t in ts for ts in tokens)] if tokens else []
+    return shared, [" ".join(t for t in ts if t not in shared) for ts in tokens]
+
+
+def to_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Returns the rows as a markdown table; the overrides all rows share are listed once above it."""
+    shared, varying = split_overrides([row["overrides"] for row in rows])
+
+    def cell(column: str, value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        text = " ".join(str(value).split()).replace("|", "\\|")
+        if column == "failure_reason" and len(text) > SHOWN_REASON:
+            text = text[:SHOWN_REASON - 3] + "..."
+        return text
+
+    columns = list(rows[0]) if rows else ["run_name", "status"]
+    lines = [f"overrides of every run: {' '.join(shared) or '(none)'}", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(c, own if c == "overrides" else row[c]) for c in columns) + " |"
+              for row, own in zip(rows, varying)]
+    return "\n".join(lines) + "\n"
+
+
+def curves_figure(curves: Mapping[str, Sequence[tuple[str, Sequence[tuple[int, float]]]]]):
+    """Returns a matplotlib Figure (Agg canvas, no pyplot state): a panel per metric, a line per child."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(7 * len(curves), 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    for axes, (metric, lines) in zip(figure.subplots(1, len(curves), squeeze=False)[0], curves.items()):
+        for label, points in lines:
+            steps, values = zip(*points)
+            axes.plot([s + 1 for s in steps], values, marker="o", label=label)
+        last = max(step for _, points in lines for step, _ in points) + 1
+        axes.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch, one line per sweep job",
+                 xlim=(0.5, last + 0.5))
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    return figure
+
+
+def sweep_results(children: Sequence[Any], cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
+    """Returns the parent's (metrics, tags): best child by cfg.objective, children that did not finish."""
+    key, mode = objective_metric(cfg)
+    tags = {"objective": f"{cfg.objective} ({mode})", "children": str(len(children)),
+            "failed_children": str(sum(r.info.status != "FINISHED" for r in children))}
+    best = best_child(children, key, mode)
+    if best is None:
+        return {}, tags
+    tags.update(best_child_run_id=best.info.run_id, best_child_run_name=best.info.run_name)
+    return {f"best_{cfg.objective}": best.data.metrics[key]}, tags
+
+
+def learning_curves(uri: str, children: Sequence[Any], metric: str) -> list[tuple[str, list[tuple[int, float]]]]:
+    """Returns [(label, [(epoch, value)])] of `metric` per child that logged it, labelled by its own overrides."""
+    _, labels = split_overrides([r.data.tags.get("overrides", "") for r in children])
+    return [(label or r.info.run_name, points) for label, r in zip(labels, children)
+            if (points := tracking.metric_history(uri, r.info.run_id, metric))]
+
+
+def parent_status(children: Sequence[Any], interrupted: bool) -> str:
+    """Returns how the parent run ends: KILLED if the sweep or any job was interrupted, FAILED if no job
+    reached MLflow, else FINISHED (failed jobs are listed in the summary, they do not fail the sweep)."""
+    if interrupted or any(r.info.status == "KILLED" for r in children):
+        return "KILLED"
+    return "FINISHED" if children else "FAILED"
+
+
+def belongs_to_job(run: Any, overrides_tag: str, output_dir: Path) -> bool:
+    """True if `run` is the one a job started: same output dir, or same overrides if it died before tagging that."""
+    tags = run.data.tags
+    if "output_dir" in tags:
+        return Path(tags["output_dir"]).resolve() == output_dir
+    return tags.get("overrides") == overrides_tag
+
+
+class MlflowSweepCallback(Callback):
+    """Groups a multirun's MLflow runs under one parent run and summarizes them on it."""
+
+    def __init__(self) -> None:
+        # plain strings only: joblib pickles this object into its worker processes
+        self.uri: str | None = None
+        self.parent_run_id: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.tracking.backend == "none":
+            return
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        overrides = list(config.hydra.overrides.task)
+        self.uri = tracking.resolve_uri(config.tracking.uri)
+        tags = {**tracking.run_tags(overrides, CODE_DIR), "sweep_dir": str(sweep_dir)}
+        self.parent_run_id = tracking.start_parent_run(self.uri, config.tracking.experiment_name,
+                                                       sweep_name(sweep_dir, overrides), tags)
+        os.environ[tracking.PARENT_RUN_ENV] = self.parent_run_id
+        atexit.register(self._end_at_exit, config)
+        print(f"[segexp] sweep parent run {self.parent_run_id} in {self.uri}", flush=True)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """Gives a job that failed before its own run started (bad data or config) a FAILED child run.
+
+        Runs wherever the job ran (a joblib worker too), so it reads the parent from the environment.
+        """
+        parent = os.environ.get(tracking.PARENT_RUN_ENV)
+        if job_return.status != JobStatus.FAILED or not parent or config.tracking.backend == "none":
+            return
+        from segexp.train import run_name
+
+        uri = tracking.resolve_uri(config.tracking.uri)  # as the job's own tracker resolves it
+        output_dir = Path(config.hydra.runtime.output_dir).resolve()
+        overrides = list(job_return.overrides or [])
+        tags = {**tracking.run_tags(overrides, CODE_DIR), "output_dir": str(output_dir)}
+        if any(belongs_to_job(run, tags["overrides"], output_dir) for run in tracking.child_runs(uri, parent)):
+            return  # the job's run exists and MlflowTracker.run already marked it FAILED
+        error = job_return._return_value  # the exception; the public `return_value` re-raises it
+        tracking.record_failed_child(uri, parent, config.run_name or run_name(overrides), tags,
+                                     f"{type(error).__name__}: {error}")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.parent_run_id:
+            self._end(config, interrupted=False)
+
+    def _end_at_exit(self, config: DictConfig) -> None:
+        """atexit: a job failed (Hydra ran the rest, then exits 1) or the sweep was interrupted."""
+        if self.parent_run_id:
+            self._end(config, interrupted=isinstance(getattr(sys, "last_value", None), KeyboardInterrupt))
+
+    def _end(self, config: DictConfig, interrupted: bool) -> None:
+        """Logs the summary onto the parent run, ends it and prints the table."""
+        parent, self.parent_run_id = self.parent_run_id, None
+        atexit.unregister(self._end_at_exit)
+        os.environ.pop(tracking.PARENT_RUN_ENV, None)
+
+        children = tracking.child_runs(self.uri, parent)
+        metrics, tags = sweep_results(children, config)
+        status = parent_status(children, interrupted)
+        if not children:
+            tags["failure_reason"] = "no job reached MLflow; see the sweep's terminal output"
+        rows = summary_rows(children, objective_metric(config)[0])
+        table = to_markdown(rows)
+        curves = {m: lines for m in dict.fromkeys([CURVES, config.objective])
+                  if (lines := learning_curves(self.uri, children, m))}
+        figures = {"summary/learning_curves.png": curves_figure(curves)} if curves else {}
+        tracking.end_parent_run(self.uri, parent, status, metrics, tags,
+                                {"summary/children.md": table, "summary/children.csv": to_csv(rows)}, figures)
+
+        print(f"[segexp] sweep {parent} {status}: {len(children)} runs, {tags['failed_children']} not finished",
+              flush=True)
+        print(table, end="", flush=True)
+        if metrics:
+            print(f"[segexp] best {tags['objective']}: {metrics[f'best_{config.objective}']:.4f}, "
+                  f"{tags['best_child_run_name']} (run {tags['best_child_run_id']})", flush=True)

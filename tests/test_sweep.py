@@ -1,0 +1,132 @@
+"""Sweeps end to end: `segexp train -m` in a subprocess gives one parent MLflow run with a child per job."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import TINY
+from segexp.sweep import objective_metric, parent_status
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+ENV.pop("MLFLOW_TRACKING_URI", None)
+ENV.pop("SEGEXP_PARENT_RUN_ID", None)
+FAST = [*TINY, "trainer.preview_slices=0", "tracking.log_model=false"]
+ONE_VAL_SLICE = "trainer.val_slices=[-1]"  # V_rand/V_info on the default five 512x512 slices cost ~13 s a job
+SUMMARY = {"summary/children.csv", "summary/children.md", "summary/learning_curves.png"}
+
+
+def sweep(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "segexp", "train", "-m", *FAST, *args], cwd=tmp_path, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+
+
+def sweep_tree(tmp_path):
+    """Returns (client, parent run, child runs oldest first), asserting the store holds nothing else."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("segexp").experiment_id],
+                              order_by=["attributes.start_time ASC"])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r is not parent]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    return client, parent, children
+
+
+def artifact_text(client, run, path: str, tmp_path) -> str:
+    return Path(client.download_artifacts(run.info.run_id, path, str(tmp_path))).read_text()
+
+
+def summary_table(client, parent, tmp_path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(artifact_text(client, parent, "summary/children.csv", tmp_path))))
+
+
+def assert_summarizes(client, parent, children, stdout: str, tmp_path, cfg) -> None:
+    """The parent holds the table, the plot and the best child by cfg.objective; the terminal shows the table."""
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "summary")} == SUMMARY
+    key, mode = objective_metric(cfg)
+    rows = summary_table(client, parent, tmp_path)
+    assert sorted(row["run_id"] for row in rows) == sorted(r.info.run_id for r in children)
+    assert {"best_val_dice", "best_val_iou", "best_val_accuracy", "best_val_loss", key} <= set(rows[0])
+    best = (max if mode == "max" else min)(children, key=lambda r: r.data.metrics[key])
+    assert parent.data.tags["best_child_run_id"] == best.info.run_id
+    assert parent.data.metrics[f"best_{cfg.objective}"] == pytest.approx(best.data.metrics[key])
+    assert artifact_text(client, parent, "summary/children.md", tmp_path) in stdout
+
+
+@pytest.mark.slow
+def test_sequential_sweep_is_one_parent_with_a_child_per_job(tmp_path, make_cfg):
+    out = sweep(tmp_path, ONE_VAL_SLICE, "optimizer.lr=1e-4,3e-4")
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    client, parent, children = sweep_tree(tmp_path)
+    assert parent.info.status == "FINISHED" and parent.info.run_name.startswith("sweep optimizer.lr ")
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    assert parent.data.tags["sweep_dir"] == str(sweep_dir)
+    assert "optimizer.lr=1e-4,3e-4" in parent.data.tags["overrides"].split()
+    assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.0001", "0.0003"]
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert parent.data.tags["failed_children"] == "0"
+    assert_summarizes(client, parent, children, out.stdout, tmp_path, make_cfg(*FAST))
+
+
+@pytest.mark.slow
+def test_parallel_sweep_children_reach_the_parent_from_worker_processes(tmp_path, make_cfg):
+    out = sweep(tmp_path, ONE_VAL_SLICE, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-4,3e-4")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "database is locked" not in out.stderr
+
+    client, parent, children = sweep_tree(tmp_path)
+    assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.0001", "0.0003"]  # none lost or twice
+    assert [r.info.status for r in [parent, *children]] == ["FINISHED"] * 3
+    assert_summarizes(client, parent, children, out.stdout, tmp_path, make_cfg(*FAST))
+
+
+@pytest.mark.slow
+def test_a_failing_job_is_a_failed_child_and_the_jobs_after_it_still_run(tmp_path):
+    # job 0 holds out slice 99 of 30: a DataError at validation, before that job's own MLflow run starts
+    out = sweep(tmp_path, "trainer.val_slices=[99],[-1]")
+    # Hydra runs every job, then re-raises the first failure: exit 1 once the sweep is over
+    assert out.returncode == 1
+    assert "Error executing job with overrides" in out.stderr and "trainer.val_slices=[99]" in out.stderr
+
+    client, parent, children = sweep_tree(tmp_path)
+    (bad,) = [r for r in children if r.info.status == "FAILED"]
+    (good,) = [r for r in children if r.info.status == "FINISHED"]
+    assert good.data.params["trainer.val_slices.0"] == "-1" and good.data.tags["output_dir"].endswith("/1")
+    assert bad.data.tags["overrides"].endswith("trainer.val_slices=[99]") and bad.data.tags["output_dir"].endswith("/0")
+    assert bad.data.tags["failure_reason"].startswith("DataError: trainer.val_slices=[99]")
+    assert parent.info.status == "FINISHED" and parent.data.tags["failed_children"] == "1"
+    assert parent.data.tags["best_child_run_id"] == good.info.run_id
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "summary")} == SUMMARY
+    rows = {row["run_id"]: row for row in summary_table(client, parent, tmp_path)}
+    assert rows[bad.info.run_id]["status"] == "FAILED" and rows[bad.info.run_id]["best_val_dice"] == ""
+    assert float(rows[good.info.run_id]["best_val_dice"]) == pytest.approx(good.data.metrics["best_val_dice"])
+    assert "| FAILED | trainer.val_slices=[99] |" in out.stdout
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (("objective=val_dice",), ("best_val_dice", "max")),
+    (("objective=val_loss",), ("best_val_loss", "min")),
+    (("objective=val_iou", "trainer.monitor=val_iou", "trainer.monitor_mode=min"), ("best_val_iou", "min")),
+])
+def test_objective_direction_follows_the_monitor_else_the_name(make_cfg, overrides, expected):
+    assert objective_metric(make_cfg(*overrides)) == expected
+
+
+@pytest.mark.parametrize("statuses, interrupted, expected", [
+    (["FINISHED", "FAILED"], False, "FINISHED"),  # a failed job is listed, it does not fail the sweep
+    (["FINISHED", "KILLED"], False, "KILLED"),  # Ctrl-C in a job: Hydra goes on, but the sweep was interrupted
+    (["FINISHED"], True, "KILLED"),
+    ([], False, "FAILED"),  # the sweep stopped before any job reached MLflow
+])
+def test_parent_status(statuses, interrupted, expected):
+    children = [SimpleNamespace(info=SimpleNamespace(status=s)) for s in statuses]
+    assert parent_status(children, interrupted) == expected
