@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -43,6 +44,21 @@ class SliceValidation(keras.callbacks.Callback):
             logs.update({f"val_{k}": v for k, v in topology_scores(probs, self.masks).items()})
         for image, mask, prob, name in list(zip(self.images, self.masks, probs, self.names))[: self.preview]:
             self.log_image(mask_panel(image, mask, prob), f"masks/{name}", epoch)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training once `minutes` of wall-clock time have passed since training began."""
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.seconds, self.started = minutes * 60.0, None
+
+    def on_train_begin(self, logs=None):
+        self.started = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() - self.started >= self.seconds:
+            self.model.stop_training = True
 
 
 def predict_slices(model: keras.Model, images: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -132,6 +132,7 @@ class TrainerConfig:
     monitor: str = "val_v_rand"
     monitor_mode: str = "max"
     early_stopping_patience: int = 0  # 0 = off
+    max_minutes: Optional[float] = None  # wall-clock budget: stop training (mid-epoch) once it is spent
     preview_slices: int = 2  # validation slices drawn into the per-epoch mask image
     topology_metrics: bool = True  # V_rand / V_info on the validation slices every epoch
     aug_workers: int = -1  # tf.data parallel calls; -1 = AUTOTUNE

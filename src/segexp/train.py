@@ -56,7 +56,7 @@ def build_callbacks(cfg: DictConfig, val_set, tracker, output_dir: Path, resume=
     """Returns (callbacks for fit, the checkpoint callback), continuing `resume`'s best score if given."""
     import keras
 
-    from segexp.callbacks import Checkpoints, SliceValidation
+    from segexp.callbacks import Checkpoints, SliceValidation, TimeBudget
     from segexp.optim import schedule_callbacks
 
     t = cfg.trainer
@@ -68,6 +68,8 @@ def build_callbacks(cfg: DictConfig, val_set, tracker, output_dir: Path, resume=
     callbacks = [keras.callbacks.TerminateOnNaN(), slices, checkpoints, *tracker.keras_callbacks()]
     callbacks += schedule_callbacks(cfg.optimizer.schedule, t.monitor, t.monitor_mode,
                                     cfg.optimizer.plateau_patience, cfg.optimizer.plateau_factor)
+    if t.max_minutes:
+        callbacks.append(TimeBudget(t.max_minutes))
     if t.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(t.monitor, mode=t.monitor_mode,
                                                        patience=t.early_stopping_patience))
