@@ -69,17 +69,6 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
-def test_cli_multirun_gives_one_finished_run_per_job(tmp_path):
-    out = run_cli("train", "-m", *TINY, "trainer.preview_slices=0", "tracking.log_model=false",
-                  "optimizer.lr=1e-4,1e-3", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    _, runs = runs_of(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
-    runs = [r for r in runs if "mlflow.parentRunId" in r.data.tags]  # the sweep's parent run has no params
-    assert sorted(r.data.params["optimizer.lr"] for r in runs) == ["0.0001", "0.001"]
-    assert all(r.info.status == "FINISHED" for r in runs)
-    assert len(list((tmp_path / "outputs" / "multirun").glob("*/*/*/model.keras"))) == 2
-
-
 def test_cli_bad_input_is_one_line_before_any_run(tmp_path):
     out = run_cli("train", "debug=smoke", "data=folder", f"data.images={tmp_path / 'missing'}",
                   f"data.masks={tmp_path}", cwd=tmp_path)

@@ -41,7 +41,9 @@ class SliceValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         probs = predict_slices(self.model, self.images)
         if self.topology and logs is not None:
-            logs.update({f"val_{k}": v for k, v in topology_scores(probs, self.masks).items()})
+            finite = all(np.isfinite(p).all() for p in probs)  # a diverged model predicts NaN
+            scores = topology_scores(probs, self.masks) if finite else {"v_rand": math.nan, "v_info": math.nan}
+            logs.update({f"val_{k}": v for k, v in scores.items()})
         for image, mask, prob, name in list(zip(self.images, self.masks, probs, self.names))[: self.preview]:
             self.log_image(mask_panel(image, mask, prob), f"masks/{name}", epoch)
 
