@@ -35,6 +35,7 @@ def test_smoke_training_is_fully_tracked(make_cfg, store, tmp_path):
     assert run.info.status == "FINISHED" and run.info.run_name == "debug=smoke"
     assert run.data.params["model.depth"] == "2" and run.data.params["trainer.crop_size"] == "32"
     assert run.data.tags["overrides"] == "debug=smoke" and "git_commit" in run.data.tags
+    assert run.data.tags["device"].startswith(("CPU", "GPU")) and run.data.tags["version.keras"].startswith("3.")
     for name in ("val_dice", "val_v_rand", "val_v_info", "loss", "dice"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [0, 1], name
     assert run.data.metrics["best_val_dice"] == pytest.approx(metrics["val_dice"], abs=1e-6)

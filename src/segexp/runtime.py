@@ -30,6 +30,23 @@ def resolve_precision(precision: str) -> str:
     return "mixed_bfloat16" if cpu_has_bf16() else "float32"
 
 
+def device_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """Returns e.g. "GPU x2" or "CPU AMD EPYC (2 cores)": where this run computes."""
+    import os
+
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return f"GPU x{len(gpus)}"
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = "unknown"
+    return f"CPU {model} ({os.cpu_count()} cores)"
+
+
 def configure(seed: int, deterministic: bool, precision: str) -> str:
     """Seeds Python, numpy and TF, sets the dtype policy; returns the policy name in force."""
     import keras

@@ -251,13 +251,21 @@ def run_tag(run_id: str, tag: str, uri: str | None = None) -> str | None:
 
 
 def run_tags(overrides: list[str], code_dir: Path) -> dict[str, str]:
-    """Returns the provenance tags every run carries."""
+    """Returns the provenance tags every run carries: code, versions, machine."""
+    from importlib.metadata import PackageNotFoundError, version
+
     from segexp import __version__
 
+    versions = {}
+    for dist in ("keras", "mlflow", "albumentations", "numpy"):
+        with contextlib.suppress(PackageNotFoundError):
+            versions[f"version.{dist}"] = version(dist)
     return {
         "segexp_version": __version__,
         "overrides": " ".join(overrides) or "(none)",
         "hostname": socket.gethostname(),
+        "version.tensorflow": tf_version(),
+        **versions,
         **git_state(code_dir),
     }
 

@@ -139,7 +139,8 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
             tracker.log_artifacts(output_dir / ".hydra", "config/hydra")
             model = build_model(cfg, train_set.channels, train_set.foreground)
-        tracker.set_tags({"precision": policy, "output_dir": str(output_dir.resolve())})
+        tracker.set_tags({"precision": policy, "device": runtime.device_description(),
+                          "output_dir": str(output_dir.resolve())})
         callbacks, checkpoints = build_callbacks(cfg, val_set, tracker, output_dir, resume)
         try:
             history = fit(cfg, model, train_set, val_set, weights, callbacks, first_epoch)
