@@ -130,3 +130,20 @@ def test_objective_direction_follows_the_monitor_else_the_name(make_cfg, overrid
 def test_parent_status(statuses, interrupted, expected):
     children = [SimpleNamespace(info=SimpleNamespace(status=s)) for s in statuses]
     assert parent_status(children, interrupted) == expected
+
+
+@pytest.mark.slow
+def test_optuna_search_trials_are_children_and_the_study_reports_its_best(tmp_path):
+    out = sweep(tmp_path, ONE_VAL_SLICE, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                "hydra.sweeper.params.loss=choice(bce,dice)", "hydra.sweeper.params.aug=choice(light)",
+                "hydra.sweeper.params.model.depth=choice(2)", "hydra.sweeper.params.model.base_filters=choice(4)")
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, parent, children = sweep_tree(tmp_path)
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    lrs = [float(r.data.params["optimizer.lr"]) for r in children]
+    assert all(1e-4 <= lr <= 3e-3 for lr in lrs)  # sampled from the search space, not the default
+    (results,) = (tmp_path / "outputs" / "multirun").glob("*/*/optimization_results.yaml")
+    text = results.read_text()
+    assert "best_params" in text and "best_value" in text
+    best = max(children, key=lambda r: r.data.metrics["best_val_v_rand"])
+    assert parent.data.tags["best_child_run_id"] == best.info.run_id
