@@ -112,5 +112,6 @@ def test_deterministic_runs_give_identical_metrics(tmp_path, monkeypatch):
     overrides = [*SYNTHETIC, "trainer.deterministic=true", "tracking=none", "aug=heavy", "trainer.steps_per_epoch=3"]
     first = train(compose_config("train", *overrides), tmp_path / "a")
     second = train(compose_config("train", *overrides), tmp_path / "b")
-    keys = ["val_loss", "val_dice", "val_iou", "val_accuracy"]
+    keys = ["val_loss", "val_dice", "val_iou", "val_accuracy", "val_v_rand", "val_v_info"]
     assert [first[k] for k in keys] == [second[k] for k in keys]
+
