@@ -119,7 +119,8 @@ def output_root(argv: list[str]) -> Path:
     """Returns the directory Hydra will create run directories in, from the overrides or the default."""
     key = "hydra.sweep.dir=" if ("-m" in argv or "--multirun" in argv) else "hydra.run.dir="
     chosen = [a[len(key):] for a in argv if a.startswith(key)]
-    return Path(chosen[-1]) if chosen else Path("outputs")
+    # the part before any ${...} interpolation exists before Hydra resolves the rest
+    return Path(chosen[-1].split("${")[0] or ".") if chosen else Path("outputs")
 
 
 def check_writable(directory: Path) -> str | None:
