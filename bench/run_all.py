@@ -1,0 +1,58 @@
+"""Runs every benchmark (each in its own process, as `python -m bench.<name>`) and writes BENCHMARKS.md.
+
+Separate processes keep each benchmark's peak-memory figures and TensorFlow state its own.
+Startup runs first, while nothing else has warmed the file cache beyond what a user would see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from bench import common
+from bench.report import render_benchmarks
+
+BENCHMARKS = ("startup", "compute", "throughput", "inference", "scaling")
+BENCHMARKS_MD = common.REPO / "BENCHMARKS.md"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="run every benchmark in quick mode")
+    parser.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="results directory (default: bench/results)")
+    parser.add_argument("--benchmarks-md", type=Path, default=BENCHMARKS_MD, help="where to write BENCHMARKS.md")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS),
+                        help="run only these benchmarks (BENCHMARKS.md still lists every result found)")
+    parser.add_argument("--render-only", action="store_true", help="run nothing; rebuild BENCHMARKS.md from the results")
+    return parser.parse_args(list(argv) if argv is not None else None)
+
+
+def run_benchmark(name: str, quick: bool, out: Path) -> bool:
+    """Runs `python -m bench.<name>` from the repository root; returns True when it succeeded."""
+    command = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if quick else []), "--out", str(out)]
+    common.log(f"running {' '.join(command[1:])}")
+    return subprocess.run(command, cwd=common.REPO).returncode == 0
+
+
+def load_results(out: Path) -> list[dict[str, Any]]:
+    """Returns the results found in `out`, in BENCHMARKS order."""
+    paths = [out / f"{name}.json" for name in BENCHMARKS]
+    return [json.loads(path.read_text()) for path in paths if path.is_file()]
+
+
+def main(argv: Sequence[str] | None = None) -> list[str]:
+    """Runs the benchmarks and writes BENCHMARKS.md; returns the names that failed (exit status 1 if any)."""
+    args = parse_args(argv)
+    failed = [] if args.render_only else [name for name in args.only if not run_benchmark(name, args.quick, args.out)]
+    command = common.command_line("run_all", list(argv) if argv is not None else sys.argv[1:])
+    args.benchmarks_md.write_text(render_benchmarks(load_results(args.out), command))
+    common.log(f"wrote {args.benchmarks_md}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return failed
+
+
+if __name__ == "__main__":
+    sys.exit(1 if main() else 0)

@@ -1,0 +1,181 @@
+"""segexp's real pieces for the benchmarks: composed configs, data, compiled models, timed fits.
+
+Everything is built by segexp's own code (Hydra compose of conf/, `train.prepare_data`,
+`train.build_model`, `train.fit`), so the benchmarks measure what a user's run executes.
+Timing keeps steady-state steps only: each timed fit call first runs `warmup` untimed steps
+(iterator start, tf.data autotuning), and every model is warmed once before timing (tracing).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+# fit(steps, callback) runs `steps` training steps reporting to callback
+FitCall = Callable[[int, Any], None]
+# the quick modes' model: every code path of the U-Net, the cheapest graph to trace (~2 s vs ~5 s at depth 2)
+TINY_MODEL = ("model=unet_small", "model.depth=1", "model.base_filters=4", "model.batch_norm=false")
+
+
+def fresh_session() -> None:
+    """Clears Keras' global state, so models of an earlier benchmark in this process do not linger.
+
+    Called before the first TensorFlow import, it also hides TF's C++ info lines (an explicit
+    TF_CPP_MIN_LOG_LEVEL wins).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    keras.backend.clear_session()
+
+
+def compose(*overrides: str, config_name: str = "train"):
+    """Returns conf/<config_name>.yaml composed with the overrides, as the CLI would build it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from segexp.__main__ import config_dir
+    from segexp.schema import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def load_data(cfg):
+    """Returns (train set, one validation slice cut to the crop size, weights or None).
+
+    train.fit validates after every call; one crop-sized slice keeps that untimed pass short.
+    """
+    from segexp.train import prepare_data
+
+    train_set, val_set, weights = prepare_data(cfg)
+    size = cfg.trainer.crop_size
+    val = val_set.subset([0])
+    val = dataclasses.replace(val, images=[val.images[0][:size, :size]], masks=[val.masks[0][:size, :size]])
+    return train_set, val, weights
+
+
+def build_compiled_model(cfg, train_set):
+    """Returns the model of cfg compiled as train.train does (seed, dtype policy, loss, metrics, jit)."""
+    from segexp import runtime
+    from segexp.train import build_model
+
+    runtime.configure(cfg.trainer.seed, cfg.trainer.deterministic, cfg.trainer.precision)
+    try:
+        return build_model(cfg, train_set.channels, train_set.foreground)
+    finally:
+        runtime.configure(cfg.trainer.seed, False, "float32")  # the policy must not leak into later models
+
+
+def sample_batch(cfg, train_set, weights) -> tuple[np.ndarray, np.ndarray]:
+    """Returns one (images, targets) batch of augmented crops from segexp's sampler."""
+    from segexp.augment import CropSampler
+
+    t = cfg.trainer
+    sampler = CropSampler(train_set.images, train_set.masks, cfg.aug.transforms, t.crop_size, t.seed, weights)
+    pairs = [sampler(i) for i in range(t.batch_size)]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def segexp_training_stream(cfg, train_set, weights):
+    """Returns the tf.data stream train.fit feeds to model.fit (same sampler and pipeline arguments)."""
+    from segexp.augment import CropSampler
+    from segexp.pipeline import training_dataset
+
+    t = cfg.trainer
+    sampler = CropSampler(train_set.images, train_set.masks, cfg.aug.transforms, t.crop_size, t.seed, weights)
+    return training_dataset(sampler, train_set.channels, 2 if weights is not None else 1, t.batch_size,
+                            parallel_calls=t.aug_workers)
+
+
+def step_clock():
+    """Returns a Keras callback that records the wall time at the end of every training step."""
+    import keras
+
+    class StepClock(keras.callbacks.Callback):
+        # overriding on_train_batch_end keeps Keras from dispatching callbacks asynchronously
+        def __init__(self):
+            super().__init__()
+            self.stamps: list[float] = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.stamps.append(time.perf_counter())
+
+    return StepClock()
+
+
+def seconds_per_step(fit: FitCall, steps: int, warmup: int) -> float:
+    """Returns the mean wall time of `steps` steady training steps, after `warmup` (>= 1) untimed ones."""
+    clock = step_clock()
+    fit(warmup + steps, clock)
+    if len(clock.stamps) != warmup + steps:
+        raise RuntimeError(f"expected {warmup + steps} training steps, the clock saw {len(clock.stamps)}")
+    return (clock.stamps[-1] - clock.stamps[warmup - 1]) / steps
+
+
+def segexp_fit(cfg, model, train_set, val_set, weights) -> FitCall:
+    """Returns a FitCall running segexp.train.fit (augmented crop stream, validation) for one epoch."""
+    from segexp.train import fit
+
+    def run(steps: int, clock) -> None:
+        run_cfg = copy.deepcopy(cfg)
+        run_cfg.trainer.epochs, run_cfg.trainer.steps_per_epoch, run_cfg.trainer.verbose = 1, steps, 0
+        fit(run_cfg, model, train_set, val_set, weights, [clock])
+
+    return run
+
+
+def dataset_fit(model, dataset) -> FitCall:
+    """Returns a FitCall running model.fit on an endless dataset, as train.fit calls it but without validation."""
+    def run(steps: int, clock) -> None:
+        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[clock])
+
+    return run
+
+
+def in_memory_dataset(images: np.ndarray, targets: np.ndarray):
+    """Returns an endless dataset repeating one pre-made batch: the model alone, no input work."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensors((tf.constant(images), tf.constant(targets))).repeat()
+
+
+def seconds_per_batch(dataset, batches: int, warmup: int) -> float:
+    """Returns the mean wall time per batch of iterating `dataset` with no model, after `warmup` batches."""
+    iterator = iter(dataset)
+    for _ in range(warmup):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return (time.perf_counter() - start) / batches
+
+
+def forward_flops_per_image(model, height: int, width: int) -> dict[str, Any]:
+    """Returns the convolutions' forward FLOPs for one image of height x width, counted from layer shapes.
+
+    Conv2D: 2*H_out*W_out*k*k*C_in*C_out; Conv2DTranspose: 2*H_in*W_in*k*k*C_in*C_out (each input
+    pixel is scattered once per kernel tap). Batch norm, activations, pooling and the loss are
+    left out: they are a few percent of the convolutions. The model is cloned onto a fixed-size
+    input so every layer has a static shape.
+    """
+    import keras
+
+    fixed = keras.models.clone_model(model, input_tensors=keras.Input((height, width, model.input_shape[-1]),
+                                                                      batch_size=1))
+    total, convs = 0, 0
+    for layer in fixed.layers:
+        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+            continue
+        (_, h_in, w_in, c_in), (_, h_out, w_out, c_out) = layer.input.shape, layer.output.shape
+        kh, kw = layer.kernel_size
+        pixels = h_in * w_in if isinstance(layer, keras.layers.Conv2DTranspose) else h_out * w_out
+        total += 2 * pixels * kh * kw * c_in * c_out
+        convs += 1
+    return {"forward_flops": float(total), "train_flops": 3.0 * total, "conv_layers": convs}

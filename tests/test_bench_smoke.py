@@ -1,0 +1,158 @@
+"""Every benchmark runs in quick mode and writes its JSON and markdown with the expected keys.
+
+Quick numbers are noise (tiny sizes, one repeat on a shared machine): the tests check that
+each measurement is there and positive, not its value. The benchmarks run once per session,
+in this process (one TensorFlow import); startup only waits on subprocesses, so it runs in a
+thread meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # bench/ is a package of the checkout, not of the installed segexp
+    sys.path.insert(0, str(REPO))
+
+from bench import compute, inference, run_all, scaling, seed_replica, startup, throughput  # noqa: E402
+
+IN_PROCESS = {"throughput": throughput, "compute": compute, "inference": inference, "scaling": scaling}
+COMMON_KEYS = {"benchmark", "title", "method", "mode", "command", "process_argv", "started_utc", "machine",
+               "versions", "settings", "tables", "notes", "wall_seconds", "peak_rss_mb"}
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
+    """Returns (results dir, {name: parsed JSON}) after running every benchmark with --quick."""
+    out = tmp_path_factory.mktemp("bench_results")
+    errors: list[BaseException] = []
+
+    def run_startup():
+        try:
+            startup.main(["--quick", "--out", str(out)])
+        except BaseException as err:  # re-raised in the main thread below
+            errors.append(err)
+
+    thread = threading.Thread(target=run_startup)
+    thread.start()
+    try:
+        for module in IN_PROCESS.values():
+            module.main(["--quick", "--out", str(out)])
+    finally:
+        thread.join()
+    if errors:
+        raise errors[0]
+    names = [*IN_PROCESS, "startup"]
+    return out, {name: json.loads((out / f"{name}.json").read_text()) for name in names}
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and np.isfinite(value) and value > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [*IN_PROCESS, "startup"])
+def test_result_records_machine_versions_command_and_tables(quick_results, name):
+    out, results = quick_results
+    result = results[name]
+    assert COMMON_KEYS <= set(result)
+    assert result["benchmark"] == name and result["mode"] == "quick"
+    assert result["command"].endswith(f"-m bench.{name} --quick --out {out}")
+    assert set(result["machine"]["cpu_flags"]) == {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
+    assert positive(result["machine"]["cores"]) and result["machine"]["cpu_model"]
+    assert set(result["versions"]) == {"tensorflow", "keras", "albumentations", "numpy"}
+    assert result["tables"] and all(table["rows"] for table in result["tables"])
+    markdown = (out / f"{name}.md").read_text()
+    assert result["title"] in markdown and "|---|" in markdown
+
+
+@pytest.mark.slow
+def test_throughput_has_every_arm_pipeline_and_ratio(quick_results):
+    (case,) = quick_results[1]["throughput"]["cases"].values()
+    assert set(case["fit"]) == set(throughput.ARMS)
+    assert set(case["pipeline"]) == set(throughput.PIPELINES)
+    assert {"b/a", "c/a", "b/d"} <= set(case["ratios"])
+    assert all(positive(r["median"]) and positive(r["best"]) for r in [*case["fit"].values(), *case["pipeline"].values()])
+    assert all(positive(r["median"]) and positive(r["min"]) for r in case["ratios"].values())
+
+
+@pytest.mark.slow
+def test_compute_reports_matmul_flops_and_achieved_fraction(quick_results):
+    result = quick_results[1]["compute"]
+    assert positive(result["matmul"]["matmul fp32"]["gflops"]["median"])
+    assert result["variants"]
+    for variant in result["variants"].values():
+        assert positive(variant["train_flops"]) and variant["train_flops"] == 3 * variant["forward_flops"]
+        assert positive(variant["achieved_gflops"]["median"]) and positive(variant["achieved_over_matmul"]["median"])
+    if not any(result["machine"]["cpu_flags"][f] for f in ("avx512_bf16", "amx_bf16")):
+        assert any("bf16" in note for note in result["notes"])
+
+
+@pytest.mark.slow
+def test_inference_reports_rates_and_memory_per_arm(quick_results):
+    (case,) = quick_results[1]["inference"]["cases"].values()
+    assert set(case["arms"]) == {"naive", "tiled", "tiled_tta"}
+    for arm in case["arms"].values():
+        assert positive(arm["slices_per_s"]["median"]) and positive(arm["ms_per_slice"]["median"])
+        assert positive(arm["peak_rss_mb"]["max"])
+
+
+@pytest.mark.slow
+def test_scaling_reports_step_times_exponent_and_plot(quick_results):
+    out, results = quick_results
+    result = results["scaling"]
+    assert len(result["configurations"]) >= 2
+    assert all(positive(c["seconds_per_step"]["median"]) and positive(c["peak_rss_mb"]["median"])
+               for c in result["configurations"].values())
+    assert result["exponents"]["time vs pixels"] is not None
+    assert (out / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_startup_times_every_command(quick_results):
+    commands = quick_results[1]["startup"]["commands"]
+    assert {label for label, _ in startup.SEGEXP_COMMANDS} <= set(commands)
+    assert all(positive(c["seconds"]["median"]) for c in commands.values())
+
+
+@pytest.mark.slow
+def test_run_all_renders_benchmarks_md_from_the_results(quick_results, tmp_path):
+    out, results = quick_results
+    target = tmp_path / "BENCHMARKS.md"
+    assert run_all.main(["--render-only", "--out", str(out), "--benchmarks-md", str(target)]) == []
+    text = target.read_text()
+    assert all(result["title"] in text for result in results.values())
+    assert results["startup"]["machine"]["cpu_model"] in text
+
+
+def test_seed_replica_batches_keep_image_and_mask_aligned(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):  # binary images that are their own masks: any misalignment shows up
+        block = np.zeros((64, 64), np.uint8)
+        top, left = rng.integers(0, 32, 2)
+        block[top:top + 24, left:left + 20] = 255
+        Image.fromarray(block).save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    batches = seed_replica.seed_batches(paths, paths, size=32, batch_size=2, seed=0)
+    for _ in range(3):
+        x, y = next(batches)
+        assert x.shape == y.shape == (2, 32, 32, 1) and x.dtype == y.dtype == np.float32
+        assert 0.0 <= x.min() and x.max() <= 1.0 and set(np.unique(y)) <= {0.0, 1.0}
+        np.testing.assert_array_equal(y, (x > 0.5).astype(np.float32))
+
+
+def test_seed_replica_identity_transform_keeps_the_image():
+    image = np.random.default_rng(1).random((32, 48, 1)).astype(np.float32)
+    identity = seed_replica.RandomTransform(0.0, 0.0, 0.0, 0.0, 1.0, 1.0, flip=False)
+    np.testing.assert_allclose(seed_replica.apply_transform(image, identity), image, atol=1e-5)
+    flipped = seed_replica.RandomTransform(0.0, 0.0, 0.0, 0.0, 1.0, 1.0, flip=True)
+    np.testing.assert_allclose(seed_replica.apply_transform(image, flipped), image[:, ::-1], atol=1e-5)
