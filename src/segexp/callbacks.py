@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
-from segexp.metrics import isbi_scores
+from segexp.metrics import isbi_scores, pixel_scores
 from segexp.visualize import mask_panel
 
 
@@ -24,25 +24,27 @@ def save_atomically(model: keras.Model, path: Path) -> None:
 
 
 class SliceValidation(keras.callbacks.Callback):
-    """Every epoch, predicts the whole validation slices once and uses them twice.
+    """Every epoch, predicts the whole validation slices once and scores them.
 
-    Adds the ISBI topology scores (`val_v_rand`, `val_v_info`) to the epoch logs, so they
-    are tracked and can be monitored for checkpoints (list this callback before those that
-    read the logs), and hands image | truth | prediction | error panels of the first
-    `preview` slices to `log_image(panel, key, step)`.
+    This is the only validation pass (fit gets no validation_data): it adds `val_loss`,
+    `val_accuracy`, `val_dice`, `val_iou` and, with `topology`, the ISBI scores `val_v_rand`
+    and `val_v_info` to the epoch logs, so they are tracked and can be monitored for
+    checkpoints (list this callback before those that read the logs), and hands
+    image | truth | prediction | error panels of the first `preview` slices to
+    `log_image(panel, key, step)`. Predicting outside fit also keeps whole slices of any
+    size away from a distribution strategy's per-replica batch split.
     """
 
     def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], names: Sequence[str],
-                 log_image: Callable[[np.ndarray, str, int], None], preview: int, topology: bool):
+                 log_image: Callable[[np.ndarray, str, int], None], preview: int, topology: bool, foreground: int):
         super().__init__()
         self.images, self.masks, self.names, self.log_image = list(images), list(masks), list(names), log_image
-        self.preview, self.topology = preview, topology
+        self.preview, self.topology, self.foreground = preview, topology, foreground
 
     def on_epoch_end(self, epoch, logs=None):
         probs = predict_slices(self.model, self.images)
-        if self.topology and logs is not None:
-            finite = all(np.isfinite(p).all() for p in probs)  # a diverged model predicts NaN
-            scores = topology_scores(probs, self.masks) if finite else {"v_rand": math.nan, "v_info": math.nan}
+        if logs is not None:
+            scores = slice_scores(self.model.loss, probs, self.masks, self.foreground, self.topology)
             logs.update({f"val_{k}": v for k, v in scores.items()})
         for image, mask, prob, name in list(zip(self.images, self.masks, probs, self.names))[: self.preview]:
             self.log_image(mask_panel(image, mask, prob), f"masks/{name}", epoch)
@@ -68,10 +70,20 @@ def predict_slices(model: keras.Model, images: Sequence[np.ndarray]) -> list[np.
     return [np.asarray(model.predict_on_batch(image[None]), np.float32)[0, ..., 0] for image in images]
 
 
-def topology_scores(probs: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> dict[str, float]:
-    """Returns {"v_rand", "v_info"}: the ISBI challenge scores, best over thresholds, pooled over slices."""
-    scores = isbi_scores(list(probs), list(masks))
-    return {"v_rand": scores["v_rand"], "v_info": scores["v_info"]}
+def slice_scores(loss: Callable, probs: Sequence[np.ndarray], masks: Sequence[np.ndarray], foreground: int,
+                 topology: bool) -> dict[str, float]:
+    """Returns loss (mean per slice), pooled accuracy, Dice and IoU at 0.5 and, with `topology`,
+    the ISBI scores v_rand and v_info (best over thresholds, pooled over slices)."""
+    targets = [np.asarray(m, np.float32)[None, ..., None] for m in masks]
+    losses = [float(keras.ops.convert_to_numpy(loss(t, p[None, ..., None]))) for t, p in zip(targets, probs)]
+    scores = {"loss": float(np.mean(losses))}
+    pixels = pixel_scores(probs, masks, foreground=foreground)
+    scores.update({k: pixels[k] for k in ("accuracy", "dice", "iou")})
+    if topology:
+        finite = all(np.isfinite(p).all() for p in probs)  # a diverged model predicts NaN
+        isbi = isbi_scores(list(probs), list(masks)) if finite else {"v_rand": math.nan, "v_info": math.nan}
+        scores.update(v_rand=isbi["v_rand"], v_info=isbi["v_info"])
+    return scores
 
 
 class Checkpoints(keras.callbacks.Callback):

@@ -279,6 +279,9 @@ def split(data: SegmentationSet, val_slices: Sequence[int]) -> tuple[Segmentatio
     """Returns (train, validation): validation is the given slices, training all the others."""
     val = resolve_indices(val_slices, len(data.images))
     train = [i for i in range(len(data.images)) if i not in val]
+    if not val:
+        raise DataError("trainer.val_slices is empty; segexp scores every run on held-out images - "
+                        "name at least one (e.g. trainer.val_slices=[-1])")
     if not train:
         raise DataError(f"trainer.val_slices={list(val_slices)} holds out all {len(data.images)} images; "
                         "leave at least one for training")

@@ -1,12 +1,10 @@
-"""tf.data input pipelines: parallel, prefetched augmentation for training; full slices for validation."""
+"""tf.data input pipeline: parallel, prefetched augmentation of random training crops."""
 
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 
 from segexp.augment import CropSampler
-from segexp.data import SegmentationSet
 
 
 def training_dataset(
@@ -37,18 +35,3 @@ def training_dataset(
         .batch(batch_size, drop_remainder=True)
         .prefetch(tf.data.AUTOTUNE)
     )
-
-
-def validation_dataset(data: SegmentationSet) -> tf.data.Dataset:
-    """Returns whole slices one at a time: slices may differ in size, and none is cropped."""
-    def generate():
-        for image, mask in zip(data.images, data.masks):
-            yield image, mask[..., None].astype(np.float32)
-
-    spec = (
-        tf.TensorSpec((None, None, data.channels), tf.float32),
-        tf.TensorSpec((None, None, 1), tf.float32),
-    )
-    dataset = tf.data.Dataset.from_generator(generate, output_signature=spec)
-    # a known length lets Keras end validation without an "input ran out of data" warning
-    return dataset.apply(tf.data.experimental.assert_cardinality(len(data.images))).batch(1).cache()

@@ -165,8 +165,8 @@ class TrainConfig:
 
 @dataclass
 class InferenceConfig:
-    tile: int = 256
-    overlap: int = 64
+    tile: int = 768  # largest tile: images up to tile - overlap go through in one pass
+    overlap: int = 32
     batch_size: int = 4
     tta: bool = False  # average over the 8 flips/rotations
     threshold: float = 0.5

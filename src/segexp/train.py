@@ -63,7 +63,7 @@ def build_callbacks(cfg: DictConfig, val_set, tracker, output_dir: Path, resume=
     checkpoints = Checkpoints(output_dir / BEST_MODEL, output_dir / LAST_MODEL, t.monitor, t.monitor_mode,
                               tracker.run_id, *((resume.best, resume.best_epoch) if resume else ()))
     slices = SliceValidation(val_set.images, val_set.masks, val_set.names, tracker.log_image,
-                             t.preview_slices, t.topology_metrics)
+                             t.preview_slices, t.topology_metrics, val_set.foreground)
     # order matters: slice scores join the logs before checkpoints and trackers read them
     callbacks = [keras.callbacks.TerminateOnNaN(), slices, checkpoints, *tracker.keras_callbacks()]
     callbacks += schedule_callbacks(cfg.optimizer.schedule, t.monitor, t.monitor_mode,
@@ -79,29 +79,27 @@ def build_callbacks(cfg: DictConfig, val_set, tracker, output_dir: Path, resume=
 def fit(cfg: DictConfig, model, train_set, val_set, weights, callbacks, initial_epoch: int = 0) -> dict[str, list[float]]:
     """Runs model.fit on the augmented crop stream from `initial_epoch` on; returns the Keras history."""
     from segexp.augment import CropSampler
-    from segexp.pipeline import training_dataset, validation_dataset
+    from segexp.pipeline import training_dataset
 
     t = cfg.trainer
     sampler = CropSampler(train_set.images, train_set.masks, cfg.aug.transforms, t.crop_size, t.seed, weights)
     train_ds = training_dataset(sampler, train_set.channels, 2 if weights is not None else 1, t.batch_size,
                                 first_sample=initial_epoch * t.steps_per_epoch * t.batch_size,
                                 parallel_calls=t.aug_workers)
+    # no validation_data: SliceValidation (in callbacks) predicts the held-out slices once per epoch
     history = model.fit(train_ds, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=t.steps_per_epoch,
-                        validation_data=validation_dataset(val_set), callbacks=callbacks, verbose=t.verbose,
-                        shuffle=False)  # the sampler already draws random crops
+                        callbacks=callbacks, verbose=t.verbose, shuffle=False)  # the sampler draws random crops
     return history.history
 
 
 def evaluate_best(best_path: Path, val_set, topology: bool) -> tuple[dict[str, float], Any]:
     """Returns (val_* metrics, model) of the best checkpoint, reloaded from disk as a user would."""
-    from segexp.callbacks import predict_slices, topology_scores
+    from segexp.callbacks import predict_slices, slice_scores
     from segexp.models import load_model
-    from segexp.pipeline import validation_dataset
 
     best = load_model(best_path)
-    scores = best.evaluate(validation_dataset(val_set), return_dict=True, verbose=0)
-    if topology:
-        scores.update(topology_scores(predict_slices(best, val_set.images), val_set.masks))
+    probs = predict_slices(best, val_set.images)
+    scores = slice_scores(best.loss, probs, val_set.masks, val_set.foreground, topology)
     return {f"val_{k}": float(v) for k, v in scores.items()}, best
 
 
