@@ -7,6 +7,8 @@ import signal
 from pathlib import Path
 from typing import Iterator
 
+from segexp.schema import STRATEGIES
+
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -58,6 +60,22 @@ def configure(seed: int, deterministic: bool, precision: str) -> str:
     policy = resolve_precision(precision)
     keras.mixed_precision.set_global_policy(policy)
     return policy
+
+
+def distribution_strategy(name: str):
+    """Returns the tf.distribute strategy: `default` (one device), `mirrored` (all local GPUs, or the
+    logical CPUs), `multi_worker_mirrored` (workers from $TF_CONFIG)."""
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or \
+                  [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multi_worker_mirrored":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"trainer.strategy: unknown strategy {name!r}; use one of {STRATEGIES}")
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ SCHEDULES = ("constant", "cosine", "plateau", "warmup_cosine")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 NORMALIZATIONS = ("dtype", "percentile")
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
 
 
 @dataclass
@@ -137,6 +138,7 @@ class TrainerConfig:
     topology_metrics: bool = True  # V_rand / V_info on the validation slices every epoch
     aug_workers: int = -1  # tf.data parallel calls; -1 = AUTOTUNE
     jit_compile: bool = False
+    strategy: str = "default"  # tf.distribute: default | mirrored | multi_worker_mirrored
     verbose: int = 1
 
 
@@ -228,6 +230,7 @@ def validate(cfg: Any) -> None:
     _check(t.precision in PRECISIONS, "trainer.precision", f"must be one of {PRECISIONS}, got {t.precision!r}")
     _check(t.topology_metrics or t.monitor not in ("val_v_rand", "val_v_info"), "trainer.monitor",
            f"{t.monitor} needs trainer.topology_metrics=true (or monitor val_dice / val_loss)")
+    _check(t.strategy in STRATEGIES, "trainer.strategy", f"must be one of {STRATEGIES}, got {t.strategy!r}")
     _check(t.monitor_mode in ("min", "max"), "trainer.monitor_mode", f"must be min or max, got {t.monitor_mode!r}")
     _check(cfg.tracking.backend in ("mlflow", "none"), "tracking.backend",
            f"must be mlflow or none, got {cfg.tracking.backend!r}")

@@ -129,15 +129,17 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     tags = run_tags(list(overrides), CODE_DIR)
     if resume:  # the run keeps its original overrides tag; today's go beside it
         tags = {"resumed_from_epoch": str(first_epoch), "resume_overrides": tags.pop("overrides"), **tags}
+    strategy = runtime.distribution_strategy(cfg.trainer.strategy)
     with runtime.sigterm_as_interrupt(), tracker.run(name, tags, run_id=resume.run_id if resume else None):
         if not resume:
             tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
             tracker.log_artifacts(output_dir / ".hydra", "config/hydra")
-        model = (load_model(output_dir / LAST_MODEL) if resume  # weights and optimizer state
-                 else build_model(cfg, train_set.channels, train_set.foreground))
+        with strategy.scope():  # variables are created once per replica
+            model = (load_model(output_dir / LAST_MODEL) if resume  # weights and optimizer state
+                     else build_model(cfg, train_set.channels, train_set.foreground))
         tracker.set_tags({"precision": policy, "device": runtime.device_description(),
-                          "output_dir": str(output_dir.resolve())})
+                          "replicas": str(strategy.num_replicas_in_sync), "output_dir": str(output_dir.resolve())})
         callbacks, checkpoints = build_callbacks(cfg, val_set, tracker, output_dir, resume)
         try:
             history = fit(cfg, model, train_set, val_set, weights, callbacks, first_epoch)
