@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import TINY
-from segexp.train import train
+from segexp.train import prepare_data, train
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -49,6 +49,12 @@ def test_smoke_training_is_fully_tracked(make_cfg, store, tmp_path):
     assert [m.source_run_id for m in models] == [run.info.run_id]
 
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    # the one-pass slice validation agrees with Keras' own evaluate (its compiled loss and metrics)
+    _, val_set, _ = prepare_data(cfg)
+    x, y = np.stack(val_set.images), np.stack(val_set.masks)[..., None].astype(np.float32)
+    keras_scores = model.evaluate(x, y, batch_size=1, return_dict=True, verbose=0)
+    for name in ("loss", "accuracy", "dice", "iou"):
+        assert metrics[f"val_{name}"] == pytest.approx(keras_scores[name], abs=1e-4), name
     slice_ = np.zeros((1, 50, 70, 1), np.float32)
     assert model.predict_on_batch(slice_).shape == (1, 50, 70, 1)
     reloaded = mlflow.keras.load_model(f"models:/{models[0].model_id}")
