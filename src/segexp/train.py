@@ -46,7 +46,8 @@ def build_model(cfg: DictConfig, channels: int, foreground: int):
     from segexp.keras_metrics import segmentation_metrics
 
     model = instantiate(cfg.model, channels=channels)
-    optimizer = instantiate(cfg.optimizer, steps_per_epoch=cfg.trainer.steps_per_epoch, epochs=cfg.trainer.epochs)
+    t = cfg.trainer
+    optimizer = instantiate(cfg.optimizer, steps_per_epoch=t.steps_per_epoch, epochs=t.epochs, max_minutes=t.max_minutes)
     model.compile(optimizer=optimizer, loss=instantiate(cfg.loss.fn), metrics=segmentation_metrics(foreground),
                   jit_compile=cfg.trainer.jit_compile)
     return model
@@ -66,8 +67,7 @@ def build_callbacks(cfg: DictConfig, val_set, tracker, output_dir: Path, resume=
                              t.preview_slices, t.topology_metrics, val_set.foreground)
     # order matters: slice scores join the logs before checkpoints and trackers read them
     callbacks = [keras.callbacks.TerminateOnNaN(), slices, checkpoints, *tracker.keras_callbacks()]
-    callbacks += schedule_callbacks(cfg.optimizer.schedule, t.monitor, t.monitor_mode,
-                                    cfg.optimizer.plateau_patience, cfg.optimizer.plateau_factor)
+    callbacks += schedule_callbacks(cfg.optimizer, t.monitor, t.monitor_mode, t.steps_per_epoch, t.epochs, t.max_minutes)
     if t.max_minutes:
         callbacks.append(TimeBudget(t.max_minutes))
     if t.early_stopping_patience:

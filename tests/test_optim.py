@@ -1,0 +1,48 @@
+"""Learning-rate schedules: the wall-clock-budgeted cosine against Keras' own CosineDecay."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from segexp.optim import BudgetedCosine, build_optimizer, cosine_rate
+
+
+@pytest.mark.parametrize("warmup", [0, 5])
+def test_cosine_rate_draws_keras_cosine_decay_curve(warmup):
+    lr, total, ratio = 1e-3, 40, 0.01
+    if warmup:
+        keras_schedule = keras.optimizers.schedules.CosineDecay(lr * ratio, total - warmup, alpha=ratio,
+                                                                warmup_target=lr, warmup_steps=warmup)
+    else:
+        keras_schedule = keras.optimizers.schedules.CosineDecay(lr, total, alpha=ratio)
+    for step in range(total + 1):
+        expected = float(keras_schedule(step))
+        assert cosine_rate(lr, step / total, warmup / total, ratio) == pytest.approx(expected, rel=1e-5), step
+
+
+def fit_tiny(callback: BudgetedCosine, steps: int) -> keras.Model:
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=build_optimizer("adam", 1e-3, steps, 1, schedule="cosine", max_minutes=1.0), loss="mse")
+    x = np.ones((steps, 3), np.float32)
+    model.fit(x, x[:, :1], batch_size=1, epochs=1, callbacks=[callback], verbose=0)
+    return model
+
+
+def test_budgeted_cosine_follows_steps_while_the_budget_is_ample():
+    steps = 6
+    model = fit_tiny(BudgetedCosine(1e-3, steps, 0, 0.01, minutes=600.0), steps)
+    # the last batch ran at progress (steps - 1) / steps, well before 600 minutes
+    assert float(model.optimizer.learning_rate) == pytest.approx(cosine_rate(1e-3, (steps - 1) / steps, 0, 0.01))
+
+
+def test_budgeted_cosine_anneals_to_the_floor_when_the_budget_runs_out():
+    model = fit_tiny(BudgetedCosine(1e-3, 1000, 0, 0.01, minutes=1e-9), 4)  # 4 of 1000 steps, budget spent
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-5)
+
+
+def test_without_a_budget_the_optimizer_keeps_its_keras_schedule():
+    optimizer = build_optimizer("adam", 1e-3, 10, 2, schedule="cosine")
+    with pytest.raises(TypeError, match="LearningRateSchedule"):  # Keras' schedules are not settable
+        optimizer.learning_rate = 0.1
