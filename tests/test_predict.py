@@ -74,3 +74,43 @@ def test_unknown_checkpoint_is_one_clear_error(trained, tmp_path):
     cfg = compose_config("predict", f"ckpt={tmp_path / 'nope.keras'}", f"input={root / 'images'}", f"output={tmp_path}")
     with pytest.raises(ConfigError, match=r"nope\.keras: no model\.keras there"):
         predict(cfg)
+
+
+def test_a_model_trained_on_resized_slices_predicts_at_that_size(trained, tmp_path, capsys):
+    root, checkpoint, _ = trained
+    run = tmp_path / "resized_run"  # a run directory whose training config says data.resize
+    (run / ".hydra").mkdir(parents=True)
+    (run / "model.keras").write_bytes(checkpoint.read_bytes())
+    (run / ".hydra" / "config.yaml").write_text("data:\n  resize: [24, 32]\n")
+    image = root / "images" / "s2.jpg"
+    predict(compose_config("predict", f"ckpt={run}", f"input={image}", f"output={tmp_path / 'auto'}"))
+    assert "predicting at 24x32" in capsys.readouterr().out
+    predict(compose_config("predict", f"ckpt={checkpoint}", f"input={image}", f"output={tmp_path / 'explicit'}",
+                           "inference.resize=[24,32]"))
+    predict(compose_config("predict", f"ckpt={checkpoint}", f"input={image}", f"output={tmp_path / 'native'}"))
+    auto, explicit, native = (np.asarray(Image.open(tmp_path / d / "s2.png")) for d in ("auto", "explicit", "native"))
+    assert auto.shape == native.shape == SIZES[2]  # back at the image's own size
+    assert np.array_equal(auto, explicit) and not np.array_equal(auto, native)
+
+
+def test_at_size_feeds_the_model_the_resized_image_and_returns_the_original_size():
+    from segexp.predict import at_size
+
+    seen = []
+
+    def model_like(image):
+        seen.append(image.shape)
+        return np.full(image.shape[:2], 0.25, np.float32)
+
+    prob = at_size(model_like, [16, 8])(np.zeros((45, 61, 3), np.float32))
+    assert seen == [(16, 8, 3)] and prob.shape == (45, 61) and np.allclose(prob, 0.25)
+    assert at_size(model_like, [16, 8])(np.zeros((45, 61, 1), np.float32)).shape == (45, 61)
+    assert seen[-1] == (16, 8, 1)  # cv2 drops a single channel; it is put back
+
+
+def test_bad_inference_resize_is_one_clear_error(trained, tmp_path):
+    root, checkpoint, _ = trained
+    cfg = compose_config("predict", f"ckpt={checkpoint}", f"input={root / 'images'}", f"output={tmp_path}",
+                         "inference.resize=[0,32]")
+    with pytest.raises(ConfigError, match=r"inference\.resize: must be null or \[height, width\]"):
+        predict(cfg)

@@ -10,8 +10,7 @@ from omegaconf import DictConfig
 from segexp.data import resolve_indices, to_channels
 from segexp.errors import instantiate
 from segexp.metrics import evaluate_slices
-from segexp.models import load_model
-from segexp.predict import make_predictor, model_channels_and_multiple, resolve_checkpoint
+from segexp.predict import load_predictor
 from segexp.visualize import mask_panel
 
 
@@ -26,10 +25,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     data = instantiate(cfg.data, _convert_="all")
     indices = range(len(data.images)) if cfg.slices is None else resolve_indices(cfg.slices, len(data.images), "slices")
     tracker = instantiate(cfg.tracking)
-    checkpoint = resolve_checkpoint(cfg.ckpt, cfg.tracking.uri).resolve()
-    model = load_model(checkpoint)
-    channels, _ = model_channels_and_multiple(model)
-    predictor = make_predictor(model, cfg.inference)
+    checkpoint, channels, predictor = load_predictor(cfg.ckpt, cfg.inference, cfg.tracking.uri)
     images = [to_channels(data.images[i], channels) for i in indices]
     truths = [data.masks[i] for i in indices]
     probs = [predictor(image) for image in images]

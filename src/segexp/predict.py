@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from segexp.data import IMAGE_SUFFIXES, natural_key, read_image, to_channels, to_unit_float
 from segexp.errors import ConfigError, DataError
 from segexp.inference import predict_image
 from segexp.models import load_model
-from segexp.visualize import error_overlay, to_rgb8
+from segexp.visualize import prediction_overlay
 
 
 def resolve_checkpoint(ckpt: str, tracking_uri: str | None = None) -> Path:
@@ -38,8 +38,41 @@ def model_channels_and_multiple(model) -> tuple[int, int]:
     return channels, (pads[0] if pads else 1)
 
 
-def make_predictor(model, inference: DictConfig) -> Callable[[np.ndarray], np.ndarray]:
-    """Returns image (H, W, C) -> (H, W) probability of white, by overlap-tile prediction."""
+def inference_size(inference: DictConfig, checkpoint: Path) -> list[int] | None:
+    """Returns the [height, width] the model should see: inference.resize, else the data.resize of the
+    training run that wrote the checkpoint (its .hydra/config.yaml), else None (native size).
+
+    A model trained on resized slices (experiment=seed_replica: 512 -> 256) has learned structures at
+    that scale; fed the native size it sees them twice as large and scores far lower.
+    """
+    if inference.resize is not None:
+        size = list(inference.resize)
+        if len(size) != 2 or min(size) < 1:
+            raise ConfigError(f"inference.resize: must be null or [height, width] with both >= 1, got {size}")
+        return size
+    saved = checkpoint.parent / ".hydra" / "config.yaml"
+    if saved.is_file():
+        resize = OmegaConf.select(OmegaConf.load(saved), "data.resize")
+        return list(resize) if resize is not None else None
+    return None
+
+
+def at_size(predict: Callable[[np.ndarray], np.ndarray], size: Sequence[int]) -> Callable[[np.ndarray], np.ndarray]:
+    """Returns `predict` run on the image resized to size = [height, width] (area averaging, as data.resize
+    does), its probability map resized back to the image's own size (bilinear)."""
+    import cv2
+
+    height, width = size
+
+    def run(image: np.ndarray) -> np.ndarray:
+        resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA).reshape(height, width, -1)
+        prob = predict(resized)
+        return cv2.resize(prob, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return run
+
+
+def make_predictor(model, inference: DictConfig, size: Sequence[int] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """Returns image (H, W, C) -> (H, W) probability of white, by overlap-tile prediction (at `size`, if given)."""
     _, multiple = model_channels_and_multiple(model)
 
     def predict_batch(tiles: np.ndarray) -> np.ndarray:
@@ -48,7 +81,19 @@ def make_predictor(model, inference: DictConfig) -> Callable[[np.ndarray], np.nd
     def predict(image: np.ndarray) -> np.ndarray:
         return predict_image(predict_batch, image, tile=inference.tile, overlap=inference.overlap,
                              batch_size=inference.batch_size, multiple=multiple, tta=inference.tta)
-    return predict
+    return at_size(predict, size) if size else predict
+
+
+def load_predictor(ckpt: str, inference: DictConfig, tracking_uri: str | None = None):
+    """Returns (checkpoint path, input channels, predictor) for `ckpt`, at the size it was trained on."""
+    checkpoint = resolve_checkpoint(ckpt, tracking_uri).resolve()
+    size = inference_size(inference, checkpoint)  # config errors before the model loads
+    model = load_model(checkpoint)
+    channels, _ = model_channels_and_multiple(model)
+    if size:
+        print(f"[segexp] predicting at {size[0]}x{size[1]} (the training's data.resize; inference.resize "
+              "overrides), probabilities resized back to each image", flush=True)
+    return checkpoint, channels, make_predictor(model, inference, size)
 
 
 def list_inputs(source: Path) -> list[Path]:
@@ -74,9 +119,7 @@ def predict(cfg: DictConfig) -> list[Path]:
     from tqdm import tqdm
 
     inputs = list_inputs(Path(cfg.input))
-    model = load_model(resolve_checkpoint(cfg.ckpt))
-    channels, _ = model_channels_and_multiple(model)
-    predictor = make_predictor(model, cfg.inference)
+    _, channels, predictor = load_predictor(cfg.ckpt, cfg.inference)
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     written = []
@@ -87,9 +130,7 @@ def predict(cfg: DictConfig) -> list[Path]:
         write_png(written[-1], (np.clip(prob, 0, 1) * 255).round().astype(np.uint8))
         if cfg.save_mask:
             write_png(output / f"{path.stem}_mask.png", np.where(prob >= cfg.inference.threshold, 255, 0).astype(np.uint8))
-        if cfg.save_overlay:  # predicted black (membrane) drawn in red over the image
-            overlay = to_rgb8(image)
-            overlay[prob < cfg.inference.threshold] = (255, 60, 60)
-            write_png(output / f"{path.stem}_overlay.png", overlay)
+        if cfg.save_overlay:
+            write_png(output / f"{path.stem}_overlay.png", prediction_overlay(image, prob, cfg.inference.threshold))
     print(f"[segexp] wrote {len(written)} probability maps to {output}", flush=True)
     return written

@@ -172,6 +172,9 @@ class InferenceConfig:
     batch_size: int = 4
     tta: bool = False  # average over the 8 flips/rotations
     threshold: float = 0.5
+    # [height, width] the model sees; the probabilities go back to each image's own size. null: the
+    # training run's data.resize when the checkpoint's run directory records one, else native size
+    resize: Optional[List[int]] = None
 
 
 @dataclass

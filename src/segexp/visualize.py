@@ -17,6 +17,13 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
+def prediction_overlay(image: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Returns the image with the pixels predicted black (membrane for ISBI) drawn in red."""
+    overlay = to_rgb8(image)
+    overlay[prob < threshold] = FALSE_WHITE
+    return overlay
+
+
 def error_overlay(image: np.ndarray, mask: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """Returns the image with wrongly classified pixels colored (red: false white, blue: false black)."""
     overlay = to_rgb8(image)
