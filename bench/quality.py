@@ -3,6 +3,7 @@
     python -m bench.quality                       # seed_replica vs isbi_best, 30 minutes each
     python -m bench.quality --budget-minutes 10 --recipes isbi_best
     python -m bench.quality --quick               # seconds: checks the script end to end
+    python -m bench.quality --reuse-training      # score the checkpoints of an earlier run again
 
 For each recipe: `segexp train experiment=<recipe> trainer.max_minutes=<budget>`, then
 `segexp evaluate` of the best checkpoint on the held-out slices 25-29, without and with 8-way
@@ -47,6 +48,27 @@ def evaluate_checkpoint(workdir: Path, store: str, tta: bool, extra: list[str]) 
     return json.loads((out / "metrics.json").read_text())
 
 
+def training_run(store: str, checkpoint: Path):
+    """Returns the MLflow run that trained `checkpoint` (the newest, if it was trained more than once)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(store)
+    experiment = client.get_experiment_by_name("bench_quality")
+    (run,) = client.search_runs([experiment.experiment_id], f"tags.checkpoint = '{checkpoint.resolve()}'",
+                                order_by=["attributes.start_time DESC"], max_results=1)
+    return run
+
+
+def recorded_train_minutes(store: str, checkpoint: Path) -> float:
+    """Returns the minutes from the checkpoint's training run's start to its last validation, from MLflow
+    (not the run's end: evaluate logs into the same run and moves that)."""
+    import mlflow
+
+    run = training_run(store, checkpoint)
+    history = mlflow.MlflowClient(store).get_metric_history(run.info.run_id, "val_loss")
+    return (max(m.timestamp for m in history) - run.info.start_time) / 60000
+
+
 def learning_curve(store: str, checkpoint: Path, png: Path, title: str) -> list[dict]:
     """Plots each held-out metric vs training minutes from the run's MLflow history; returns the points."""
     import matplotlib
@@ -56,9 +78,7 @@ def learning_curve(store: str, checkpoint: Path, png: Path, title: str) -> list[
     import mlflow
 
     client = mlflow.MlflowClient(store)
-    experiment = client.get_experiment_by_name("bench_quality")
-    (run,) = client.search_runs([experiment.experiment_id], f"tags.checkpoint = '{checkpoint.resolve()}'",
-                                order_by=["attributes.start_time DESC"], max_results=1)
+    run = training_run(store, checkpoint)
     start = run.info.start_time
     points, figure = [], plt.figure(figsize=(7, 4))
     for name in CURVE_METRICS:
@@ -96,6 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--budget-minutes", type=float, default=30.0)
     parser.add_argument("--quick", action="store_true", help="tiny models and budget: checks the script only")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--reuse-training", action="store_true",
+                        help="skip training: evaluate the checkpoints an earlier run left in --out again")
     args = parser.parse_args(argv)
     budget = 0.2 if args.quick else args.budget_minutes
     train_extra, eval_extra = (QUICK, QUICK_EVAL) if args.quick else ([], [])
@@ -105,7 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for recipe in args.recipes:
         workdir = (args.out / name / recipe).resolve()
-        minutes = train_recipe(recipe, budget, workdir, store, train_extra)
+        minutes = (recorded_train_minutes(store, workdir / "model.keras") if args.reuse_training
+                   else train_recipe(recipe, budget, workdir, store, train_extra))
         rows.append({
             "recipe": recipe, "train_minutes": minutes,
             "eval": evaluate_checkpoint(workdir, store, False, eval_extra),

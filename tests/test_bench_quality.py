@@ -1,0 +1,38 @@
+"""bench.quality end to end in quick mode: a real (tiny) training under a budget, evaluation with and
+without TTA, the learning curve, the table; then --reuse-training scores the same checkpoint again."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import quality  # noqa: E402
+
+
+@pytest.mark.slow
+def test_quality_trains_evaluates_and_rescoring_reuses_the_checkpoint(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    first = quality.main(["--quick", "--recipes", "seed_replica", "--out", str(tmp_path)])
+    (row,) = first["rows"]
+    assert row["recipe"] == "seed_replica" and 0 < row["train_minutes"] < 5
+    for scores in (row["eval"], row["eval_tta"]):
+        assert all(0.0 <= scores[k] <= 1.0 for k in ("v_rand", "v_info", "dice", "accuracy"))
+    # seed_replica trains on slices resized to 256x256; evaluation predicts at that size too
+    assert "predicting at 256x256" in capfd.readouterr().out
+    assert {p["metric"] for p in row["curve"]} == set(quality.CURVE_METRICS)
+    assert (tmp_path / "quality_quick_curve_seed_replica.png").read_bytes()[:4] == b"\x89PNG"
+    table = (tmp_path / "quality_quick.md").read_text()
+    assert "| seed_replica | 0.2 |" in table and "| 8-way |" in table
+
+    again = quality.main(["--quick", "--reuse-training", "--recipes", "seed_replica", "--out", str(tmp_path)])
+    (rescored,) = again["rows"]
+    assert rescored["eval"] == pytest.approx(row["eval"], abs=1e-6)  # same checkpoint, same prediction
+    assert 0 < rescored["train_minutes"] <= row["train_minutes"]  # start to last validation, from MLflow
+    assert json.loads((tmp_path / "quality_quick.json").read_text())["rows"][0]["eval"] == pytest.approx(row["eval"])
