@@ -52,8 +52,9 @@ def render_result(result: dict[str, Any], with_machine: bool = False, level: int
     return "\n".join(parts) + "\n"
 
 
-def render_benchmarks(results: Sequence[dict[str, Any]], command: str) -> str:
-    """Returns BENCHMARKS.md: how to reproduce, the machine, then one section per benchmark."""
+def render_benchmarks(results: Sequence[dict[str, Any]], command: str, conditions: str = "", quality: str = "") -> str:
+    """Returns BENCHMARKS.md: how to reproduce, the machine, the hand-written run conditions, one section
+    per benchmark, then the quality table (bench.quality writes it; it runs on its own, for an hour)."""
     if not results:
         return "# Benchmarks\n\nNo results yet: run `python -m bench.run_all`.\n"
     modes = sorted({r["mode"] for r in results})
@@ -67,5 +68,9 @@ def render_benchmarks(results: Sequence[dict[str, Any]], command: str) -> str:
         f"- mode: {', '.join(modes)}",
         render_machine(results[0]),
     ]
+    if conditions:
+        parts += ["", "## Run conditions", "", conditions.strip()]
     parts += ["", *[render_result(result) for result in results]]
+    if quality:
+        parts += ["## Segmentation quality under a wall-clock budget (`python -m bench.quality`)", "", quality.strip(), ""]
     return "\n".join(parts)

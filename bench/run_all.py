@@ -2,6 +2,8 @@
 
 Separate processes keep each benchmark's peak-memory figures and TensorFlow state its own.
 Startup runs first, while nothing else has warmed the file cache beyond what a user would see.
+bench/results/conditions.md (written by hand: what else ran, what to distrust) and quality.md
+(from `python -m bench.quality`, an hour on its own) go into BENCHMARKS.md when present.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Sequence
 from bench import common
 from bench.report import render_benchmarks
 
-BENCHMARKS = ("startup", "compute", "throughput", "inference", "scaling")
+BENCHMARKS = ("startup", "compute", "precision", "throughput", "epoch_profile", "inference", "scaling")
 BENCHMARKS_MD = common.REPO / "BENCHMARKS.md"
 
 
@@ -44,12 +46,17 @@ def load_results(out: Path) -> list[dict[str, Any]]:
     return [json.loads(path.read_text()) for path in paths if path.is_file()]
 
 
+def read_if_present(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
+
+
 def main(argv: Sequence[str] | None = None) -> list[str]:
     """Runs the benchmarks and writes BENCHMARKS.md; returns the names that failed (exit status 1 if any)."""
     args = parse_args(argv)
     failed = [] if args.render_only else [name for name in args.only if not run_benchmark(name, args.quick, args.out)]
     command = common.command_line("run_all", list(argv) if argv is not None else sys.argv[1:])
-    args.benchmarks_md.write_text(render_benchmarks(load_results(args.out), command))
+    conditions, quality = (read_if_present(args.out / name) for name in ("conditions.md", "quality.md"))
+    args.benchmarks_md.write_text(render_benchmarks(load_results(args.out), command, conditions, quality))
     common.log(f"wrote {args.benchmarks_md}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return failed
 

@@ -20,9 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # bench/ is a package of the checkout, not of the installed segexp
     sys.path.insert(0, str(REPO))
 
-from bench import compute, inference, run_all, scaling, seed_replica, startup, throughput  # noqa: E402
+from bench import compute, epoch_profile, inference, precision, run_all, scaling, seed_replica, startup, throughput  # noqa: E402
 
-IN_PROCESS = {"throughput": throughput, "compute": compute, "inference": inference, "scaling": scaling}
+IN_PROCESS = {"throughput": throughput, "compute": compute, "inference": inference, "scaling": scaling,
+              "epoch_profile": epoch_profile}
 COMMON_KEYS = {"benchmark", "title", "method", "mode", "command", "process_argv", "started_utc", "machine",
                "versions", "settings", "tables", "notes", "wall_seconds", "peak_rss_mb"}
 
@@ -33,13 +34,14 @@ def quick_results(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
     out = tmp_path_factory.mktemp("bench_results")
     errors: list[BaseException] = []
 
-    def run_startup():
+    def run_subprocess_benchmarks():  # they wait on child processes, so they overlap the in-process ones
         try:
             startup.main(["--quick", "--out", str(out)])
+            precision.main(["--quick", "--out", str(out)])
         except BaseException as err:  # re-raised in the main thread below
             errors.append(err)
 
-    thread = threading.Thread(target=run_startup)
+    thread = threading.Thread(target=run_subprocess_benchmarks)
     thread.start()
     try:
         for module in IN_PROCESS.values():
@@ -48,7 +50,7 @@ def quick_results(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
         thread.join()
     if errors:
         raise errors[0]
-    names = [*IN_PROCESS, "startup"]
+    names = [*IN_PROCESS, "startup", "precision"]
     return out, {name: json.loads((out / f"{name}.json").read_text()) for name in names}
 
 
@@ -57,7 +59,7 @@ def positive(value) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [*IN_PROCESS, "startup"])
+@pytest.mark.parametrize("name", [*IN_PROCESS, "startup", "precision"])
 def test_result_records_machine_versions_command_and_tables(quick_results, name):
     out, results = quick_results
     result = results[name]
@@ -122,6 +124,27 @@ def test_startup_times_every_command(quick_results):
 
 
 @pytest.mark.slow
+def test_profile_takes_an_epoch_apart(quick_results):
+    result = quick_results[1]["epoch_profile"]
+    assert all(positive(s) for s in result["epoch_seconds"].values())
+    assert 0 < result["model_share_of_step"] < 5
+    assert result["topology_hot"] and abs(sum(h["share"] for h in result["topology_hot"])) <= 1.0 + 1e-9
+
+
+@pytest.mark.slow
+def test_precision_compares_bf16_with_float32_or_says_why_not(quick_results):
+    result = quick_results[1]["precision"]
+    if not any(result["machine"]["cpu_flags"][f] for f in ("avx512_bf16", "amx_bf16")):
+        assert "arms" not in result and any("emulate" in note for note in result["notes"])
+        return
+    assert set(result["arms"]) == set(precision.ARMS)
+    assert result["arms"]["mixed_bfloat16"]["precision"] == "mixed_bfloat16"
+    assert result["arms"]["float32"]["precision"] == "float32"
+    assert all(positive(arm["images_per_s"]) and 0 <= arm["scores"]["val_dice"] <= 1 for arm in result["arms"].values())
+    assert positive(result["speedup_bf16"]) and set(result["delta_bf16"]) == set(result["arms"]["float32"]["scores"])
+
+
+@pytest.mark.slow
 def test_run_all_renders_benchmarks_md_from_the_results(quick_results, tmp_path):
     out, results = quick_results
     target = tmp_path / "BENCHMARKS.md"
@@ -129,6 +152,14 @@ def test_run_all_renders_benchmarks_md_from_the_results(quick_results, tmp_path)
     text = target.read_text()
     assert all(result["title"] in text for result in results.values())
     assert results["startup"]["machine"]["cpu_model"] in text
+    assert "## Run conditions" not in text and "Segmentation quality" not in text  # neither file is there yet
+    (out / "conditions.md").write_text("B3 shared the CPU with a test run.\n")
+    (out / "quality.md").write_text("| recipe | V_rand |\n|---|---|\n| isbi_best | 0.9 |\n")
+    run_all.main(["--render-only", "--out", str(out), "--benchmarks-md", str(target)])
+    text = target.read_text()
+    assert "## Run conditions\n\nB3 shared the CPU with a test run." in text
+    assert text.index("Segmentation quality") > text.index(results["scaling"]["title"])
+    assert "| isbi_best | 0.9 |" in text
 
 
 def test_seed_replica_batches_keep_image_and_mask_aligned(tmp_path):
