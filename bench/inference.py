@@ -62,6 +62,18 @@ def load_test_slices() -> list[np.ndarray]:
     return [to_channels(to_unit_float(read_image(found[stem])), 1) for stem in sorted(found, key=natural_key)]
 
 
+def tiling_note(shape: Sequence[int], inference: dict[str, Any], multiple: int) -> str:
+    """Returns how overlap-tile prediction covers a slice of `shape`: tiles per axis and pixels vs one pass."""
+    from segexp.inference import plan_axis
+
+    plans = [plan_axis(length, inference["tile"], inference["overlap"], multiple) for length in shape]
+    covered = np.prod([len(p.starts) * p.tile for p in plans])
+    grid = " x ".join(str(len(p.starts)) for p in plans)
+    return (f"A {shape[0]}x{shape[1]} slice with tile {inference['tile']} and overlap {inference['overlap']} gets a "
+            f"{inference['overlap'] // 2}-pixel reflected margin and a {grid} grid of {plans[0].tile}x{plans[1].tile} "
+            f"tiles: {covered / np.prod(shape):.2f}x the pixels of one whole-image pass, plus Gaussian blending in numpy.")
+
+
 def with_tta(inference_cfg):
     """Returns a copy of the predict config's inference node with TTA switched on."""
     tta = copy.deepcopy(inference_cfg)
@@ -73,7 +85,7 @@ def measure_case(case: Case, slices: list[np.ndarray], repeats: int) -> dict[str
     """Returns seconds per slice and peak memory per arm for one model."""
     from omegaconf import OmegaConf
 
-    from segexp.predict import make_predictor
+    from segexp.predict import make_predictor, model_channels_and_multiple
 
     from bench import training
 
@@ -119,6 +131,7 @@ def measure_case(case: Case, slices: list[np.ndarray], repeats: int) -> dict[str
     ratios = {f"{name}/naive": common.paired_ratios([1 / s for s in samples[name]], naive)
               for name in arms if name != "naive"}
     return {"model": case.name, "params": int(model.count_params()), "slice_shape": list(slices[0].shape),
+            "multiple": model_channels_and_multiple(model)[1],
             "inference": OmegaConf.to_container(inference_cfg), "repeats": repeats, "arms": arms, "ratios": ratios}
 
 
@@ -145,8 +158,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               r["rss_growth_mb"]["max"]] for arm, r in case["arms"].items()],
         ))
     result["notes"] = [
-        "A 512x512 slice with tile 256 and overlap 64 gets a 32-pixel reflected margin and a 3x3 grid of tiles: "
-        "~2.25x the pixels of one whole-image pass, plus Gaussian blending in numpy.",
+        *{tiling_note(case["slice_shape"][:2], case["inference"], case["multiple"]) for case in cases.values()},
         "RSS growth = peak during the sample minus RSS at its start (after gc and malloc_trim); models built "
         "earlier in the process stay resident.",
     ]

@@ -69,7 +69,7 @@ def render_benchmarks(results: Sequence[dict[str, Any]], command: str, condition
         render_machine(results[0]),
     ]
     if conditions:
-        parts += ["", "## Run conditions", "", conditions.strip()]
+        parts += ["", "## Run conditions and targets", "", conditions.strip()]
     parts += ["", *[render_result(result) for result in results]]
     if quality:
         parts += ["## Segmentation quality under a wall-clock budget (`python -m bench.quality`)", "", quality.strip(), ""]

@@ -54,7 +54,10 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
     """Runs the benchmarks and writes BENCHMARKS.md; returns the names that failed (exit status 1 if any)."""
     args = parse_args(argv)
     failed = [] if args.render_only else [name for name in args.only if not run_benchmark(name, args.quick, args.out)]
-    command = common.command_line("run_all", list(argv) if argv is not None else sys.argv[1:])
+    given = list(argv) if argv is not None else sys.argv[1:]
+    command = common.command_line("run_all", [a for a in given if a != "--render-only"])
+    if args.render_only:  # the figures came from an earlier full run; say so instead of naming this one
+        command += "` (this file re-rendered from its results with `--render-only"
     conditions, quality = (read_if_present(args.out / name) for name in ("conditions.md", "quality.md"))
     args.benchmarks_md.write_text(render_benchmarks(load_results(args.out), command, conditions, quality))
     common.log(f"wrote {args.benchmarks_md}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))

@@ -157,7 +157,7 @@ def test_run_all_renders_benchmarks_md_from_the_results(quick_results, tmp_path)
     (out / "quality.md").write_text("| recipe | V_rand |\n|---|---|\n| isbi_best | 0.9 |\n")
     run_all.main(["--render-only", "--out", str(out), "--benchmarks-md", str(target)])
     text = target.read_text()
-    assert "## Run conditions\n\nB3 shared the CPU with a test run." in text
+    assert "## Run conditions and targets\n\nB3 shared the CPU with a test run." in text
     assert text.index("Segmentation quality") > text.index(results["scaling"]["title"])
     assert "| isbi_best | 0.9 |" in text
 
