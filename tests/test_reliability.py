@@ -30,7 +30,7 @@ def only_run(uri: str):
 
 def test_nan_loss_stops_at_once_and_fails_the_run(store, tmp_path):
     cfg = compose_config("train", *SYNTHETIC, "trainer.epochs=5", "trainer.steps_per_epoch=3", "optimizer=sgd",
-                         "optimizer.lr=1e12", "model.batch_norm=false", f"tracking.uri={store}")
+                         "optimizer.lr=1e30", "model.batch_norm=false", f"tracking.uri={store}")
     with pytest.raises(TrainingDiverged, match=r"loss became nan; lower optimizer\.lr"):
         train(cfg, tmp_path / "run")
     client, run = only_run(store)
@@ -115,3 +115,17 @@ def test_deterministic_runs_give_identical_metrics(tmp_path, monkeypatch):
     keys = ["val_loss", "val_dice", "val_iou", "val_accuracy", "val_v_rand", "val_v_info"]
     assert [first[k] for k in keys] == [second[k] for k in keys]
 
+
+
+def test_a_diverged_prediction_scores_nan_instead_of_raising():
+    import math
+
+    import numpy as np
+
+    from segexp.callbacks import slice_scores
+    from segexp.losses import SegmentationLoss
+
+    probs, masks = [np.full((8, 8), np.nan, np.float32)], [np.ones((8, 8), np.uint8)]
+    scores = slice_scores(SegmentationLoss(bce=1.0, dice=1.0), probs, masks, foreground=0, topology=True)
+    assert set(scores) == {"loss", "accuracy", "dice", "iou", "v_rand", "v_info"}
+    assert all(math.isnan(v) for v in scores.values())

@@ -74,14 +74,16 @@ def slice_scores(loss: Callable, probs: Sequence[np.ndarray], masks: Sequence[np
                  topology: bool) -> dict[str, float]:
     """Returns loss (mean per slice), pooled accuracy, Dice and IoU at 0.5 and, with `topology`,
     the ISBI scores v_rand and v_info (best over thresholds, pooled over slices)."""
+    names = ["loss", "accuracy", "dice", "iou", *(["v_rand", "v_info"] if topology else [])]
+    if not all(np.isfinite(p).all() for p in probs):  # a diverged model predicts NaN: no score, no checkpoint
+        return dict.fromkeys(names, math.nan)
     targets = [np.asarray(m, np.float32)[None, ..., None] for m in masks]
     losses = [float(keras.ops.convert_to_numpy(loss(t, p[None, ..., None]))) for t, p in zip(targets, probs)]
     scores = {"loss": float(np.mean(losses))}
     pixels = pixel_scores(probs, masks, foreground=foreground)
     scores.update({k: pixels[k] for k in ("accuracy", "dice", "iou")})
     if topology:
-        finite = all(np.isfinite(p).all() for p in probs)  # a diverged model predicts NaN
-        isbi = isbi_scores(list(probs), list(masks)) if finite else {"v_rand": math.nan, "v_info": math.nan}
+        isbi = isbi_scores(list(probs), list(masks))
         scores.update(v_rand=isbi["v_rand"], v_info=isbi["v_info"])
     return scores
 
