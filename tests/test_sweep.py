@@ -72,6 +72,7 @@ def test_sequential_sweep_is_one_parent_with_a_child_per_job(tmp_path, make_cfg)
     assert parent.data.tags["sweep_dir"] == str(sweep_dir)
     assert "optimizer.lr=1e-4,3e-4" in parent.data.tags["overrides"].split()
     assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.0001", "0.0003"]
+    assert sorted(r.info.run_name for r in children) == ["optimizer.lr=0.0001", "optimizer.lr=0.0003"]
     assert all(r.info.status == "FINISHED" for r in children)
     assert parent.data.tags["failed_children"] == "0"
     assert_summarizes(client, parent, children, out.stdout, tmp_path, make_cfg(*FAST))
@@ -206,3 +207,16 @@ def test_submitit_local_launcher_runs_jobs_in_their_own_processes(tmp_path):
     _, parent, children = sweep_tree(tmp_path)
     assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.0001", "0.001"]
     assert all(r.info.status == "FINISHED" for r in children) and parent.info.status == "FINISHED"
+
+
+def test_a_child_is_named_by_the_swept_overrides_alone(monkeypatch):
+    from segexp.tracking import SWEPT_KEYS_ENV
+    from segexp.train import run_name
+
+    overrides = ["optimizer.lr=0.001", "debug=smoke", "model=unet", "hydra.job.chdir=false"]
+    monkeypatch.setenv(SWEPT_KEYS_ENV, "optimizer.lr,model")
+    assert run_name(overrides) == "optimizer.lr=0.001,model=unet"
+    monkeypatch.setenv(SWEPT_KEYS_ENV, "")  # a sweeper's own search space: nothing swept on the command line
+    assert run_name(overrides) == "optimizer.lr=0.001,debug=smoke,model=unet"
+    monkeypatch.delenv(SWEPT_KEYS_ENV)
+    assert run_name(overrides) == "optimizer.lr=0.001,debug=smoke,model=unet" and run_name([]) == "default"

@@ -187,6 +187,7 @@ class MlflowSweepCallback(Callback):
         self.parent_run_id = tracking.start_parent_run(self.uri, config.tracking.experiment_name,
                                                        sweep_name(sweep_dir, overrides), tags)
         os.environ[tracking.PARENT_RUN_ENV] = self.parent_run_id
+        os.environ[tracking.SWEPT_KEYS_ENV] = ",".join(swept_keys(overrides))
         atexit.register(self._end_at_exit, config)
         print(f"[segexp] sweep parent run {self.parent_run_id} in {self.uri}", flush=True)
 
@@ -224,6 +225,7 @@ class MlflowSweepCallback(Callback):
         parent, self.parent_run_id = self.parent_run_id, None
         atexit.unregister(self._end_at_exit)
         os.environ.pop(tracking.PARENT_RUN_ENV, None)
+        os.environ.pop(tracking.SWEPT_KEYS_ENV, None)
 
         children = tracking.child_runs(self.uri, parent)
         metrics, tags = sweep_results(children, config)

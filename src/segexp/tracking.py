@@ -24,6 +24,7 @@ from segexp.errors import TrackingError, TrainingInterrupted
 DEFAULT_STORE = Path("outputs") / "mlflow.db"
 # Set by the sweep callback before jobs start: each job's run becomes a child of this run.
 PARENT_RUN_ENV = "SEGEXP_PARENT_RUN_ID"
+SWEPT_KEYS_ENV = "SEGEXP_SWEPT_KEYS"  # the sweep's varying keys, so a child is named by them alone
 
 
 def resolve_uri(configured: str | None) -> str:

@@ -8,6 +8,7 @@ cost seconds, not a training run.
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from segexp import data as data_lib
 from segexp.errors import TrainingDiverged, TrainingInterrupted, instantiate
 from segexp.schema import validate
-from segexp.tracking import flatten, run_tags
+from segexp.tracking import SWEPT_KEYS_ENV, flatten, run_tags
 from segexp.weightmap import border_weight_map
 
 CODE_DIR = Path(__file__).resolve().parent
@@ -25,8 +26,12 @@ BEST_MODEL, LAST_MODEL = "model.keras", "last.keras"
 
 
 def run_name(overrides: Sequence[str]) -> str:
-    """Returns a readable run name from the command-line overrides, e.g. `model=unet_small,aug=heavy`."""
+    """Returns a readable run name from the command-line overrides, e.g. `model=unet_small,aug=heavy`;
+    in a sweep only the swept ones (`optimizer.lr=0.001`), since the rest are the same in every child."""
     chosen = [o for o in overrides if not o.startswith(("hydra.", "hydra/"))]
+    swept = {key for key in os.environ.get(SWEPT_KEYS_ENV, "").split(",") if key}
+    varying = [o for o in chosen if o.split("=", 1)[0].lstrip("+~") in swept]
+    chosen = varying or chosen
     return ",".join(chosen) if chosen else "default"
 
 
