@@ -104,6 +104,14 @@ def to_binary_mask(array: np.ndarray, path: Path, threshold: int | None) -> np.n
     )
 
 
+def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Returns an (H, W, C) image area-averaged to size = [height, width], channels kept (cv2 drops a single one)."""
+    import cv2
+
+    height, width = int(size[0]), int(size[1])
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA).reshape(height, width, -1)
+
+
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
     """Returns image (area-averaged) and mask (nearest, stays binary) resized to size = [height, width]."""
     if size is None or tuple(size) == mask.shape:
@@ -111,8 +119,7 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: Sequence[int] | None)
     import cv2
 
     height, width = int(size[0]), int(size[1])
-    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA).reshape(height, width, -1)
-    return resized, cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    return resize_image(image, size), cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
 def load_pairs(

@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from segexp.data import IMAGE_SUFFIXES, natural_key, read_image, to_channels, to_unit_float
+from segexp.data import IMAGE_SUFFIXES, natural_key, read_image, resize_image, to_channels, to_unit_float
 from segexp.errors import ConfigError, DataError
 from segexp.inference import predict_image
 from segexp.models import load_model
@@ -58,15 +58,12 @@ def inference_size(inference: DictConfig, checkpoint: Path) -> list[int] | None:
 
 
 def at_size(predict: Callable[[np.ndarray], np.ndarray], size: Sequence[int]) -> Callable[[np.ndarray], np.ndarray]:
-    """Returns `predict` run on the image resized to size = [height, width] (area averaging, as data.resize
-    does), its probability map resized back to the image's own size (bilinear)."""
+    """Returns `predict` run on the image resized to size = [height, width] as data.resize does in training,
+    its probability map resized back to the image's own size (bilinear)."""
     import cv2
 
-    height, width = size
-
     def run(image: np.ndarray) -> np.ndarray:
-        resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA).reshape(height, width, -1)
-        prob = predict(resized)
+        prob = predict(resize_image(image, size))
         return cv2.resize(prob, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
     return run
 
