@@ -88,8 +88,9 @@ def load_predictor(ckpt: str, inference: DictConfig, tracking_uri: str | None = 
     model = load_model(checkpoint)
     channels, _ = model_channels_and_multiple(model)
     if size:
-        print(f"[segexp] predicting at {size[0]}x{size[1]} (the training's data.resize; inference.resize "
-              "overrides), probabilities resized back to each image", flush=True)
+        source = "inference.resize" if inference.resize is not None else "the training's data.resize"
+        print(f"[segexp] predicting at {size[0]}x{size[1]} ({source}), probabilities resized back to each image",
+              flush=True)
     return checkpoint, channels, make_predictor(model, inference, size)
 
 
