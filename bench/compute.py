@@ -102,10 +102,10 @@ def variant_arm(variant: Variant, crop_size: int) -> tuple:
     from bench import training
 
     cfg = training.compose(*variant.overrides, f"trainer.crop_size={crop_size}", "tracking=none", "trainer.verbose=0")
-    train_set, val, weights = training.load_data(cfg)
+    train_set, weights = training.load_data(cfg)
     model = training.build_compiled_model(cfg, train_set)
     flops = training.forward_flops_per_image(model, crop_size, crop_size)
-    fit = training.segexp_fit(cfg, model, train_set, val, weights)
+    fit = training.segexp_fit(cfg, model, train_set, weights)
     batch = cfg.trainer.batch_size
     common.log(f"{variant.name}: warming up (tracing{', XLA compile' if cfg.trainer.jit_compile else ''})")
     training.seconds_per_step(fit, 1, variant.warmup)

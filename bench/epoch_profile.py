@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model = training.build_compiled_model(cfg, train_set)
     batch = cfg.trainer.batch_size
     stream = training.segexp_training_stream(cfg, train_set, weights)
-    fit_real = training.segexp_fit(cfg, model, train_set, val_set, weights)
+    fit_real = training.segexp_fit(cfg, model, train_set, weights)
     fit_model = training.dataset_fit(model, training.in_memory_dataset(*training.sample_batch(cfg, train_set, weights)))
     common.log("warming up (tracing)")
     training.seconds_per_step(fit_real, 1, settings.warmup)

@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args, settings, result = common.begin(NAME, TITLE, METHOD, argv, FULL, QUICK)
     training.fresh_session()
     configs = configurations(settings)
-    train_set, _, weights = training.load_data(compose_config(dict(settings.center), settings.model))
+    train_set, weights = training.load_data(compose_config(dict(settings.center), settings.model))
     arms, params, memory = {}, {}, {name: [] for name in configs}
     for name, config in configs.items():
         common.log(f"{name}: building and warming up")

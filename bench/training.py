@@ -9,7 +9,6 @@ Timing keeps steady-state steps only: each timed fit call first runs `warmup` un
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import time
 from typing import Any, Callable
@@ -48,17 +47,11 @@ def compose(*overrides: str, config_name: str = "train"):
 
 
 def load_data(cfg):
-    """Returns (train set, one validation slice cut to the crop size, weights or None).
-
-    train.fit validates after every call; one crop-sized slice keeps that untimed pass short.
-    """
+    """Returns (train set, border weights or None): train.fit's inputs (validation is a callback's job)."""
     from segexp.train import prepare_data
 
-    train_set, val_set, weights = prepare_data(cfg)
-    size = cfg.trainer.crop_size
-    val = val_set.subset([0])
-    val = dataclasses.replace(val, images=[val.images[0][:size, :size]], masks=[val.masks[0][:size, :size]])
-    return train_set, val, weights
+    train_set, _, weights = prepare_data(cfg)
+    return train_set, weights
 
 
 def build_compiled_model(cfg, train_set):
@@ -119,14 +112,14 @@ def seconds_per_step(fit: FitCall, steps: int, warmup: int) -> float:
     return (clock.stamps[-1] - clock.stamps[warmup - 1]) / steps
 
 
-def segexp_fit(cfg, model, train_set, val_set, weights) -> FitCall:
-    """Returns a FitCall running segexp.train.fit (augmented crop stream, validation) for one epoch."""
+def segexp_fit(cfg, model, train_set, weights) -> FitCall:
+    """Returns a FitCall running segexp.train.fit (augmented crop stream, no validation) for one epoch."""
     from segexp.train import fit
 
     def run(steps: int, clock) -> None:
         run_cfg = copy.deepcopy(cfg)
         run_cfg.trainer.epochs, run_cfg.trainer.steps_per_epoch, run_cfg.trainer.verbose = 1, steps, 0
-        fit(run_cfg, model, train_set, val_set, weights, [clock])
+        fit(run_cfg, model, train_set, weights, [clock])
 
     return run
 

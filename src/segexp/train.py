@@ -81,7 +81,7 @@ def build_callbacks(cfg: DictConfig, val_set, tracker, output_dir: Path, resume=
     return callbacks, checkpoints
 
 
-def fit(cfg: DictConfig, model, train_set, val_set, weights, callbacks, initial_epoch: int = 0) -> dict[str, list[float]]:
+def fit(cfg: DictConfig, model, train_set, weights, callbacks, initial_epoch: int = 0) -> dict[str, list[float]]:
     """Runs model.fit on the augmented crop stream from `initial_epoch` on; returns the Keras history."""
     from segexp.augment import CropSampler
     from segexp.pipeline import training_dataset
@@ -147,7 +147,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
                           "replicas": str(strategy.num_replicas_in_sync), "output_dir": str(output_dir.resolve())})
         callbacks, checkpoints = build_callbacks(cfg, val_set, tracker, output_dir, resume)
         try:
-            history = fit(cfg, model, train_set, val_set, weights, callbacks, first_epoch)
+            history = fit(cfg, model, train_set, weights, callbacks, first_epoch)
         except KeyboardInterrupt:  # keep the newest weights; last.json still names the last whole epoch
             save_atomically(model, output_dir / LAST_MODEL)
             if not (output_dir / "last.json").exists():
