@@ -1,4 +1,4 @@
-"""Segmentation metrics for membrane (boundary) prediction, in pure numpy/scipy/scikit-image.
+"""Segmentation metrics for membrane (boundary) prediction, in pure numpy/scipy.
 
 Conventions (ISBI 2012 EM challenge): in a ground-truth mask, 1 (or 255) marks cell
 interior (white) and 0 marks membrane (black). A prediction is a map of probabilities,
@@ -7,44 +7,100 @@ in [0, 1], that a pixel is cell.
 Two families of scores:
 
 * pixel scores (accuracy, pixel error, Dice, IoU) of the thresholded prediction;
-* the ISBI 2012 challenge scores V_rand and V_info, the foreground-restricted Rand and
-  information-theoretic scores computed after thinning the membranes to 1 px, taking
-  the best value over a sweep of binarization thresholds.
+* the ISBI 2012 challenge scores V_rand and V_info, computed exactly as the official
+  challenge script does: RandError.getMaximalVRandAfterThinning(0.0, 1.0, 0.1, true) and
+  VariationOfInformation.getMaximalVInfoAfterThinning(0.0, 1.0, 0.1) of Fiji's Trainable
+  Segmentation (github.com/fiji/Trainable_Segmentation, package trainableSegmentation).
+
+The conventions of that code, each followed here (Java class.method in brackets):
+
+1. Thresholds: th = 0.0, 0.1, ... accumulated in double precision while th <= 1.0, so 11
+   values, the last 0.9999999999999999 [RandError.getForegroundRestrictedRandAfterThinningStats,
+   VariationOfInformation.getForegroundRestrictedScoresAfterThinning]. See fiji_thresholds.
+2. Binarization: a pixel is cell when prob > th, strictly, with prob read as a 32-bit float
+   [getPixelValue(x, y) > binaryThreshold in RandError.getForegroundRestrictedRandAfterThinningStatsN2
+   and VariationOfInformation.foregroundRestrictedScoreAfterThinningN2]. So at th = 0 every
+   nonzero pixel is cell, and at the last threshold only pixels of exactly 1.0 are.
+3. Ground truth: binarized the same way and labelled as it is, NOT thinned: cells are the
+   4-connected components of the white pixels [Utils.connectedComponents(..., 4), i.e.
+   util.FindConnectedRegions without diagonals]. For a 0/1 or 0/255 mask this is the same at
+   every threshold of the sweep, so it is labelled once.
+4. Proposal thinning: not a skeletonization but the classic flooding watershed of Vincent and
+   Soille on the inverted binary proposal [WatershedTransform2D(binaryProposal, 4).apply()]:
+   every 4-connected cell region is a basin, and membrane pixels are flooded breadth-first
+   from the basins, in the order the Java FIFO visits them; a membrane pixel that two basins
+   reach becomes a dam (label 0). So a spur or an isolated speck of membrane that separates
+   nothing is absorbed into the cell around it, a membrane between two cells becomes a dam
+   about one pixel wide, and the image border is simply the end of the image: nothing is
+   padded or mirrored. See watershed_segments.
+5. Background: ground-truth membrane pixels (label 0) are left out; n is the number of
+   ground-truth cell pixels. Proposal dams inside ground-truth cells (the p_i0 column) count
+   as singletons, one segment of one pixel each: the "+ sum(p_i0)/n" terms of the Rand sums
+   [RandError.getForegroundRestrictedRandIndexStatsN2] and "- sum(p_i0) log n" of the entropies
+   [VariationOfInformation.foregroundRestrictedFscore].
+6. Per slice, V_rand is the F-score of Rand precision sum p_ij^2 / sum t_j^2 and recall
+   sum p_ij^2 / sum s_i^2 (a precision or recall whose false count is 0 is 1; F = 0 when both
+   are 0) [ClassificationStatistics]. V_info is the F-score of I/H(gt) and I/H(proposal),
+   except that H(gt) = 0 gives precision 0, recall 1 and H(proposal) = 0 precision 1, recall 0,
+   i.e. V_info = 0 for a slice with a single ground-truth cell or a single proposed segment
+   [VariationOfInformation.foregroundRestrictedFscore]. A slice without ground-truth cells
+   scores 0 in both (the reference's NaNs end there). A 0/0 F-score stays NaN.
+7. Slices: each score is computed per slice and averaged over slices, per threshold
+   [perSliceAverage = true: "fScore / labelSlices.getSize()"; getForegroundRestrictedScoreAfterThinning].
+   Slices are not pooled into one contingency table.
+8. Maximum: over the thresholds of the averaged score, starting from 0 and replacing it only
+   when strictly larger, so ties keep the lowest threshold and NaN is never chosen
+   [getMaximalVRandAfterThinning, getMaximalVInfoAfterThinning].
 
 Sources:
 
 * I. Arganda-Carreras, S. C. Turaga, D. R. Berger et al. (2015), "Crowdsourcing the
   creation of image segmentation algorithms for connectomics", Front. Neuroanat. 9:142,
   doi:10.3389/fnana.2015.00142 -- definitions of V_rand and V_info.
-* Fiji "Segmentation evaluation after border thinning" script and its Java back end,
-  trainableSegmentation.metrics.RandError.getForegroundRestrictedRandIndexStatsN2 and
-  VariationOfInformation.foregroundRestrictedVI (github.com/fiji/Trainable_Segmentation)
-  -- the reference implementation, whose conventions are followed here.
-* skimage.metrics.adapted_rand_error / variation_of_information -- independent
-  implementations used to cross-check this module in the tests.
-* T. Y. Zhang and C. Y. Suen (1984), "A fast parallel algorithm for thinning digital
-  patterns", Commun. ACM 27(3) -- the thinning used (skimage.morphology.skeletonize).
+* Fiji Trainable Segmentation: trainableSegmentation.metrics.RandError, VariationOfInformation,
+  ClassificationStatistics and trainableSegmentation.utils.WatershedTransform2D -- the
+  reference implementation above. tests/fiji_reference.py transcribes it literally and the
+  tests check this module against it.
+* L. Vincent and P. Soille (1991), "Watersheds in digital spaces: an efficient algorithm based
+  on immersion simulations", IEEE TPAMI 13(6) -- the watershed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage, sparse
-from skimage.morphology import skeletonize
+from scipy import ndimage
 
 Images = np.ndarray | Sequence[np.ndarray]
 
-DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(float(t) for t in np.round(np.arange(0.1, 0.91, 0.1), 2))
+
+def fiji_thresholds(start: float = 0.0, stop: float = 1.0, step: float = 0.1) -> tuple[float, ...]:
+    """Return the thresholds of Java's `for (double th = start; th <= stop; th += step)`.
+
+    The accumulated sum drifts (0.30000000000000004, ..., 0.9999999999999999), and the
+    drift decides both how many thresholds there are and which pixels lie above them.
+    """
+    thresholds, threshold = [], start
+    while threshold <= stop:
+        thresholds.append(threshold)
+        threshold += step
+    return tuple(thresholds)
+
+
+DEFAULT_THRESHOLDS: tuple[float, ...] = fiji_thresholds()
 
 # 4-connectivity for cells: a 1-px, 8-connected membrane line then separates two cells.
 _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
-# Mirror margin added before thinning. Without it, skeletonize sees the outside of the
-# image as background, thins membranes that touch the border away from it and so merges
-# the cells on either side; the margin must exceed the half-width of the thickest membrane.
-_THINNING_MARGIN = 32
+# Watershed states, as in WatershedTransform2D: dams are 0, unflooded membrane MASK, and
+# pixels off the image are never looked at (OUTSIDE plays the bounds check).
+_DAM, _MASK, _OUTSIDE = 0, -2, -1
+# Code of the first pixel the FIFO pops in a layer; the k-th popped after it has _QUEUED - k.
+_QUEUED = -3
+
+# Largest contingency table counted densely (with bincount); larger ones are sorted instead.
+_DENSE_TABLE_LIMIT = 1 << 22
 
 
 def pixel_scores(prob: Images, truth: Images, threshold: float = 0.5, foreground: int = 0) -> dict[str, float]:
@@ -72,16 +128,14 @@ def cell_mask_from_truth(truth: np.ndarray) -> np.ndarray:
     return truth >= white / 2
 
 
-def thin_membranes(cell_mask: np.ndarray) -> np.ndarray:
-    """Return the cell mask with its membranes (False pixels) thinned to 1-px skeletons.
+def binarize_proposal(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """Return the cell mask prob > threshold, comparing prob as a 32-bit float in double precision.
 
-    The image is mirrored outward before thinning so that membranes reaching the
-    image border still reach it afterwards (see _THINNING_MARGIN).
+    The reference reads the proposal as a float image and widens each pixel to double, so
+    0.3 as float32 (0.30000001...) lies above the threshold 0.30000000000000004. Comparing a
+    float32 array with a Python float directly would round the threshold to float32 instead.
     """
-    membrane = ~np.asarray(cell_mask, dtype=bool)
-    m = _THINNING_MARGIN
-    thinned = skeletonize(np.pad(membrane, m, mode="reflect"))[m:-m, m:-m]
-    return ~thinned
+    return np.asarray(prob, np.float32).astype(np.float64) > threshold
 
 
 def label_cells(cell_mask: np.ndarray) -> np.ndarray:
@@ -90,103 +144,256 @@ def label_cells(cell_mask: np.ndarray) -> np.ndarray:
     return labels
 
 
-def contingency(gt_labels: np.ndarray, pred_labels: np.ndarray) -> sparse.csr_array:
-    """Return the sparse table of pixel counts n_ij over (gt segment i, predicted segment j).
+def watershed_segments(cell_mask: np.ndarray) -> np.ndarray:
+    """Return the segments of a binary proposal after Fiji's watershed thinning of its membrane.
 
-    Only ground-truth foreground pixels (gt label != 0) are counted, so row 0 is empty.
-    Column 0 holds the pixels predicted as membrane; rand_and_info treats each of them
-    as a segment of its own (see there).
+    The result equals WatershedTransform2D(inverted mask, 4).apply() up to the numbering of
+    the segments: each 4-connected cell region is a segment (>= 1), membrane pixels are
+    flooded into the segment that reaches them, and dams where two segments meet are 0.
+    Without any cell pixel, the whole image is one segment (a single new minimum).
+
+    The Java FIFO visits membrane pixels by their 4-path distance to the cells, layer by
+    layer; within a layer, the order is that of the FIFO, which decides which of two touching
+    pixels of different basins becomes the dam. Every pixel is labelled from the neighbours
+    visited before it: the one basin among them, or a dam if they name two basins, or name
+    only dams. Layers are therefore resolved in FIFO order, each one vectorized.
     """
-    gt_labels, pred_labels = np.asarray(gt_labels), np.asarray(pred_labels)
-    _check_same_shape(gt_labels, pred_labels, "ground-truth labels", "predicted labels")
-    foreground = gt_labels != 0
-    rows, cols = gt_labels[foreground], pred_labels[foreground]
-    shape = (int(gt_labels.max()) + 1, int(pred_labels.max()) + 1)
-    # Converting to CSR sums the duplicate (i, j) entries; the table is never made dense.
-    return sparse.coo_array((np.ones(rows.size, dtype=np.int64), (rows, cols)), shape=shape).tocsr()
+    cells = np.asarray(cell_mask, dtype=bool)
+    if not cells.any():
+        return np.ones(cells.shape, np.int32)
+    basins = label_cells(cells).astype(np.int32)
+    if cells.all():
+        return basins
+    height, width = cells.shape
+    stride = width + 2
+    # In Neighborhood2DC4's order: left, up, right, down (flat offsets in the padded image).
+    offsets = np.array([-1, -stride, 1, stride])
+    # One array holds what a popped pixel reads of each neighbour: a basin (> 0) or a dam (0)
+    # once labelled; unflooded membrane _MASK; off the image _OUTSIDE; and, for the layer
+    # being flooded, _QUEUED - (its rank in the FIFO).
+    code = np.full((height + 2, width + 2), _OUTSIDE, np.int32)
+    code[1:-1, 1:-1] = np.where(cells, basins, _MASK)
+    # The FIFO starts with the membrane pixels next to a cell in the order the sorted pixel
+    # list holds them, i.e. by column, then row.
+    padded = np.pad(cells, 1)
+    next_to_cell = ~cells & (padded[1:-1, :-2] | padded[:-2, 1:-1] | padded[1:-1, 2:] | padded[2:, 1:-1])
+    columns, rows = np.nonzero(next_to_cell.T)
+    layer = (rows + 1) * stride + columns + 1
+    code = code.ravel()
+    first_key = np.full(code.size, np.iinfo(np.int64).max)  # scratch for _next_layer
+    while layer.size:
+        code[layer] = _QUEUED - np.arange(layer.size, dtype=np.int32)
+        named = code[offsets[:, None] + layer]  # one row per direction: reductions run along rows
+        labels = _resolve_layer(layer, named, code, offsets)
+        layer_after = _next_layer(layer, named, first_key, offsets)
+        code[layer], layer = labels, layer_after
+    return code.reshape(height + 2, width + 2)[1:-1, 1:-1].copy()
 
 
-def pool_contingency(tables: Iterable[sparse.sparray]) -> sparse.csr_array:
-    """Return one table holding the counts of all `tables`, with their segments kept distinct.
+def _resolve_layer(layer: np.ndarray, named: np.ndarray, code: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Return the watershed labels of one layer's pixels, given in FIFO order.
 
-    Segment labels restart at 1 in every slice, so each table's labels are shifted past
-    the previous ones; label 0 (membrane) keeps its meaning and stays 0.
+    named[k, i] is code at the k-th neighbour of layer[i]: earlier layers and cells are
+    labelled, this layer holds FIFO ranks.
+
+    A pixel takes the single basin named by the neighbours popped before it (earlier
+    layers, or its own layer earlier in the FIFO) and becomes a dam if they name two basins,
+    or only dams. Only the same-layer neighbours make the result depend on the order; they
+    are resolved by iterating the rule to its fixed point, which is unique because every
+    pixel depends only on earlier ones. Each round recomputes only the pixels next to one
+    that changed, so it ends after as many rounds as the longest chain of changes.
     """
-    rows, cols, counts = [], [], []
-    n_rows = n_cols = 1
-    for table in tables:
-        coo = sparse.coo_array(table)
-        rows.append(np.where(coo.row > 0, coo.row + n_rows - 1, 0))
-        cols.append(np.where(coo.col > 0, coo.col + n_cols - 1, 0))
-        counts.append(coo.data)
-        n_rows += coo.shape[0] - 1
-        n_cols += coo.shape[1] - 1
-    if not counts:
-        raise ValueError("no contingency tables to pool")
-    data = (np.concatenate(counts), (np.concatenate(rows), np.concatenate(cols)))
-    return sparse.coo_array(data, shape=(n_rows, n_cols)).tocsr()
+    first, last = _basin_range(named)
+    split = (last > 0) & (first != last)
+    labels = np.where(split, _DAM, np.maximum(last, _DAM))
+
+    rank = _QUEUED - named  # the FIFO rank (= index in `layer`) of same-layer neighbours
+    earlier = (rank >= 0) & (rank < np.arange(layer.size))  # same layer, popped before
+    waiting = np.flatnonzero(earlier.any(axis=0) & ~split)
+    if waiting.size == 0:
+        return labels
+    # Index layer.size of `values` holds -1: "nothing" for directions without an earlier pixel.
+    sources = np.where(earlier[:, waiting], rank[:, waiting], layer.size)
+    own = labels[waiting]  # the basin named by earlier layers, or a dam
+    row_of = np.full(layer.size, -1)
+    row_of[waiting] = np.arange(waiting.size)
+    values = np.append(labels, np.int32(-1))
+    rows = np.arange(waiting.size)
+    while rows.size:
+        first, last = _basin_range(np.vstack([own[rows], values[sources[:, rows]]]))
+        updated = np.where((last > 0) & (first == last), last, _DAM)
+        changed = waiting[rows[updated != values[waiting[rows]]]]
+        values[waiting[rows]] = updated
+        # Recompute the same-layer neighbours of what changed (those popped later read it).
+        touched = _QUEUED - code[(offsets[:, None] + layer[changed]).ravel()]
+        touched = row_of[touched[(touched >= 0) & (touched < layer.size)]]
+        rows = np.unique(touched[touched >= 0])
+    return values[:-1]
 
 
-def rand_and_info(table: sparse.sparray | np.ndarray) -> dict[str, float]:
-    """Return {"v_rand", "v_info"} of a contingency table built by contingency().
+def _basin_range(named: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the smallest and largest value of each column of `named`, the smallest among basins (> 0).
 
-    With p_ij the joint distribution and s_i, t_j its marginals over gt and predicted
-    segments: V_rand = sum p_ij^2 / (0.5 sum s_i^2 + 0.5 sum t_j^2) and
-    V_info = 2 I(S;T) / (H(S) + H(T)), with V_info = 1 when both entropies are 0.
-
-    Row 0 (ground-truth membrane) is ignored. Pixels in column 0 (predicted membrane
-    inside a ground-truth cell) count as singletons, one segment of size 1 each, as in
-    the Fiji/ISBI reference code (the sum(p_i0)/n terms of
-    getForegroundRestrictedRandIndexStatsN2 and foregroundRestrictedVI). We follow Fiji
-    rather than skimage.metrics.adapted_rand_error, which lumps all of them into a single
-    segment, because this is the official challenge score, and because a singleton joins
-    no pair: wrongly predicted membrane costs what it removes from its own cell instead of
-    merging every such pixel of the image into one spurious giant segment.
+    The largest is > 0 exactly when the column names a basin; then the two are equal exactly
+    when it names only one.
     """
-    joint_sizes, gt_sizes, pred_sizes = _segment_sizes(table)
-    n_pixels = gt_sizes.sum()
-    if n_pixels == 0:
-        raise ValueError("empty contingency table: the ground truth has no cell pixels")
-    # Sizes are counts, not probabilities: the common factor 1/n^2 cancels in V_rand.
-    v_rand = np.sum(joint_sizes**2) / (0.5 * np.sum(gt_sizes**2) + 0.5 * np.sum(pred_sizes**2))
-    h_gt, h_pred = _entropy(gt_sizes, n_pixels), _entropy(pred_sizes, n_pixels)
-    mutual_information = h_gt + h_pred - _entropy(joint_sizes, n_pixels)
-    v_info = 1.0 if h_gt + h_pred == 0 else 2 * mutual_information / (h_gt + h_pred)
-    return {"v_rand": float(v_rand), "v_info": float(v_info)}
+    # Read as unsigned, value - 1 keeps the order of basins and puts everything <= 0 above them.
+    first = (named - 1).view(np.uint32).min(axis=0).view(np.int32) + 1
+    return first, named.max(axis=0)
+
+
+def _next_layer(layer: np.ndarray, named: np.ndarray, first_key: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Return the next layer's pixels, the unflooded neighbours of this one, in the order the FIFO pops them.
+
+    Each is appended by the first pixel of this layer that has it as a neighbour, at that
+    neighbour's position in the left, up, right, down scan: its key is the smallest
+    rank x 4 + direction over those. first_key is scratch, all int64 max, left so.
+    """
+    direction, rank = np.divmod(np.flatnonzero(named == _MASK), layer.size)
+    pixels = layer[rank] + offsets[direction]
+    key = rank * 4 + direction
+    np.minimum.at(first_key, pixels, key)
+    first = first_key[pixels] == key
+    pixels, key = pixels[first], key[first]
+    first_key[pixels] = np.iinfo(np.int64).max
+    # The keys are distinct and below 4 x the layer size: rank them without sorting.
+    taken = np.zeros(4 * layer.size, bool)
+    taken[key] = True
+    ordered = np.empty_like(pixels)
+    ordered[np.cumsum(taken)[key] - 1] = pixels
+    return ordered
+
+
+def slice_scores(gt_labels: np.ndarray, proposal_labels: np.ndarray) -> dict[str, float]:
+    """Return {"v_rand", "v_info"}: one slice's foreground-restricted Rand and information F-scores.
+
+    gt_labels: ground-truth cells 1..n, membrane 0 (left out). proposal_labels: segments
+    1..m, dams 0 (each a singleton). See conventions 5 and 6 of the module docstring.
+    """
+    gt_labels, proposal_labels = np.asarray(gt_labels), np.asarray(proposal_labels)
+    _check_same_shape(gt_labels, proposal_labels, "ground-truth labels", "proposal labels")
+    return _scores_against(_cell_pixels(gt_labels), proposal_labels)
+
+
+def _cell_pixels(gt_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (where, cell, sizes): flat indices of the ground-truth cell pixels, their cell
+    labels and the size of every cell, the part of a slice's scoring that no threshold changes."""
+    where = np.flatnonzero(gt_labels)
+    cell = gt_labels.ravel()[where].astype(np.int64)
+    sizes = np.bincount(cell)[1:]
+    return where, cell, sizes[sizes > 0]
+
+
+def _scores_against(gt: tuple[np.ndarray, np.ndarray, np.ndarray], proposal_labels: np.ndarray) -> dict[str, float]:
+    """Return slice_scores of ground-truth cell pixels prepared by _cell_pixels."""
+    where, rows, gt_sizes = gt
+    n = rows.size
+    if n == 0:
+        return {"v_rand": 0.0, "v_info": 0.0}
+    cols = proposal_labels.ravel()[where].astype(np.int64)
+    segment = cols > 0
+    singletons = n - int(np.count_nonzero(segment))
+    rows, cols = rows[segment], cols[segment]
+    proposal_sizes = np.bincount(cols)
+    proposal_sizes = proposal_sizes[proposal_sizes > 0]
+    joint = _pair_counts(rows, cols)
+    return {"v_rand": _rand_fscore(joint, gt_sizes, proposal_sizes, singletons),
+            "v_info": _info_fscore(joint, gt_sizes, proposal_sizes, singletons, n)}
+
+
+def _pair_counts(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Return the counts of the distinct (row, col) pairs, zeros left out."""
+    if rows.size == 0:
+        return np.zeros(0, np.int64)
+    n_cols = int(cols.max()) + 1
+    keys = rows * n_cols + cols
+    if (int(rows.max()) + 1) * n_cols <= _DENSE_TABLE_LIMIT:
+        counts = np.bincount(keys)
+        return counts[counts > 0]
+    return np.unique(keys, return_counts=True)[1]
+
+
+def _rand_fscore(joint: np.ndarray, gt_sizes: np.ndarray, proposal_sizes: np.ndarray, singletons: int) -> float:
+    """Return the F-score of Rand precision and recall (ClassificationStatistics' conventions).
+
+    Sums of squared counts stand for the n^2-normalized sums of squared probabilities; each
+    singleton adds 1 to the proposal and joint sums, as "sum(p_i0)/n" does there.
+    """
+    sum_gt = float(np.sum(gt_sizes.astype(np.float64) ** 2))
+    sum_proposal = float(np.sum(proposal_sizes.astype(np.float64) ** 2)) + singletons
+    sum_joint = float(np.sum(joint.astype(np.float64) ** 2)) + singletons
+    precision = 1.0 if sum_proposal == sum_joint else sum_joint / sum_proposal
+    recall = 1.0 if sum_gt == sum_joint else sum_joint / sum_gt
+    return 2 * precision * recall / (precision + recall)
+
+
+def _info_fscore(joint: np.ndarray, gt_sizes: np.ndarray, proposal_sizes: np.ndarray, singletons: int,
+                 n: int) -> float:
+    """Return the F-score of I/H(gt) and I/H(proposal), with the reference's zero-entropy rules.
+
+    Entropies in nats; each singleton has probability 1/n.
+    """
+    singleton_term = singletons / n * np.log(n)
+    h_gt = _entropy(gt_sizes, n)
+    h_proposal = _entropy(proposal_sizes, n) + singleton_term
+    h_joint = _entropy(joint, n) + singleton_term
+    mutual_information = h_gt + h_proposal - h_joint
+    if h_proposal == 0:
+        precision, recall = 1.0, 0.0
+    elif h_gt == 0:
+        precision, recall = 0.0, 1.0
+    else:
+        precision, recall = mutual_information / h_gt, mutual_information / h_proposal
+    if precision + recall == 0:
+        return float("nan")
+    return float(2 * precision * recall / (precision + recall))
+
+
+def _entropy(sizes: np.ndarray, n: int) -> float:
+    """Return -sum p log p (nats) over segments of the given pixel counts, p = size / n."""
+    p = sizes[sizes > 0] / n
+    return float(-np.sum(p * np.log(p)))
 
 
 def isbi_scores(probs: Images, truths: Images, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> dict:
-    """Return the ISBI 2012 scores, best over `thresholds`, pooled over all slices.
+    """Return the ISBI 2012 scores as the official challenge script computes them.
 
-    For each threshold t: cell = prob >= t, membranes of prediction and truth thinned to
-    1 px, cells labelled, and the contingency tables of all slices pooled (summed, with
-    each slice's segments kept distinct) before scoring. Returns v_rand and v_info (the
-    maxima; ties go to the lowest threshold), v_rand_threshold and v_info_threshold (their
-    argmax thresholds) and per_threshold, a list of {"threshold", "v_rand", "v_info"}.
+    For each threshold, every slice is binarized (cell = prob > threshold), its membrane
+    thinned by the watershed and scored against the unthinned ground-truth cells; the
+    scores are averaged over slices. Returns v_rand and v_info (the largest average above 0,
+    else 0; ties go to the lowest threshold), v_rand_threshold and v_info_threshold (where
+    they were reached; the first threshold if nothing exceeded 0) and per_threshold, a list
+    of {"threshold", "v_rand", "v_info"}.
     """
     probs, truths = _validated_pairs(probs, truths)
     if len(thresholds) == 0:
         raise ValueError("thresholds is empty")
-    gt_cells = [cell_mask_from_truth(t) for t in truths]
-    # Thinning would shrink an all-membrane slice to a point and score it as one big cell.
-    cell_less = [i for i, cells in enumerate(gt_cells) if not cells.any()]
-    if cell_less:
-        raise ValueError(f"ground-truth slices {cell_less} have no cell pixels")
-    gt_labels = [label_cells(thin_membranes(cells)) for cells in gt_cells]
+    gt_cells = [_cell_pixels(label_cells(cell_mask_from_truth(t))) for t in truths]
     per_threshold = []
     for threshold in thresholds:
-        tables = (contingency(gt, label_cells(thin_membranes(p >= threshold))) for gt, p in zip(gt_labels, probs))
-        per_threshold.append({"threshold": float(threshold), **rand_and_info(pool_contingency(tables))})
-    # max() keeps the first maximum, i.e. the lowest threshold among ties.
-    best_rand = max(per_threshold, key=lambda s: s["v_rand"])
-    best_info = max(per_threshold, key=lambda s: s["v_info"])
+        slices = [_scores_against(gt, watershed_segments(binarize_proposal(p, threshold)))
+                  for gt, p in zip(gt_cells, probs)]
+        per_threshold.append({"threshold": float(threshold),
+                              "v_rand": float(np.mean([s["v_rand"] for s in slices])),
+                              "v_info": float(np.mean([s["v_info"] for s in slices]))})
+    best_rand = _first_maximum(per_threshold, "v_rand")
+    best_info = _first_maximum(per_threshold, "v_info")
     return {
-        "v_rand": best_rand["v_rand"],
-        "v_rand_threshold": best_rand["threshold"],
-        "v_info": best_info["v_info"],
-        "v_info_threshold": best_info["threshold"],
+        "v_rand": best_rand["v_rand"] if best_rand else 0.0,
+        "v_rand_threshold": (best_rand or per_threshold[0])["threshold"],
+        "v_info": best_info["v_info"] if best_info else 0.0,
+        "v_info_threshold": (best_info or per_threshold[0])["threshold"],
         "per_threshold": per_threshold,
     }
+
+
+def _first_maximum(rows: list[dict], key: str) -> dict | None:
+    """Return the first row whose `key` exceeds 0 and every earlier row's, or None (NaN never does)."""
+    best, best_value = None, 0.0
+    for row in rows:
+        if row[key] > best_value:
+            best, best_value = row, row[key]
+    return best
 
 
 def evaluate_slices(probs: Images, truths: Images, threshold: float = 0.5, foreground: int = 0) -> dict[str, float]:
@@ -202,26 +409,6 @@ def evaluate_slices(probs: Images, truths: Images, threshold: float = 0.5, foreg
         "v_info_threshold": isbi["v_info_threshold"],
         **pixel_scores(probs, truths, threshold=threshold, foreground=foreground),
     }
-
-
-def _segment_sizes(table: sparse.sparray | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return the pixel counts of joint, gt and predicted segments, membrane singletons included."""
-    coo = sparse.coo_array(table)
-    coo.sum_duplicates()
-    scored = coo.row > 0
-    rows, cols, counts = coo.row[scored], coo.col[scored], coo.data[scored].astype(np.float64)
-    on_membrane = cols == 0
-    singletons = np.ones(int(counts[on_membrane].sum()))
-    joint = np.concatenate([counts[~on_membrane], singletons])
-    gt = np.bincount(rows, weights=counts)
-    pred = np.concatenate([np.bincount(cols[~on_membrane], weights=counts[~on_membrane]), singletons])
-    return joint, gt, pred
-
-
-def _entropy(sizes: np.ndarray, total: float) -> float:
-    """Return the Shannon entropy (nats) of segments with the given pixel counts."""
-    p = sizes[sizes > 0] / total
-    return float(-np.sum(p * np.log(p)))
 
 
 def _overlap_scores(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
