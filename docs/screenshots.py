@@ -127,7 +127,7 @@ def shoot_all(driver, base: str, experiment_id: str, parent_id: str, child_id: s
 
     click(driver, driver.find_element("css selector", "input[name='runs-view-mode'][value='CHART']"))
     search = driver.find_element("css selector", "input[placeholder='Search metric charts']")
-    search.send_keys("val_v")  # the held-out ISBI scores: per-epoch curves and the best of each child
+    search.send_keys("select_v")  # the selection slices' ISBI scores: per-epoch curves and each child's checkpoint
     time.sleep(2)
     metrics = driver.find_element("xpath", "//*[normalize-space(text())='Model metrics']")
     driver.execute_script("arguments[0].scrollIntoView()", metrics)  # past the mask images, to the curves

@@ -140,7 +140,7 @@ def test_precision_compares_bf16_with_float32_or_says_why_not(quick_results):
     assert set(result["arms"]) == set(precision.ARMS)
     assert result["arms"]["mixed_bfloat16"]["precision"] == "mixed_bfloat16"
     assert result["arms"]["float32"]["precision"] == "float32"
-    assert all(positive(arm["images_per_s"]) and 0 <= arm["scores"]["val_dice"] <= 1 for arm in result["arms"].values())
+    assert all(positive(arm["images_per_s"]) and 0 <= arm["scores"]["report_dice"] <= 1 for arm in result["arms"].values())
     assert positive(result["speedup_bf16"]) and set(result["delta_bf16"]) == set(result["arms"]["float32"]["scores"])
 
 

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, write_png
-from segexp.data import (check_crop_fits, load_folder, load_isbi2012, make_synthetic, resolve_indices, split,
+from segexp.data import (ROLES, check_crop_fits, load_folder, load_isbi2012, make_synthetic, pixel_digest, read_image,
+                         resolve_indices, roles_of, split, split_record,
                          verify_manifest)
 from segexp.errors import DataError
 
@@ -22,11 +23,11 @@ def test_isbi_loads_30_verified_slices_in_numeric_order():
     assert 0.15 < 1 - np.mean(data.masks) < 0.3  # ~22% membrane
 
 
-def test_default_split_is_the_contiguous_block_25_to_29():
-    data = make_synthetic(count=30, size=16, cells=4)
-    train, val = split(data, [-5, -4, -3, -2, -1])
-    assert val.names == [f"synthetic_{i}" for i in range(25, 30)]
-    assert len(train.names) == 25 and not set(train.names) & set(val.names)
+def test_default_split_trains_on_0_to_19_selects_on_20_to_24_and_reports_25_to_29(make_cfg):
+    cfg = make_cfg()
+    parts = split(make_synthetic(count=30, size=16, cells=4), cfg.split.select, cfg.split.report)
+    names = {role: [int(n.removeprefix("synthetic_")) for n in part.names] for role, part in parts.items()}
+    assert names == {"train": list(range(20)), "select": list(range(20, 25)), "report": list(range(25, 30))}
 
 
 def test_modified_shipped_file_is_detected(tmp_path):
@@ -103,15 +104,34 @@ def test_missing_and_empty_directories(tmp_path):
 
 def test_split_needs_enough_images_and_crop_must_fit(folder_data):
     data = load_folder(*map(str, folder_data))
-    with pytest.raises(DataError, match=r"trainer\.val_slices=\[25, 26\] does not fit a data set of 6 images"):
-        split(data, [25, 26])
+    with pytest.raises(DataError, match=r"split\.report=\[25, 26\] does not fit a data set of 6 images"):
+        split(data, [-2], [25, 26])
     with pytest.raises(DataError, match="leave at least one for training"):
-        split(make_synthetic(count=3, size=8, cells=2), [0, 1, 2])
+        split(make_synthetic(count=3, size=8, cells=2), [0], [1, 2])
     with pytest.raises(DataError, match="each once"):
-        resolve_indices([1, -5], 6)
-    train, _ = split(data, [-1])
+        resolve_indices([1, -5], 6, "split.select")
+    with pytest.raises(DataError, match=r"split\.select and split\.report share slices \['s5'\]"):
+        split(data, [-2, -1], [5])
+    parts = split(data, [-2], [-1])
     with pytest.raises(DataError, match=r"smaller than trainer\.crop_size=64; lower trainer\.crop_size to at most 40"):
-        check_crop_fits(train, 64)
+        check_crop_fits(parts["train"], 64)
+
+
+def test_split_is_three_disjoint_contiguous_roles_recorded_by_pixel_digest(folder_data, tmp_path):
+    data = load_folder(*map(str, folder_data))
+    parts = split(data, [-4, -3], [-2, -1])
+    assert [parts[r].names for r in ROLES] == [["s0", "s1"], ["s2", "s3"], ["s4", "s5"]]
+    assert split(data, [], [-1])["select"].names == []  # no selection: train takes the rest
+    record = split_record(parts)
+    # the digest follows the pixels, not the file: a renamed TIFF copy of s4 is still a report slice
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    Image.open(folder_data[0] / "s4.png").save(copy / "renamed.tif")
+    other = tmp_path / "other.png"
+    Image.fromarray(np.full((40, 52), 7, np.uint8)).save(other)
+    digests = [pixel_digest(read_image(copy / "renamed.tif")), pixel_digest(read_image(other)),
+               pixel_digest(read_image(folder_data[0] / "s1.png"))]
+    assert roles_of(record, digests) == ["report", None, "train"]
 
 
 def test_synthetic_masks_are_exact_membranes():

@@ -22,7 +22,7 @@ from conftest import compose_config, TINY
 from segexp.train import train
 cfg = compose_config("train", *TINY, "data=synthetic", "data.size=48", "trainer.preview_slices=0",
                      "trainer.strategy=mirrored", "tracking.uri=sqlite:///{tmp_path}/mlflow.db", "tracking.log_model=false")
-print("METRICS", train(cfg, {str(tmp_path / 'run')!r})["val_dice"])
+print("METRICS", train(cfg, {str(tmp_path / 'run')!r})["report_dice"])
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=ENV, capture_output=True, text=True,
                          timeout=300)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -25,7 +27,7 @@ def trained(tmp_path_factory):
     images, masks = write_blob_pairs(root, SIZES, rgb=True, suffix=".jpg")
     store = f"sqlite:///{root / 'mlflow.db'}"
     cfg = compose_config("train", *TINY, "data=folder", f"data.images={images}", f"data.masks={masks}",
-                         "trainer.val_slices=[-2,-1]", f"tracking.uri={store}", "tracking.log_model=false")
+                         "split.select=[-3]", "split.report=[-2,-1]", f"tracking.uri={store}", "tracking.log_model=false")
     train(cfg, root / "run")
     return root, root / "run" / "model.keras", store
 
@@ -53,20 +55,72 @@ def test_predict_with_tta_accepts_a_run_directory(trained, tmp_path):
     assert np.asarray(Image.open(path)).shape == SIZES[1]
 
 
-def test_evaluate_scores_the_held_out_slices_and_logs_into_the_training_run(trained, tmp_path, monkeypatch):
+def evaluate_cfg(checkpoint, store, *overrides):
+    return compose_config("evaluate", f"ckpt={checkpoint}", f"tracking.uri={store}", "inference.tile=32",
+                          "inference.overlap=8", *overrides)
+
+
+def test_evaluate_scores_the_runs_report_slices_and_logs_into_the_training_run(trained, tmp_path, monkeypatch):
     root, checkpoint, store = trained
     monkeypatch.chdir(tmp_path)
-    cfg = compose_config("evaluate", f"ckpt={checkpoint}", "data=folder", f"data.images={root / 'images'}",
-                         f"data.masks={root / 'masks'}", "slices=[-2,-1]", f"tracking.uri={store}",
-                         "inference.tile=32", "inference.overlap=8")
-    metrics = evaluate(cfg, tmp_path / "eval")
+    # no data= and no slices=: the run's own data (its config.yaml) and its report slices (split.json)
+    metrics = evaluate(evaluate_cfg(checkpoint.parent, store), tmp_path / "eval")
     assert set(metrics) >= {"v_rand", "v_info", "dice", "iou", "accuracy", "pixel_error"}
     assert all(0.0 <= metrics[k] <= 1.0 for k in ("v_rand", "v_info", "dice", "accuracy"))
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == pytest.approx(metrics)
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert written["slices"] == ["s3", "s4"] and written["slices_status"] == "report"
+    assert {k: written[k] for k in metrics} == pytest.approx(metrics)
     (run,) = MlflowClient(store).search_runs(MlflowClient(store).search_experiments()[0].experiment_id.split())
     assert run.info.status == "FINISHED"
     assert run.data.metrics["eval_v_rand"] == pytest.approx(metrics["v_rand"])
-    assert run.data.tags["evaluated_slices"] == "s3,s4"
+    assert run.data.tags["evaluated_slices"] == "s3,s4" and run.data.tags["evaluated_slices_status"] == "report"
+    # the same slices named by position in another copy of the data are recognised by their pixels
+    again = evaluate(evaluate_cfg(checkpoint, store, "data=folder", f"data.images={root / 'images'}",
+                                  f"data.masks={root / 'masks'}", "slices=[3,4]"), tmp_path / "again")
+    assert again == pytest.approx(metrics)
+
+
+@pytest.mark.parametrize("slices, seen", [("[0]", r"s0 \(train\)"), ("[2,3]", r"s2 \(select\)")])
+def test_evaluate_refuses_slices_the_checkpoint_trained_or_was_selected_on(trained, tmp_path, slices, seen):
+    _, checkpoint, store = trained
+    with pytest.raises(ConfigError, match=rf"slices={re.escape(slices.replace(',', ', '))}: {seen} trained or selected"):
+        evaluate(evaluate_cfg(checkpoint, store, f"slices={slices}"), tmp_path / "eval")
+    assert not (tmp_path / "eval").exists()
+
+
+def test_evaluate_scores_seen_slices_only_when_allowed_and_keeps_them_apart(trained, tmp_path, monkeypatch):
+    _, checkpoint, store = trained
+    monkeypatch.chdir(tmp_path)
+    metrics = evaluate(evaluate_cfg(checkpoint, store, "slices=[0,1]", "allow_seen=true"), tmp_path / "eval")
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["slices_status"] == "seen"
+    client = MlflowClient(store)
+    run = client.get_run(client.search_runs([client.get_experiment_by_name("segexp").experiment_id])[0].info.run_id)
+    assert run.data.metrics["eval_seen_v_rand"] == pytest.approx(metrics["v_rand"])
+
+
+def test_evaluate_on_other_data_scores_every_slice_the_checkpoint_never_saw(trained, tmp_path):
+    root, checkpoint, store = trained
+    images, masks = write_blob_pairs(tmp_path / "other", [(30, 30), (40, 36)])
+    shutil.copy(root / "images" / "s0.jpg", images / "t0.jpg")  # a training slice hidden under a new name
+    shutil.copy(root / "masks" / "s0.png", masks / "t0.png")
+    evaluate(evaluate_cfg(checkpoint, store, "data=folder", f"data.images={images}", f"data.masks={masks}"),
+             tmp_path / "eval")
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert written["slices"] == ["s0", "s1"] and written["slices_status"] == "unseen"
+    with pytest.raises(ConfigError, match=r"t0 \(train\) trained or selected the checkpoint"):
+        evaluate(evaluate_cfg(checkpoint, store, "data=folder", f"data.images={images}", f"data.masks={masks}",
+                              "slices=[2]"), tmp_path / "eval2")
+
+
+def test_evaluate_of_a_checkpoint_without_its_run_folder_needs_explicit_slices(trained, tmp_path):
+    root, checkpoint, store = trained
+    bare = tmp_path / "bare.keras"
+    shutil.copy(checkpoint, bare)
+    data = ["data=folder", f"data.images={root / 'images'}", f"data.masks={root / 'masks'}"]
+    with pytest.raises(ConfigError, match=r"no split\.json beside the checkpoint"):
+        evaluate(evaluate_cfg(bare, store, *data), tmp_path / "eval")
+    evaluate(evaluate_cfg(bare, store, *data, "slices=[-1]", "allow_seen=true"), tmp_path / "eval")
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["slices_status"] == "unknown"
 
 
 def test_unknown_checkpoint_is_one_clear_error(trained, tmp_path):
@@ -79,9 +133,9 @@ def test_unknown_checkpoint_is_one_clear_error(trained, tmp_path):
 def test_a_model_trained_on_resized_slices_predicts_at_that_size(trained, tmp_path, capsys):
     root, checkpoint, _ = trained
     run = tmp_path / "resized_run"  # a run directory whose training config says data.resize
-    (run / ".hydra").mkdir(parents=True)
+    run.mkdir()
     (run / "model.keras").write_bytes(checkpoint.read_bytes())
-    (run / ".hydra" / "config.yaml").write_text("data:\n  resize: [24, 32]\n")
+    (run / "config.yaml").write_text("data:\n  resize: [24, 32]\n")
     image = root / "images" / "s2.jpg"
     predict(compose_config("predict", f"ckpt={run}", f"input={image}", f"output={tmp_path / 'auto'}"))
     assert "predicting at 24x32" in capsys.readouterr().out

@@ -30,7 +30,7 @@ def only_run(uri: str):
 
 def test_nan_loss_stops_at_once_and_fails_the_run(store, tmp_path):
     cfg = compose_config("train", *SYNTHETIC, "trainer.epochs=5", "trainer.steps_per_epoch=3", "optimizer=sgd",
-                         "optimizer.lr=1e30", "model.batch_norm=false", f"tracking.uri={store}")
+                         "optimizer.lr=inf", "model.batch_norm=false", f"tracking.uri={store}")
     with pytest.raises(TrainingDiverged, match=r"loss became nan; lower optimizer\.lr"):
         train(cfg, tmp_path / "run")
     client, run = only_run(store)
@@ -88,7 +88,7 @@ def test_sigterm_saves_a_checkpoint_ends_killed_and_resume_continues_the_same_ru
     client, resumed = only_run(store)  # the same run, not a new one
     assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
     assert resumed.data.tags["resumed_from_epoch"] == str(stopped_after)
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_dice")]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "select_dice")]
     assert steps[-2:] == [stopped_after, stopped_after + 1] and len(steps) >= stopped_after + 2
 
 
@@ -112,7 +112,7 @@ def test_deterministic_runs_give_identical_metrics(tmp_path, monkeypatch):
     overrides = [*SYNTHETIC, "trainer.deterministic=true", "tracking=none", "aug=heavy", "trainer.steps_per_epoch=3"]
     first = train(compose_config("train", *overrides), tmp_path / "a")
     second = train(compose_config("train", *overrides), tmp_path / "b")
-    keys = ["val_loss", "val_dice", "val_iou", "val_accuracy", "val_v_rand", "val_v_info"]
+    keys = [f"{role}_{k}" for role in ("select", "report") for k in ("loss", "dice", "iou", "accuracy", "v_rand", "v_info")]
     assert [first[k] for k in keys] == [second[k] for k in keys]
 
 

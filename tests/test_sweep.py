@@ -20,7 +20,6 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 ENV.pop("MLFLOW_TRACKING_URI", None)
 ENV.pop("SEGEXP_PARENT_RUN_ID", None)
 FAST = [*TINY, "trainer.preview_slices=0", "tracking.log_model=false"]
-ONE_VAL_SLICE = "trainer.val_slices=[-1]"  # V_rand/V_info on the default five 512x512 slices cost ~13 s a job
 SUMMARY = {"summary/children.csv", "summary/children.md", "summary/learning_curves.png"}
 
 
@@ -54,16 +53,18 @@ def assert_summarizes(client, parent, children, stdout: str, tmp_path, cfg) -> N
     key, mode = objective_metric(cfg)
     rows = summary_table(client, parent, tmp_path)
     assert sorted(row["run_id"] for row in rows) == sorted(r.info.run_id for r in children)
-    assert {"best_val_dice", "best_val_iou", "best_val_accuracy", "best_val_loss", key} <= set(rows[0])
+    assert {"report_v_rand", "report_v_info", "report_dice", "report_accuracy", key} <= set(rows[0])
     best = (max if mode == "max" else min)(children, key=lambda r: r.data.metrics[key])
     assert parent.data.tags["best_child_run_id"] == best.info.run_id
     assert parent.data.metrics[f"best_{cfg.objective}"] == pytest.approx(best.data.metrics[key])
+    # the chosen child's unbiased report score sits beside the selection score that chose it
+    assert parent.data.metrics["best_child_report_v_rand"] == pytest.approx(best.data.metrics["report_v_rand"])
     assert artifact_text(client, parent, "summary/children.md", tmp_path) in stdout
 
 
 @pytest.mark.slow
 def test_sequential_sweep_is_one_parent_with_a_child_per_job(tmp_path, make_cfg):
-    out = sweep(tmp_path, ONE_VAL_SLICE, "optimizer.lr=1e-4,3e-4")
+    out = sweep(tmp_path, "optimizer.lr=1e-4,3e-4")
     assert out.returncode == 0, out.stderr[-3000:]
 
     client, parent, children = sweep_tree(tmp_path)
@@ -80,7 +81,7 @@ def test_sequential_sweep_is_one_parent_with_a_child_per_job(tmp_path, make_cfg)
 
 @pytest.mark.slow
 def test_parallel_sweep_children_reach_the_parent_from_worker_processes(tmp_path, make_cfg):
-    out = sweep(tmp_path, ONE_VAL_SLICE, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-4,3e-4")
+    out = sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-4,3e-4")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "database is locked" not in out.stderr
 
@@ -92,31 +93,31 @@ def test_parallel_sweep_children_reach_the_parent_from_worker_processes(tmp_path
 
 @pytest.mark.slow
 def test_a_failing_job_is_a_failed_child_and_the_jobs_after_it_still_run(tmp_path):
-    # job 0 holds out slice 99 of 30: a DataError at validation, before that job's own MLflow run starts
-    out = sweep(tmp_path, "trainer.val_slices=[99],[-1]")
+    # job 0 reports on slice 99 of 30: a DataError at the split, before that job's own MLflow run starts
+    out = sweep(tmp_path, "split.report=[99],[-1]")
     # Hydra runs every job, then re-raises the first failure: exit 1 once the sweep is over
     assert out.returncode == 1
-    assert "Error executing job with overrides" in out.stderr and "trainer.val_slices=[99]" in out.stderr
+    assert "Error executing job with overrides" in out.stderr and "split.report=[99]" in out.stderr
 
     client, parent, children = sweep_tree(tmp_path)
     (bad,) = [r for r in children if r.info.status == "FAILED"]
     (good,) = [r for r in children if r.info.status == "FINISHED"]
-    assert good.data.params["trainer.val_slices.0"] == "-1" and good.data.tags["output_dir"].endswith("/1")
-    assert bad.data.tags["overrides"].endswith("trainer.val_slices=[99]") and bad.data.tags["output_dir"].endswith("/0")
-    assert bad.data.tags["failure_reason"].startswith("DataError: trainer.val_slices=[99]")
+    assert good.data.params["split.report.0"] == "-1" and good.data.tags["output_dir"].endswith("/1")
+    assert bad.data.tags["overrides"].endswith("split.report=[99]") and bad.data.tags["output_dir"].endswith("/0")
+    assert bad.data.tags["failure_reason"].startswith("DataError: split.report=[99]")
     assert parent.info.status == "FINISHED" and parent.data.tags["failed_children"] == "1"
     assert parent.data.tags["best_child_run_id"] == good.info.run_id
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "summary")} == SUMMARY
     rows = {row["run_id"]: row for row in summary_table(client, parent, tmp_path)}
-    assert rows[bad.info.run_id]["status"] == "FAILED" and rows[bad.info.run_id]["best_val_dice"] == ""
-    assert float(rows[good.info.run_id]["best_val_dice"]) == pytest.approx(good.data.metrics["best_val_dice"])
-    assert "| FAILED | trainer.val_slices=[99] |" in out.stdout
+    assert rows[bad.info.run_id]["status"] == "FAILED" and rows[bad.info.run_id]["report_dice"] == ""
+    assert float(rows[good.info.run_id]["report_dice"]) == pytest.approx(good.data.metrics["report_dice"])
+    assert "| FAILED | split.report=[99] |" in out.stdout
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    (("objective=val_dice",), ("best_val_dice", "max")),
-    (("objective=val_loss",), ("best_val_loss", "min")),
-    (("objective=val_iou", "trainer.monitor=val_iou", "trainer.monitor_mode=min"), ("best_val_iou", "min")),
+    (("objective=select_dice",), ("ckpt_select_dice", "max")),
+    (("objective=select_loss",), ("ckpt_select_loss", "min")),
+    (("objective=select_iou", "trainer.monitor=select_iou", "trainer.monitor_mode=min"), ("ckpt_select_iou", "min")),
 ])
 def test_objective_direction_follows_the_monitor_else_the_name(make_cfg, overrides, expected):
     assert objective_metric(make_cfg(*overrides)) == expected
@@ -136,7 +137,7 @@ def test_parent_status(statuses, interrupted, expected):
 @pytest.mark.slow
 def test_optuna_search_trials_are_children_and_the_study_reports_its_best(tmp_path):
     # quoted: the search space is a string for the sweeper, not a sweep of this command line
-    out = sweep(tmp_path, ONE_VAL_SLICE, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+    out = sweep(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
                 "hydra.sweeper.params.loss='choice(bce,dice)'", "hydra.sweeper.params.aug='choice(light)'")
     assert out.returncode == 0, out.stderr[-3000:]
     client, parent, children = sweep_tree(tmp_path)
@@ -146,7 +147,7 @@ def test_optuna_search_trials_are_children_and_the_study_reports_its_best(tmp_pa
     (results,) = (tmp_path / "outputs" / "multirun").glob("*/*/optimization_results.yaml")
     text = results.read_text()
     assert "best_params" in text and "best_value" in text
-    best = max(children, key=lambda r: r.data.metrics["best_val_v_rand"])
+    best = max(children, key=lambda r: r.data.metrics["ckpt_select_v_rand"])
     assert parent.data.tags["best_child_run_id"] == best.info.run_id
 
 
@@ -177,7 +178,7 @@ def test_sweep_against_a_real_tracking_server(tmp_path):
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
                 time.sleep(0.5)
-        out = sweep(tmp_path, ONE_VAL_SLICE, f"tracking.uri={base}", "optimizer.lr=1e-4,1e-3")
+        out = sweep(tmp_path, f"tracking.uri={base}", "optimizer.lr=1e-4,1e-3")
         assert out.returncode == 0, out.stderr[-3000:]
 
         def api(path: str, body: dict) -> dict:
@@ -201,7 +202,7 @@ def test_sweep_against_a_real_tracking_server(tmp_path):
 
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_jobs_in_their_own_processes(tmp_path):
-    out = sweep(tmp_path, ONE_VAL_SLICE, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+    out = sweep(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
                 "optimizer.lr=1e-4,1e-3")
     assert out.returncode == 0, out.stderr[-3000:]
     _, parent, children = sweep_tree(tmp_path)

@@ -28,17 +28,23 @@ def test_smoke_training_is_fully_tracked(make_cfg, store, tmp_path):
     cfg = make_cfg(*TINY, "trainer.epochs=2", f"tracking.uri={store}")
     metrics = train(cfg, tmp_path / "run", ["debug=smoke"])
 
-    assert {"val_dice", "val_iou", "val_accuracy", "val_loss", "val_v_rand", "val_v_info"} <= set(metrics)
-    assert 0.0 <= metrics["val_dice"] <= 1.0
+    scores = {"dice", "iou", "accuracy", "loss", "v_rand", "v_info"}
+    assert {f"{role}_{k}" for role in ("select", "report") for k in scores} <= set(metrics)
+    assert 0.0 <= metrics["report_dice"] <= 1.0
     client, runs = runs_of(store)
     (run,) = runs
     assert run.info.status == "FINISHED" and run.info.run_name == "debug=smoke"
     assert run.data.params["model.depth"] == "2" and run.data.params["trainer.crop_size"] == "32"
     assert run.data.tags["overrides"] == "debug=smoke" and "git_commit" in run.data.tags
     assert run.data.tags["device"].startswith(("CPU", "GPU")) and run.data.tags["version.keras"].startswith("3.")
-    for name in ("val_dice", "val_v_rand", "val_v_info", "loss", "dice"):
+    for name in ("select_dice", "select_v_rand", "select_v_info", "loss", "dice"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [0, 1], name
-    assert run.data.metrics["best_val_dice"] == pytest.approx(metrics["val_dice"], abs=1e-6)
+    # the report slices are scored once, at the end, on the chosen checkpoint: never per epoch
+    assert not any(k.startswith("report_") for k in client.get_run(run.info.run_id).data.metrics if
+                   len(client.get_metric_history(run.info.run_id, k)) > 1)
+    assert run.data.metrics["ckpt_select_dice"] == pytest.approx(metrics["select_dice"], abs=1e-6)
+    assert run.data.metrics["report_v_rand"] == pytest.approx(metrics["report_v_rand"], abs=1e-6)
+    assert run.data.tags["split.select"] == "28" and run.data.tags["split.report"] == "29"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config", "images"} <= artifacts
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
@@ -49,12 +55,13 @@ def test_smoke_training_is_fully_tracked(make_cfg, store, tmp_path):
     assert [m.source_run_id for m in models] == [run.info.run_id]
 
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")
-    # the one-pass slice validation agrees with Keras' own evaluate (its compiled loss and metrics)
-    _, val_set, _ = prepare_data(cfg)
-    x, y = np.stack(val_set.images), np.stack(val_set.masks)[..., None].astype(np.float32)
-    keras_scores = model.evaluate(x, y, batch_size=1, return_dict=True, verbose=0)
-    for name in ("loss", "accuracy", "dice", "iou"):
-        assert metrics[f"val_{name}"] == pytest.approx(keras_scores[name], abs=1e-4), name
+    # the one-pass slice scoring agrees with Keras' own evaluate (its compiled loss and metrics)
+    parts, _ = prepare_data(cfg)
+    for role in ("select", "report"):
+        x, y = np.stack(parts[role].images), np.stack(parts[role].masks)[..., None].astype(np.float32)
+        keras_scores = model.evaluate(x, y, batch_size=1, return_dict=True, verbose=0)
+        for name in ("loss", "accuracy", "dice", "iou"):
+            assert metrics[f"{role}_{name}"] == pytest.approx(keras_scores[name], abs=1e-4), (role, name)
     slice_ = np.zeros((1, 50, 70, 1), np.float32)
     assert model.predict_on_batch(slice_).shape == (1, 50, 70, 1)
     reloaded = mlflow.keras.load_model(f"models:/{models[0].model_id}")
@@ -64,9 +71,9 @@ def test_smoke_training_is_fully_tracked(make_cfg, store, tmp_path):
 def test_tracking_none_trains_on_a_folder_without_a_store(make_cfg, tmp_path, monkeypatch, folder_data):
     monkeypatch.chdir(tmp_path)
     cfg = make_cfg(*TINY, "data=folder", f"data.images={folder_data[0]}", f"data.masks={folder_data[1]}",
-                   "tracking=none", "loss=weighted_bce", "aug=heavy", "trainer.val_slices=[-2,-1]")
+                   "tracking=none", "loss=weighted_bce", "aug=heavy", "split.select=[-2]", "split.report=[-1]")
     metrics = train(cfg, tmp_path / "run")
-    assert np.isfinite(metrics["val_loss"])
+    assert np.isfinite(metrics["select_loss"]) and np.isfinite(metrics["report_loss"])
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
     assert (tmp_path / "run" / "model.keras").exists() and (tmp_path / "run" / "last.keras").exists()
 

@@ -87,12 +87,13 @@ def train_task(cfg):
     if cfg.resume:
         from omegaconf import OmegaConf
 
-        from segexp.resume import find_run_dir, read_state, resumed_config
+        from segexp.resume import read_state, resumed_config
+        from segexp.rundir import resolve_resumable
         from segexp.schema import TrainConfig
 
-        run_dir = find_run_dir(cfg.resume, cfg.tracking.uri)
-        cfg = resumed_config(run_dir, OmegaConf.structured(TrainConfig), overrides)
-        metrics = train(cfg, run_dir, overrides, resume=read_state(run_dir))
+        run = resolve_resumable(cfg.resume, cfg.tracking.uri)
+        cfg = resumed_config(run, OmegaConf.structured(TrainConfig), overrides)
+        metrics = train(cfg, run.path, overrides, resume=read_state(run))
     else:
         metrics = train(cfg, Path(hydra_cfg.runtime.output_dir), overrides)
     return metrics.get(cfg.objective)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -13,6 +12,7 @@ import keras
 import numpy as np
 
 from segexp.metrics import isbi_scores, pixel_scores
+from segexp.rundir import RunDir
 from segexp.visualize import mask_panel
 
 
@@ -24,28 +24,30 @@ def save_atomically(model: keras.Model, path: Path) -> None:
 
 
 class SliceValidation(keras.callbacks.Callback):
-    """Every epoch, predicts the whole validation slices once and scores them.
+    """Every epoch, predicts the whole selection slices once and scores them.
 
-    This is the only validation pass (fit gets no validation_data): it adds `val_loss`,
-    `val_accuracy`, `val_dice`, `val_iou` and, with `topology`, the ISBI scores `val_v_rand`
-    and `val_v_info` to the epoch logs, so they are tracked and can be monitored for
-    checkpoints (list this callback before those that read the logs), and hands
+    This is the only pass over held-out data during training (fit gets no validation_data, and
+    the report slices are never scored before training ends): it adds `select_loss`,
+    `select_accuracy`, `select_dice`, `select_iou` and, with `topology`, the ISBI scores
+    `select_v_rand` and `select_v_info` to the epoch logs, so they are tracked and can be
+    monitored for checkpoints (list this callback before those that read the logs), and hands
     image | truth | prediction | error panels of the first `preview` slices to
     `log_image(panel, key, step)`. Predicting outside fit also keeps whole slices of any
     size away from a distribution strategy's per-replica batch split.
     """
 
     def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], names: Sequence[str],
-                 log_image: Callable[[np.ndarray, str, int], None], preview: int, topology: bool, foreground: int):
+                 log_image: Callable[[np.ndarray, str, int], None], preview: int, topology: bool, foreground: int,
+                 prefix: str = "select_"):
         super().__init__()
         self.images, self.masks, self.names, self.log_image = list(images), list(masks), list(names), log_image
-        self.preview, self.topology, self.foreground = preview, topology, foreground
+        self.preview, self.topology, self.foreground, self.prefix = preview, topology, foreground, prefix
 
     def on_epoch_end(self, epoch, logs=None):
         probs = predict_slices(self.model, self.images)
         if logs is not None:
             scores = slice_scores(self.model.loss, probs, self.masks, self.foreground, self.topology)
-            logs.update({f"val_{k}": v for k, v in scores.items()})
+            logs.update({f"{self.prefix}{k}": v for k, v in scores.items()})
         for image, mask, prob, name in list(zip(self.images, self.masks, probs, self.names))[: self.preview]:
             self.log_image(mask_panel(image, mask, prob), f"masks/{name}", epoch)
 
@@ -73,7 +75,7 @@ def predict_slices(model: keras.Model, images: Sequence[np.ndarray]) -> list[np.
 def slice_scores(loss: Callable, probs: Sequence[np.ndarray], masks: Sequence[np.ndarray], foreground: int,
                  topology: bool) -> dict[str, float]:
     """Returns loss (mean per slice), pooled accuracy, Dice and IoU at 0.5 and, with `topology`,
-    the ISBI scores v_rand and v_info (best over thresholds, pooled over slices)."""
+    the ISBI scores v_rand and v_info (the challenge's: averaged per slice, best over thresholds)."""
     names = ["loss", "accuracy", "dice", "iou", *(["v_rand", "v_info"] if topology else [])]
     if not all(np.isfinite(p).all() for p in probs):  # a diverged model predicts NaN: no score, no checkpoint
         return dict.fromkeys(names, math.nan)
@@ -89,16 +91,17 @@ def slice_scores(loss: Callable, probs: Sequence[np.ndarray], masks: Sequence[np
 
 
 class Checkpoints(keras.callbacks.Callback):
-    """Keeps `best` (by monitor) and `last` model files plus a state file for resuming.
+    """Keeps the chosen checkpoint (best by `monitor`, or with monitor None every epoch's: the last)
+    and the `last` model file plus a state file for resuming, in a run folder.
 
     Both files are written atomically. The state records the epoch finished and the best
     value, so a resumed run continues the count and the comparison.
     """
 
-    def __init__(self, best_path: Path, last_path: Path, monitor: str, mode: str, run_id: str | None = None,
+    def __init__(self, run: RunDir, monitor: str | None, mode: str, run_id: str | None = None,
                  best: float | None = None, best_epoch: int | None = None):
         super().__init__()
-        self.best_path, self.last_path, self.monitor, self.mode = Path(best_path), Path(last_path), monitor, mode
+        self.run, self.monitor, self.mode = run, monitor, mode
         self.best = best if best is not None else (-math.inf if mode == "max" else math.inf)
         self.best_epoch, self.run_id = best_epoch, run_id
 
@@ -107,20 +110,17 @@ class Checkpoints(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if self.monitor not in logs:
+        if self.monitor is not None and self.monitor not in logs:
             raise KeyError(f"trainer.monitor={self.monitor!r} is not a logged metric; choose one of {sorted(logs)}")
-        value = float(logs[self.monitor])
         if not math.isfinite(float(logs.get("loss", 0.0))):
             return  # never let a diverged model overwrite a checkpoint
-        if math.isfinite(value) and self.improved(value):
+        value = float(logs[self.monitor]) if self.monitor is not None else float(epoch)
+        if self.monitor is None or (math.isfinite(value) and self.improved(value)):
             self.best, self.best_epoch = value, epoch
-            save_atomically(self.model, self.best_path)
-        save_atomically(self.model, self.last_path)
+            save_atomically(self.model, self.run.checkpoint)
+        save_atomically(self.model, self.run.last_checkpoint)
         self.write_state(epoch + 1)
 
     def write_state(self, epochs_done: int) -> None:
-        state = {"epochs_done": epochs_done, "monitor": self.monitor, "best": self.best,
-                 "best_epoch": self.best_epoch, "run_id": self.run_id}
-        temporary = self.last_path.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(state))
-        os.replace(temporary, self.last_path.with_suffix(".json"))
+        self.run.write_state({"epochs_done": epochs_done, "monitor": self.monitor, "best": self.best,
+                              "best_epoch": self.best_epoch, "run_id": self.run_id})

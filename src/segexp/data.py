@@ -27,6 +27,7 @@ class SegmentationSet:
     names: list[str]
     foreground: int = 0  # mask value whose Dice/IoU is scored
     name: str = "data"
+    digests: list[str] | None = None  # pixel_digest of each image as read, before normalizing or resizing
 
     @property
     def channels(self) -> int:
@@ -34,7 +35,17 @@ class SegmentationSet:
 
     def subset(self, indices: Sequence[int]) -> "SegmentationSet":
         pick = lambda items: [items[i] for i in indices]  # noqa: E731
-        return SegmentationSet(pick(self.images), pick(self.masks), pick(self.names), self.foreground, self.name)
+        digests = pick(self.digests) if self.digests is not None else None
+        return SegmentationSet(pick(self.images), pick(self.masks), pick(self.names), self.foreground, self.name,
+                               digests)
+
+
+def pixel_digest(array: np.ndarray) -> str:
+    """Returns a sha256 of an image's decoded pixels (values, dtype and shape): the same slice gets the
+    same digest whatever its file name, format or folder, so a run's split can be recognised anywhere."""
+    array = np.ascontiguousarray(array)
+    header = f"{array.dtype.str}{array.shape}".encode()
+    return hashlib.sha256(header + array.tobytes()).hexdigest()
 
 
 def default_isbi_root() -> Path:
@@ -129,8 +140,8 @@ def load_pairs(
     normalize: str,
     mask_threshold: int | None,
     resize: Sequence[int] | None = None,
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Returns (images, masks) read, validated and optionally resized, pair by pair."""
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Returns (images, masks, pixel digests of the images as read), validated and optionally resized."""
     images, masks = [], []
     for image_path, mask_path in zip(image_paths, mask_paths):
         raw = read_image(image_path)
@@ -145,7 +156,7 @@ def load_pairs(
     if channels is None:  # the data decides: RGB if any image has color
         channels = 3 if any(img.ndim == 3 for img in images) else 1
     pairs = [resize_pair(to_channels(to_unit_float(img, normalize), channels), m, resize) for img, m in zip(images, masks)]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
+    return [p[0] for p in pairs], [p[1] for p in pairs], [pixel_digest(img) for img in images]
 
 
 def list_images(directory: Path, what: str) -> dict[str, Path]:
@@ -191,10 +202,10 @@ def load_folder(
     image_files = list_images(Path(images), "images")
     mask_files = list_images(Path(masks), "masks")
     stems = match_by_stem(image_files, mask_files)
-    imgs, msks = load_pairs(
+    imgs, msks, digests = load_pairs(
         [image_files[s] for s in stems], [mask_files[s] for s in stems], channels, normalize, mask_threshold, resize
     )
-    return SegmentationSet(imgs, msks, stems, foreground, name)
+    return SegmentationSet(imgs, msks, stems, foreground, name, digests)
 
 
 def verify_manifest(root: Path) -> None:
@@ -258,7 +269,7 @@ def make_synthetic(
 ) -> SegmentationSet:
     """Returns EM-like Voronoi cells: 1-px dark membranes (mask 0) between bright cells (mask 1)."""
     rng = np.random.default_rng(seed)
-    images, masks = [], []
+    images, masks, digests = [], [], []
     for _ in range(count):
         labels = voronoi_cells(size, cells, rng)
         boundary = np.zeros_like(labels, dtype=bool)
@@ -266,14 +277,15 @@ def make_synthetic(
         boundary[:, :-1] |= labels[:, :-1] != labels[:, 1:]
         mask = (~boundary).astype(np.uint8)
         texture = rng.uniform(0.55, 0.85, cells)[labels]  # each cell its own brightness
-        image = np.where(boundary, 0.15, texture) + rng.normal(0, 0.05, labels.shape)
-        image, mask = resize_pair(to_channels(np.clip(image, 0, 1).astype(np.float32), channels or 1), mask, resize)
+        image = np.clip(np.where(boundary, 0.15, texture) + rng.normal(0, 0.05, labels.shape), 0, 1).astype(np.float32)
+        digests.append(pixel_digest(image))
+        image, mask = resize_pair(to_channels(image, channels or 1), mask, resize)
         images.append(image)
         masks.append(mask)
-    return SegmentationSet(images, masks, [f"synthetic_{i}" for i in range(count)], foreground, name)
+    return SegmentationSet(images, masks, [f"synthetic_{i}" for i in range(count)], foreground, name, digests)
 
 
-def resolve_indices(positions: Sequence[int], count: int, key: str = "trainer.val_slices") -> list[int]:
+def resolve_indices(positions: Sequence[int], count: int, key: str) -> list[int]:
     """Returns the positions made non-negative and sorted; raises DataError if any is out of range or repeated."""
     resolved = [i + count if i < 0 else i for i in positions]
     if any(not 0 <= r < count for r in resolved) or len(set(resolved)) != len(resolved):
@@ -282,17 +294,40 @@ def resolve_indices(positions: Sequence[int], count: int, key: str = "trainer.va
     return sorted(resolved)
 
 
-def split(data: SegmentationSet, val_slices: Sequence[int]) -> tuple[SegmentationSet, SegmentationSet]:
-    """Returns (train, validation): validation is the given slices, training all the others."""
-    val = resolve_indices(val_slices, len(data.images))
-    train = [i for i in range(len(data.images)) if i not in val]
-    if not val:
-        raise DataError("trainer.val_slices is empty; segexp scores every run on held-out images - "
-                        "name at least one (e.g. trainer.val_slices=[-1])")
+ROLES = ("train", "select", "report")
+
+
+def split(data: SegmentationSet, select: Sequence[int], report: Sequence[int]) -> dict[str, SegmentationSet]:
+    """Returns {"train", "select", "report": SegmentationSet}: the selection and report slices as named
+    (split.select, split.report), training every other slice. The three never share a slice."""
+    count = len(data.images)
+    chosen = {"select": resolve_indices(select, count, "split.select"),
+              "report": resolve_indices(report, count, "split.report")}
+    shared = sorted(set(chosen["select"]) & set(chosen["report"]))
+    if shared:
+        raise DataError(f"split.select and split.report share slices {[data.names[i] for i in shared]}; "
+                        "a slice that chose the checkpoint cannot report its score - make them disjoint")
+    held_out = set(chosen["select"]) | set(chosen["report"])
+    train = [i for i in range(count) if i not in held_out]
     if not train:
-        raise DataError(f"trainer.val_slices={list(val_slices)} holds out all {len(data.images)} images; "
+        raise DataError(f"split.select={list(select)} and split.report={list(report)} hold out all {count} images; "
                         "leave at least one for training")
-    return data.subset(train), data.subset(val)
+    return {role: data.subset(indices) for role, indices in (("train", train), *chosen.items())}
+
+
+def split_record(parts: dict[str, SegmentationSet]) -> dict:
+    """Returns what a run folder's split.json holds: per role, each slice's name and pixel digest."""
+    return {"data": parts["train"].name,
+            "roles": {role: [{"name": name, "digest": digest}
+                             for name, digest in zip(part.names, part.digests or [None] * len(part.names))]
+                      for role, part in parts.items()}}
+
+
+def roles_of(record: dict, digests: Sequence[str]) -> list[str | None]:
+    """Returns, for each pixel digest, the role ("train", "select", "report") the recorded run gave that
+    slice, or None for a slice the run never saw."""
+    role_of = {entry["digest"]: role for role, entries in record["roles"].items() for entry in entries}
+    return [role_of.get(digest) for digest in digests]
 
 
 def check_crop_fits(data: SegmentationSet, crop_size: int) -> None:

@@ -1,17 +1,28 @@
-"""`segexp evaluate`: scores a checkpoint on held-out slices (ISBI V_rand/V_info and pixel scores)."""
+"""`segexp evaluate`: scores a checkpoint on slices it never saw (ISBI V_rand/V_info and pixel scores).
+
+Which slices: by default the training run's report slices (its split.json names them by pixel
+digest, so they are found in any copy of the data), or, on other data, every slice the checkpoint
+never trained or was selected on. Slices it did see are refused unless `allow_seen=true`, and
+their scores are then logged under `eval_seen_*`, never beside the clean `eval_*` ones.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 from omegaconf import DictConfig
 
-from segexp.data import resolve_indices, to_channels
-from segexp.errors import instantiate
+from segexp.data import SegmentationSet, resolve_indices, roles_of, to_channels
+from segexp.errors import ConfigError, instantiate
 from segexp.metrics import evaluate_slices
 from segexp.predict import load_predictor
+from segexp.rundir import RunDir, resolve_checkpoint
 from segexp.visualize import mask_panel
+
+# how the scored slices relate to the checkpoint -> the prefix of their MLflow keys
+KEY_PREFIX = {"report": "eval_", "unseen": "eval_", "seen": "eval_seen_", "unknown": "eval_unverified_"}
 
 
 def metrics_table(metrics: dict[str, float]) -> str:
@@ -20,26 +31,76 @@ def metrics_table(metrics: dict[str, float]) -> str:
     return "\n".join(["| metric | value |", "|---|---|", *rows])
 
 
+def data_config(cfg: DictConfig, run: RunDir | None):
+    """Returns the data to score: `data=...` if given, else the data the checkpoint's run trained on."""
+    if cfg.data is not None:
+        return cfg.data
+    saved = run.saved_config() if run else None
+    if saved is None or "data" not in saved:
+        raise ConfigError(f"ckpt={cfg.ckpt}: no run config beside the checkpoint to take the data from; "
+                          "name the data, e.g. data=isbi2012 or data=folder data.images=DIR data.masks=DIR")
+    return saved.data
+
+
+def choose_slices(data: SegmentationSet, record: dict | None, slices: Sequence[int] | None,
+                  allow_seen: bool, ckpt: str) -> tuple[list[int], str]:
+    """Returns (positions to score, how they relate to the checkpoint: report | unseen | seen | unknown).
+
+    Raises ConfigError for slices the checkpoint trained or was selected on, or whose history is
+    unknown (no split record), unless allow_seen.
+    """
+    count = len(data.images)
+    roles = roles_of(record, data.digests) if record is not None and data.digests is not None else None
+    if roles is None:
+        if slices is None or not allow_seen:
+            raise ConfigError(f"ckpt={ckpt}: no split.json beside the checkpoint, so which slices it trained on is "
+                              "unknown; pass its run directory, or name slices=[...] with allow_seen=true "
+                              "(logged as eval_unverified_*)")
+        return resolve_indices(slices, count, "slices"), "unknown"
+    if slices is None:
+        report = [i for i, role in enumerate(roles) if role == "report"]
+        unseen = [i for i, role in enumerate(roles) if role is None]
+        if report:
+            return report, "report"
+        if unseen:
+            return unseen, "unseen"
+        raise ConfigError(f"ckpt={ckpt}: the checkpoint trained or was selected on every slice of data "
+                          f"'{data.name}'; evaluate it on other data, or name slices=[...] with allow_seen=true")
+    indices = resolve_indices(slices, count, "slices")
+    seen = [f"{data.names[i]} ({roles[i]})" for i in indices if roles[i] in ("train", "select")]
+    if seen and not allow_seen:
+        raise ConfigError(f"slices={list(slices)}: {', '.join(seen)} trained or selected the checkpoint {ckpt}; "
+                          "leave slices=null for its report slices, or set allow_seen=true to score them anyway "
+                          "(logged as eval_seen_*)")
+    if seen:
+        return indices, "seen"
+    return indices, "report" if all(roles[i] == "report" for i in indices) else "unseen"
+
+
 def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     """Predicts the chosen slices, scores them, writes metrics.json; returns the metrics."""
-    data = instantiate(cfg.data, _convert_="all")
-    indices = range(len(data.images)) if cfg.slices is None else resolve_indices(cfg.slices, len(data.images), "slices")
+    checkpoint, run = resolve_checkpoint(cfg.ckpt, cfg.tracking.uri)
+    data = instantiate(data_config(cfg, run), _convert_="all")
+    indices, status = choose_slices(data, run.read_split() if run else None, cfg.slices, cfg.allow_seen, cfg.ckpt)
     tracker = instantiate(cfg.tracking)
-    checkpoint, channels, predictor = load_predictor(cfg.ckpt, cfg.inference, cfg.tracking.uri)
+    channels, predictor = load_predictor(checkpoint, run, cfg.inference)
+    names = [data.names[i] for i in indices]
+    print(f"[segexp] scoring {len(names)} slices of '{data.name}' ({status}): {','.join(names)}", flush=True)
     images = [to_channels(data.images[i], channels) for i in indices]
     truths = [data.masks[i] for i in indices]
     probs = [predictor(image) for image in images]
     metrics = evaluate_slices(probs, truths, cfg.inference.threshold, data.foreground)
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (output_dir / "metrics.json").write_text(json.dumps({**metrics, "slices": names, "slices_status": status},
+                                                        indent=2))
     source_run = tracker.run_for_checkpoint(checkpoint)
-    tags = {"checkpoint": str(checkpoint), "evaluated_slices": ",".join(data.names[i] for i in indices)}
+    tags = {"checkpoint": str(checkpoint), "evaluated_slices": ",".join(names), "evaluated_slices_status": status}
+    prefix, suffix = KEY_PREFIX[status], "_tta" if cfg.inference.tta else ""
     with tracker.run("evaluate", tags, run_id=source_run):
-        suffix = "_tta" if cfg.inference.tta else ""
-        tracker.log_metrics({f"eval_{k}{suffix}": v for k, v in metrics.items()})
-        for i, (image, truth, prob) in enumerate(list(zip(images, truths, probs))[: cfg.log_images]):
-            tracker.log_image(mask_panel(image, truth, prob), f"eval{suffix}/{data.names[indices[i]]}", 0)
+        tracker.log_metrics({f"{prefix}{k}{suffix}": v for k, v in metrics.items()})
+        for name, image, truth, prob in list(zip(names, images, truths, probs))[: cfg.log_images]:
+            tracker.log_image(mask_panel(image, truth, prob), f"{prefix.rstrip('_')}{suffix}/{name}", 0)
     print(metrics_table(metrics))
     print(f"[segexp] {len(probs)} slices scored; metrics in {output_dir / 'metrics.json'}"
           + (f"; logged to run {source_run}" if source_run else ""), flush=True)

@@ -12,23 +12,8 @@ from segexp.data import IMAGE_SUFFIXES, natural_key, read_image, resize_image, t
 from segexp.errors import ConfigError, DataError
 from segexp.inference import predict_image
 from segexp.models import load_model
+from segexp.rundir import RunDir, resolve_checkpoint
 from segexp.visualize import prediction_overlay
-
-
-def resolve_checkpoint(ckpt: str, tracking_uri: str | None = None) -> Path:
-    """Returns the .keras file that `ckpt` names: a file, a run directory, or an MLflow run id."""
-    path = Path(ckpt)
-    if path.is_file():
-        return path
-    if (path / "model.keras").is_file():
-        return path / "model.keras"
-    if not path.exists() and "/" not in ckpt:
-        from segexp.tracking import run_tag
-
-        tagged = run_tag(ckpt, "checkpoint", tracking_uri)
-        if tagged and Path(tagged).is_file():
-            return Path(tagged)
-    raise ConfigError(f"ckpt={ckpt}: no model.keras there; pass a .keras file, a run directory or an MLflow run id")
 
 
 def model_channels_and_multiple(model) -> tuple[int, int]:
@@ -38,9 +23,9 @@ def model_channels_and_multiple(model) -> tuple[int, int]:
     return channels, (pads[0] if pads else 1)
 
 
-def inference_size(inference: DictConfig, checkpoint: Path) -> list[int] | None:
+def inference_size(inference: DictConfig, run: RunDir | None) -> list[int] | None:
     """Returns the [height, width] the model should see: inference.resize, else the data.resize of the
-    training run that wrote the checkpoint (its .hydra/config.yaml), else None (native size).
+    training run that wrote the checkpoint (its saved config), else None (native size).
 
     A model trained on resized slices (experiment=seed_replica: 512 -> 256) has learned structures at
     that scale; fed the native size it sees them twice as large and scores far lower.
@@ -50,11 +35,9 @@ def inference_size(inference: DictConfig, checkpoint: Path) -> list[int] | None:
         if len(size) != 2 or min(size) < 1:
             raise ConfigError(f"inference.resize: must be null or [height, width] with both >= 1, got {size}")
         return size
-    saved = checkpoint.parent / ".hydra" / "config.yaml"
-    if saved.is_file():
-        resize = OmegaConf.select(OmegaConf.load(saved), "data.resize")
-        return list(resize) if resize is not None else None
-    return None
+    saved = run.saved_config() if run else None
+    resize = OmegaConf.select(saved, "data.resize") if saved is not None else None
+    return list(resize) if resize is not None else None
 
 
 def at_size(predict: Callable[[np.ndarray], np.ndarray], size: Sequence[int]) -> Callable[[np.ndarray], np.ndarray]:
@@ -81,17 +64,16 @@ def make_predictor(model, inference: DictConfig, size: Sequence[int] | None = No
     return at_size(predict, size) if size else predict
 
 
-def load_predictor(ckpt: str, inference: DictConfig, tracking_uri: str | None = None):
-    """Returns (checkpoint path, input channels, predictor) for `ckpt`, at the size it was trained on."""
-    checkpoint = resolve_checkpoint(ckpt, tracking_uri).resolve()
-    size = inference_size(inference, checkpoint)  # config errors before the model loads
+def load_predictor(checkpoint: Path, run: RunDir | None, inference: DictConfig):
+    """Returns (input channels, predictor) for the checkpoint, at the size its run trained on."""
+    size = inference_size(inference, run)  # config errors before the model loads
     model = load_model(checkpoint)
     channels, _ = model_channels_and_multiple(model)
     if size:
         source = "inference.resize" if inference.resize is not None else "the training's data.resize"
         print(f"[segexp] predicting at {size[0]}x{size[1]} ({source}), probabilities resized back to each image",
               flush=True)
-    return checkpoint, channels, make_predictor(model, inference, size)
+    return channels, make_predictor(model, inference, size)
 
 
 def list_inputs(source: Path) -> list[Path]:
@@ -117,7 +99,7 @@ def predict(cfg: DictConfig) -> list[Path]:
     from tqdm import tqdm
 
     inputs = list_inputs(Path(cfg.input))
-    _, channels, predictor = load_predictor(cfg.ckpt, cfg.inference)
+    channels, predictor = load_predictor(*resolve_checkpoint(cfg.ckpt), cfg.inference)
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     written = []

@@ -21,6 +21,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 NORMALIZATIONS = ("dtype", "percentile")
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
+CHECKPOINTS = ("best", "last")
 
 
 @dataclass
@@ -119,6 +120,19 @@ class SyntheticDataConfig(DataConfig):
 
 
 @dataclass
+class SplitConfig:
+    """Three disjoint roles for the labelled slices, by position in sorted order (negative from the end).
+
+    `select` is all that any choice may look at (best checkpoint, early stopping, plateau schedule,
+    sweep objective); `report` is scored once, at the end, on the chosen checkpoint; training uses
+    every other slice. Contiguous blocks, since adjacent EM sections are correlated.
+    """
+
+    select: List[int] = MISSING
+    report: List[int] = MISSING
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = 10
     steps_per_epoch: int = 50
@@ -126,16 +140,14 @@ class TrainerConfig:
     crop_size: int = 256
     seed: int = 42
     deterministic: bool = False
-    # held-out slices by index in sorted order; negative indices count from the end,
-    # so the default is ISBI's contiguous block 25-29 and "the last five" elsewhere
-    val_slices: List[int] = field(default_factory=lambda: [-5, -4, -3, -2, -1])
     precision: str = "float32"
-    monitor: str = "val_v_rand"
+    checkpoint: str = "best"  # best: by `monitor` on the selection slices; last: the final epoch
+    monitor: str = "select_v_rand"
     monitor_mode: str = "max"
     early_stopping_patience: int = 0  # 0 = off
     max_minutes: Optional[float] = None  # wall-clock budget: stop training (mid-epoch) once it is spent
-    preview_slices: int = 2  # validation slices drawn into the per-epoch mask image
-    topology_metrics: bool = True  # V_rand / V_info on the validation slices every epoch
+    preview_slices: int = 2  # selection slices drawn into the per-epoch mask image
+    topology_metrics: bool = True  # V_rand / V_info on the selection slices every epoch
     aug_workers: int = -1  # tf.data parallel calls; -1 = AUTOTUNE
     jit_compile: bool = False
     strategy: str = "default"  # tf.distribute: default | mirrored | multi_worker_mirrored
@@ -158,9 +170,10 @@ class TrainConfig:
     optimizer: OptimizerConfig = MISSING
     aug: AugConfig = MISSING
     data: Any = MISSING
+    split: SplitConfig = MISSING
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
-    objective: str = "val_v_rand"  # metric the Hydra entry point returns to sweepers
+    objective: str = "select_v_rand"  # metric the Hydra entry point returns to sweepers: a selection score
     run_name: Optional[str] = None  # None: made from the command-line overrides
     resume: Optional[str] = None  # a run directory or MLflow run id to continue
 
@@ -191,10 +204,12 @@ class PredictConfig:
 @dataclass
 class EvaluateConfig:
     ckpt: str = MISSING
-    data: Any = MISSING
+    data: Any = None  # None: the data the checkpoint's run trained on
     tracking: TrackingConfig = MISSING
-    # slices to score, by position; negative from the end; null = all (e.g. a test folder)
-    slices: Optional[List[int]] = field(default_factory=lambda: [-5, -4, -3, -2, -1])
+    # slices to score, by position (negative from the end); null: the training run's report slices
+    # when `data` holds them, else every slice of `data` the checkpoint never saw
+    slices: Optional[List[int]] = None
+    allow_seen: bool = False  # score slices the checkpoint trained or was selected on (keys eval_seen_*)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     log_images: int = 5  # prediction panels logged to MLflow
 
@@ -229,10 +244,18 @@ def validate(cfg: Any) -> None:
     _check(t.steps_per_epoch >= 1, "trainer.steps_per_epoch", f"must be >= 1, got {t.steps_per_epoch}")
     _check(t.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {t.batch_size}")
     _check(t.crop_size >= 1, "trainer.crop_size", f"must be >= 1, got {t.crop_size}")
-    _check(len(t.val_slices) >= 1, "trainer.val_slices", "needs at least one held-out slice")
+    _check(t.checkpoint in CHECKPOINTS, "trainer.checkpoint", f"must be one of {CHECKPOINTS}, got {t.checkpoint!r}")
+    _check(t.checkpoint == "last" or len(cfg.split.select) >= 1, "split.select",
+           "is empty, so nothing can choose the best checkpoint; name selection slices or set trainer.checkpoint=last")
+    _check(len(cfg.split.select) >= 1 or not (t.early_stopping_patience or o.schedule == "plateau"), "split.select",
+           "is empty, but early stopping and the plateau schedule watch the selection slices; name some")
+    _check(not str(cfg.objective).startswith("report_"), "objective",
+           f"{cfg.objective} would choose on the report slices; use a selection score such as select_v_rand")
+    _check(not t.monitor.startswith("report_"), "trainer.monitor",
+           f"{t.monitor} would choose on the report slices; monitor a selection score such as select_v_rand")
     _check(t.precision in PRECISIONS, "trainer.precision", f"must be one of {PRECISIONS}, got {t.precision!r}")
-    _check(t.topology_metrics or t.monitor not in ("val_v_rand", "val_v_info"), "trainer.monitor",
-           f"{t.monitor} needs trainer.topology_metrics=true (or monitor val_dice / val_loss)")
+    _check(t.topology_metrics or t.monitor not in ("select_v_rand", "select_v_info"), "trainer.monitor",
+           f"{t.monitor} needs trainer.topology_metrics=true (or monitor select_dice / select_loss)")
     _check(t.strategy in STRATEGIES, "trainer.strategy", f"must be one of {STRATEGIES}, got {t.strategy!r}")
     _check(t.monitor_mode in ("min", "max"), "trainer.monitor_mode", f"must be min or max, got {t.monitor_mode!r}")
     _check(cfg.tracking.backend in ("mlflow", "none"), "tracking.backend",

@@ -30,8 +30,9 @@ from omegaconf import DictConfig
 from segexp import tracking
 
 CODE_DIR = Path(__file__).resolve().parent
-SUMMARY_METRICS = ("best_val_dice", "best_val_iou", "best_val_accuracy", "best_val_loss")
-CURVES = "val_dice"  # per-epoch metric plotted for every sweep, beside the objective's own
+# the children's scores on the report slices, beside the objective (a selection score) that ranks them
+SUMMARY_METRICS = ("report_v_rand", "report_v_info", "report_dice", "report_accuracy")
+CURVES = "select_dice"  # per-epoch metric plotted for every sweep, beside the objective's own
 SHOWN_REASON = 100  # characters of failure_reason in the markdown table; the CSV has all of it
 
 
@@ -52,7 +53,7 @@ def sweep_name(sweep_dir: Path, overrides: Sequence[str]) -> str:
 def objective_metric(cfg: DictConfig) -> tuple[str, str]:
     """Returns (the child metric that holds cfg.objective, "max" or "min")."""
     objective = cfg.objective
-    key = f"best_{objective}" if objective.startswith("val_") else objective  # as train() logs it
+    key = f"ckpt_{objective}" if objective.startswith("select_") else objective  # as train() logs it
     if objective == cfg.trainer.monitor:
         return key, cfg.trainer.monitor_mode
     return key, "min" if objective.endswith("loss") else "max"
@@ -143,7 +144,9 @@ def sweep_results(children: Sequence[Any], cfg: DictConfig) -> tuple[dict[str, f
     if best is None:
         return {}, tags
     tags.update(best_child_run_id=best.info.run_id, best_child_run_name=best.info.run_name)
-    return {f"best_{cfg.objective}": best.data.metrics[key]}, tags
+    # the chosen child's report scores: chosen on the selection slices, so still unbiased
+    reported = {f"best_child_{k}": best.data.metrics[k] for k in SUMMARY_METRICS if k in best.data.metrics}
+    return {f"best_{cfg.objective}": best.data.metrics[key], **reported}, tags
 
 
 def learning_curves(uri: str, children: Sequence[Any], metric: str) -> list[tuple[str, list[tuple[int, float]]]]:
@@ -244,5 +247,7 @@ class MlflowSweepCallback(Callback):
               flush=True)
         print(table, end="", flush=True)
         if metrics:
+            reported = "".join(f", {k.removeprefix('best_child_')} {v:.4f}" for k, v in metrics.items()
+                               if k.startswith("best_child_report_"))
             print(f"[segexp] best {tags['objective']}: {metrics[f'best_{config.objective}']:.4f}, "
-                  f"{tags['best_child_run_name']} (run {tags['best_child_run_id']})", flush=True)
+                  f"{tags['best_child_run_name']} (run {tags['best_child_run_id']}){reported}", flush=True)

@@ -1,0 +1,123 @@
+"""A training run's folder: the one place that knows its file names, and what "a path or an MLflow
+run id" names. No TensorFlow here, so resume and evaluate can check their inputs in milliseconds.
+
+    outputs/runs/<date>/<time>/
+      model.keras    the chosen checkpoint (best by trainer.monitor, or the last epoch)
+      last.keras     the newest epoch, with optimizer state, for resuming
+      last.json      epochs done and best score so far
+      split.json     which slices trained, selected and report (names and pixel digests)
+      config.yaml    the composed config the run trained with (also when train() is called from Python)
+      .hydra/        Hydra's record of the composed config and overrides (CLI runs)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segexp.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "model.keras"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.path / "last.keras"
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / "last.json"
+
+    @property
+    def split_file(self) -> Path:
+        return self.path / "split.json"
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def hydra_dir(self) -> Path:
+        return self.path / ".hydra"
+
+    def read_state(self) -> dict[str, Any]:
+        return json.loads(self.state_file.read_text())
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        write_json_atomically(self.state_file, state)
+
+    def read_split(self) -> dict[str, Any] | None:
+        """Returns the split record train wrote (data.split_record), or None for a run without one."""
+        return json.loads(self.split_file.read_text()) if self.split_file.is_file() else None
+
+    def write_split(self, record: dict[str, Any]) -> None:
+        write_json_atomically(self.split_file, record)
+
+    def saved_config(self):
+        """Returns the run's composed config (an OmegaConf DictConfig), or None if it has none."""
+        from omegaconf import OmegaConf
+
+        return OmegaConf.load(self.config_file) if self.config_file.is_file() else None
+
+    def write_config(self, cfg) -> None:
+        """Saves the composed config, interpolations kept, as resume and evaluate read it back."""
+        from omegaconf import OmegaConf
+
+        temporary = self.config_file.with_name(f".{self.config_file.name}.tmp")
+        OmegaConf.save(cfg, temporary)
+        os.replace(temporary, self.config_file)
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    """Writes JSON via a temporary file and rename, so a kill never leaves half a file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=1))
+    os.replace(temporary, path)
+
+
+def _tagged_path(reference: str, tag: str, tracking_uri: str | None) -> Path | None:
+    """Returns the path an MLflow run's `tag` holds when `reference` looks like a run id, else None."""
+    if Path(reference).exists() or "/" in reference:
+        return None
+    from segexp.tracking import run_tag
+
+    tagged = run_tag(reference, tag, tracking_uri)
+    return Path(tagged) if tagged else None
+
+
+def resolve_checkpoint(reference: str, tracking_uri: str | None = None) -> tuple[Path, RunDir | None]:
+    """Returns (the .keras file, its run folder or None) that `reference` names: a .keras file, a run
+    folder, or an MLflow run id (its `checkpoint` tag). A file outside a run folder has no split record."""
+    path = Path(reference)
+    if not path.is_file() and (path / "model.keras").is_file():
+        path = path / "model.keras"
+    elif not path.exists():
+        path = _tagged_path(reference, "checkpoint", tracking_uri) or path
+    if not path.is_file():
+        raise ConfigError(f"ckpt={reference}: no model.keras there; pass a .keras file, a run directory or an "
+                          "MLflow run id")
+    path = path.resolve()
+    run = RunDir(path.parent)
+    return path, (run if run.split_file.is_file() or run.config_file.is_file() else None)
+
+
+def resolve_resumable(reference: str, tracking_uri: str | None = None) -> RunDir:
+    """Returns the run folder `reference` names (a folder, or an MLflow run id's output_dir tag) that
+    has a state file to continue from."""
+    path = Path(reference)
+    if not RunDir(path).state_file.is_file():
+        path = _tagged_path(reference, "output_dir", tracking_uri) or path
+    run = RunDir(path)
+    if not run.state_file.is_file():
+        raise ConfigError(f"resume={reference}: no {run.state_file.name} there; pass a run directory that finished "
+                          "at least one epoch or was interrupted, or its MLflow run id")
+    return run
