@@ -87,6 +87,19 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+def code_version() -> str:
+    """Returns the checkout's commit, with "+changes" when tracked files differ from it ("unknown" outside git)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "--short=10", "HEAD") + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def command_line(name: str, argv: Sequence[str]) -> str:
     """Returns the shell command that reruns this benchmark with these arguments."""
     return shlex.join([sys.executable, "-m", f"bench.{name}", *argv])
@@ -227,6 +240,7 @@ def new_result(name: str, title: str, method: str, args: argparse.Namespace, arg
         "command": command_line(name, argv),
         "process_argv": list(getattr(sys, "orig_argv", sys.argv)),  # differs when run in-process (pytest)
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "code": code_version(),
         "machine": machine_info(),
         "versions": package_versions(),
         "settings": settings,

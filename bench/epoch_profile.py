@@ -2,7 +2,7 @@
 
 The epoch is taken apart into what segexp runs: the training steps with the real augmented
 pipeline, the same steps fed a pre-made batch (the model alone), the pipeline alone, and the
-per-epoch validation (whole held-out slices through the model, pixel scores, the ISBI topology
+per-epoch selection pass (whole selection slices through the model, pixel scores, the ISBI topology
 scores). The topology scoring is pure numpy/scipy/scikit-image, so cProfile names its hot
 functions. Parts are interleaved per repeat like every other benchmark here.
 """
@@ -21,11 +21,11 @@ from bench.training import TINY_MODEL
 NAME = "epoch_profile"
 TITLE = "Profile: where an epoch of experiment=isbi_best goes"
 METHOD = (
-    "One epoch = steps_per_epoch training steps + one validation of the held-out slices. Timed apart, "
+    "One epoch = steps_per_epoch training steps + one scoring pass over the selection slices. Timed apart, "
     "interleaved per repeat: a training step with segexp's augmented tf.data pipeline (train.fit), the same "
-    "step fed one pre-made batch (model alone), a batch of the pipeline alone, and the validation's parts: "
-    "whole-slice prediction, pixel scores and loss, ISBI topology scores (9 thresholds). cProfile of the "
-    "topology scoring names its hot functions."
+    "step fed one pre-made batch (model alone), a batch of the pipeline alone, and the per-epoch selection "
+    "pass's parts: whole-slice prediction, pixel scores and loss, ISBI topology scores (the reference's 11 "
+    "thresholds). cProfile of the topology scoring names its hot functions."
 )
 
 
@@ -35,12 +35,12 @@ class Settings:
     steps: int
     warmup: int
     repeats: int
-    val_slices: int | None  # None: the recipe's held-out slices, whole
+    select_slices: int | None  # None: the recipe's selection slices, whole
 
 
-FULL = Settings(("experiment=isbi_best",), steps=10, warmup=2, repeats=3, val_slices=None)
+FULL = Settings(("experiment=isbi_best",), steps=10, warmup=2, repeats=3, select_slices=None)
 QUICK = Settings(("experiment=isbi_best", *TINY_MODEL, "trainer.crop_size=64", "trainer.batch_size=2"),
-                 steps=2, warmup=1, repeats=1, val_slices=1)
+                 steps=2, warmup=1, repeats=1, select_slices=1)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -52,9 +52,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args, settings, result = common.begin(NAME, TITLE, METHOD, argv, FULL, QUICK)
     training.fresh_session()
     cfg = training.compose(*settings.overrides, "tracking=none", "trainer.verbose=0")
-    train_set, val_set, weights = prepare_data(cfg)
-    if settings.val_slices:
-        val_set = val_set.subset(list(range(settings.val_slices)))
+    parts, weights = prepare_data(cfg)
+    train_set, val_set = parts["train"], parts["select"]
+    if settings.select_slices:
+        val_set = val_set.subset(list(range(settings.select_slices)))
     model = training.build_compiled_model(cfg, train_set)
     batch = cfg.trainer.batch_size
     stream = training.segexp_training_stream(cfg, train_set, weights)
@@ -77,18 +78,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "train step, augmented pipeline": lambda: training.seconds_per_step(fit_real, settings.steps, settings.warmup),
         "train step, model alone": lambda: training.seconds_per_step(fit_model, settings.steps, settings.warmup),
         "pipeline batch alone": lambda: training.seconds_per_batch(stream, settings.steps, settings.warmup),
-        "validation: predict slices": timed(lambda: predict_slices(model, val_set.images)),
-        "validation: loss + pixel scores": timed(lambda: slice_scores(loss, probs, masks, fg, topology=False)),
-        "validation: topology scores": timed(lambda: isbi_scores(probs, masks)),
+        "selection pass: predict slices": timed(lambda: predict_slices(model, val_set.images)),
+        "selection pass: loss + pixel scores": timed(lambda: slice_scores(loss, probs, masks, fg, topology=False)),
+        "selection pass: topology scores": timed(lambda: isbi_scores(probs, masks)),
     }
     samples = common.interleaved(arms, settings.repeats)
     median = {name: common.summarize(values)["median"] for name, values in samples.items()}
 
     steps_per_epoch = cfg.trainer.steps_per_epoch
     epoch = {"training steps": steps_per_epoch * median["train step, augmented pipeline"],
-             "validation: predict slices": median["validation: predict slices"],
-             "validation: loss + pixel scores": median["validation: loss + pixel scores"],
-             "validation: topology scores": median["validation: topology scores"]}
+             "selection pass: predict slices": median["selection pass: predict slices"],
+             "selection pass: loss + pixel scores": median["selection pass: loss + pixel scores"],
+             "selection pass: topology scores": median["selection pass: topology scores"]}
     total = sum(epoch.values())
     model_share = median["train step, model alone"] / median["train step, augmented pipeline"]
 
@@ -102,10 +103,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result.update(seconds=samples, epoch_seconds=epoch, model_share_of_step=model_share,
                   topology_hot=[{"function": name, "seconds": s, "share": s / topology_total} for s, name in hot])
     result["tables"] = [
-        common.table(f"Parts, median of {settings.repeats} ({len(val_set.images)} held-out slices, batch {batch})",
+        common.table(f"Parts, median of {settings.repeats} ({len(val_set.images)} selection slices, batch {batch})",
                      ["part", "s min", "s median"],
                      [[name, min(values), median[name]] for name, values in samples.items()]),
-        common.table(f"One epoch ({steps_per_epoch} steps + validation), from the medians",
+        common.table(f"One epoch ({steps_per_epoch} steps + one selection pass), from the medians",
                      ["part", "s", "share of epoch"], [[name, s, s / total] for name, s in epoch.items()]),
         common.table("Topology scoring, cProfile internal time", ["function", "s", "share"],
                      [[h["function"], h["seconds"], h["share"]] for h in result["topology_hot"]]),

@@ -25,10 +25,11 @@ TITLE = "B2b mixed_bfloat16 vs float32 at equal steps: speed and held-out qualit
 METHOD = (
     "Three `segexp train` processes, one after another: float32, mixed_bfloat16 (same seed) and float32 with "
     "another seed (the run-to-run spread bf16's difference is judged against). images/s from the MLflow "
-    "timestamps of the first and last epoch's validation (tracing excluded, validation included); scores are "
-    "the last epoch's on the held-out slices 25-29."
+    "timestamps of the first and last epoch's selection pass (tracing excluded, per-epoch scoring included); "
+    "scores are the last epoch's checkpoint (trainer.checkpoint=last: nothing is selected) on the report "
+    "slices 25-29."
 )
-SCORES = ("val_dice", "val_accuracy", "val_v_rand", "val_v_info")
+SCORES = ("report_dice", "report_accuracy", "report_v_rand", "report_v_info")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ def train_arm(name: str, precision: str, seed_offset: int, settings: Settings, s
     overrides = [*settings.overrides, f"trainer.precision={precision}", f"trainer.seed={seed}",
                  f"trainer.epochs={settings.epochs}", f"trainer.steps_per_epoch={settings.steps_per_epoch}",
                  f"trainer.batch_size={settings.batch_size}", "trainer.verbose=2", "trainer.preview_slices=0",
+                 "trainer.checkpoint=last",
                  "tracking.log_model=false", f"tracking.uri={store}", f"tracking.experiment_name={NAME}",
                  f"run_name={name}", f"hydra.run.dir={workdir / precision / str(seed)}"]
     common.log(f"training {name}: segexp train {' '.join(overrides)}")
@@ -70,7 +72,7 @@ def train_arm(name: str, precision: str, seed_offset: int, settings: Settings, s
     experiment = client.get_experiment_by_name(NAME)
     (run,) = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'", max_results=1,
                                 order_by=["attributes.start_time DESC"])
-    epochs = client.get_metric_history(run.info.run_id, "val_dice")
+    epochs = client.get_metric_history(run.info.run_id, "select_dice")
     seconds = (epochs[-1].timestamp - epochs[0].timestamp) / 1000
     images = (len(epochs) - 1) * settings.steps_per_epoch * settings.batch_size
     return {"precision": run.data.tags.get("precision", precision), "seed": seed, "epochs": len(epochs),

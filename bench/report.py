@@ -39,7 +39,7 @@ def render_result(result: dict[str, Any], with_machine: bool = False, level: int
     """Returns one benchmark's markdown section: method, command, tables, notes."""
     hashes = "#" * level
     parts = [f"{hashes} {result['title']}", "", result["method"], "",
-             f"- command: `{result['command']}`",
+             f"- command: `{result['command']}`" + (f" at commit {result['code']}" if "code" in result else ""),
              f"- mode: {result['mode']}{' (tiny sizes, 1 repeat: numbers are noise)' if result['mode'] == 'quick' else ''}; "
              f"started {result['started_utc']}; wall time {result.get('wall_seconds', 0):.0f} s; "
              f"peak RSS {result.get('peak_rss_mb', 0):.0f} MB"]

@@ -50,7 +50,8 @@ def load_data(cfg):
     """Returns (train set, border weights or None): train.fit's inputs (validation is a callback's job)."""
     from segexp.train import prepare_data
 
-    train_set, _, weights = prepare_data(cfg)
+    parts, weights = prepare_data(cfg)
+    train_set = parts["train"]
     return train_set, weights
 
 
