@@ -2,8 +2,9 @@
 
 Separate processes keep each benchmark's peak-memory figures and TensorFlow state its own.
 Startup runs first, while nothing else has warmed the file cache beyond what a user would see.
-bench/results/conditions.md (written by hand: what else ran, what to distrust) and quality.md
-(from `python -m bench.quality`, an hour on its own) go into BENCHMARKS.md when present.
+The results of the long runs started on their own - `python -m bench.quality` (an hour),
+its `--name quality_default` run of the default recipe, `python -m bench.suite` - go into
+BENCHMARKS.md too when present. Nothing in it is written by hand.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bench import common
 from bench.report import render_benchmarks
 
 BENCHMARKS = ("startup", "compute", "precision", "throughput", "epoch_profile", "inference", "scaling")
+ON_THEIR_OWN = ("quality_default", "quality", "suite")  # rendered when present, never run from here
 BENCHMARKS_MD = common.REPO / "BENCHMARKS.md"
 
 
@@ -42,12 +44,8 @@ def run_benchmark(name: str, quick: bool, out: Path) -> bool:
 
 def load_results(out: Path) -> list[dict[str, Any]]:
     """Returns the results found in `out`, in BENCHMARKS order."""
-    paths = [out / f"{name}.json" for name in BENCHMARKS]
+    paths = [out / f"{name}.json" for name in (*BENCHMARKS, *ON_THEIR_OWN)]
     return [json.loads(path.read_text()) for path in paths if path.is_file()]
-
-
-def read_if_present(path: Path) -> str:
-    return path.read_text() if path.is_file() else ""
 
 
 def main(argv: Sequence[str] | None = None) -> list[str]:
@@ -58,8 +56,7 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
     command = common.command_line("run_all", [a for a in given if a != "--render-only"])
     if args.render_only:  # the figures came from an earlier full run; say so instead of naming this one
         command += "` (this file re-rendered from its results with `--render-only"
-    conditions, quality = (read_if_present(args.out / name) for name in ("conditions.md", "quality.md"))
-    args.benchmarks_md.write_text(render_benchmarks(load_results(args.out), command, conditions, quality))
+    args.benchmarks_md.write_text(render_benchmarks(load_results(args.out), command))
     common.log(f"wrote {args.benchmarks_md}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return failed
 

@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # bench/ is a package of the checkout, not of the installed segexp
     sys.path.insert(0, str(REPO))
 
-from bench import compute, epoch_profile, inference, precision, run_all, scaling, seed_replica, startup, throughput  # noqa: E402
+from bench import (compute, epoch_profile, inference, precision, run_all, scaling, seed_replica, startup, suite,  # noqa: E402
+                   throughput)
 
 IN_PROCESS = {"throughput": throughput, "compute": compute, "inference": inference, "scaling": scaling,
               "epoch_profile": epoch_profile}
@@ -152,14 +153,14 @@ def test_run_all_renders_benchmarks_md_from_the_results(quick_results, tmp_path)
     text = target.read_text()
     assert all(result["title"] in text for result in results.values())
     assert results["startup"]["machine"]["cpu_model"] in text
-    assert "## Run conditions" not in text and "Segmentation quality" not in text  # neither file is there yet
-    (out / "conditions.md").write_text("B3 shared the CPU with a test run.\n")
-    (out / "quality.md").write_text("| recipe | V_rand |\n|---|---|\n| isbi_best | 0.9 |\n")
+    # every section names its own machine and commit: results may come from different runs
+    assert text.count("- CPU: ") == len(results) and text.count(f"at commit {results['startup']['code']}") >= 1
+    assert "Test suite" not in text  # bench.suite has not run in this directory
+    suite.main(["--quick", "--out", str(out)])
     run_all.main(["--render-only", "--out", str(out), "--benchmarks-md", str(target)])
     text = target.read_text()
-    assert "## Run conditions and targets\n\nB3 shared the CPU with a test run." in text
-    assert text.index("Segmentation quality") > text.index(results["scaling"]["title"])
-    assert "| isbi_best | 0.9 |" in text
+    assert text.index("Test suite") > text.index(results["scaling"]["title"])
+    assert " passed in " in json.loads((out / "suite.json").read_text())["summary"]
 
 
 def test_seed_replica_batches_keep_image_and_mask_aligned(tmp_path):

@@ -1,0 +1,120 @@
+"""Writes README.md's generated blocks from the configs and from benchmark result files, so no figure in
+the README is typed by hand:
+
+    python -m bench.readme           # after bench.quality --name quality_default ... and bench.suite
+
+Each block sits between `<!-- begin generated: NAME -->` and `<!-- end generated: NAME -->`; a block
+whose source does not exist yet is left as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import common
+
+README = common.REPO / "README.md"
+# the train config keys whose defaults the README states; tests check the block against the configs
+DEFAULT_KEYS = ("split.select", "split.report", "trainer.checkpoint", "trainer.monitor", "trainer.monitor_mode",
+                "objective", "trainer.epochs", "trainer.steps_per_epoch", "trainer.batch_size", "trainer.crop_size",
+                "optimizer.lr", "trainer.precision", "trainer.max_minutes")
+GROUPS = ("model", "aug", "loss", "optimizer", "data", "split", "trainer", "tracking")
+
+
+def compose_train_defaults():
+    """Returns (config, {group: chosen option}) of plain `segexp train`."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from segexp.__main__ import config_dir
+    from segexp.schema import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="train", return_hydra_config=True)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    return cfg, {group: choices[group] for group in GROUPS}
+
+
+def defaults_block(cfg, choices: dict[str, str]) -> str:
+    """Returns the markdown table of what plain `segexp train` uses."""
+    from omegaconf import OmegaConf
+
+    rows = [f"| `{group}` | `{option}` |" for group, option in choices.items()]
+    for key in DEFAULT_KEYS:
+        value = OmegaConf.select(cfg, key)
+        value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        rows.append(f"| `{key}` | `{json.dumps(value)}` |")
+    return "\n".join(["| setting | default |", "|---|---|", *rows])
+
+
+def machine_line(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    flags = ", ".join(flag for flag, present in m["cpu_flags"].items() if present) or "none of " + ", ".join(
+        m["cpu_flags"])
+    return (f"{m['cpu_model']} ({flags}), {m['usable_cores']} cores, {result['started_utc'][:10]}, "
+            f"commit {result.get('code', 'unknown')}")
+
+
+def default_recipe_block(result: dict[str, Any]) -> str:
+    """Returns the default recipe's report scores from `bench.quality --name quality_default` results."""
+    (recipe,) = result["recipes"]
+    rows = []
+    for tta, m in (("no", recipe["eval"]), ("8-way", recipe["eval_tta"])):
+        rows.append(f"| {tta} | {m['v_rand']:.4f} | {m['v_info']:.4f} | {m['dice']:.4f} | {m['iou']:.4f} | "
+                    f"{m['accuracy']:.4f} |")
+    base = recipe["all_cell"]
+    rows.append(f"| all cell, no model | {base['v_rand']:.4f} | {base['v_info']:.4f} | {base['dice']:.4f} | "
+                f"{base['iou']:.4f} | {base['accuracy']:.4f} |")
+    return "\n".join([
+        f"`python -m segexp train` on {machine_line(result)}: {recipe['epochs_run']} epochs in "
+        f"{recipe['train_minutes']:.1f} min of training; the checkpoint of epoch {recipe['checkpoint_epoch']} was "
+        f"chosen by V_rand on the selection slices {recipe['select_slices']} (there it scored "
+        f"{recipe['select_v_rand']:.4f}); the scores below are on the report slices {recipe['report_slices']}, "
+        "which no choice saw, from `segexp evaluate` without and with 8-way TTA:",
+        "",
+        "| TTA | V_rand | V_info | membrane Dice | membrane IoU | pixel accuracy |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Command: `{result['command']}` (bench/results/{result['benchmark']}.json).",
+    ])
+
+
+def suite_block(result: dict[str, Any]) -> str:
+    """Returns the test suite's size and time from `python -m bench.suite` results."""
+    return (f"On {machine_line(result)}, `{result['settings']['command']}` ended with "
+            f"`{result['summary']}` ({result['wall_seconds'] / 60:.1f} min wall, installed venv; "
+            f"`python -m bench.suite`).")
+
+
+def replace_block(text: str, name: str, block: str) -> str:
+    """Returns text with the named generated block's body replaced; raises if the markers are missing."""
+    pattern = re.compile(rf"(<!-- begin generated: {name} -->\n).*?(<!-- end generated: {name} -->)", re.S)
+    if not pattern.search(text):
+        raise ValueError(f"README.md has no generated block {name!r}")
+    return pattern.sub(lambda m: m.group(1) + block.rstrip("\n") + "\n" + m.group(2), text)
+
+
+def main(argv: list[str] | None = None) -> str:
+    results = common.RESULTS_DIR
+    text = README.read_text()
+    text = replace_block(text, "defaults", defaults_block(*compose_train_defaults()))
+    sources = {"default-recipe": (results / "quality_default.json", default_recipe_block),
+               "test-suite": (results / "suite.json", suite_block)}
+    for name, (path, render) in sources.items():
+        if path.is_file():
+            text = replace_block(text, name, render(json.loads(path.read_text())))
+        else:
+            common.log(f"{path} missing: block {name} left as it is")
+    README.write_text(text)
+    common.log(f"wrote {README}")
+    return text
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
