@@ -45,7 +45,7 @@ QUICK = Settings(("experiment=isbi_best", *TINY_MODEL, "trainer.crop_size=64", "
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from bench import training
-    from segexp.callbacks import predict_slices, slice_scores
+    from segexp.scoring import predict_slices, slice_scores
     from segexp.metrics import isbi_scores
     from segexp.train import prepare_data
 

@@ -53,8 +53,8 @@ ARMS = {  # name: (precision, seed offset)
 
 
 def train_arm(name: str, precision: str, seed_offset: int, settings: Settings, store: str, workdir: Path) -> dict:
-    """Trains one arm in a fresh process; returns its speed and last-epoch held-out scores from the store."""
-    import mlflow
+    """Trains one arm in a fresh process; returns its speed and last-epoch report scores from the store."""
+    from segexp.tracking import find_runs, timed_metric_history
 
     seed = 42 + seed_offset
     overrides = [*settings.overrides, f"trainer.precision={precision}", f"trainer.seed={seed}",
@@ -68,12 +68,9 @@ def train_arm(name: str, precision: str, seed_offset: int, settings: Settings, s
                           timeout=settings.timeout_s, cwd=common.REPO)
     if done.returncode != 0:
         raise RuntimeError(f"{name}: segexp train exited {done.returncode}:\n{done.stderr[-2000:]}")
-    client = mlflow.MlflowClient(store)
-    experiment = client.get_experiment_by_name(NAME)
-    (run,) = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'", max_results=1,
-                                order_by=["attributes.start_time DESC"])
-    epochs = client.get_metric_history(run.info.run_id, "select_dice")
-    seconds = (epochs[-1].timestamp - epochs[0].timestamp) / 1000
+    (run,) = find_runs(store, NAME, f"attributes.run_name = '{name}'", max_results=1)
+    epochs = timed_metric_history(store, run.info.run_id, "select_dice")
+    seconds = (epochs[-1][0] - epochs[0][0]) / 1000
     images = (len(epochs) - 1) * settings.steps_per_epoch * settings.batch_size
     return {"precision": run.data.tags.get("precision", precision), "seed": seed, "epochs": len(epochs),
             "images_per_s": images / seconds if seconds > 0 else None,

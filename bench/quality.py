@@ -63,12 +63,9 @@ def evaluate_checkpoint(workdir: Path, store: str, tta: bool, extra: list[str]) 
 
 def training_run(store: str, workdir: Path):
     """Returns the MLflow run that trained in `workdir` (the newest, if it was trained more than once)."""
-    import mlflow
+    from segexp.tracking import find_runs
 
-    client = mlflow.MlflowClient(store)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    (run,) = client.search_runs([experiment.experiment_id], f"tags.output_dir = '{workdir.resolve()}'",
-                                order_by=["attributes.start_time DESC"], max_results=1)
+    (run,) = find_runs(store, EXPERIMENT, f"tags.output_dir = '{workdir.resolve()}'", max_results=1)
     return run
 
 
@@ -78,16 +75,16 @@ def learning_curve(store: str, run, png: Path, title: str) -> list[dict]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import mlflow
 
-    client = mlflow.MlflowClient(store)
+    from segexp.tracking import log_artifact, timed_metric_history
+
     start = run.info.start_time
     points, figure = [], plt.figure(figsize=(7, 4))
     for name in CURVE_METRICS:
-        history = client.get_metric_history(run.info.run_id, name)
-        minutes = [(m.timestamp - start) / 60000 for m in history]
-        plt.plot(minutes, [m.value for m in history], marker="o", label=name)
-        points += [{"metric": name, "minutes": t, "value": m.value} for t, m in zip(minutes, history)]
+        history = timed_metric_history(store, run.info.run_id, name)
+        minutes = [(stamp - start) / 60000 for stamp, _, _ in history]
+        plt.plot(minutes, [value for _, _, value in history], marker="o", label=name)
+        points += [{"metric": name, "minutes": t, "value": value} for t, (_, _, value) in zip(minutes, history)]
     plt.xlabel("training minutes")
     plt.ylabel(f"score on the selection slices ({run.data.tags.get('split.select', '?')})")
     plt.title(title)
@@ -96,18 +93,18 @@ def learning_curve(store: str, run, png: Path, title: str) -> list[dict]:
     figure.tight_layout()
     figure.savefig(png, dpi=100)
     plt.close(figure)
-    client.log_artifact(run.info.run_id, str(png), "learning_curve")
+    log_artifact(store, run.info.run_id, png, "learning_curve")
     return points
 
 
 def training_facts(store: str, run) -> dict:
     """Returns minutes from the run's start to its last selection pass, epochs run, the chosen epoch and
     its selection score (read from MLflow; evaluate logs into the same run later, so not its end time)."""
-    import mlflow
+    from segexp.tracking import timed_metric_history
 
-    history = mlflow.MlflowClient(store).get_metric_history(run.info.run_id, "select_loss")
+    history = timed_metric_history(store, run.info.run_id, "select_loss")
     metrics = run.data.metrics
-    return {"train_minutes": (max(m.timestamp for m in history) - run.info.start_time) / 60000,
+    return {"train_minutes": (max(stamp for stamp, _, _ in history) - run.info.start_time) / 60000,
             "epochs_run": int(metrics["epochs_run"]), "checkpoint_epoch": int(metrics["checkpoint_epoch"]) + 1,
             "select_v_rand": metrics.get("ckpt_select_v_rand"),
             "select_slices": run.data.tags.get("split.select"), "report_slices": run.data.tags.get("split.report")}
@@ -119,7 +116,7 @@ def all_cell_baseline(workdir: Path) -> dict:
     import numpy as np
 
     from segexp.data import roles_of
-    from segexp.errors import instantiate
+    from segexp.config import instantiate
     from segexp.metrics import evaluate_slices
     from segexp.rundir import RunDir
 

@@ -27,15 +27,11 @@ GROUPS = ("model", "aug", "loss", "optimizer", "data", "split", "trainer", "trac
 
 def compose_train_defaults():
     """Returns (config, {group: chosen option}) of plain `segexp train`."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from segexp.__main__ import config_dir
-    from segexp.schema import register_configs
+    from segexp.config import compose
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="train", return_hydra_config=True)
+    cfg = compose("train", with_hydra=True)
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     return cfg, {group: choices[group] for group in GROUPS}
 

@@ -35,15 +35,9 @@ def fresh_session() -> None:
 
 def compose(*overrides: str, config_name: str = "train"):
     """Returns conf/<config_name>.yaml composed with the overrides, as the CLI would build it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from segexp.config import compose as segexp_compose
 
-    from segexp.__main__ import config_dir
-    from segexp.schema import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+    return segexp_compose(config_name, overrides)
 
 
 def load_data(cfg):
@@ -58,34 +52,29 @@ def load_data(cfg):
 def build_compiled_model(cfg, train_set):
     """Returns the model of cfg compiled as train.train does (seed, dtype policy, loss, metrics, jit)."""
     from segexp import runtime
+    from segexp.config import instantiate
     from segexp.train import build_model
 
     runtime.configure(cfg.trainer.seed, cfg.trainer.deterministic, cfg.trainer.precision)
     try:
-        return build_model(cfg, train_set.channels, train_set.foreground)
+        schedule = instantiate(cfg.optimizer.schedule)
+        return build_model(cfg, train_set.channels, train_set.foreground, schedule.learning_rate)
     finally:
         runtime.configure(cfg.trainer.seed, False, "float32")  # the policy must not leak into later models
 
 
 def sample_batch(cfg, train_set, weights) -> tuple[np.ndarray, np.ndarray]:
-    """Returns one (images, targets) batch of augmented crops from segexp's sampler."""
-    from segexp.augment import CropSampler
-
-    t = cfg.trainer
-    sampler = CropSampler(train_set.images, train_set.masks, cfg.aug.transforms, t.crop_size, t.seed, weights)
-    pairs = [sampler(i) for i in range(t.batch_size)]
-    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    """Returns one (images, targets) batch of augmented crops from the stream train() builds."""
+    images, targets = next(iter(segexp_training_stream(cfg, train_set, weights)))
+    return images.numpy(), targets.numpy()
 
 
 def segexp_training_stream(cfg, train_set, weights):
-    """Returns the tf.data stream train.fit feeds to model.fit (same sampler and pipeline arguments)."""
-    from segexp.augment import CropSampler
-    from segexp.pipeline import training_dataset
+    """Returns the tf.data stream train() feeds to model.fit (its augmentation pipeline and sampler)."""
+    from segexp.config import instantiate
+    from segexp.train import training_stream
 
-    t = cfg.trainer
-    sampler = CropSampler(train_set.images, train_set.masks, cfg.aug.transforms, t.crop_size, t.seed, weights)
-    return training_dataset(sampler, train_set.channels, 2 if weights is not None else 1, t.batch_size,
-                            parallel_calls=t.aug_workers)
+    return training_stream(cfg, train_set, weights, instantiate(cfg.aug, _convert_="all"))
 
 
 def step_clock():
@@ -114,13 +103,15 @@ def seconds_per_step(fit: FitCall, steps: int, warmup: int) -> float:
 
 
 def segexp_fit(cfg, model, train_set, weights) -> FitCall:
-    """Returns a FitCall running segexp.train.fit (augmented crop stream, no validation) for one epoch."""
+    """Returns a FitCall running segexp.train.fit (augmented crop stream, no selection pass) for one epoch."""
     from segexp.train import fit
+
+    stream = segexp_training_stream(cfg, train_set, weights)
 
     def run(steps: int, clock) -> None:
         run_cfg = copy.deepcopy(cfg)
         run_cfg.trainer.epochs, run_cfg.trainer.steps_per_epoch, run_cfg.trainer.verbose = 1, steps, 0
-        fit(run_cfg, model, train_set, weights, [clock])
+        fit(run_cfg, model, stream, [clock])
 
     return run
 

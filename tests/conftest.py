@@ -7,11 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from segexp.__main__ import config_dir
-from segexp.schema import register_configs
+from segexp.config import compose
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -23,9 +21,7 @@ TINY = [  # smallest model and run that still exercise every code path
 
 def compose_config(config_name: str, *overrides: str):
     """Returns conf/<config_name>.yaml composed with overrides, as the CLI would build it."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides))
+    return compose(config_name, overrides)
 
 
 @pytest.fixture

@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segexp.__main__ import config_groups
 from segexp.augment import CropSampler
+from segexp.config import config_groups, instantiate
+
+
+def pipeline(make_cfg, recipe: str):
+    """Returns the recipe's albumentations pipeline, built as train() builds it."""
+    return instantiate(make_cfg(f"aug={recipe}").aug, _convert_="all")
 
 
 def blobs(size: int = 96, seed: int = 0):
@@ -25,8 +30,7 @@ def blobs(size: int = 96, seed: int = 0):
 def test_recipe_keeps_image_and_mask_aligned_and_binary(make_cfg, recipe):
     image, mask = blobs()
     weights = np.where(mask == 1, 1.0, 5.0).astype(np.float32)  # weights must travel with the mask
-    sampler = CropSampler([image], [mask], make_cfg(f"aug={recipe}").aug.transforms, crop_size=64, seed=0,
-                          weights=[weights])
+    sampler = CropSampler([image], [mask], pipeline(make_cfg, recipe), crop_size=64, seed=0, weights=[weights])
     for index in range(12):
         x, y = sampler(index)
         assert x.shape == (64, 64, 1) and y.shape == (64, 64, 2)
@@ -38,15 +42,15 @@ def test_recipe_keeps_image_and_mask_aligned_and_binary(make_cfg, recipe):
 
 def test_heavy_recipe_actually_changes_the_crop(make_cfg):
     image, mask = blobs()
-    plain = CropSampler([image], [mask], [], 64, seed=0)
-    heavy = CropSampler([image], [mask], make_cfg("aug=heavy").aug.transforms, 64, seed=0)
+    plain = CropSampler([image], [mask], pipeline(make_cfg, "none"), 64, seed=0)
+    heavy = CropSampler([image], [mask], pipeline(make_cfg, "heavy"), 64, seed=0)
     changed = [not np.array_equal(plain(i)[0], heavy(i)[0]) for i in range(8)]
     assert sum(changed) >= 6
 
 
 def test_samples_are_a_pure_function_of_seed_and_index(make_cfg):
     image, mask = blobs()
-    transforms = make_cfg("aug=heavy").aug.transforms
+    transforms = pipeline(make_cfg, "heavy")
     first, second = CropSampler([image], [mask], transforms, 64, seed=7), CropSampler([image], [mask], transforms, 64, seed=7)
     order = [5, 1, 3]
     a = [first(i)[0] for i in order]
@@ -55,14 +59,13 @@ def test_samples_are_a_pure_function_of_seed_and_index(make_cfg):
     assert not np.array_equal(first(1)[0], CropSampler([image], [mask], transforms, 64, seed=8)(1)[0])
 
 
-def test_pipelines_are_built_once_and_reused(make_cfg, monkeypatch):
-    import segexp.augment as augment
-
-    builds = []
-    real_build = augment.build_transform
-    monkeypatch.setattr(augment, "build_transform", lambda t: builds.append(1) or real_build(t))
+def test_the_pipeline_is_copied_once_per_concurrent_call_and_reused(make_cfg, monkeypatch):
     image, mask = blobs()
-    sampler = CropSampler([image], [mask], make_cfg("aug=heavy").aug.transforms, 64, seed=0)
+    sampler = CropSampler([image], [mask], pipeline(make_cfg, "heavy"), 64, seed=0)
+    copies = []
+    real_copy = sampler.copy_pipeline
+    monkeypatch.setattr(sampler, "copy_pipeline", lambda: copies.append(1) or real_copy())
     for index in range(20):
         sampler(index)
-    assert len(builds) == 1
+    assert len(copies) == 1  # one call at a time: one copy, reused
+    assert sampler._template.transforms[0] is not sampler._idle.get_nowait().transforms[0]

@@ -1,44 +1,61 @@
-"""Every option of every config group composes, validates and builds; bad config fails early."""
+"""Every option of every config group composes, validates and builds one training step; a mistake in
+the config is one line from the CLI, in well under a second, before TensorFlow is imported; a new
+component is a YAML file in a directory of the user's, and nothing else."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra.errors import ConfigCompositionException
-from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from segexp.__main__ import config_groups
+from conftest import TINY
+from segexp.config import config_groups, instantiate
 from segexp.errors import ConfigError
 from segexp.schema import validate
 
-OPTIONS = [(g, o) for g, opts in config_groups().items() for o in opts if g not in ("hparams_search",)]
+ENV_CODE = "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'\n"
+TRAIN_GROUPS = {g: opts for g, opts in config_groups().items() if g not in ("hparams_search", "inference")}
+OPTIONS = [(g, o) for g, opts in TRAIN_GROUPS.items() for o in opts]
+
+
+def option_overrides(group: str, option: str, folder_data) -> list[str]:
+    extra = [f"data.images={folder_data[0]}", f"data.masks={folder_data[1]}", "split.select=[-2]",
+             "split.report=[-1]"] if (group, option) == ("data", "folder") else []
+    return [f"{group}={option}", *extra]
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_validates(make_cfg, group, option, folder_data):
-    extra = [f"data.images={folder_data[0]}", f"data.masks={folder_data[1]}"] if (group, option) == ("data", "folder") else []
-    cfg = make_cfg(f"{group}={option}", *extra)
+    cfg = make_cfg(*option_overrides(group, option, folder_data))
     validate(cfg)
     if group not in ("experiment", "debug"):  # those are global recipes, not a key of their own
-        assert cfg[group] is not None
+        assert OmegaConf.select(cfg, group.replace("/", ".")) is not None
 
 
-@pytest.mark.parametrize("option", config_groups()["aug"])
-def test_every_aug_recipe_instantiates(make_cfg, option):
-    from segexp.augment import build_transform
+@pytest.mark.slow
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_builds_and_trains_one_step(make_cfg, group, option, folder_data):
+    """timm-style: a new option file is tested by this code, built the way train() builds it."""
+    from segexp.train import build_components, build_model, prepare_data, training_stream
 
-    compose = build_transform(make_cfg(f"aug={option}").aug.transforms)
-    assert len(compose.transforms) == len(make_cfg(f"aug={option}").aug.transforms)
-
-
-@pytest.mark.parametrize("option", config_groups()["optimizer"])
-def test_every_optimizer_instantiates(make_cfg, option):
-    cfg = make_cfg(f"optimizer={option}")
-    optimizer = instantiate(cfg.optimizer, steps_per_epoch=10, epochs=3)
-    assert optimizer.__class__.__name__.lower() == cfg.optimizer.name
+    cfg = make_cfg(*TINY, "trainer.batch_size=1", *option_overrides(group, option, folder_data))
+    if group == "tracking":
+        tracker = instantiate(cfg.tracking, uri=f"sqlite:///{folder_data[0].parent / 'mlflow.db'}")
+        with tracker.run("one step", {}):
+            tracker.log_metrics({"x": 1.0})
+    parts, weights = prepare_data(cfg)
+    built = build_components(cfg)
+    model = build_model(cfg, parts["train"].channels, parts["train"].foreground, built.schedule.learning_rate)
+    stream = training_stream(cfg, parts["train"], weights, built.pipeline)
+    history = model.fit(stream, epochs=1, steps_per_epoch=1, callbacks=built.callbacks, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
 
 
 def test_misspelled_key_fails_at_composition(make_cfg):
@@ -62,22 +79,128 @@ def test_unknown_option_lists_the_choices(make_cfg):
     ("optimizer.lr=0", "optimizer.lr"), ("optimizer.lr=-1e-3", "optimizer.lr"),
     ("trainer.epochs=0", "trainer.epochs"), ("model.depth=0", "model.depth"),
     ("trainer.batch_size=0", "trainer.batch_size"), ("model.dropout=1.0", "model.dropout"),
-    ("model.dropout=-0.1", "model.dropout"), ("model.upsampling=pixelshuffle", "model.upsampling"),
-    ("optimizer.schedule=linear", "optimizer.schedule"), ("trainer.precision=fp8", "trainer.precision"),
-    ("trainer.topology_metrics=false", "trainer.monitor"), ("data.resize=[0,5]", "data.resize"),
+    ("model.dropout=-0.1", "model.dropout"), ("trainer.topology_metrics=false", "trainer.monitor"),
+    ("data.resize=[0,5]", "data.resize"), ("objective=report_v_rand", "objective"),
 ])
 def test_invalid_values_name_the_key(make_cfg, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(make_cfg(override))
 
 
-def test_help_and_cfg_do_not_import_tensorflow():
-    code = ("import sys; from segexp.__main__ import main\n"
-            "try:\n    main(['train', '--cfg', 'job', 'model=unet'])\nexcept SystemExit: pass\n"
-            "main(['--help'])\n"
-            "assert 'tensorflow' not in sys.modules and 'mlflow' not in sys.modules, 'heavy import'\n"
-            "print('CLEAN')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "segexp", *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd)
+
+
+# one bad choice per group (and per closed set of values), with what the one line must name
+BAD_CHOICES = [
+    ("model=resnet", "model=resnet: no such option; choose one of unet, unet_deep, unet_small"),
+    ("aug=extreme", "aug=extreme: no such option; choose one of heavy, light, none, seed"),
+    ("loss=hinge", "loss=hinge: no such option; choose one of bce, bce_dice, dice, focal, weighted_bce"),
+    ("optimizer=lion", "optimizer=lion: no such option; choose one of adam, adamw, sgd"),
+    ("optimizer/schedule=linear", "optimizer/schedule=linear: no such option; choose one of constant, cosine, "
+                                  "plateau, warmup_cosine"),
+    ("data=coco", "data=coco: no such option; choose one of folder, isbi2012, synthetic"),
+    ("split=kfold", "split=kfold: no such option; choose one of holdout"),
+    ("trainer=fast", "trainer=fast: no such option; choose one of default"),
+    ("tracking=wandb", "tracking=wandb: no such option; choose one of mlflow, none"),
+    ("callbacks=tensorboard", "callbacks=tensorboard: no such option; choose one of default, early_stop"),
+    ("experiment=best", "experiment=best: no such option; choose one of isbi_best, seed_replica"),
+    ("debug=tiny", "debug=tiny: no such option; choose one of smoke"),
+    ("model.upsampling=pixelshuffle", "model.upsampling: Invalid value 'pixelshuffle', choose one of transpose, "
+                                      "bilinear, upsample_conv"),
+    ("trainer.precision=fp8", "trainer.precision: Invalid value 'fp8', choose one of float32, mixed_bfloat16, "
+                              "mixed_float16, auto"),
+    ("trainer.strategy=horovod", "trainer.strategy: Invalid value 'horovod', choose one of default, mirrored, "
+                                 "multi_worker_mirrored"),
+    ("trainer.checkpoint=median", "trainer.checkpoint: Invalid value 'median', choose one of best, last"),
+    ("trainer.monitor_mode=up", "trainer.monitor_mode: Invalid value 'up', choose one of max, min"),
+    ("data.normalize=zscore", "data.normalize: Invalid value 'zscore', choose one of dtype, percentile"),
+]
+
+
+def test_cfg_job_rejects_a_bad_choice_in_every_group_in_one_line_without_tensorflow(tmp_path):
+    groups = {bad.split("=")[0].split(".")[0] for bad, _ in BAD_CHOICES}
+    assert set(TRAIN_GROUPS) <= groups, "a new config group needs a bad-choice case here"
+    code = ENV_CODE + (
+        "import sys, time; from segexp.__main__ import main\n"
+        f"cases = {[bad for bad, _ in BAD_CHOICES]!r}\n"
+        "for case in cases:\n"
+        "    start = time.perf_counter()\n"
+        "    try:\n        main(['train', '--cfg', 'job', case])\n    except SystemExit as exit:\n"
+        "        print('EXIT', exit.code, round(time.perf_counter() - start, 3), file=sys.stderr)\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'heavy import'\n"
+        "print('CLEAN')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "CLEAN" in out.stdout, out.stderr
+    lines = out.stderr.strip().splitlines()
+    messages, exits = lines[0::2], lines[1::2]
+    assert messages == [f"segexp: error: {expected}" + ("" if "no such option" in expected else
+                                                        "; `segexp train --cfg job` shows the composed config")
+                        for _, expected in BAD_CHOICES]
+    assert all(e.startswith("EXIT 2 ") and float(e.split()[2]) < 1.0 for e in exits), exits
+
+
+def test_a_sweep_value_is_checked_too(tmp_path):
+    out = cli("train", "-m", "--cfg", "job", "optimizer.lr=1e-4,0", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip() == "segexp: error: optimizer.lr: must be > 0, got 0.0"
+
+
+def test_help_and_cfg_do_not_import_tensorflow(tmp_path):
+    code = ENV_CODE + ("import sys; from segexp.__main__ import main\n"
+                       "try:\n    main(['train', '--cfg', 'job', 'model=unet'])\nexcept SystemExit: pass\n"
+                       "main(['--help'])\n"
+                       "assert 'tensorflow' not in sys.modules and 'mlflow' not in sys.modules, 'heavy import'\n"
+                       "print('CLEAN')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert "CLEAN" in out.stdout, out.stderr
     assert "base_filters: 64" in out.stdout  # model=unet was composed
-    assert "config groups" in out.stdout and "unet_small" in out.stdout
+    assert "config groups" in out.stdout and "optimizer/schedule" in out.stdout
+
+
+USER_CONF = {
+    # a new optimizer, a new schedule and a new callback: three YAML files, no Python
+    "optimizer/lion.yaml": """
+defaults:
+  - schedule: constant
+  - _self_
+lr: 3.0e-4
+fn:
+  _target_: keras.optimizers.Lion
+  weight_decay: 0.0
+""",
+    "optimizer/schedule/exp_decay.yaml": """
+_target_: segexp.schedules.Schedule
+learning_rate:
+  _target_: keras.optimizers.schedules.ExponentialDecay
+  initial_learning_rate: ${optimizer.lr}
+  decay_steps: ${trainer.steps_per_epoch}
+  decay_rate: 0.5
+""",
+    "callbacks/csv_log.yaml": """
+csv_log:
+  _target_: keras.callbacks.CSVLogger
+  filename: ${hydra:runtime.output_dir}/epochs.csv
+""",
+}
+
+
+@pytest.mark.slow
+def test_a_component_is_added_by_dropping_yaml_files_into_a_config_dir(tmp_path):
+    conf = tmp_path / "my_conf"
+    for relative, text in USER_CONF.items():
+        (conf / relative).parent.mkdir(parents=True, exist_ok=True)
+        (conf / relative).write_text(text.lstrip())
+    run_dir = tmp_path / "run"
+    out = cli("train", "--config-dir", str(conf), "optimizer=lion", "optimizer/schedule=exp_decay",
+              "callbacks=csv_log", *TINY, "trainer.epochs=2", "tracking=none", f"hydra.run.dir={run_dir}",
+              cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = (run_dir / "epochs.csv").read_text().strip().splitlines()
+    assert len(rows) == 3 and "select_v_rand" in rows[0]  # header + one row per epoch, selection scores in it
+    saved = (run_dir / "config.yaml").read_text()
+    assert "keras.optimizers.Lion" in saved and "ExponentialDecay" in saved
+    # and a typo in the user's own file is one line, like any other
+    (conf / "optimizer" / "lion.yaml").write_text(USER_CONF["optimizer/lion.yaml"].replace("lr:", "lrate:"))
+    out = cli("train", "--config-dir", str(conf), "optimizer=lion", "--cfg", "job", cwd=tmp_path)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "lrate" in out.stderr

@@ -7,14 +7,18 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from segexp.__main__ import config_groups
+from segexp.config import config_groups
 from segexp.models.unet import build_unet
+
+# every build_unet argument spelled out: the function holds no defaults (conf/model/*.yaml does)
+TINY = dict(depth=2, base_filters=4, batch_norm=True, dropout=0.0, dropout_levels=2, upsampling="transpose",
+            activation="relu", head_filters=0, channels=1)
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 5])
 @pytest.mark.parametrize("size", [(37, 41), (64, 64), (1, 1), (100, 3)])
 def test_output_matches_input_size_for_any_depth(depth, size):
-    model = build_unet(depth=depth, base_filters=2, batch_norm=True, dropout=0.0, upsampling="transpose")
+    model = build_unet(**{**TINY, "depth": depth, "base_filters": 2})
     x = np.random.default_rng(0).random((2, *size, 1), dtype=np.float32)
     y = model.predict_on_batch(x)
     assert y.shape == (2, *size, 1)
@@ -43,7 +47,7 @@ def test_save_and_reload_gives_identical_predictions(tmp_path, upsampling):
     from segexp.keras_metrics import segmentation_metrics
     from segexp.losses import SegmentationLoss
 
-    model = build_unet(depth=2, base_filters=4, batch_norm=True, dropout=0.3, upsampling=upsampling, head_filters=2)
+    model = build_unet(**{**TINY, "dropout": 0.3, "upsampling": upsampling, "head_filters": 2})
     model.compile(optimizer="adam", loss=SegmentationLoss(bce=1.0, dice=0.5), metrics=segmentation_metrics(0),
                   run_eagerly=True)
     x = np.random.default_rng(2).random((2, 30, 45, 1), dtype=np.float32)

@@ -95,7 +95,8 @@ def test_sigterm_saves_a_checkpoint_ends_killed_and_resume_continues_the_same_ru
 def test_a_kill_during_a_save_never_corrupts_the_checkpoint(tmp_path):
     script = ("import sys, keras\nfrom segexp.callbacks import save_atomically\n"
               "from segexp.models.unet import build_unet\nfrom pathlib import Path\n"
-              "m = build_unet(depth=2, base_filters=8)\npath = Path(sys.argv[1])\nsave_atomically(m, path)\n"
+              "m = build_unet(depth=2, base_filters=8, batch_norm=False, dropout=0.0, dropout_levels=0, "
+              "upsampling='transpose', activation='relu', head_filters=0, channels=1)\npath = Path(sys.argv[1])\nsave_atomically(m, path)\n"
               "print('saved', flush=True)\nwhile True:\n    save_atomically(m, path)\n")
     target = tmp_path / "model.keras"
     for delay in (0.07, 0.23):
@@ -122,7 +123,7 @@ def test_a_diverged_prediction_scores_nan_instead_of_raising():
 
     import numpy as np
 
-    from segexp.callbacks import slice_scores
+    from segexp.scoring import slice_scores
     from segexp.losses import SegmentationLoss
 
     probs, masks = [np.full((8, 8), np.nan, np.float32)], [np.ones((8, 8), np.uint8)]

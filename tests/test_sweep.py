@@ -210,14 +210,11 @@ def test_submitit_local_launcher_runs_jobs_in_their_own_processes(tmp_path):
     assert all(r.info.status == "FINISHED" for r in children) and parent.info.status == "FINISHED"
 
 
-def test_a_child_is_named_by_the_swept_overrides_alone(monkeypatch):
-    from segexp.tracking import SWEPT_KEYS_ENV
+def test_a_child_is_named_by_the_swept_overrides_alone():
     from segexp.train import run_name
 
     overrides = ["optimizer.lr=0.001", "debug=smoke", "model=unet", "hydra.job.chdir=false"]
-    monkeypatch.setenv(SWEPT_KEYS_ENV, "optimizer.lr,model")
-    assert run_name(overrides) == "optimizer.lr=0.001,model=unet"
-    monkeypatch.setenv(SWEPT_KEYS_ENV, "")  # a sweeper's own search space: nothing swept on the command line
-    assert run_name(overrides) == "optimizer.lr=0.001,debug=smoke,model=unet"
-    monkeypatch.delenv(SWEPT_KEYS_ENV)
+    assert run_name(overrides, ["optimizer.lr", "model"]) == "optimizer.lr=0.001,model=unet"
+    # a sweeper's own search space: nothing swept on the command line
+    assert run_name(overrides, []) == "optimizer.lr=0.001,debug=smoke,model=unet"
     assert run_name(overrides) == "optimizer.lr=0.001,debug=smoke,model=unet" and run_name([]) == "default"

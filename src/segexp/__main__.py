@@ -1,7 +1,8 @@
 """Command line: `segexp train|predict|evaluate [Hydra overrides]`.
 
-Dispatches to Hydra entry points built at call time (the config directory is found at
-run time, so the same code serves a checkout and an installed wheel). Nothing here
+Dispatches to the Hydra task functions in segexp.tasks, after a pre-flight composition of the
+config (segexp.config.preflight) that reports any mistake in it as one line. The config directory
+is found at run time, so the same code serves a checkout and an installed wheel. Nothing here
 imports TensorFlow: `--help` and `train --cfg job` stay instant.
 """
 
@@ -12,34 +13,44 @@ import sys
 from pathlib import Path
 
 COMMANDS = {
-    "train": ("train", "train a model from the config (Hydra overrides follow, -m for sweeps)"),
-    "predict": ("predict", "probability maps for images: ckpt=PATH input=DIR_OR_FILE output=DIR"),
-    "evaluate": ("evaluate", "score a checkpoint on held-out slices: ckpt=PATH [data=...]"),
+    "train": "train a model from the config (Hydra overrides follow, -m for sweeps)",
+    "predict": "probability maps for images: ckpt=PATH input=DIR_OR_FILE output=DIR",
+    "evaluate": "score a checkpoint on slices it never saw: ckpt=RUN_DIR [data=...]",
 }
-
-
-def config_dir() -> Path:
-    """Returns the conf/ directory: inside the installed package, else the checkout's."""
-    packaged = Path(__file__).resolve().parent / "conf"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
-
-
-def config_groups() -> dict[str, list[str]]:
-    """Returns {group: [options]} read from the YAML files, for the help text."""
-    root = config_dir()
-    groups = {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(root.iterdir()) if d.is_dir()}
-    return {group: options for group, options in groups.items() if options}
+HELP_FLAGS = ("--help", "-h", "--hydra-help", "--info", "--shell-completion", "-sc")
+VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-dir", "-cd", "--config-name", "-cn", "--config-path",
+               "-cp", "--experimental-rerun")
 
 
 def usage() -> str:
+    from segexp.config import config_groups
+
     lines = ["usage: segexp COMMAND [overrides ...] [-m] [--cfg job] [--help]", "", "commands:"]
-    lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
     lines += ["", "config groups (choose with GROUP=OPTION):"]
-    lines += [f"  {group:<15} {', '.join(options)}" for group, options in config_groups().items()]
+    lines += [f"  {group:<20} {', '.join(options)}" for group, options in config_groups().items()]
     lines += ["", "examples:", "  segexp train model=unet_small aug=heavy",
               "  segexp train -m optimizer.lr=1e-4,3e-4,1e-3", "  segexp train debug=smoke",
               "", "`segexp COMMAND --help` shows the composed config and Hydra's options."]
     return "\n".join(lines)
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[Path], bool]:
+    """Returns (the overrides, the --config-dir directories, multirun?) of a command line."""
+    overrides, config_dirs, multirun, skip = [], [], False, False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg in ("-m", "--multirun"):
+            multirun = True
+        elif arg in VALUE_FLAGS:
+            skip = True
+            if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+                config_dirs.append(Path(argv[i + 1]))
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return overrides, config_dirs, multirun
 
 
 def user_error(err: BaseException):
@@ -76,77 +87,17 @@ def is_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def train_task(cfg):
-    """Hydra task: trains one job and returns the objective, for sweepers to optimize."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from segexp.train import train
-
-    hydra_cfg = HydraConfig.get()
-    overrides = list(hydra_cfg.overrides.task)
-    if cfg.resume:
-        from omegaconf import OmegaConf
-
-        from segexp.resume import read_state, resumed_config
-        from segexp.rundir import resolve_resumable
-        from segexp.schema import TrainConfig
-
-        run = resolve_resumable(cfg.resume, cfg.tracking.uri)
-        cfg = resumed_config(run, OmegaConf.structured(TrainConfig), overrides)
-        metrics = train(cfg, run.path, overrides, resume=read_state(run))
-    else:
-        metrics = train(cfg, Path(hydra_cfg.runtime.output_dir), overrides)
-    return metrics.get(cfg.objective)
-
-
-def predict_task(cfg):
-    from segexp.predict import predict
-
-    predict(cfg)
-
-
-def evaluate_task(cfg):
-    from hydra.core.hydra_config import HydraConfig
-
-    from segexp.evaluate import evaluate
-
-    return evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
-
-
-TASKS = {"train": train_task, "predict": predict_task, "evaluate": evaluate_task}
-
-
-def output_root(argv: list[str]) -> Path:
-    """Returns the directory Hydra will create run directories in, from the overrides or the default."""
-    key = "hydra.sweep.dir=" if ("-m" in argv or "--multirun" in argv) else "hydra.run.dir="
-    chosen = [a[len(key):] for a in argv if a.startswith(key)]
-    # the part before any ${...} interpolation exists before Hydra resolves the rest
-    return Path(chosen[-1].split("${")[0] or ".") if chosen else Path("outputs")
-
-
-def check_writable(directory: Path) -> str | None:
-    """Returns a one-line problem if directory cannot be created and written, else None."""
-    import tempfile
-
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
-            return None
-    except OSError as err:
-        return (f"{directory}: output directory not writable ({err.strerror}); run from a writable directory "
-                "or set hydra.run.dir=... (hydra.sweep.dir=... for -m)")
-
-
 def run_hydra(command: str, argv: list[str]) -> None:
     import hydra
 
+    from segexp import tasks
+    from segexp.config import config_dir
     from segexp.schema import register_configs
 
     register_configs()
-    config_name, _ = COMMANDS[command]
     sys.argv = [f"segexp {command}", *argv]
-    main = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
-    main(report_errors(TASKS[command]))()
+    main = hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")
+    main(report_errors(getattr(tasks, f"{command}_task")))()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -158,11 +109,16 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         print(f"segexp: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
-    informational = any(a in ("--help", "-h", "--cfg", "-c", "--info", "--hydra-help") for a in rest)
-    problem = None if informational else check_writable(output_root(rest))
-    if problem:
-        print(f"segexp: error: {problem}", file=sys.stderr)
-        sys.exit(2)
+    if not any(a in HELP_FLAGS for a in rest):
+        from segexp.config import preflight
+        from segexp.errors import ConfigError
+
+        overrides, config_dirs, multirun = split_argv(rest)
+        try:  # every config mistake is one line here, before Hydra, data or TensorFlow
+            preflight(command, overrides, multirun, config_dirs)
+        except ConfigError as err:
+            print(f"segexp: error: {err}", file=sys.stderr)
+            sys.exit(2)
     run_hydra(command, rest)
 
 

@@ -27,16 +27,3 @@ class TrainingInterrupted(SegexpError):
     """SIGINT or SIGTERM stopped training; a checkpoint was saved to resume from."""
 
     exit_code = 130
-
-
-def instantiate(config, **kwargs):
-    """hydra.utils.instantiate, but a SegexpError raised by the target surfaces as itself, not wrapped."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate as hydra_instantiate
-
-    try:
-        return hydra_instantiate(config, **kwargs)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, SegexpError):
-            raise err.__cause__ from None
-        raise

@@ -15,7 +15,8 @@ from typing import Sequence
 from omegaconf import DictConfig
 
 from segexp.data import SegmentationSet, resolve_indices, roles_of, to_channels
-from segexp.errors import ConfigError, instantiate
+from segexp.config import instantiate
+from segexp.errors import ConfigError
 from segexp.metrics import evaluate_slices
 from segexp.predict import load_predictor
 from segexp.rundir import RunDir, resolve_checkpoint

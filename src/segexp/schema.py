@@ -8,51 +8,84 @@ Value ranges (lr > 0, epochs >= 1, ...) are checked by `validate`, also before a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from enum import StrEnum
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from segexp.errors import ConfigError
 
-UPSAMPLING = ("transpose", "bilinear", "upsample_conv")
-SCHEDULES = ("constant", "cosine", "plateau", "warmup_cosine")
-OPTIMIZERS = ("adam", "adamw", "sgd")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
-NORMALIZATIONS = ("dtype", "percentile")
-STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
-CHECKPOINTS = ("best", "last")
+# Closed sets of choices: OmegaConf rejects any other value while composing, naming the key and
+# the allowed values, before TensorFlow is imported. StrEnum members compare equal to their strings.
+class Upsampling(StrEnum):
+    transpose = "transpose"
+    bilinear = "bilinear"
+    upsample_conv = "upsample_conv"
+
+
+class Precision(StrEnum):
+    float32 = "float32"
+    mixed_bfloat16 = "mixed_bfloat16"
+    mixed_float16 = "mixed_float16"
+    auto = "auto"
+
+
+class Normalization(StrEnum):
+    dtype = "dtype"
+    percentile = "percentile"
+
+
+class Strategy(StrEnum):
+    default = "default"
+    mirrored = "mirrored"
+    multi_worker_mirrored = "multi_worker_mirrored"
+
+
+class CheckpointChoice(StrEnum):
+    best = "best"
+    last = "last"
+
+
+class Mode(StrEnum):
+    max = "max"
+    min = "min"
 
 
 @dataclass
 class ModelConfig:
+    # values: conf/model/*.yaml (one place for defaults); the types here
     _target_: str = "segexp.models.unet.build_unet"
-    depth: int = 4
-    base_filters: int = 16
-    batch_norm: bool = True
-    dropout: float = 0.0
-    dropout_levels: int = 2  # dropout applies to this many deepest levels
-    upsampling: str = "transpose"
-    activation: str = "relu"
-    head_filters: int = 0  # >0: an extra 3x3 conv before the 1x1 classifier (the seed has 2)
+    depth: int = MISSING
+    base_filters: int = MISSING
+    batch_norm: bool = MISSING
+    dropout: float = MISSING
+    dropout_levels: int = MISSING  # dropout applies to this many deepest levels
+    upsampling: Upsampling = MISSING
+    activation: str = MISSING
+    head_filters: int = MISSING  # >0: an extra 3x3 conv before the 1x1 classifier (the seed has 2)
 
 
 @dataclass
 class LossFnConfig:
+    # values: conf/loss/*.yaml
     _target_: str = "segexp.losses.SegmentationLoss"
-    bce: float = 1.0
-    dice: float = 0.0
-    focal_gamma: float = 0.0
-    foreground: int = 0  # mask value the Dice term is computed on (0 = membrane)
+    bce: float = MISSING
+    dice: float = MISSING
+    focal_gamma: float = MISSING
+    foreground: int = MISSING  # mask value the Dice term is computed on (0 = membrane)
 
 
 @dataclass
 class WeightMapConfig:
-    """U-Net paper border weights: w = w_class + w0 * exp(-(d1 + d2)^2 / (2 sigma^2))."""
+    """U-Net paper border weights: w = w_class + w0 * exp(-(d1 + d2)^2 / (2 sigma^2)); built as a
+    function mask -> weights (`_partial_`), applied to every training mask."""
 
-    w0: float = 10.0
-    sigma: float = 5.0
-    class_balance: bool = True
+    _target_: str = "segexp.weightmap.border_weight_map"
+    _partial_: bool = True
+    w0: float = MISSING
+    sigma: float = MISSING
+    class_balance: bool = MISSING
 
 
 @dataclass
@@ -63,22 +96,19 @@ class LossConfig:
 
 @dataclass
 class OptimizerConfig:
-    _target_: str = "segexp.optim.build_optimizer"
-    name: str = "adam"
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    schedule: str = "constant"
-    warmup_epochs: int = 0
-    min_lr_ratio: float = 0.01  # cosine decays to lr * min_lr_ratio
-    plateau_patience: int = 3
-    plateau_factor: float = 0.5
+    """The optimizer and its learning-rate schedule, each a `_target_` node the composition root
+    builds: `schedule` (conf/optimizer/schedule/) gives the rate, `fn` is the Keras optimizer
+    built with it. `lr` stays a key of its own, so `optimizer.lr=...` sweeps every optimizer."""
+
+    lr: float = MISSING
+    fn: Any = MISSING  # {_target_: keras.optimizers.X, ...}: built with learning_rate=<the schedule's rate>
+    schedule: Any = MISSING  # {_target_: a function returning schedules.Schedule, ...}
 
 
 @dataclass
 class AugConfig:
-    # albumentations transforms, each a {_target_: albumentations.X, ...} node
-    transforms: List[Any] = field(default_factory=list)
+    _target_: str = "albumentations.Compose"  # the pipeline, built once by the composition root
+    transforms: List[Any] = MISSING  # albumentations transforms, each a {_target_: albumentations.X, ...} node
 
 
 @dataclass
@@ -86,7 +116,7 @@ class DataConfig:
     _target_: str = MISSING
     name: str = MISSING
     channels: Optional[int] = None  # None: inferred from the first image
-    normalize: str = "dtype"
+    normalize: Normalization = Normalization.dtype
     foreground: int = 0  # mask value that Dice/IoU score (0 = membrane in ISBI)
     mask_threshold: Optional[int] = None  # binarize non-binary masks at this value
     resize: Optional[List[int]] = None  # [height, width] to resize every slice to at load time
@@ -134,33 +164,32 @@ class SplitConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 10
-    steps_per_epoch: int = 50
-    batch_size: int = 4
-    crop_size: int = 256
-    seed: int = 42
-    deterministic: bool = False
-    precision: str = "float32"
-    checkpoint: str = "best"  # best: by `monitor` on the selection slices; last: the final epoch
-    monitor: str = "select_v_rand"
-    monitor_mode: str = "max"
-    early_stopping_patience: int = 0  # 0 = off
-    max_minutes: Optional[float] = None  # wall-clock budget: stop training (mid-epoch) once it is spent
-    preview_slices: int = 2  # selection slices drawn into the per-epoch mask image
-    topology_metrics: bool = True  # V_rand / V_info on the selection slices every epoch
-    aug_workers: int = -1  # tf.data parallel calls; -1 = AUTOTUNE
-    jit_compile: bool = False
-    strategy: str = "default"  # tf.distribute: default | mirrored | multi_worker_mirrored
-    verbose: int = 1
+    # values: conf/trainer/default.yaml (one place for defaults); the types here
+    epochs: int = MISSING
+    steps_per_epoch: int = MISSING
+    batch_size: int = MISSING
+    crop_size: int = MISSING
+    seed: int = MISSING
+    deterministic: bool = MISSING
+    precision: Precision = MISSING
+    checkpoint: CheckpointChoice = MISSING  # best: by `monitor` on the selection slices; last: the final epoch
+    monitor: str = MISSING
+    monitor_mode: Mode = MISSING
+    max_minutes: Optional[float] = MISSING  # wall-clock budget: stop training (mid-epoch) once it is spent
+    preview_slices: int = MISSING  # selection slices drawn into the per-epoch mask image
+    topology_metrics: bool = MISSING  # V_rand / V_info on the selection slices every epoch
+    aug_workers: int = MISSING  # tf.data parallel calls; -1 = AUTOTUNE
+    jit_compile: bool = MISSING
+    strategy: Strategy = MISSING  # tf.distribute
+    verbose: int = MISSING
 
 
 @dataclass
 class TrackingConfig:
-    _target_: str = "segexp.tracking.open_tracker"
-    backend: str = "mlflow"  # mlflow | none
-    uri: Optional[str] = None  # None: sqlite:///<cwd>/outputs/mlflow.db (or $MLFLOW_TRACKING_URI)
-    experiment_name: str = "segexp"
-    log_model: bool = True
+    _target_: str = MISSING  # segexp.tracking.MlflowTracker or NullTracker (conf/tracking/)
+    uri: Optional[str] = MISSING  # None: sqlite:///<cwd>/outputs/mlflow.db (or $MLFLOW_TRACKING_URI)
+    experiment_name: str = MISSING
+    log_model: bool = MISSING
 
 
 @dataclass
@@ -173,6 +202,7 @@ class TrainConfig:
     split: SplitConfig = MISSING
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
+    callbacks: Dict[str, Any] = field(default_factory=dict)  # extra Keras callbacks: {name: _target_ node}
     objective: str = "select_v_rand"  # metric the Hydra entry point returns to sweepers: a selection score
     run_name: Optional[str] = None  # None: made from the command-line overrides
     resume: Optional[str] = None  # a run directory or MLflow run id to continue
@@ -180,14 +210,15 @@ class TrainConfig:
 
 @dataclass
 class InferenceConfig:
-    tile: int = 768  # largest tile: images up to tile - overlap go through in one pass
-    overlap: int = 32
-    batch_size: int = 4
-    tta: bool = False  # average over the 8 flips/rotations
-    threshold: float = 0.5
+    # values: conf/inference/default.yaml, shared by predict and evaluate
+    tile: int = MISSING  # largest tile: images up to tile - overlap go through in one pass
+    overlap: int = MISSING
+    batch_size: int = MISSING
+    tta: bool = MISSING  # average over the 8 flips/rotations
+    threshold: float = MISSING
     # [height, width] the model sees; the probabilities go back to each image's own size. null: the
     # training run's data.resize when the checkpoint's run directory records one, else native size
-    resize: Optional[List[int]] = None
+    resize: Optional[List[int]] = MISSING
 
 
 @dataclass
@@ -195,8 +226,8 @@ class PredictConfig:
     ckpt: str = MISSING  # model.keras, a run directory, or an MLflow run id
     input: str = MISSING  # an image file or a directory of images
     output: str = MISSING
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
-    normalize: str = "dtype"
+    inference: InferenceConfig = MISSING
+    normalize: Normalization = Normalization.dtype
     save_mask: bool = True
     save_overlay: bool = False
 
@@ -210,7 +241,7 @@ class EvaluateConfig:
     # when `data` holds them, else every slice of `data` the checkpoint never saw
     slices: Optional[List[int]] = None
     allow_seen: bool = False  # score slices the checkpoint trained or was selected on (keys eval_seen_*)
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    inference: InferenceConfig = MISSING
     log_images: int = 5  # prediction panels logged to MLflow
 
 
@@ -236,32 +267,24 @@ def validate(cfg: Any) -> None:
     _check(m.depth >= 1, "model.depth", f"must be >= 1, got {m.depth}")
     _check(m.base_filters >= 1, "model.base_filters", f"must be >= 1, got {m.base_filters}")
     _check(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
-    _check(m.upsampling in UPSAMPLING, "model.upsampling", f"must be one of {UPSAMPLING}, got {m.upsampling!r}")
     _check(o.lr > 0, "optimizer.lr", f"must be > 0, got {o.lr}")
-    _check(o.name in OPTIMIZERS, "optimizer.name", f"must be one of {OPTIMIZERS}, got {o.name!r}")
-    _check(o.schedule in SCHEDULES, "optimizer.schedule", f"must be one of {SCHEDULES}, got {o.schedule!r}")
     _check(t.epochs >= 1, "trainer.epochs", f"must be >= 1, got {t.epochs}")
     _check(t.steps_per_epoch >= 1, "trainer.steps_per_epoch", f"must be >= 1, got {t.steps_per_epoch}")
     _check(t.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {t.batch_size}")
     _check(t.crop_size >= 1, "trainer.crop_size", f"must be >= 1, got {t.crop_size}")
-    _check(t.checkpoint in CHECKPOINTS, "trainer.checkpoint", f"must be one of {CHECKPOINTS}, got {t.checkpoint!r}")
     _check(t.checkpoint == "last" or len(cfg.split.select) >= 1, "split.select",
            "is empty, so nothing can choose the best checkpoint; name selection slices or set trainer.checkpoint=last")
-    _check(len(cfg.split.select) >= 1 or not (t.early_stopping_patience or o.schedule == "plateau"), "split.select",
-           "is empty, but early stopping and the plateau schedule watch the selection slices; name some")
-    _check(not str(cfg.objective).startswith("report_"), "objective",
-           f"{cfg.objective} would choose on the report slices; use a selection score such as select_v_rand")
-    _check(not t.monitor.startswith("report_"), "trainer.monitor",
-           f"{t.monitor} would choose on the report slices; monitor a selection score such as select_v_rand")
-    _check(t.precision in PRECISIONS, "trainer.precision", f"must be one of {PRECISIONS}, got {t.precision!r}")
+    watchers = {key: str(node.get("monitor")) for key, node in
+                [("optimizer.schedule", o.schedule), *((f"callbacks.{k}", v) for k, v in cfg.callbacks.items())]
+                if "monitor" in node}
+    _check(len(cfg.split.select) >= 1 or not any(m.startswith("select_") for m in watchers.values()), "split.select",
+           f"is empty, but {', '.join(watchers)} watch(es) the selection slices; name some")
+    for key, metric in {"objective": str(cfg.objective), "trainer.monitor": str(t.monitor),
+                        **{f"{k}.monitor": m for k, m in watchers.items()}}.items():
+        _check(not metric.startswith("report_"), key,
+               f"{metric} would choose on the report slices; use a selection score such as select_v_rand")
     _check(t.topology_metrics or t.monitor not in ("select_v_rand", "select_v_info"), "trainer.monitor",
            f"{t.monitor} needs trainer.topology_metrics=true (or monitor select_dice / select_loss)")
-    _check(t.strategy in STRATEGIES, "trainer.strategy", f"must be one of {STRATEGIES}, got {t.strategy!r}")
-    _check(t.monitor_mode in ("min", "max"), "trainer.monitor_mode", f"must be min or max, got {t.monitor_mode!r}")
-    _check(cfg.tracking.backend in ("mlflow", "none"), "tracking.backend",
-           f"must be mlflow or none, got {cfg.tracking.backend!r}")
-    _check(cfg.data.normalize in NORMALIZATIONS, "data.normalize",
-           f"must be one of {NORMALIZATIONS}, got {cfg.data.normalize!r}")
     _check(cfg.data.channels in (None, 1, 3), "data.channels", f"must be null, 1 or 3, got {cfg.data.channels}")
     _check(cfg.data.foreground in (0, 1), "data.foreground", f"must be 0 or 1, got {cfg.data.foreground}")
     _check(cfg.data.resize is None or (len(cfg.data.resize) == 2 and min(cfg.data.resize) >= 1), "data.resize",

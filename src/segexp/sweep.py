@@ -2,10 +2,11 @@
 
 `MlflowSweepCallback` is registered in conf/train.yaml under `hydra.callbacks`. Before any
 job starts it creates the parent run (and the experiment, and a new sqlite store's schema,
-so parallel jobs never race to migrate it) and exports its id in $SEGEXP_PARENT_RUN_ID;
-in-process jobs and joblib's worker processes (spawned later) inherit it, and
-`MlflowTracker.run` makes each job's run a child. At the end the parent gets a table of
-its children, the best child by `cfg.objective` and a plot of their learning curves.
+so parallel jobs never race to migrate it) and writes `sweep.json` into the sweep directory:
+the parent's id and the swept keys. Every job - in process, in a joblib worker or on another
+host sharing the directory - reads it (`read_sweep_record`), and train() makes its run a
+child of that parent. At the end the parent gets a table of its children, the best child by
+`cfg.objective` and a plot of their learning curves.
 
 Hydra 1.3 calls `on_multirun_end` only when every job succeeded: if one fails, the other
 jobs still run, then the sweeper re-raises the first failure and Hydra exits 1. So the
@@ -17,8 +18,8 @@ from __future__ import annotations
 import atexit
 import csv
 import io
+import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -27,9 +28,11 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from segexp import tracking
+from segexp import provenance, tracking
+from segexp.tracking import sweeps as sweep_store
 
 CODE_DIR = Path(__file__).resolve().parent
+SWEEP_RECORD = "sweep.json"  # in the sweep directory: how its jobs find their parent run
 # the children's scores on the report slices, beside the objective (a selection score) that ranks them
 SUMMARY_METRICS = ("report_v_rand", "report_v_info", "report_dice", "report_accuracy")
 CURVES = "select_dice"  # per-epoch metric plotted for every sweep, beside the objective's own
@@ -172,6 +175,24 @@ def belongs_to_job(run: Any, overrides_tag: str, output_dir: Path) -> bool:
     return tags.get("overrides") == overrides_tag
 
 
+def read_sweep_record(sweep_dir: Path):
+    """Returns the train.SweepJob the sweep in `sweep_dir` recorded for its jobs, or None (no tracking)."""
+    from segexp.train import SweepJob
+
+    path = Path(sweep_dir) / SWEEP_RECORD
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return SweepJob(record["parent_run_id"], tuple(record["swept_keys"]))
+
+
+def records_runs(config: DictConfig) -> bool:
+    """True when the tracking group's tracker writes to a store (not tracking=none)."""
+    from hydra.utils import get_class
+
+    return bool(get_class(config.tracking._target_).records)
+
+
 class MlflowSweepCallback(Callback):
     """Groups a multirun's MLflow runs under one parent run and summarizes them on it."""
 
@@ -181,38 +202,47 @@ class MlflowSweepCallback(Callback):
         self.parent_run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.tracking.backend == "none":
-            return
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        (sweep_dir / SWEEP_RECORD).unlink(missing_ok=True)  # a stale record must not adopt these jobs
+        if not records_runs(config):
+            return
         overrides = list(config.hydra.overrides.task)
         self.uri = tracking.resolve_uri(config.tracking.uri)
-        tags = {**tracking.run_tags(overrides, CODE_DIR), "sweep_dir": str(sweep_dir)}
-        self.parent_run_id = tracking.start_parent_run(self.uri, config.tracking.experiment_name,
-                                                       sweep_name(sweep_dir, overrides), tags)
-        os.environ[tracking.PARENT_RUN_ENV] = self.parent_run_id
-        os.environ[tracking.SWEPT_KEYS_ENV] = ",".join(swept_keys(overrides))
+        tags = {**provenance.run_tags(overrides, CODE_DIR), "sweep_dir": str(sweep_dir)}
+        self.parent_run_id = sweep_store.start_parent_run(self.uri, config.tracking.experiment_name,
+                                                          sweep_name(sweep_dir, overrides), tags)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / SWEEP_RECORD).write_text(json.dumps(
+            {"parent_run_id": self.parent_run_id, "swept_keys": swept_keys(overrides), "tracking_uri": self.uri}))
         atexit.register(self._end_at_exit, config)
         print(f"[segexp] sweep parent run {self.parent_run_id} in {self.uri}", flush=True)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """Gives a job that failed before its own run started (bad data or config) a FAILED child run.
 
-        Runs wherever the job ran (a joblib worker too), so it reads the parent from the environment.
+        Runs wherever the job ran (a joblib worker too), so it reads the parent from the sweep's record.
         """
-        parent = os.environ.get(tracking.PARENT_RUN_ENV)
-        if job_return.status != JobStatus.FAILED or not parent or config.tracking.backend == "none":
+        if job_return.status != JobStatus.FAILED:
+            return
+        sweep = read_sweep_record(Path(str(config.hydra.sweep.dir)))
+        if sweep is None:
             return
         from segexp.train import run_name
 
         uri = tracking.resolve_uri(config.tracking.uri)  # as the job's own tracker resolves it
         output_dir = Path(config.hydra.runtime.output_dir).resolve()
         overrides = list(job_return.overrides or [])
-        tags = {**tracking.run_tags(overrides, CODE_DIR), "output_dir": str(output_dir)}
-        if any(belongs_to_job(run, tags["overrides"], output_dir) for run in tracking.child_runs(uri, parent)):
+        tags = {**provenance.run_tags(overrides, CODE_DIR), "output_dir": str(output_dir)}
+        if any(belongs_to_job(run, tags["overrides"], output_dir)
+               for run in sweep_store.child_runs(uri, sweep.parent_run_id)):
             return  # the job's run exists and MlflowTracker.run already marked it FAILED
-        error = job_return._return_value  # the exception; the public `return_value` re-raises it
-        tracking.record_failed_child(uri, parent, config.run_name or run_name(overrides), tags,
-                                     f"{type(error).__name__}: {error}")
+        reason = "the job failed"
+        try:
+            job_return.return_value  # re-raises the job's exception
+        except Exception as error:  # noqa: BLE001 - any failure of the job is recorded as it was
+            reason = f"{type(error).__name__}: {error}"
+        sweep_store.record_failed_child(uri, sweep.parent_run_id,
+                                        config.run_name or run_name(overrides, sweep.swept_keys), tags, reason)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent_run_id:
@@ -227,10 +257,8 @@ class MlflowSweepCallback(Callback):
         """Logs the summary onto the parent run, ends it and prints the table."""
         parent, self.parent_run_id = self.parent_run_id, None
         atexit.unregister(self._end_at_exit)
-        os.environ.pop(tracking.PARENT_RUN_ENV, None)
-        os.environ.pop(tracking.SWEPT_KEYS_ENV, None)
 
-        children = tracking.child_runs(self.uri, parent)
+        children = sweep_store.child_runs(self.uri, parent)
         metrics, tags = sweep_results(children, config)
         status = parent_status(children, interrupted)
         if not children:
@@ -240,8 +268,8 @@ class MlflowSweepCallback(Callback):
         curves = {m: lines for m in dict.fromkeys([CURVES, config.objective])
                   if (lines := learning_curves(self.uri, children, m))}
         figures = {"summary/learning_curves.png": curves_figure(curves)} if curves else {}
-        tracking.end_parent_run(self.uri, parent, status, metrics, tags,
-                                {"summary/children.md": table, "summary/children.csv": to_csv(rows)}, figures)
+        sweep_store.end_parent_run(self.uri, parent, status, metrics, tags,
+                                   {"summary/children.md": table, "summary/children.csv": to_csv(rows)}, figures)
 
         print(f"[segexp] sweep {parent} {status}: {len(children)} runs, {tags['failed_children']} not finished",
               flush=True)

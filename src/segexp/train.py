@@ -8,29 +8,28 @@ cost seconds, not a training run.
 from __future__ import annotations
 
 import math
-import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
 from segexp import data as data_lib
-from segexp.errors import TrainingDiverged, TrainingInterrupted, instantiate
+from segexp.config import instantiate
+from segexp.errors import TrainingDiverged, TrainingInterrupted
+from segexp.provenance import flatten, run_tags
 from segexp.rundir import RunDir
 from segexp.schema import validate
-from segexp.tracking import SWEPT_KEYS_ENV, flatten, run_tags
-from segexp.weightmap import border_weight_map
 
 CODE_DIR = Path(__file__).resolve().parent
 
 
-def run_name(overrides: Sequence[str]) -> str:
+def run_name(overrides: Sequence[str], swept_keys: Sequence[str] = ()) -> str:
     """Returns a readable run name from the command-line overrides, e.g. `model=unet_small,aug=heavy`;
     in a sweep only the swept ones (`optimizer.lr=0.001`), since the rest are the same in every child."""
     chosen = [o for o in overrides if not o.startswith(("hydra.", "hydra/"))]
-    swept = {key for key in os.environ.get(SWEPT_KEYS_ENV, "").split(",") if key}
-    varying = [o for o in chosen if o.split("=", 1)[0].lstrip("+~") in swept]
+    varying = [o for o in chosen if o.split("=", 1)[0].lstrip("+~") in set(swept_keys)]
     chosen = varying or chosen
     return ",".join(chosen) if chosen else "default"
 
@@ -43,60 +42,78 @@ def prepare_data(cfg: DictConfig) -> tuple[dict[str, data_lib.SegmentationSet], 
     data_lib.check_crop_fits(parts["train"], cfg.trainer.crop_size)
     weights = None
     if cfg.loss.weight_map is not None:
-        weights = [border_weight_map(m, **cfg.loss.weight_map) for m in parts["train"].masks]
+        weigh = instantiate(cfg.loss.weight_map)  # mask -> weight map
+        weights = [weigh(m) for m in parts["train"].masks]
     return parts, weights
 
 
-def build_model(cfg: DictConfig, channels: int, foreground: int):
-    """Returns the compiled Keras model described by the model, loss and optimizer groups."""
+def build_model(cfg: DictConfig, channels: int, foreground: int, learning_rate):
+    """Returns the Keras model of the model group, compiled with the loss group's loss and the
+    optimizer group's optimizer at `learning_rate` (the schedule's)."""
     from segexp.keras_metrics import segmentation_metrics
 
     model = instantiate(cfg.model, channels=channels)
-    t = cfg.trainer
-    optimizer = instantiate(cfg.optimizer, steps_per_epoch=t.steps_per_epoch, epochs=t.epochs, max_minutes=t.max_minutes)
+    optimizer = instantiate(cfg.optimizer.fn, learning_rate=learning_rate)
     model.compile(optimizer=optimizer, loss=instantiate(cfg.loss.fn), metrics=segmentation_metrics(foreground),
                   jit_compile=cfg.trainer.jit_compile)
     return model
 
 
-def build_callbacks(cfg: DictConfig, select_set, tracker, run: RunDir, resume=None) -> tuple[list, Any]:
-    """Returns (callbacks for fit, the checkpoint callback), continuing `resume`'s best score if given."""
+@dataclass(frozen=True)
+class Components:
+    """The configured pieces built once the data is checked and TensorFlow is loaded."""
+
+    pipeline: Any  # the aug group's albumentations pipeline
+    schedule: Any  # the optimizer.schedule node's schedules.Schedule: the rate and its callbacks
+    callbacks: list  # the schedule's callbacks, then the callbacks group's, in config order
+
+
+def build_components(cfg: DictConfig) -> Components:
+    """Returns the augmentation pipeline, the learning-rate schedule and the extra callbacks of the config."""
+    schedule = instantiate(cfg.optimizer.schedule)
+    return Components(pipeline=instantiate(cfg.aug, _convert_="all"), schedule=schedule,
+                      callbacks=[*schedule.callbacks, *(instantiate(node) for node in cfg.callbacks.values())])
+
+
+def training_stream(cfg: DictConfig, train_set, weights, pipeline, first_sample: int = 0):
+    """Returns the endless tf.data stream of augmented training crops that fit consumes: `pipeline`
+    (the built aug group) applied to random crops, samples numbered from `first_sample`."""
+    from segexp.augment import CropSampler
+    from segexp.pipeline import training_dataset
+
+    t = cfg.trainer
+    sampler = CropSampler(train_set.images, train_set.masks, pipeline, t.crop_size, t.seed, weights)
+    return training_dataset(sampler, train_set.channels, 2 if weights is not None else 1, t.batch_size,
+                            first_sample=first_sample, parallel_calls=t.aug_workers)
+
+
+def build_callbacks(cfg: DictConfig, select_set, tracker, run: RunDir, extra: Sequence, resume=None) -> tuple[list, Any]:
+    """Returns (callbacks for fit, the checkpoint callback): segexp's own, then `extra` (the schedule's and
+    the callbacks group's), continuing `resume`'s best score if given."""
     import keras
 
     from segexp.callbacks import Checkpoints, SliceValidation, TimeBudget
-    from segexp.optim import schedule_callbacks
 
     t = cfg.trainer
     monitor = t.monitor if t.checkpoint == "best" else None
     checkpoints = Checkpoints(run, monitor, t.monitor_mode, tracker.run_id,
                               *((resume.best, resume.best_epoch) if resume else ()))
-    # order matters: selection scores join the logs before checkpoints and trackers read them
+    # order matters: selection scores join the logs before checkpoints, trackers and `extra` read them
     callbacks = [keras.callbacks.TerminateOnNaN()]
     if select_set.images:
         callbacks.append(SliceValidation(select_set.images, select_set.masks, select_set.names, tracker.log_image,
                                          t.preview_slices, t.topology_metrics, select_set.foreground))
     callbacks += [checkpoints, *tracker.keras_callbacks()]
-    callbacks += schedule_callbacks(cfg.optimizer, t.monitor, t.monitor_mode, t.steps_per_epoch, t.epochs, t.max_minutes)
     if t.max_minutes:
         callbacks.append(TimeBudget(t.max_minutes))
-    if t.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(t.monitor, mode=t.monitor_mode,
-                                                       patience=t.early_stopping_patience))
-    return callbacks, checkpoints
+    return callbacks + list(extra), checkpoints
 
 
-def fit(cfg: DictConfig, model, train_set, weights, callbacks, initial_epoch: int = 0) -> dict[str, list[float]]:
-    """Runs model.fit on the augmented crop stream from `initial_epoch` on; returns the Keras history."""
-    from segexp.augment import CropSampler
-    from segexp.pipeline import training_dataset
-
+def fit(cfg: DictConfig, model, stream, callbacks, initial_epoch: int = 0) -> dict[str, list[float]]:
+    """Runs model.fit on the training stream from `initial_epoch` on; returns the Keras history."""
     t = cfg.trainer
-    sampler = CropSampler(train_set.images, train_set.masks, cfg.aug.transforms, t.crop_size, t.seed, weights)
-    train_ds = training_dataset(sampler, train_set.channels, 2 if weights is not None else 1, t.batch_size,
-                                first_sample=initial_epoch * t.steps_per_epoch * t.batch_size,
-                                parallel_calls=t.aug_workers)
     # no validation_data: SliceValidation (in callbacks) predicts the selection slices once per epoch
-    history = model.fit(train_ds, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=t.steps_per_epoch,
+    history = model.fit(stream, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=t.steps_per_epoch,
                         callbacks=callbacks, verbose=t.verbose, shuffle=False)  # the sampler draws random crops
     return history.history
 
@@ -105,7 +122,7 @@ def score_checkpoint(checkpoint: Path, parts: dict, topology: bool) -> tuple[dic
     """Returns (metrics, model) of the chosen checkpoint, reloaded from disk as a user would: `select_*`
     on the selection slices (what chose it) and `report_*` on the report slices (what no choice saw;
     the ISBI scores always, as they are the figures people quote)."""
-    from segexp.callbacks import predict_slices, slice_scores
+    from segexp.scoring import predict_slices, slice_scores
     from segexp.models import load_model
 
     model = load_model(checkpoint)
@@ -119,11 +136,23 @@ def score_checkpoint(checkpoint: Path, parts: dict, topology: bool) -> tuple[dic
     return metrics, model
 
 
-def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resume=None) -> dict[str, float]:
-    """Trains the configured model and returns the best checkpoint's validation metrics.
+@dataclass(frozen=True)
+class SweepJob:
+    """What a job of a multirun knows of its sweep (from sweep.read_sweep_record)."""
 
-    With `resume` (a resume.ResumeState), continues that run's last checkpoint (weights,
-    optimizer state, epoch count, best score, sample sequence) in the same MLflow run.
+    parent_run_id: str
+    swept_keys: tuple[str, ...] = ()
+
+
+def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resume=None,
+          sweep: SweepJob | None = None) -> dict[str, float]:
+    """Trains the configured model; returns the chosen checkpoint's `select_*` and `report_*` scores.
+
+    This is the composition root: every component of the config (data, model, loss, optimizer and
+    schedule, augmentation pipeline, tracker, callbacks) is instantiated here, once, and handed on
+    built. With `resume` (a resume.ResumeState), continues that run's last checkpoint (weights,
+    optimizer state, epoch count, best score, sample sequence) in the same MLflow run; with `sweep`,
+    the run is a child of the sweep's parent run.
     """
     validate(cfg)
     parts, weights = prepare_data(cfg)
@@ -143,13 +172,15 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     keras.backend.clear_session()  # jobs of an in-process multirun must not share graph state
     first_epoch = resume.epochs_done if resume else 0
     policy = runtime.configure(cfg.trainer.seed + first_epoch, cfg.trainer.deterministic, cfg.trainer.precision)
-    name = cfg.run_name or run_name(overrides)
+    built = build_components(cfg)
+    name = cfg.run_name or run_name(overrides, sweep.swept_keys if sweep else ())
     started = time.monotonic()
     tags = run_tags(list(overrides), CODE_DIR)
     if resume:  # the run keeps its original overrides tag; today's go beside it
         tags = {"resumed_from_epoch": str(first_epoch), "resume_overrides": tags.pop("overrides"), **tags}
     strategy = runtime.distribution_strategy(cfg.trainer.strategy)
-    with runtime.sigterm_as_interrupt(), tracker.run(name, tags, run_id=resume.run_id if resume else None):
+    with runtime.sigterm_as_interrupt(), tracker.run(name, tags, run_id=resume.run_id if resume else None,
+                                                     parent_run_id=sweep.parent_run_id if sweep else None):
         if not resume:
             tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
@@ -157,13 +188,15 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
             tracker.log_text(run.split_file.read_text(), f"config/{run.split_file.name}")
         with strategy.scope():  # variables are created once per replica
             model = (load_model(run.last_checkpoint) if resume  # weights and optimizer state
-                     else build_model(cfg, train_set.channels, train_set.foreground))
+                     else build_model(cfg, train_set.channels, train_set.foreground, built.schedule.learning_rate))
         tracker.set_tags({"precision": policy, "device": runtime.device_description(),
                           "replicas": str(strategy.num_replicas_in_sync), "output_dir": str(run.path.resolve()),
                           **split_tags(parts)})
-        callbacks, checkpoints = build_callbacks(cfg, parts["select"], tracker, run, resume)
+        callbacks, checkpoints = build_callbacks(cfg, parts["select"], tracker, run, built.callbacks, resume)
+        stream = training_stream(cfg, train_set, weights, built.pipeline,
+                                 first_sample=first_epoch * cfg.trainer.steps_per_epoch * cfg.trainer.batch_size)
         try:
-            history = fit(cfg, model, train_set, weights, callbacks, first_epoch)
+            history = fit(cfg, model, stream, callbacks, first_epoch)
         except KeyboardInterrupt:  # keep the newest weights; last.json still names the last whole epoch
             save_atomically(model, run.last_checkpoint)
             if not run.state_file.exists():

@@ -1,7 +1,7 @@
 """U-Net (Ronneberger et al. 2015) as a Keras 3 functional model.
 
-`build_unet(depth=4, base_filters=64, dropout=0.5, upsampling="upsample_conv")` is the
-seed example's network (zhixuhao/unet, ~31M parameters). Inputs of any height and width
+`build_unet(...)` with conf/model/unet.yaml (depth 4, 64 filters, dropout 0.5, upsample + 2x2 conv)
+is the seed example's network (zhixuhao/unet, ~31M parameters). Inputs of any height and width
 work: the model pads to a multiple of 2**depth and crops its output back.
 """
 
@@ -70,25 +70,26 @@ def upsample(x, filters: int, mode: str, activation: str, name: str):
     if mode == "bilinear":
         x = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_up")(x)
         return layers.Conv2D(filters, 1, name=f"{name}_up_proj")(x)
-    if mode == "upsample_conv":
-        x = layers.UpSampling2D(2, name=f"{name}_up")(x)
-        return layers.Conv2D(filters, 2, padding="same", activation=activation,
-                             kernel_initializer="he_normal", name=f"{name}_up_conv")(x)
-    raise ValueError(f"model.upsampling: unknown mode {mode!r}; use transpose, bilinear or upsample_conv")
+    # upsample_conv (schema.Upsampling allows no other value)
+    x = layers.UpSampling2D(2, name=f"{name}_up")(x)
+    return layers.Conv2D(filters, 2, padding="same", activation=activation,
+                         kernel_initializer="he_normal", name=f"{name}_up_conv")(x)
 
 
 def build_unet(
-    depth: int = 4,
-    base_filters: int = 64,
-    batch_norm: bool = False,
-    dropout: float = 0.5,
-    dropout_levels: int = 2,
-    upsampling: str = "upsample_conv",
-    activation: str = "relu",
-    head_filters: int = 0,
-    channels: int = 1,
+    *,
+    depth: int,
+    base_filters: int,
+    batch_norm: bool,
+    dropout: float,
+    dropout_levels: int,
+    upsampling: str,
+    activation: str,
+    head_filters: int,
+    channels: int,
 ) -> keras.Model:
-    """Returns a U-Net mapping (B, H, W, channels) images to (B, H, W, 1) probabilities of white."""
+    """Returns a U-Net mapping (B, H, W, channels) images to (B, H, W, 1) probabilities of white.
+    Every argument comes from the `model` config group (conf/model/*.yaml holds the defaults)."""
     inputs = keras.Input((None, None, channels), name="image")
     x = PadToMultiple(2**depth, name="pad")(inputs)
     skips = []

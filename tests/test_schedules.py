@@ -1,4 +1,5 @@
-"""Learning-rate schedules: the wall-clock-budgeted cosine against Keras' own CosineDecay."""
+"""Learning-rate schedules: the wall-clock-budgeted cosine against Keras' own CosineDecay, every
+schedule option built from its config."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from segexp.optim import BudgetedCosine, build_optimizer, cosine_rate
+from segexp.schedules import BudgetedCosine, cosine, cosine_rate
 
 
 @pytest.mark.parametrize("warmup", [0, 5])
@@ -24,7 +25,8 @@ def test_cosine_rate_draws_keras_cosine_decay_curve(warmup):
 
 def fit_tiny(callback: BudgetedCosine, steps: int) -> keras.Model:
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    model.compile(optimizer=build_optimizer("adam", 1e-3, steps, 1, schedule="cosine", max_minutes=1.0), loss="mse")
+    schedule = cosine(1e-3, steps, 1, warmup_epochs=0, min_lr_ratio=0.01, max_minutes=1.0)
+    model.compile(optimizer=keras.optimizers.Adam(schedule.learning_rate), loss="mse")
     x = np.ones((steps, 3), np.float32)
     model.fit(x, x[:, :1], batch_size=1, epochs=1, callbacks=[callback], verbose=0)
     return model
@@ -43,6 +45,27 @@ def test_budgeted_cosine_anneals_to_the_floor_when_the_budget_runs_out():
 
 
 def test_without_a_budget_the_optimizer_keeps_its_keras_schedule():
-    optimizer = build_optimizer("adam", 1e-3, 10, 2, schedule="cosine")
+    schedule = cosine(1e-3, 10, 2, warmup_epochs=0, min_lr_ratio=0.01, max_minutes=None)
+    assert schedule.callbacks == []
+    optimizer = keras.optimizers.Adam(schedule.learning_rate)
     with pytest.raises(TypeError, match="LearningRateSchedule"):  # Keras' schedules are not settable
         optimizer.learning_rate = 0.1
+
+
+@pytest.mark.parametrize("option, budget, kind", [
+    ("constant", None, float), ("cosine", None, keras.optimizers.schedules.CosineDecay),
+    ("warmup_cosine", None, keras.optimizers.schedules.CosineDecay), ("cosine", 5, float), ("plateau", None, float),
+])
+def test_every_schedule_option_gives_the_optimizer_its_rate(make_cfg, option, budget, kind):
+    from segexp.config import instantiate
+
+    cfg = make_cfg("optimizer=adamw", f"optimizer/schedule={option}", f"trainer.max_minutes={budget or 'null'}")
+    schedule = instantiate(cfg.optimizer.schedule)
+    assert isinstance(schedule.learning_rate, kind)
+    if kind is float:
+        assert schedule.learning_rate == cfg.optimizer.lr
+    else:  # the Keras schedule starts at the floor when it warms up, at lr when it does not
+        start = float(schedule.learning_rate(0))
+        assert start == pytest.approx(cfg.optimizer.lr * (0.01 if option == "warmup_cosine" else 1.0))
+    callbacks = {type(c).__name__ for c in schedule.callbacks}
+    assert callbacks == {"plateau": {"ReduceLROnPlateau"}}.get(option, {"BudgetedCosine"} if budget else set())

@@ -1,0 +1,66 @@
+"""Where a run comes from: code version, package versions, machine, and the config as flat params
+(no mlflow here; the trackers log what this returns)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+
+def git_state(directory: Path) -> dict[str, str]:
+    """Returns {"git_commit", "git_dirty"} of the checkout holding `directory`, or {} outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    try:
+        return {"git_commit": git("rev-parse", "HEAD"),
+                "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no")))}
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Returns {"a.b.c": value} for nested dicts and lists (list items keyed by index)."""
+    if isinstance(tree, Mapping):
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in items:
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def tf_version() -> str:
+    """Returns the installed TensorFlow distribution's version (cpu or gpu wheel)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("tensorflow", "tensorflow-cpu"):
+        with contextlib.suppress(PackageNotFoundError):
+            return version(dist)
+    return "unknown"
+
+
+def run_tags(overrides: list[str], code_dir: Path) -> dict[str, str]:
+    """Returns the provenance tags every run carries: code, versions, machine."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from segexp import __version__
+
+    versions = {}
+    for dist in ("keras", "mlflow", "albumentations", "numpy"):
+        with contextlib.suppress(PackageNotFoundError):
+            versions[f"version.{dist}"] = version(dist)
+    return {
+        "segexp_version": __version__,
+        "overrides": " ".join(overrides) or "(none)",
+        "hostname": socket.gethostname(),
+        "version.tensorflow": tf_version(),
+        **versions,
+        **git_state(code_dir),
+    }

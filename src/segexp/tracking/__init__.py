@@ -1,0 +1,12 @@
+"""Experiment tracking: the only package that imports mlflow.
+
+trackers: the per-run trackers the `tracking` config group builds; store: the store's location,
+checks and read-back; sweeps: a multirun's parent run and its children.
+"""
+
+from segexp.tracking.store import (find_runs, log_artifact, metric_history, resolve_uri, run_tag,
+                                   timed_metric_history)
+from segexp.tracking.trackers import MlflowTracker, NullTracker
+
+__all__ = ["MlflowTracker", "NullTracker", "find_runs", "log_artifact", "metric_history", "resolve_uri", "run_tag",
+           "timed_metric_history"]

@@ -1,0 +1,105 @@
+"""The MLflow store: where it is, whether it can be written, its experiments, reading runs back."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from segexp.errors import TrackingError
+
+DEFAULT_STORE = Path("outputs") / "mlflow.db"
+
+
+def resolve_uri(configured: str | None) -> str:
+    """Returns tracking.uri if set, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/outputs/mlflow.db."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(Path.cwd() / DEFAULT_STORE).resolve()}"
+
+
+def check_store(uri: str) -> None:
+    """Raises TrackingError if a sqlite store cannot be written or a server does not answer."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "ab"):
+                pass
+        except OSError as err:
+            raise TrackingError(f"{path}: MLflow store is not writable ({err.strerror}); "
+                                "set MLFLOW_TRACKING_URI or tracking.uri to a writable location") from err
+    elif uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).read()
+        except (urllib.error.URLError, OSError) as err:
+            raise TrackingError(f"tracking.uri={uri}: MLflow server unreachable ({err}); start it with "
+                                "`mlflow server --host 127.0.0.1 ...` or use tracking=none") from err
+
+
+def artifact_root(uri: str) -> str | None:
+    """Returns where a sqlite store keeps artifacts: beside the database, not in ./mlruns of the cwd."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+    return None  # a server decides for itself
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """Returns the id of experiment `name` in the store at uri, creating it (artifacts beside the store)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_root(uri))
+    except mlflow.exceptions.MlflowException:  # another job created it first
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def run_tag(run_id: str, tag: str, uri: str | None = None) -> str | None:
+    """Returns one tag of an MLflow run (e.g. `checkpoint`, `output_dir`), or None."""
+    import mlflow
+
+    try:
+        return mlflow.MlflowClient(resolve_uri(uri)).get_run(run_id).data.tags.get(tag)
+    except Exception:  # unknown id or unreachable store: the caller reports the value it was given
+        return None
+
+
+def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """Returns [(step, value)] of one metric of one run, by step."""
+    from mlflow.tracking import MlflowClient
+
+    return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key))
+
+
+def find_runs(uri: str, experiment_name: str, filter_string: str = "", newest_first: bool = True,
+              max_results: int = 1000) -> list:
+    """Returns the experiment's runs that match an MLflow search filter (e.g. "tags.output_dir = '...'")."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    order = ["attributes.start_time DESC" if newest_first else "attributes.start_time ASC"]
+    return list(client.search_runs([experiment.experiment_id], filter_string, order_by=order,
+                                   max_results=max_results))
+
+
+def timed_metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, int, float]]:
+    """Returns [(timestamp in ms, step, value)] of one metric of one run, in logging order."""
+    from mlflow.tracking import MlflowClient
+
+    return sorted((m.timestamp, m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key))
+
+
+def log_artifact(uri: str, run_id: str, path: Path, artifact_path: str) -> None:
+    """Adds a local file to a (finished or running) run's artifacts."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(uri).log_artifact(run_id, str(path), artifact_path)

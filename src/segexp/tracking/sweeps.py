@@ -1,0 +1,70 @@
+"""Sweeps in the store: one parent run per multirun, its jobs' runs as children (used by segexp.sweep)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from segexp.errors import TrackingError
+from segexp.tracking.store import check_store, ensure_experiment
+
+
+def start_parent_run(uri: str, experiment_name: str, name: str, tags: Mapping[str, str]) -> str:
+    """Creates the experiment if needed and a RUNNING parent run in it; returns the run id.
+
+    Uses MlflowClient, not the fluent API, so no run becomes "active" in this process and
+    in-process jobs can still start their own runs.
+    """
+    from mlflow.tracking import MlflowClient
+
+    check_store(uri)
+    try:
+        # a new sqlite store gets its schema here, once, before any job starts
+        experiment_id = ensure_experiment(uri, experiment_name)
+        return MlflowClient(uri).create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id
+    except Exception as err:  # mlflow raises many types for a broken store; report one line
+        raise TrackingError(f"{uri}: cannot create the sweep's parent run ({type(err).__name__}: {err})") from err
+
+
+def child_runs(uri: str, parent_run_id: str) -> list:
+    """Returns the runs tagged mlflow.parentRunId = parent_run_id, oldest first."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def record_failed_child(uri: str, parent_run_id: str, name: str, tags: Mapping[str, str], reason: str) -> str:
+    """Creates a FAILED child run for a job that failed before its own run started; returns its id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    run = client.create_run(experiment_id, run_name=name, tags={
+        **tags, "mlflow.parentRunId": parent_run_id, "failure_reason": reason[:5000]})
+    client.set_terminated(run.info.run_id, "FAILED")
+    return run.info.run_id
+
+
+def end_parent_run(uri: str, run_id: str, status: str, metrics: Mapping[str, float], tags: Mapping[str, str],
+                   texts: Mapping[str, str], figures: Mapping[str, Any]) -> None:
+    """Logs the sweep summary (metrics, tags, text files, matplotlib figures) and ends the run with status."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    for path, text in texts.items():
+        client.log_text(run_id, text, path)
+    for path, figure in figures.items():
+        client.log_figure(run_id, figure, path)
+    client.set_terminated(run_id, status)
