@@ -1,7 +1,7 @@
 """B3: 512x512 slices/s of overlap-tile prediction, with and without 8-way TTA, vs one whole-image pass.
 
 Tiled prediction is `segexp predict`'s own predictor (segexp.predict.make_predictor: segexp.inference
-.predict_image over the model's predict_on_batch) with conf/predict.yaml's tile, overlap and batch
+.predict_image over the model's predict_on_batch) with conf/inference/default.yaml's tile, overlap and batch
 size; naive is model.predict_on_batch on the whole slice. Arms interleaved per repeat, each
 sample under its own peak-RSS window.
 """

@@ -149,7 +149,8 @@ def test_predict_batch_gets_model_sized_tiles_in_bounded_batches(shape, multiple
 
 def test_predict_tiled_rejects_a_model_output_of_the_wrong_shape():
     with pytest.raises(ValueError, match="predict_batch returned shape"):
-        predict_tiled(lambda batch: batch[:, :-1, :, 0], random_image((40, 40)), tile=32, overlap=8)
+        predict_tiled(lambda batch: batch[:, :-1, :, 0], random_image((40, 40)), tile=32, overlap=8, batch_size=4,
+                      multiple=1)
 
 
 # --- test-time augmentation ------------------------------------------------------------------------
@@ -169,8 +170,8 @@ def test_dihedral_transforms_are_eight_distinct_invertible_maps():
 def test_tta_of_a_pointwise_model_equals_the_plain_prediction():
     image = random_image((45, 70, 3)) * 8 - 4
 
-    plain = predict_image(sigmoid_of_first_channel, image, tile=32, overlap=8, multiple=8)
-    augmented = predict_image(sigmoid_of_first_channel, image, tile=32, overlap=8, multiple=8, tta=True)
+    plain = predict_image(sigmoid_of_first_channel, image, tile=32, overlap=8, batch_size=4, multiple=8, tta=False)
+    augmented = predict_image(sigmoid_of_first_channel, image, tile=32, overlap=8, batch_size=4, multiple=8, tta=True)
 
     np.testing.assert_allclose(augmented, plain, rtol=0, atol=1e-6)
 

@@ -105,10 +105,10 @@ def batched(items: list, batch_size: int) -> Iterator[list]:
 def predict_tiled(
     predict_batch: PredictBatch,
     image: np.ndarray,
-    tile: int = 256,
-    overlap: int = 64,
-    batch_size: int = 4,
-    multiple: int = 1,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    multiple: int,
 ) -> np.ndarray:
     """Return the (H, W) float32 probability map of `image`, predicted tile by tile and Gaussian-blended.
 
@@ -182,11 +182,11 @@ def predict_tta(predict_image: PredictImage, image: np.ndarray) -> np.ndarray:
 def predict_image(
     predict_batch: PredictBatch,
     image: np.ndarray,
-    tile: int = 256,
-    overlap: int = 64,
-    batch_size: int = 4,
-    multiple: int = 1,
-    tta: bool = False,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    multiple: int,
+    tta: bool,
 ) -> np.ndarray:
     """Return the (H, W) float32 probability map of `image`: tiled prediction, averaged over D4 views if `tta`."""
     tiled = partial(
