@@ -53,9 +53,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     training.fresh_session()
     cfg = training.compose(*settings.overrides, "tracking=none", "trainer.verbose=0")
     parts, weights = prepare_data(cfg)
-    train_set, val_set = parts["train"], parts["select"]
+    train_set, select_set = parts["train"], parts["select"]
     if settings.select_slices:
-        val_set = val_set.subset(list(range(settings.select_slices)))
+        select_set = select_set.subset(list(range(settings.select_slices)))
     model = training.build_compiled_model(cfg, train_set)
     batch = cfg.trainer.batch_size
     stream = training.segexp_training_stream(cfg, train_set, weights)
@@ -64,8 +64,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     common.log("warming up (tracing)")
     training.seconds_per_step(fit_real, 1, settings.warmup)
     training.seconds_per_step(fit_model, 1, settings.warmup)
-    probs = predict_slices(model, val_set.images)
-    masks, fg, loss = val_set.masks, val_set.foreground, model.loss
+    probs = predict_slices(model, select_set.images)
+    masks, fg, loss = select_set.masks, select_set.foreground, model.loss
 
     def timed(work):
         def arm() -> float:
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "train step, augmented pipeline": lambda: training.seconds_per_step(fit_real, settings.steps, settings.warmup),
         "train step, model alone": lambda: training.seconds_per_step(fit_model, settings.steps, settings.warmup),
         "pipeline batch alone": lambda: training.seconds_per_batch(stream, settings.steps, settings.warmup),
-        "selection pass: predict slices": timed(lambda: predict_slices(model, val_set.images)),
+        "selection pass: predict slices": timed(lambda: predict_slices(model, select_set.images)),
         "selection pass: loss + pixel scores": timed(lambda: slice_scores(loss, probs, masks, fg, topology=False)),
         "selection pass: topology scores": timed(lambda: isbi_scores(probs, masks)),
     }
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result.update(seconds=samples, epoch_seconds=epoch, model_share_of_step=model_share,
                   topology_hot=[{"function": name, "seconds": s, "share": s / topology_total} for s, name in hot])
     result["tables"] = [
-        common.table(f"Parts, median of {settings.repeats} ({len(val_set.images)} selection slices, batch {batch})",
+        common.table(f"Parts, median of {settings.repeats} ({len(select_set.images)} selection slices, batch {batch})",
                      ["part", "s min", "s median"],
                      [[name, min(values), median[name]] for name, values in samples.items()]),
         common.table(f"One epoch ({steps_per_epoch} steps + one selection pass), from the medians",

@@ -4,8 +4,8 @@ B2 times bf16 steps; this asks whether they are worth having. The same recipe (i
 model, loss, augmentation and optimizer, a fixed step count, no wall-clock budget) trains once in
 float32, once in mixed_bfloat16 (same seed) and, as a control for run-to-run spread, once more in
 float32 with another seed; each arm is a fresh `segexp train` process. Speed is training images/s
-between the end of the first epoch (after tracing) and the last, validation included; quality is
-the held-out slices' last-epoch scores. Only where the CPU has native bf16 (avx512_bf16 / amx_bf16):
+between the end of the first epoch (after tracing) and the last, per-epoch selection scoring included;
+quality is the last epoch's scores on the report slices (nothing selected). Only where the CPU has native bf16 (avx512_bf16 / amx_bf16):
 elsewhere TensorFlow emulates it and the comparison says nothing.
 """
 

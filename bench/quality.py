@@ -32,7 +32,7 @@ EXPERIMENT = "bench_quality"
 TITLE = "Segmentation quality: whole recipes, scored on report slices no choice saw"
 METHOD = ("Each recipe trained by `segexp train` in a fresh process on the default split (train 0-19, checkpoint "
           "chosen by select_v_rand on 20-24), then `segexp evaluate` of that checkpoint on the run's report slices "
-          "25-29 (V_rand/V_info: the Fiji reference conventions, averaged per slice, best over thresholds 0.0-0.9; "
+          "25-29 (V_rand/V_info: the Fiji reference conventions, averaged per slice, best over the reference's 11 thresholds 0.0, 0.1, ..., 0.9 and 0.9999999999999999; "
           "Dice/accuracy at 0.5), without and with 8-way TTA. `select_v_rand` is the checkpoint's score on the "
           "slices that chose it: optimistic, shown only to compare with the report.")
 

@@ -25,6 +25,8 @@ METHOD = (
 SEGEXP_COMMANDS = (
     ("segexp --help", ("-m", "segexp", "--help")),
     ("segexp train --cfg job", ("-m", "segexp", "train", "--cfg", "job")),
+    # an invalid choice: the one-line error must come back in well under a second
+    ("segexp train --cfg job model.upsampling=foo", ("-m", "segexp", "train", "--cfg", "job", "model.upsampling=foo")),
     ("segexp train debug=smoke tracking=none", ("-m", "segexp", "train", "debug=smoke", "tracking=none")),
 )
 # what a bare `import tensorflow` costs, to read the smoke run against

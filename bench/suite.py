@@ -27,7 +27,7 @@ class Settings:
 
 
 FULL = Settings("python -m pytest -q")
-QUICK = Settings("python -m pytest -q tests/test_config.py")
+QUICK = Settings("python -m pytest -q tests/test_readme.py")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -7,7 +7,7 @@
 It runs a small 3-LR sweep (`debug=smoke`, a few epochs) into a temporary sqlite store,
 serves it with `mlflow ui` on a free loopback port, and drives headless Chromium through
 the views the README shows: the sweep as one expandable parent row with its children, the
-children's validation curves side by side, and the mask images of one run.
+children's selection-score curves side by side, and the mask images of one run.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def shoot(driver, path: Path, settle: float = 3.0) -> None:
 
 
 def shoot_all(driver, base: str, experiment_id: str, parent_id: str, child_id: str, out: Path) -> None:
-    """Takes the README's three pictures: the sweep's runs, their validation curves, one run's mask panel."""
+    """Takes the README's three pictures: the sweep's runs, their selection-score curves, one run's mask panel."""
     driver.get(f"{base}/#/experiments/{experiment_id}/runs")
     wait_for_text(driver, "sweep optimizer.lr")
     tidy(driver)

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import quality  # noqa: E402
+from bench import metric_agreement, quality  # noqa: E402
 
 
 @pytest.mark.slow
@@ -46,3 +46,9 @@ def test_quality_trains_evaluates_and_rescoring_reuses_the_checkpoint(tmp_path, 
     assert rescored["train_minutes"] == pytest.approx(row["train_minutes"])  # from MLflow, not re-measured
     saved = json.loads((tmp_path / "quality_quick.json").read_text())
     assert saved["recipes"][0]["eval"]["v_rand"] == pytest.approx(row["eval"]["v_rand"])
+
+    # the same run's report slices, scored by segexp.metrics and by the literal Fiji transcription
+    agreement = metric_agreement.main(["--quick", "--run", str(tmp_path / "quality_quick" / "seed_replica"),
+                                       "--out", str(tmp_path)])
+    assert agreement["slices"] == ["29"] and len(agreement["tables"][0]["rows"]) == 11
+    assert agreement["max_abs_difference"] < 1e-9

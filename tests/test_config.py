@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -123,12 +122,11 @@ def test_cfg_job_rejects_a_bad_choice_in_every_group_in_one_line_without_tensorf
     groups = {bad.split("=")[0].split(".")[0] for bad, _ in BAD_CHOICES}
     assert set(TRAIN_GROUPS) <= groups, "a new config group needs a bad-choice case here"
     code = ENV_CODE + (
-        "import sys, time; from segexp.__main__ import main\n"
+        "import sys; from segexp.__main__ import main\n"
         f"cases = {[bad for bad, _ in BAD_CHOICES]!r}\n"
         "for case in cases:\n"
-        "    start = time.perf_counter()\n"
         "    try:\n        main(['train', '--cfg', 'job', case])\n    except SystemExit as exit:\n"
-        "        print('EXIT', exit.code, round(time.perf_counter() - start, 3), file=sys.stderr)\n"
+        "        print('EXIT', exit.code, file=sys.stderr)\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'heavy import'\n"
         "print('CLEAN')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -138,7 +136,7 @@ def test_cfg_job_rejects_a_bad_choice_in_every_group_in_one_line_without_tensorf
     assert messages == [f"segexp: error: {expected}" + ("" if "no such option" in expected else
                                                         "; `segexp train --cfg job` shows the composed config")
                         for _, expected in BAD_CHOICES]
-    assert all(e.startswith("EXIT 2 ") and float(e.split()[2]) < 1.0 for e in exits), exits
+    assert exits == ["EXIT 2"] * len(BAD_CHOICES)  # how fast: bench.startup times `train --cfg job` with a bad choice
 
 
 def test_a_sweep_value_is_checked_too(tmp_path):
@@ -204,3 +202,21 @@ def test_a_component_is_added_by_dropping_yaml_files_into_a_config_dir(tmp_path)
     (conf / "optimizer" / "lion.yaml").write_text(USER_CONF["optimizer/lion.yaml"].replace("lr:", "lrate:"))
     out = cli("train", "--config-dir", str(conf), "optimizer=lion", "--cfg", "job", cwd=tmp_path)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "lrate" in out.stderr
+
+
+def test_preflight_leaves_a_sweepers_own_ranges_to_the_sweeper():
+    from segexp.config import preflight
+
+    # interval() and glob() have no list of values to compose; the sweeper draws them
+    preflight("train", ["hparams_search=optuna", "optimizer.lr=tag(log,interval(1e-4,1e-3))", "loss=glob(bce*)"],
+              multirun=True)
+    with pytest.raises(ConfigError, match=r"optimizer\.lr: must be > 0 and finite"):
+        preflight("train", ["optimizer.lr=1e-4,inf"], multirun=True)
+
+
+def test_the_command_line_accepts_flag_values_after_an_equals_sign():
+    from segexp.__main__ import split_argv
+
+    assert split_argv(["--config-dir=/c", "-m", "a=1", "--cfg", "job", "-cd", "/d", "b=2,3"]) == (
+        ["a=1", "b=2,3"], [Path("/c"), Path("/d")], True, False)
+    assert split_argv(["--config-name=mine", "a=1"])[3] is True  # the user's own config: Hydra checks it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -168,3 +169,29 @@ def test_bad_inference_resize_is_one_clear_error(trained, tmp_path):
                          "inference.resize=[0,32]")
     with pytest.raises(ConfigError, match=r"inference\.resize: must be null or \[height, width\]"):
         predict(cfg)
+
+
+def test_a_split_record_without_pixel_digests_proves_nothing(folder_data):
+    from segexp.data import load_folder, split, split_record
+    from segexp.evaluate import choose_slices
+
+    data = load_folder(*map(str, folder_data))
+    parts = split(data, [-2], [-1])
+    record = split_record({role: dataclasses.replace(part, digests=None) for role, part in parts.items()})
+    with pytest.raises(ConfigError, match="has no pixel digests"):
+        choose_slices(data, record, None, allow_seen=False, ckpt="run")
+    assert choose_slices(data, split_record(parts), None, allow_seen=False, ckpt="run") == ([5], "report")
+    # the run's own data must still hold every recorded slice: a changed file is not silently "unseen"
+    changed = dataclasses.replace(data, digests=["x", *data.digests[1:]])
+    with pytest.raises(ConfigError, match="1 slices of the run's split.json are not in data"):
+        choose_slices(changed, split_record(parts), None, allow_seen=False, ckpt="run", same_data=True)
+
+
+def test_evaluate_takes_the_runs_data_at_the_labels_resolution(tmp_path):
+    from segexp.evaluate import data_config
+    from segexp.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    run.write_config(compose_config("train", "experiment=seed_replica"))  # trains on slices resized to 256
+    data = data_config(compose_config("evaluate", f"ckpt={tmp_path}"), run)
+    assert data.resize is None and data._target_ == "segexp.data.load_isbi2012"

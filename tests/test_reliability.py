@@ -30,7 +30,7 @@ def only_run(uri: str):
 
 def test_nan_loss_stops_at_once_and_fails_the_run(store, tmp_path):
     cfg = compose_config("train", *SYNTHETIC, "trainer.epochs=5", "trainer.steps_per_epoch=3", "optimizer=sgd",
-                         "optimizer.lr=inf", "model.batch_norm=false", f"tracking.uri={store}")
+                         "optimizer.lr=1e30", "model.activation=linear", "model.batch_norm=false", f"tracking.uri={store}")
     with pytest.raises(TrainingDiverged, match=r"loss became nan; lower optimizer\.lr"):
         train(cfg, tmp_path / "run")
     client, run = only_run(store)
@@ -130,3 +130,24 @@ def test_a_diverged_prediction_scores_nan_instead_of_raising():
     scores = slice_scores(SegmentationLoss(bce=1.0, dice=1.0), probs, masks, foreground=0, topology=True)
     assert set(scores) == {"loss", "accuracy", "dice", "iou", "v_rand", "v_info"}
     assert all(math.isnan(v) for v in scores.values())
+
+
+def test_resume_keeps_the_protocol_and_refuses_new_group_options(tmp_path):
+    from omegaconf import OmegaConf
+
+    from segexp.errors import ConfigError
+    from segexp.resume import resumed_config
+    from segexp.rundir import RunDir
+    from segexp.schema import TrainConfig
+
+    run = RunDir(tmp_path)
+    run.write_config(compose_config("train", *SYNTHETIC))
+    schema = OmegaConf.structured(TrainConfig)
+    assert resumed_config(run, schema, ["resume=x", "trainer.epochs=7"]).trainer.epochs == 7
+    for override in ("split.report=[0]", "data.count=20", "trainer.monitor=select_dice", "trainer.checkpoint=last",
+                     "objective=select_dice"):
+        with pytest.raises(ConfigError, match="a resumed run keeps its data, split and checkpoint choice"):
+            resumed_config(run, schema, [override])
+    for override in ("optimizer=sgd", "optimizer/schedule=cosine"):
+        with pytest.raises(ConfigError, match="not a new config group option"):
+            resumed_config(run, schema, [override])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,6 @@ from segexp.sweep import objective_metric, parent_status
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 ENV.pop("MLFLOW_TRACKING_URI", None)
-ENV.pop("SEGEXP_PARENT_RUN_ID", None)
 FAST = [*TINY, "trainer.preview_slices=0", "tracking.log_model=false"]
 SUMMARY = {"summary/children.csv", "summary/children.md", "summary/learning_curves.png"}
 
@@ -64,12 +64,17 @@ def assert_summarizes(client, parent, children, stdout: str, tmp_path, cfg) -> N
 
 @pytest.mark.slow
 def test_sequential_sweep_is_one_parent_with_a_child_per_job(tmp_path, make_cfg):
-    out = sweep(tmp_path, "optimizer.lr=1e-4,3e-4")
+    sweep_dir = tmp_path / "outputs" / "multirun" / "day" / "time"
+    sweep_dir.mkdir(parents=True)
+    # a record left by an earlier sweep in the same directory must not adopt this sweep's jobs
+    (sweep_dir / "sweep.json").write_text(json.dumps({"parent_run_id": "0" * 32, "swept_keys": ["model"]}))
+    out = sweep(tmp_path, "optimizer.lr=1e-4,3e-4", f"hydra.sweep.dir={sweep_dir}")
     assert out.returncode == 0, out.stderr[-3000:]
 
-    client, parent, children = sweep_tree(tmp_path)
+    client, parent, children = sweep_tree(tmp_path)  # every child names this sweep's parent
     assert parent.info.status == "FINISHED" and parent.info.run_name.startswith("sweep optimizer.lr ")
-    (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    assert json.loads((sweep_dir / "sweep.json").read_text()) == {"parent_run_id": parent.info.run_id,
+                                                                   "swept_keys": ["optimizer.lr"]}
     assert parent.data.tags["sweep_dir"] == str(sweep_dir)
     assert "optimizer.lr=1e-4,3e-4" in parent.data.tags["overrides"].split()
     assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.0001", "0.0003"]

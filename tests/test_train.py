@@ -98,3 +98,12 @@ def test_cli_unwritable_output_directory_is_one_line(tmp_path):
     assert out.returncode == 2
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith(f"segexp: error: {tmp_path / 'a_file' / 'run'}: output directory not writable")
+
+
+def test_without_selection_slices_the_last_epoch_is_reported(make_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = make_cfg(*TINY, "data=synthetic", "data.size=48", "trainer.epochs=2", "tracking=none",
+                   "split.select=[]", "trainer.checkpoint=last", "objective=train_minutes")
+    metrics = train(cfg, tmp_path / "run")
+    assert metrics["checkpoint_epoch"] == 1.0 and np.isfinite(metrics["report_v_rand"])
+    assert not any(k.startswith("select_") for k in metrics)  # nothing was selected, nothing claims to be

@@ -35,22 +35,26 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def split_argv(argv: list[str]) -> tuple[list[str], list[Path], bool]:
-    """Returns (the overrides, the --config-dir directories, multirun?) of a command line."""
-    overrides, config_dirs, multirun, skip = [], [], False, False
+def split_argv(argv: list[str]) -> tuple[list[str], list[Path], bool, bool]:
+    """Returns (the overrides, the --config-dir directories, multirun?, another config named?) of a
+    command line; flags may give their value as the next word or after '='."""
+    overrides, config_dirs, multirun, other_config, skip = [], [], False, False, False
     for i, arg in enumerate(argv):
         if skip:
             skip = False
             continue
-        if arg in ("-m", "--multirun"):
+        flag, has_value, value = arg.partition("=") if arg.startswith("-") else (arg, False, "")
+        if flag in ("-m", "--multirun"):
             multirun = True
-        elif arg in VALUE_FLAGS:
-            skip = True
-            if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
-                config_dirs.append(Path(argv[i + 1]))
+        elif flag in VALUE_FLAGS:
+            if not has_value:
+                skip, value = True, argv[i + 1] if i + 1 < len(argv) else ""
+            if flag in ("--config-dir", "-cd"):
+                config_dirs.append(Path(value))
+            other_config |= flag in ("--config-name", "-cn", "--config-path", "-cp")
         elif not arg.startswith("-"):
             overrides.append(arg)
-    return overrides, config_dirs, multirun
+    return overrides, config_dirs, multirun, other_config
 
 
 def user_error(err: BaseException):
@@ -113,9 +117,10 @@ def main(argv: list[str] | None = None) -> None:
         from segexp.config import preflight
         from segexp.errors import ConfigError
 
-        overrides, config_dirs, multirun = split_argv(rest)
+        overrides, config_dirs, multirun, other_config = split_argv(rest)
         try:  # every config mistake is one line here, before Hydra, data or TensorFlow
-            preflight(command, overrides, multirun, config_dirs)
+            if not other_config:  # a config of the user's own is checked by Hydra alone
+                preflight(command, overrides, multirun, config_dirs)
         except ConfigError as err:
             print(f"segexp: error: {err}", file=sys.stderr)
             sys.exit(2)

@@ -86,18 +86,22 @@ def one_line(err: BaseException) -> str:
 
 def sweep_variants(overrides: Sequence[str]) -> list[list[str]]:
     """Returns override lists that together try every value of every sweep (a=1,2 b=x,y gives
-    [a=1 b=x], [a=2 b=x], [a=1 b=y]): each value is composed once, not every combination."""
+    [a=1 b=x], [a=2 b=x], [a=1 b=y]): each value is composed once, not every combination. A sweep
+    whose values a sweeper draws (interval, glob) is left to the sweeper."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import OverrideType
 
     prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}
     choices = []
     for override in OverridesParser.create().parse_overrides(list(overrides)):
-        if override.is_sweep_override():
-            key = prefix.get(override.type, "") + override.get_key_element()
-            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
-        else:
+        if not override.is_sweep_override():
             choices.append([override.input_line])
+            continue
+        key = prefix.get(override.type, "") + override.get_key_element()
+        try:
+            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        except Exception:  # noqa: BLE001 - interval() and glob() have no list of values to compose
+            continue
     base = [values[0] for values in choices]
     return [base] + [[*base[:i], value, *base[i + 1:]] for i, values in enumerate(choices) for value in values[1:]]
 
@@ -113,7 +117,11 @@ def preflight(config_name: str, overrides: Sequence[str], multirun: bool,
     from segexp.schema import validate
 
     first = None
-    for variant in sweep_variants(overrides) if multirun else [list(overrides)]:
+    try:
+        variants = sweep_variants(overrides) if multirun else [list(overrides)]
+    except HydraException as err:  # an override Hydra cannot parse
+        raise ConfigError(one_line(err)) from None
+    for variant in variants:
         try:
             cfg = compose(config_name, variant, extra_dirs, with_hydra=True)
         except (HydraException, OmegaConfBaseException) as err:

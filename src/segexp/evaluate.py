@@ -33,31 +33,42 @@ def metrics_table(metrics: dict[str, float]) -> str:
 
 
 def data_config(cfg: DictConfig, run: RunDir | None):
-    """Returns the data to score: `data=...` if given, else the data the checkpoint's run trained on."""
+    """Returns the data to score: `data=...` if given, else the data the checkpoint's run trained on, at
+    the labels' own resolution (the predictor resizes its input to the run's data.resize itself)."""
     if cfg.data is not None:
         return cfg.data
     saved = run.saved_config() if run else None
     if saved is None or "data" not in saved:
         raise ConfigError(f"ckpt={cfg.ckpt}: no run config beside the checkpoint to take the data from; "
                           "name the data, e.g. data=isbi2012 or data=folder data.images=DIR data.masks=DIR")
-    return saved.data
+    data = saved.data.copy()
+    data.resize = None
+    return data
 
 
 def choose_slices(data: SegmentationSet, record: dict | None, slices: Sequence[int] | None,
-                  allow_seen: bool, ckpt: str) -> tuple[list[int], str]:
+                  allow_seen: bool, ckpt: str, same_data: bool = False) -> tuple[list[int], str]:
     """Returns (positions to score, how they relate to the checkpoint: report | unseen | seen | unknown).
 
     Raises ConfigError for slices the checkpoint trained or was selected on, or whose history is
-    unknown (no split record), unless allow_seen.
+    unknown (no split record, or slices without pixel digests), unless allow_seen. With `same_data`
+    (the data is the run's own), every slice the record names must still be there, pixel for pixel.
     """
     count = len(data.images)
-    roles = roles_of(record, data.digests) if record is not None and data.digests is not None else None
-    if roles is None:
+    if record is not None and data.digests is not None and all_digested(record):
+        roles = roles_of(record, data.digests)
+    else:
         if slices is None or not allow_seen:
-            raise ConfigError(f"ckpt={ckpt}: no split.json beside the checkpoint, so which slices it trained on is "
-                              "unknown; pass its run directory, or name slices=[...] with allow_seen=true "
-                              "(logged as eval_unverified_*)")
+            why = ("no split.json beside the checkpoint" if record is None else
+                   "the split record or this data has no pixel digests")
+            raise ConfigError(f"ckpt={ckpt}: {why}, so which slices it trained on is unknown; pass its run "
+                              "directory, or name slices=[...] with allow_seen=true (logged as eval_unverified_*)")
         return resolve_indices(slices, count, "slices"), "unknown"
+    if same_data:
+        missing = sorted(set(d for d in digests_of(record)) - set(data.digests))
+        if missing:
+            raise ConfigError(f"ckpt={ckpt}: {len(missing)} slices of the run's split.json are not in data "
+                              f"'{data.name}' any more (files changed?); restore the data or name it with data=...")
     if slices is None:
         report = [i for i, role in enumerate(roles) if role == "report"]
         unseen = [i for i, role in enumerate(roles) if role is None]
@@ -78,11 +89,21 @@ def choose_slices(data: SegmentationSet, record: dict | None, slices: Sequence[i
     return indices, "report" if all(roles[i] == "report" for i in indices) else "unseen"
 
 
+def digests_of(record: dict) -> list:
+    return [entry["digest"] for entries in record["roles"].values() for entry in entries]
+
+
+def all_digested(record: dict) -> bool:
+    """True when every slice of the split record has a pixel digest to be recognised by."""
+    return all(digest is not None for digest in digests_of(record))
+
+
 def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     """Predicts the chosen slices, scores them, writes metrics.json; returns the metrics."""
     checkpoint, run = resolve_checkpoint(cfg.ckpt, cfg.tracking.uri)
     data = instantiate(data_config(cfg, run), _convert_="all")
-    indices, status = choose_slices(data, run.read_split() if run else None, cfg.slices, cfg.allow_seen, cfg.ckpt)
+    indices, status = choose_slices(data, run.read_split() if run else None, cfg.slices, cfg.allow_seen, cfg.ckpt,
+                                    same_data=cfg.data is None)
     tracker = instantiate(cfg.tracking)
     channels, predictor = load_predictor(checkpoint, run, cfg.inference)
     names = [data.names[i] for i in indices]

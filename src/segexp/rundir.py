@@ -63,10 +63,14 @@ class RunDir:
         write_json_atomically(self.split_file, record)
 
     def saved_config(self):
-        """Returns the run's composed config (an OmegaConf DictConfig), or None if it has none."""
+        """Returns the run's composed config (an OmegaConf DictConfig), or None if it has none; runs from
+        before config.yaml existed have only Hydra's record."""
         from omegaconf import OmegaConf
 
-        return OmegaConf.load(self.config_file) if self.config_file.is_file() else None
+        for path in (self.config_file, self.hydra_dir / "config.yaml"):
+            if path.is_file():
+                return OmegaConf.load(path)
+        return None
 
     def write_config(self, cfg) -> None:
         """Saves the composed config, interpolations kept, as resume and evaluate read it back."""
@@ -107,7 +111,7 @@ def resolve_checkpoint(reference: str, tracking_uri: str | None = None) -> tuple
                           "MLflow run id")
     path = path.resolve()
     run = RunDir(path.parent)
-    return path, (run if run.split_file.is_file() or run.config_file.is_file() else None)
+    return path, (run if run.split_file.is_file() or run.saved_config() is not None else None)
 
 
 def resolve_resumable(reference: str, tracking_uri: str | None = None) -> RunDir:

@@ -7,6 +7,7 @@ Value ranges (lr > 0, epochs >= 1, ...) are checked by `validate`, also before a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Dict, List, Optional
@@ -267,7 +268,7 @@ def validate(cfg: Any) -> None:
     _check(m.depth >= 1, "model.depth", f"must be >= 1, got {m.depth}")
     _check(m.base_filters >= 1, "model.base_filters", f"must be >= 1, got {m.base_filters}")
     _check(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
-    _check(o.lr > 0, "optimizer.lr", f"must be > 0, got {o.lr}")
+    _check(0 < o.lr < math.inf, "optimizer.lr", f"must be > 0 and finite, got {o.lr}")
     _check(t.epochs >= 1, "trainer.epochs", f"must be >= 1, got {t.epochs}")
     _check(t.steps_per_epoch >= 1, "trainer.steps_per_epoch", f"must be >= 1, got {t.steps_per_epoch}")
     _check(t.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {t.batch_size}")
@@ -276,15 +277,18 @@ def validate(cfg: Any) -> None:
            "is empty, so nothing can choose the best checkpoint; name selection slices or set trainer.checkpoint=last")
     watchers = {key: str(node.get("monitor")) for key, node in
                 [("optimizer.schedule", o.schedule), *((f"callbacks.{k}", v) for k, v in cfg.callbacks.items())]
-                if "monitor" in node}
+                if node is not None and "monitor" in node}
     _check(len(cfg.split.select) >= 1 or not any(m.startswith("select_") for m in watchers.values()), "split.select",
            f"is empty, but {', '.join(watchers)} watch(es) the selection slices; name some")
     for key, metric in {"objective": str(cfg.objective), "trainer.monitor": str(t.monitor),
                         **{f"{k}.monitor": m for k, m in watchers.items()}}.items():
         _check(not metric.startswith("report_"), key,
                f"{metric} would choose on the report slices; use a selection score such as select_v_rand")
-    _check(t.topology_metrics or t.monitor not in ("select_v_rand", "select_v_info"), "trainer.monitor",
-           f"{t.monitor} needs trainer.topology_metrics=true (or monitor select_dice / select_loss)")
+    for key, metric in (("trainer.monitor", str(t.monitor)), ("objective", str(cfg.objective))):
+        _check(t.topology_metrics or metric not in ("select_v_rand", "select_v_info"), key,
+               f"{metric} needs trainer.topology_metrics=true (or choose by select_dice / select_loss)")
+    _check(len(cfg.split.select) >= 1 or not str(cfg.objective).startswith("select_"), "objective",
+           f"{cfg.objective} is a selection score, but split.select is empty; name selection slices")
     _check(cfg.data.channels in (None, 1, 3), "data.channels", f"must be null, 1 or 3, got {cfg.data.channels}")
     _check(cfg.data.foreground in (0, 1), "data.foreground", f"must be 0 or 1, got {cfg.data.foreground}")
     _check(cfg.data.resize is None or (len(cfg.data.resize) == 2 and min(cfg.data.resize) >= 1), "data.resize",

@@ -213,7 +213,7 @@ class MlflowSweepCallback(Callback):
                                                           sweep_name(sweep_dir, overrides), tags)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / SWEEP_RECORD).write_text(json.dumps(
-            {"parent_run_id": self.parent_run_id, "swept_keys": swept_keys(overrides), "tracking_uri": self.uri}))
+            {"parent_run_id": self.parent_run_id, "swept_keys": swept_keys(overrides)}))
         atexit.register(self._end_at_exit, config)
         print(f"[segexp] sweep parent run {self.parent_run_id} in {self.uri}", flush=True)
 
@@ -224,7 +224,7 @@ class MlflowSweepCallback(Callback):
         """
         if job_return.status != JobStatus.FAILED:
             return
-        sweep = read_sweep_record(Path(str(config.hydra.sweep.dir)))
+        sweep = read_sweep_record(Path(str(config.hydra.runtime.cwd)) / str(config.hydra.sweep.dir))
         if sweep is None:
             return
         from segexp.train import run_name

@@ -21,7 +21,7 @@ def train_task(cfg):
     if hydra_cfg.mode == RunMode.MULTIRUN:
         from segexp.sweep import read_sweep_record
 
-        sweep = read_sweep_record(Path(hydra_cfg.sweep.dir))
+        sweep = read_sweep_record(Path(hydra_cfg.runtime.cwd) / hydra_cfg.sweep.dir)  # hydra.job.chdir-proof
     if cfg.resume:
         from omegaconf import OmegaConf
 

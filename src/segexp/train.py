@@ -72,7 +72,8 @@ def build_components(cfg: DictConfig) -> Components:
     """Returns the augmentation pipeline, the learning-rate schedule and the extra callbacks of the config."""
     schedule = instantiate(cfg.optimizer.schedule)
     return Components(pipeline=instantiate(cfg.aug, _convert_="all"), schedule=schedule,
-                      callbacks=[*schedule.callbacks, *(instantiate(node) for node in cfg.callbacks.values())])
+                      callbacks=[*schedule.callbacks,
+                                 *(instantiate(node) for node in cfg.callbacks.values() if node is not None)])
 
 
 def training_stream(cfg: DictConfig, train_set, weights, pipeline, first_sample: int = 0):

@@ -61,11 +61,14 @@ def ensure_experiment(uri: str, name: str) -> str:
 
 
 def run_tag(run_id: str, tag: str, uri: str | None = None) -> str | None:
-    """Returns one tag of an MLflow run (e.g. `checkpoint`, `output_dir`), or None."""
+    """Returns one tag of an MLflow run (e.g. `checkpoint`, `output_dir`), or None; never creates a store."""
     import mlflow
 
+    uri = resolve_uri(uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        return None
     try:
-        return mlflow.MlflowClient(resolve_uri(uri)).get_run(run_id).data.tags.get(tag)
+        return mlflow.MlflowClient(uri).get_run(run_id).data.tags.get(tag)
     except Exception:  # unknown id or unreachable store: the caller reports the value it was given
         return None
 
