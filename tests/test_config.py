@@ -20,7 +20,7 @@ from segexp.errors import ConfigError
 from segexp.schema import validate
 
 ENV_CODE = "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'\n"
-TRAIN_GROUPS = {g: opts for g, opts in config_groups().items() if g not in ("hparams_search", "inference")}
+TRAIN_GROUPS = {g: opts for g, opts in config_groups().items() if g != "hparams_search"}
 OPTIONS = [(g, o) for g, opts in TRAIN_GROUPS.items() for o in opts]
 
 
@@ -106,6 +106,7 @@ BAD_CHOICES = [
     ("callbacks=tensorboard", "callbacks=tensorboard: no such option; choose one of default, early_stop"),
     ("experiment=best", "experiment=best: no such option; choose one of isbi_best, seed_replica"),
     ("debug=tiny", "debug=tiny: no such option; choose one of smoke"),
+    ("inference=fast", "inference=fast: no such option; choose one of default"),
     ("model.upsampling=pixelshuffle", "model.upsampling: Invalid value 'pixelshuffle', choose one of transpose, "
                                       "bilinear, upsample_conv"),
     ("trainer.precision=fp8", "trainer.precision: Invalid value 'fp8', choose one of float32, mixed_bfloat16, "
@@ -141,7 +142,7 @@ def test_cfg_job_rejects_a_bad_choice_in_every_group_in_one_line_without_tensorf
 
 def test_a_sweep_value_is_checked_too(tmp_path):
     out = cli("train", "-m", "--cfg", "job", "optimizer.lr=1e-4,0", cwd=tmp_path)
-    assert out.returncode == 2 and out.stderr.strip() == "segexp: error: optimizer.lr: must be > 0, got 0.0"
+    assert out.returncode == 2 and out.stderr.strip() == "segexp: error: optimizer.lr: must be > 0 and finite, got 0.0"
 
 
 def test_help_and_cfg_do_not_import_tensorflow(tmp_path):

@@ -204,6 +204,7 @@ class TrainConfig:
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
     callbacks: Dict[str, Any] = field(default_factory=dict)  # extra Keras callbacks: {name: _target_ node}
+    inference: "InferenceConfig" = MISSING  # how the report slices are predicted at the end, as evaluate does
     objective: str = "select_v_rand"  # metric the Hydra entry point returns to sweepers: a selection score
     run_name: Optional[str] = None  # None: made from the command-line overrides
     resume: Optional[str] = None  # a run directory or MLflow run id to continue

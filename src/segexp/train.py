@@ -36,9 +36,13 @@ def run_name(overrides: Sequence[str], swept_keys: Sequence[str] = ()) -> str:
 
 def prepare_data(cfg: DictConfig) -> tuple[dict[str, data_lib.SegmentationSet], list | None]:
     """Returns ({"train", "select", "report": SegmentationSet}, border weight maps of the training
-    slices or None), all validated."""
+    slices or None), all validated. Training and selection slices come at the training resolution
+    (data.resize); report slices always at the labels' own, as `segexp evaluate` scores them."""
     dataset = instantiate(cfg.data, _convert_="all")
     parts = data_lib.split(dataset, cfg.split.select, cfg.split.report)
+    if cfg.data.resize is not None:
+        native = instantiate({**OmegaConf.to_container(cfg.data, resolve=True), "resize": None}, _convert_="all")
+        parts["report"] = data_lib.split(native, cfg.split.select, cfg.split.report)["report"]
     data_lib.check_crop_fits(parts["train"], cfg.trainer.crop_size)
     weights = None
     if cfg.loss.weight_map is not None:
@@ -119,21 +123,27 @@ def fit(cfg: DictConfig, model, stream, callbacks, initial_epoch: int = 0) -> di
     return history.history
 
 
-def score_checkpoint(checkpoint: Path, parts: dict, topology: bool) -> tuple[dict[str, float], Any]:
+def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> tuple[dict[str, float], Any]:
     """Returns (metrics, model) of the chosen checkpoint, reloaded from disk as a user would: `select_*`
-    on the selection slices (what chose it) and `report_*` on the report slices (what no choice saw;
-    the ISBI scores always, as they are the figures people quote)."""
-    from segexp.scoring import predict_slices, slice_scores
+    on the selection slices (what chose it, scored as during training) and `report_*` on the report
+    slices (what no choice saw), predicted exactly as `segexp evaluate` predicts them (the inference
+    group, at the training resolution, probabilities back at the labels'), with the ISBI scores always."""
     from segexp.models import load_model
+    from segexp.predict import inference_size, make_predictor
+    from segexp.scoring import predict_slices, slice_scores
 
-    model = load_model(checkpoint)
+    model = load_model(run.checkpoint)
     metrics = {}
-    for role, with_topology in (("select", topology), ("report", True)):
-        part = parts[role]
-        if part.images:
-            scores = slice_scores(model.loss, predict_slices(model, part.images), part.masks, part.foreground,
-                                  with_topology)
-            metrics.update({f"{role}_{k}": float(v) for k, v in scores.items()})
+    select, report = parts["select"], parts["report"]
+    if select.images:
+        scores = slice_scores(model.loss, predict_slices(model, select.images), select.masks, select.foreground,
+                              cfg.trainer.topology_metrics)
+        metrics.update({f"select_{k}": float(v) for k, v in scores.items()})
+    if report.images:
+        predictor = make_predictor(model, cfg.inference, inference_size(cfg.inference, run))
+        scores = slice_scores(model.loss, [predictor(image) for image in report.images], report.masks,
+                              report.foreground, True)
+        metrics.update({f"report_{k}": float(v) for k, v in scores.items()})
     return metrics, model
 
 
@@ -212,7 +222,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
                                    f"(now {cfg.optimizer.lr}); {kept}")
         if checkpoints.best_epoch is None:
             raise TrainingDiverged(f"trainer.monitor={cfg.trainer.monitor} was never finite; no checkpoint saved")
-        metrics, chosen = score_checkpoint(run.checkpoint, parts, cfg.trainer.topology_metrics)
+        metrics, chosen = score_checkpoint(cfg, run, parts)
         metrics.update(checkpoint_epoch=float(checkpoints.best_epoch), epochs_run=float(first_epoch + len(losses)),
                        train_minutes=(time.monotonic() - started) / 60)
         tracker.log_metrics(final_metric_keys(metrics))
