@@ -76,12 +76,18 @@ def one_line(err: BaseException) -> str:
         options = ", ".join(o for o in listed.split() if not o.endswith("_schema"))  # ConfigStore schemas
         return f"{group}={option}: no such option; choose one of {options}"
     cause = err.__cause__ or err
-    key = getattr(cause, "full_key", None)
-    first = str(getattr(cause, "msg", None) or cause).strip().splitlines()[0]
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    origin = re.match(r"In '([^']+)': \w+ raised while composing config:", lines[0]) if lines else None
+    key = getattr(cause, "full_key", None) or next(
+        (line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), None)
+    detail = [line for line in lines[1 if origin else 0:]
+              if not line.startswith(("full_key:", "object_type", "reference_type"))]
+    first = str(getattr(cause, "msg", None) or (detail[0] if detail else "invalid config")).splitlines()[0]
     first = re.sub(r"expected one of \[(.*)\]", lambda m: "choose one of " + m.group(1), first)
+    where = f"{origin.group(1)}.yaml: " if origin else ""
     if key:
-        return f"{key}: {first}; `segexp train --cfg job` shows the composed config"
-    return first
+        return f"{where}{key}: {first}; `segexp train --cfg job` shows the composed config"
+    return where + first
 
 
 def sweep_variants(overrides: Sequence[str]) -> list[list[str]]:
