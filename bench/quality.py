@@ -128,16 +128,17 @@ def all_cell_baseline(workdir: Path) -> dict:
 
 
 def rows_of(recipes: list[dict], budget: float) -> list[list]:
+    score = "{:.4f}".format  # scores differ in the third decimal: show four
     rows = []
     for r in recipes:
         for tta, m in (("no", r["eval"]), ("8-way", r["eval_tta"])):
-            rows.append([r["recipe"], f"{budget:g}" if budget > 0 else "as shipped", round(r["train_minutes"], 1),
-                         r["epochs_run"], r["checkpoint_epoch"], r["select_v_rand"], tta,
-                         m["v_rand"], m["v_info"], m["dice"], m["accuracy"]])
+            rows.append([r["recipe"], f"{budget:g}" if budget > 0 else "as shipped", f"{r['train_minutes']:.1f}",
+                         r["epochs_run"], r["checkpoint_epoch"], score(r["select_v_rand"]), tta,
+                         *(score(m[k]) for k in ("v_rand", "v_info", "dice", "accuracy"))])
     base = recipes[0]["all_cell"] if recipes else None
     if base:
-        rows.append(["all cell (no model)", "-", "-", "-", "-", "-", "-", base["v_rand"], base["v_info"],
-                     base["dice"], base["accuracy"]])
+        rows.append(["all cell (no model)", "-", "-", "-", "-", "-", "-",
+                     *(score(base[k]) for k in ("v_rand", "v_info", "dice", "accuracy"))])
     return rows
 
 
