@@ -107,7 +107,9 @@ def training_facts(store: str, run) -> dict:
     return {"train_minutes": (max(stamp for stamp, _, _ in history) - run.info.start_time) / 60000,
             "epochs_run": int(metrics["epochs_run"]), "checkpoint_epoch": int(metrics["checkpoint_epoch"]) + 1,
             "select_v_rand": metrics.get("ckpt_select_v_rand"),
-            "select_slices": run.data.tags.get("split.select"), "report_slices": run.data.tags.get("split.report")}
+            "select_slices": run.data.tags.get("split.select"), "report_slices": run.data.tags.get("split.report"),
+            "trained_at_commit": run.data.tags.get("git_commit", "unknown")[:10]
+            + ("+changes" if run.data.tags.get("git_dirty") == "True" else "")}
 
 
 def all_cell_baseline(workdir: Path) -> dict:
@@ -121,7 +123,9 @@ def all_cell_baseline(workdir: Path) -> dict:
     from segexp.rundir import RunDir
 
     run = RunDir(workdir)
-    data = instantiate(run.saved_config().data, _convert_="all")
+    data_cfg = run.saved_config().data
+    data_cfg.resize = None  # at the labels' own resolution, as evaluate scores
+    data = instantiate(data_cfg, _convert_="all")
     report = [i for i, role in enumerate(roles_of(run.read_split(), data.digests)) if role == "report"]
     masks = [data.masks[i] for i in report]
     return evaluate_slices([np.ones(m.shape) for m in masks], masks, foreground=data.foreground)
@@ -186,7 +190,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"Checkpoints chosen on slices {', '.join(sorted(selects))}; every report column scored on slices "
         f"{', '.join(sorted(reports))}, which no choice (checkpoint, threshold, hyperparameter) saw. The pixel "
         "threshold is fixed at 0.5; V_rand/V_info take their best threshold per the challenge's definition.",
-        "trained (min) runs from the MLflow run's start to its last selection pass; learning curves: "
+        f"Trained at commit {', '.join(sorted({r['trained_at_commit'] for r in recipes}))}; scored by this "
+        f"command at commit {result['code']}. trained (min) runs from the MLflow run's start to its last selection "
+        "pass; learning curves: "
         f"bench/results/{name}_curve_<recipe>.png.",
     ]
     common.write_results(result, args.out)

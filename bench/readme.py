@@ -67,7 +67,8 @@ def default_recipe_block(result: dict[str, Any]) -> str:
     rows.append(f"| all cell, no model | {base['v_rand']:.4f} | {base['v_info']:.4f} | {base['dice']:.4f} | "
                 f"{base['iou']:.4f} | {base['accuracy']:.4f} |")
     return "\n".join([
-        f"`python -m segexp train` on {machine_line(result)}: {recipe['epochs_run']} epochs in "
+        f"`python -m segexp train` on {machine_line(result)} (trained at commit "
+        f"{recipe.get('trained_at_commit', 'unknown')}): {recipe['epochs_run']} epochs in "
         f"{recipe['train_minutes']:.1f} min of training; the checkpoint of epoch {recipe['checkpoint_epoch']} was "
         f"chosen by V_rand on the selection slices {recipe['select_slices']} (there it scored "
         f"{recipe['select_v_rand']:.4f}); the scores below are on the report slices {recipe['report_slices']}, "
