@@ -84,9 +84,9 @@ def default_recipe_block(result: dict[str, Any]) -> str:
 
 def suite_block(result: dict[str, Any]) -> str:
     """Returns the test suite's size and time from `python -m bench.suite` results."""
-    return (f"On {machine_line(result)}, `{result['settings']['command']}` ended with "
-            f"`{result['summary']}` ({result['wall_seconds'] / 60:.1f} min wall, installed venv; "
-            f"`python -m bench.suite`).")
+    return (f"On {machine_line(result)}, `{result['settings']['command']}` in a fresh clone (creating the venv "
+            f"and installing included) took {result['wall_seconds'] / 60:.1f} min and ended with "
+            f"`{result['summary']}` (`python -m bench.suite --repo CLONE`).")
 
 
 def replace_block(text: str, name: str, block: str) -> str:

@@ -45,13 +45,16 @@ QUICK = Settings(repeats=1, include_reference=False, timeout_s=300)
 
 
 def command_arm(args: Sequence[str], cwd: Path, timeout_s: int):
-    """Returns an arm that runs `python <args>` in cwd and returns its wall time; raises if it fails."""
+    """Returns an arm that runs `python <args>` in cwd and returns its wall time; raises if it ends otherwise
+    than it should (an invalid choice must end with segexp's one-line error, exit status 2)."""
+    expected = 2 if any(arg.endswith("=foo") for arg in args) else 0
+
     def arm() -> float:
         start = time.perf_counter()
         done = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
                               timeout=timeout_s)
         elapsed = time.perf_counter() - start
-        if done.returncode != 0:
+        if done.returncode != expected or (expected and len(done.stderr.strip().splitlines()) != 1):
             raise RuntimeError(f"`python {' '.join(args)}` exited {done.returncode}:\n{done.stderr[-2000:]}")
         return elapsed
 

@@ -155,11 +155,11 @@ def test_run_all_renders_benchmarks_md_from_the_results(quick_results, tmp_path)
     assert results["startup"]["machine"]["cpu_model"] in text
     # every section names its own machine and commit: results may come from different runs
     assert text.count("- CPU: ") == len(results) and text.count(f"at commit {results['startup']['code']}") >= 1
-    assert "Test suite" not in text  # bench.suite has not run in this directory
+    assert "## Test suite" not in text  # bench.suite has not run in this directory
     suite.main(["--quick", "--out", str(out)])
     run_all.main(["--render-only", "--out", str(out), "--benchmarks-md", str(target)])
     text = target.read_text()
-    assert text.index("Test suite") > text.index(results["scaling"]["title"])
+    assert text.index("## Test suite") > text.index(f"## {results['scaling']['title']}")
     assert " passed in " in json.loads((out / "suite.json").read_text())["summary"]
 
 
