@@ -46,20 +46,19 @@ def report_predictions(run_dir: Path, crop: int | None) -> tuple[list, list, lis
     """Returns (probability maps, truths, slice names) of the run's report slices."""
     from omegaconf import OmegaConf
 
-    from segexp.config import compose, instantiate
-    from segexp.data import roles_of, to_channels
+    from segexp.config import compose
+    from segexp.data import to_channels
+    from segexp.evaluate import report_set
     from segexp.predict import load_predictor
-    from segexp.rundir import RunDir, resolve_checkpoint
+    from segexp.rundir import resolve_checkpoint
 
     checkpoint, run = resolve_checkpoint(str(run_dir))
-    data = instantiate(RunDir(run.path).saved_config().data, _convert_="all")
-    report = [i for i, role in enumerate(roles_of(run.read_split(), data.digests)) if role == "report"]
+    report = report_set(run)  # at the labels' resolution, as evaluate scores them
     inference = OmegaConf.to_container(compose("predict").inference)
     channels, predictor = load_predictor(checkpoint, run, OmegaConf.create(inference))
     window = (slice(0, crop), slice(0, crop)) if crop else (slice(None), slice(None))
-    probs = [predictor(to_channels(data.images[i], channels))[window] for i in report]
-    truths = [data.masks[i][window] for i in report]
-    return probs, truths, [data.names[i] for i in report]
+    probs = [predictor(to_channels(image, channels))[window] for image in report.images]
+    return probs, [mask[window] for mask in report.masks], report.names
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -117,18 +117,12 @@ def all_cell_baseline(workdir: Path) -> dict:
     must beat (pixel accuracy is then the cell fraction)."""
     import numpy as np
 
-    from segexp.data import roles_of
-    from segexp.config import instantiate
+    from segexp.evaluate import report_set
     from segexp.metrics import evaluate_slices
     from segexp.rundir import RunDir
 
-    run = RunDir(workdir)
-    data_cfg = run.saved_config().data
-    data_cfg.resize = None  # at the labels' own resolution, as evaluate scores
-    data = instantiate(data_cfg, _convert_="all")
-    report = [i for i, role in enumerate(roles_of(run.read_split(), data.digests)) if role == "report"]
-    masks = [data.masks[i] for i in report]
-    return evaluate_slices([np.ones(m.shape) for m in masks], masks, foreground=data.foreground)
+    report = report_set(RunDir(workdir))
+    return evaluate_slices([np.ones(m.shape) for m in report.masks], report.masks, foreground=report.foreground)
 
 
 def rows_of(recipes: list[dict], budget: float) -> list[list]:

@@ -315,6 +315,14 @@ def split(data: SegmentationSet, select: Sequence[int], report: Sequence[int]) -
     return {role: data.subset(indices) for role, indices in (("train", train), *chosen.items())}
 
 
+def at_label_resolution(data_cfg):
+    """Returns a copy of a data config node with data.resize off: the slices as their labels are drawn,
+    the resolution every reported score is taken at."""
+    native = data_cfg.copy()
+    native.resize = None
+    return native
+
+
 def split_record(parts: dict[str, SegmentationSet]) -> dict:
     """Returns what a run folder's split.json holds: per role, each slice's name and pixel digest."""
     return {"data": parts["train"].name,

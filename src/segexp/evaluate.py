@@ -14,7 +14,7 @@ from typing import Sequence
 
 from omegaconf import DictConfig
 
-from segexp.data import SegmentationSet, resolve_indices, roles_of, to_channels
+from segexp.data import SegmentationSet, at_label_resolution, resolve_indices, roles_of, to_channels
 from segexp.config import instantiate
 from segexp.errors import ConfigError
 from segexp.metrics import evaluate_slices
@@ -41,9 +41,13 @@ def data_config(cfg: DictConfig, run: RunDir | None):
     if saved is None or "data" not in saved:
         raise ConfigError(f"ckpt={cfg.ckpt}: no run config beside the checkpoint to take the data from; "
                           "name the data, e.g. data=isbi2012 or data=folder data.images=DIR data.masks=DIR")
-    data = saved.data.copy()
-    data.resize = None
-    return data
+    return at_label_resolution(saved.data)
+
+
+def report_set(run: RunDir) -> SegmentationSet:
+    """Returns the report slices of the run's own data at the labels' resolution, found by pixel digest."""
+    data = instantiate(at_label_resolution(run.saved_config().data), _convert_="all")
+    return data.subset([i for i, role in enumerate(roles_of(run.read_split(), data.digests)) if role == "report"])
 
 
 def choose_slices(data: SegmentationSet, record: dict | None, slices: Sequence[int] | None,

@@ -41,7 +41,7 @@ def prepare_data(cfg: DictConfig) -> tuple[dict[str, data_lib.SegmentationSet], 
     dataset = instantiate(cfg.data, _convert_="all")
     parts = data_lib.split(dataset, cfg.split.select, cfg.split.report)
     if cfg.data.resize is not None:
-        native = instantiate({**OmegaConf.to_container(cfg.data, resolve=True), "resize": None}, _convert_="all")
+        native = instantiate(data_lib.at_label_resolution(cfg.data), _convert_="all")
         parts["report"] = data_lib.split(native, cfg.split.select, cfg.split.report)["report"]
     data_lib.check_crop_fits(parts["train"], cfg.trainer.crop_size)
     weights = None
