@@ -188,10 +188,10 @@ def test_a_split_record_without_pixel_digests_proves_nothing(folder_data):
 
 
 def test_evaluate_takes_the_runs_data_at_the_labels_resolution(tmp_path):
-    from segexp.evaluate import data_config
+    from segexp.evaluate import data_to_score
     from segexp.rundir import RunDir
 
     run = RunDir(tmp_path)
     run.write_config(compose_config("train", "experiment=seed_replica"))  # trains on slices resized to 256
-    data = data_config(compose_config("evaluate", f"ckpt={tmp_path}"), run)
-    assert data.resize is None and data._target_ == "segexp.data.load_isbi2012"
+    data = data_to_score(compose_config("evaluate", f"ckpt={tmp_path}"), run)
+    assert data.name == "isbi2012" and {image.shape for image in data.images} == {(512, 512, 1)}

@@ -48,6 +48,13 @@ def pixel_digest(array: np.ndarray) -> str:
     return hashlib.sha256(header + array.tobytes()).hexdigest()
 
 
+def combined_digest(digests: Sequence[str] | None) -> str:
+    """Returns one sha256 over slice digests, order-independent (the same slices give the same value)."""
+    if not digests or None in digests:
+        return "(none)"
+    return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
+
+
 def default_isbi_root() -> Path:
     """Returns data/isbi2012 of the checkout this package runs from, else of the cwd."""
     checkout = Path(__file__).resolve().parents[2] / "data" / "isbi2012"
@@ -315,12 +322,41 @@ def split(data: SegmentationSet, select: Sequence[int], report: Sequence[int]) -
     return {role: data.subset(indices) for role, indices in (("train", train), *chosen.items())}
 
 
-def at_label_resolution(data_cfg):
-    """Returns a copy of a data config node with data.resize off: the slices as their labels are drawn,
-    the resolution every reported score is taken at."""
-    native = data_cfg.copy()
-    native.resize = None
-    return native
+SPLIT_KEYS = ("folds", "fold")  # keys of the data group that choose held-out slices, not how to read them
+
+
+def load(data_cfg, at_labels: bool = False) -> SegmentationSet:
+    """Returns the data set a data group node describes (its loader instantiated without the split keys);
+    with `at_labels`, data.resize off: the slices as their labels are drawn, the resolution every
+    reported score is taken at."""
+    from omegaconf import OmegaConf
+
+    from segexp.config import instantiate
+
+    node = OmegaConf.masked_copy(data_cfg, [k for k in data_cfg if k not in SPLIT_KEYS])
+    if at_labels:
+        node.resize = None
+    return instantiate(node, _convert_="all")
+
+
+def fold_blocks(count: int, folds: int) -> list[list[int]]:
+    """Returns `folds` contiguous blocks of positions 0..count-1, sizes differing by at most one."""
+    if not 3 <= folds <= count:
+        raise DataError(f"data.folds={folds} does not fit a data set of {count} images; use 3..{count} "
+                        "(one block reports, the one before it selects, the rest train)")
+    return [block.tolist() for block in np.array_split(np.arange(count), folds)]
+
+
+def held_out(select: Sequence[int], report: Sequence[int], count: int, folds: int | None = None,
+             fold: int | None = None) -> tuple[list[int], list[int]]:
+    """Returns the (selection, report) positions: split.select and split.report as given or, with
+    data.folds=K, fold `fold`'s contiguous block as report and the block before it (cyclically) as
+    selection - so fold K-1 of K=6 on 30 slices is the holdout split (select 20-24, report 25-29).
+    An empty split.select still selects nothing (trainer.checkpoint=last)."""
+    if folds is None:
+        return list(select), list(report)
+    blocks = fold_blocks(count, folds)
+    return (blocks[fold - 1] if len(select) else []), blocks[fold]
 
 
 def split_record(parts: dict[str, SegmentationSet]) -> dict:

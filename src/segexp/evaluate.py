@@ -14,7 +14,7 @@ from typing import Sequence
 
 from omegaconf import DictConfig
 
-from segexp.data import SegmentationSet, at_label_resolution, resolve_indices, roles_of, to_channels
+from segexp.data import SegmentationSet, load, resolve_indices, roles_of, to_channels
 from segexp.config import instantiate
 from segexp.errors import ConfigError
 from segexp.metrics import evaluate_slices
@@ -32,21 +32,21 @@ def metrics_table(metrics: dict[str, float]) -> str:
     return "\n".join(["| metric | value |", "|---|---|", *rows])
 
 
-def data_config(cfg: DictConfig, run: RunDir | None):
+def data_to_score(cfg: DictConfig, run: RunDir | None) -> SegmentationSet:
     """Returns the data to score: `data=...` if given, else the data the checkpoint's run trained on, at
     the labels' own resolution (the predictor resizes its input to the run's data.resize itself)."""
     if cfg.data is not None:
-        return cfg.data
+        return load(cfg.data)
     saved = run.saved_config() if run else None
     if saved is None or "data" not in saved:
         raise ConfigError(f"ckpt={cfg.ckpt}: no run config beside the checkpoint to take the data from; "
                           "name the data, e.g. data=isbi2012 or data=folder data.images=DIR data.masks=DIR")
-    return at_label_resolution(saved.data)
+    return load(saved.data, at_labels=True)
 
 
 def report_set(run: RunDir) -> SegmentationSet:
     """Returns the report slices of the run's own data at the labels' resolution, found by pixel digest."""
-    data = instantiate(at_label_resolution(run.saved_config().data), _convert_="all")
+    data = load(run.saved_config().data, at_labels=True)
     return data.subset([i for i, role in enumerate(roles_of(run.read_split(), data.digests)) if role == "report"])
 
 
@@ -105,7 +105,7 @@ def all_digested(record: dict) -> bool:
 def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     """Predicts the chosen slices, scores them, writes metrics.json; returns the metrics."""
     checkpoint, run = resolve_checkpoint(cfg.ckpt, cfg.tracking.uri)
-    data = instantiate(data_config(cfg, run), _convert_="all")
+    data = data_to_score(cfg, run)
     indices, status = choose_slices(data, run.read_split() if run else None, cfg.slices, cfg.allow_seen, cfg.ckpt,
                                     same_data=cfg.data is None)
     tracker = instantiate(cfg.tracking)

@@ -121,6 +121,9 @@ class DataConfig:
     foreground: int = 0  # mask value that Dice/IoU score (0 = membrane in ISBI)
     mask_threshold: Optional[int] = None  # binarize non-binary masks at this value
     resize: Optional[List[int]] = None  # [height, width] to resize every slice to at load time
+    # contiguous-block cross-validation: fold i reports block i and selects on block i-1 (replaces split.*)
+    folds: Optional[int] = None
+    fold: Optional[int] = None
 
 
 @dataclass
@@ -290,6 +293,11 @@ def validate(cfg: Any) -> None:
                f"{metric} needs trainer.topology_metrics=true (or choose by select_dice / select_loss)")
     _check(len(cfg.split.select) >= 1 or not str(cfg.objective).startswith("select_"), "objective",
            f"{cfg.objective} is a selection score, but split.select is empty; name selection slices")
+    folds, fold = cfg.data.folds, cfg.data.fold
+    _check((folds is None) == (fold is None), "data.fold" if fold is None else "data.folds",
+           "data.folds and data.fold go together, e.g. data.folds=6 data.fold=0 (or -m data.fold=range(6))")
+    _check(folds is None or folds >= 3, "data.folds", f"must be >= 3 (train, select and report blocks), got {folds}")
+    _check(folds is None or 0 <= fold < folds, "data.fold", f"must be in 0..{folds - 1 if folds else 0}, got {fold}")
     _check(cfg.data.channels in (None, 1, 3), "data.channels", f"must be null, 1 or 3, got {cfg.data.channels}")
     _check(cfg.data.foreground in (0, 1), "data.foreground", f"must be 0 or 1, got {cfg.data.foreground}")
     _check(cfg.data.resize is None or (len(cfg.data.resize) == 2 and min(cfg.data.resize) >= 1), "data.resize",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from segexp import data as data_lib
@@ -23,6 +24,7 @@ from segexp.rundir import RunDir
 from segexp.schema import validate
 
 CODE_DIR = Path(__file__).resolve().parent
+REPORT_SLICES = "report_slices"  # artifact folder: <slice>.image.png, <slice>.truth.png, <slice>.probability.png
 
 
 def run_name(overrides: Sequence[str], swept_keys: Sequence[str] = ()) -> str:
@@ -38,11 +40,12 @@ def prepare_data(cfg: DictConfig) -> tuple[dict[str, data_lib.SegmentationSet], 
     """Returns ({"train", "select", "report": SegmentationSet}, border weight maps of the training
     slices or None), all validated. Training and selection slices come at the training resolution
     (data.resize); report slices always at the labels' own, as `segexp evaluate` scores them."""
-    dataset = instantiate(cfg.data, _convert_="all")
-    parts = data_lib.split(dataset, cfg.split.select, cfg.split.report)
+    dataset = data_lib.load(cfg.data)
+    select, report = data_lib.held_out(cfg.split.select, cfg.split.report, len(dataset.images), cfg.data.folds,
+                                       cfg.data.fold)
+    parts = data_lib.split(dataset, select, report)
     if cfg.data.resize is not None:
-        native = instantiate(data_lib.at_label_resolution(cfg.data), _convert_="all")
-        parts["report"] = data_lib.split(native, cfg.split.select, cfg.split.report)["report"]
+        parts["report"] = data_lib.split(data_lib.load(cfg.data, at_labels=True), select, report)["report"]
     data_lib.check_crop_fits(parts["train"], cfg.trainer.crop_size)
     weights = None
     if cfg.loss.weight_map is not None:
@@ -123,8 +126,8 @@ def fit(cfg: DictConfig, model, stream, callbacks, initial_epoch: int = 0) -> di
     return history.history
 
 
-def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> tuple[dict[str, float], Any]:
-    """Returns (metrics, model) of the chosen checkpoint, reloaded from disk as a user would: `select_*`
+def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> tuple[dict[str, float], Any, list]:
+    """Returns (metrics, model, the report slices' probability maps) of the chosen checkpoint, reloaded from disk as a user would: `select_*`
     on the selection slices (what chose it, scored as during training) and `report_*` on the report
     slices (what no choice saw), predicted exactly as `segexp evaluate` predicts them (the inference
     group, at the training resolution, probabilities back at the labels'), with the ISBI scores always."""
@@ -133,7 +136,7 @@ def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> tuple[dict[st
     from segexp.scoring import predict_slices, slice_scores
 
     model = load_model(run.checkpoint)
-    metrics = {}
+    metrics, probs = {}, []
     select, report = parts["select"], parts["report"]
     if select.images:
         scores = slice_scores(model.loss, predict_slices(model, select.images), select.masks, select.foreground,
@@ -141,10 +144,21 @@ def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> tuple[dict[st
         metrics.update({f"select_{k}": float(v) for k, v in scores.items()})
     if report.images:
         predictor = make_predictor(model, cfg.inference, inference_size(cfg.inference, run))
-        scores = slice_scores(model.loss, [predictor(image) for image in report.images], report.masks,
-                              report.foreground, True)
+        probs = [predictor(image) for image in report.images]
+        scores = slice_scores(model.loss, probs, report.masks, report.foreground, True)
         metrics.update({f"report_{k}": float(v) for k, v in scores.items()})
-    return metrics, model
+    return metrics, model, probs
+
+
+def log_report_slices(tracker, report, probs) -> None:
+    """Logs each report slice's image, truth and predicted probability as PNGs under `report_slices/`, so
+    `segexp compare` can show runs side by side from the tracking store alone."""
+    from segexp.visualize import to_rgb8
+
+    for name, image, mask, prob in zip(report.names, report.images, report.masks, probs):
+        for kind, picture in (("image", image), ("truth", mask.astype(np.float32)), ("probability", prob)):
+            tracker.log_image_file(to_rgb8(picture)[..., 0] if picture.ndim == 2 else to_rgb8(picture),
+                                   f"{REPORT_SLICES}/{name}.{kind}.png")
 
 
 @dataclass(frozen=True)
@@ -222,11 +236,12 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
                                    f"(now {cfg.optimizer.lr}); {kept}")
         if checkpoints.best_epoch is None:
             raise TrainingDiverged(f"trainer.monitor={cfg.trainer.monitor} was never finite; no checkpoint saved")
-        metrics, chosen = score_checkpoint(cfg, run, parts)
+        metrics, chosen, report_probs = score_checkpoint(cfg, run, parts)
         metrics.update(checkpoint_epoch=float(checkpoints.best_epoch), epochs_run=float(first_epoch + len(losses)),
                        train_minutes=(time.monotonic() - started) / 60)
         tracker.log_metrics(final_metric_keys(metrics))
         tracker.set_tags({"checkpoint": str(run.checkpoint.resolve())})
+        log_report_slices(tracker, parts["report"], report_probs)
         tracker.log_model(chosen)
     print_summary(metrics, cfg, parts, tracker, run.checkpoint)
     return metrics
@@ -239,8 +254,13 @@ def final_metric_keys(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def split_tags(parts: dict) -> dict[str, str]:
-    """Returns tags naming each role's slices, e.g. split.report = "25,26,27,28,29"."""
-    return {f"split.{role}": ",".join(part.names) or "(none)" for role, part in parts.items()}
+    """Returns tags naming each role's slices, e.g. split.report = "25,26,27,28,29", and a digest of each
+    role's pixels (`split.report_digest`) and of all of them (`data_digest`): runs on other data or other
+    held-out slices differ there whatever the files are called."""
+    tags = {f"split.{role}": ",".join(part.names) or "(none)" for role, part in parts.items()}
+    tags.update({f"split.{role}_digest": data_lib.combined_digest(part.digests) for role, part in parts.items()})
+    tags["data_digest"] = data_lib.combined_digest([d for part in parts.values() for d in part.digests or []])
+    return tags
 
 
 def print_summary(metrics: dict[str, float], cfg: DictConfig, parts: dict, tracker, checkpoint: Path) -> None:

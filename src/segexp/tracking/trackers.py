@@ -40,6 +40,7 @@ class NullTracker:
     def log_text(self, text: str, path: str) -> None: ...
     def log_artifacts(self, directory: Path, path: str) -> None: ...
     def log_image(self, image: np.ndarray, key: str, step: int) -> None: ...
+    def log_image_file(self, image: np.ndarray, path: str) -> None: ...
     def log_model(self, model: Any) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
@@ -124,6 +125,11 @@ class MlflowTracker:
         import mlflow
 
         mlflow.log_image(image, key=key, step=step)
+
+    def log_image_file(self, image: np.ndarray, path: str) -> None:
+        import mlflow
+
+        mlflow.log_image(image, artifact_file=path)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         import mlflow
