@@ -1,7 +1,7 @@
 """Writes README.md's generated blocks from the configs and from benchmark result files, so no figure in
 the README is typed by hand:
 
-    python -m bench.readme           # after bench.quality --name quality_default ... and bench.suite
+    python -m bench.readme           # after bench.quality --name quality_default ..., bench.replicates and bench.suite
 
 Each block sits between `<!-- begin generated: NAME -->` and `<!-- end generated: NAME -->`; a block
 whose source does not exist yet is left as it is.
@@ -89,6 +89,20 @@ def suite_block(result: dict[str, Any]) -> str:
             f"`{result['summary']}` (`python -m bench.suite --repo CLONE`).")
 
 
+def compare_block(result: dict[str, Any]) -> str:
+    """Returns `segexp compare`'s table and verdicts on the sweeps of `python -m bench.replicates`."""
+    runs, comparison = result["tables"]
+    lines = [f"`python -m bench.replicates` on {machine_line(result)}: "
+             f"{' and '.join(f'`experiment={r}`' for r in result['recipes'])}, seeds "
+             f"{', '.join(map(str, result['seeds']))}, {result['budget_minutes']:g} training minutes per run; then "
+             f"`python -m segexp compare {' '.join(f'<sweep of {r}>' for r in result['recipes'])}` printed:", "",
+             *(f"    {line}" for line in result["verdicts"]), "",
+             "| " + " | ".join(comparison["columns"][:5]) + " |", "|---" * 5 + "|",
+             *("| " + " | ".join(str(c) for c in row[:5]) + " |" for row in comparison["rows"]), "",
+             f"(bench/results/{result['benchmark']}.json; BENCHMARKS.md has each run.)"]
+    return "\n".join(lines)
+
+
 def replace_block(text: str, name: str, block: str) -> str:
     """Returns text with the named generated block's body replaced; raises if the markers are missing."""
     pattern = re.compile(rf"(<!-- begin generated: {name} -->\n).*?(<!-- end generated: {name} -->)", re.S)
@@ -102,7 +116,8 @@ def main(argv: list[str] | None = None) -> str:
     text = README.read_text()
     text = replace_block(text, "defaults", defaults_block(*compose_train_defaults()))
     sources = {"default-recipe": (results / "quality_default.json", default_recipe_block),
-               "test-suite": (results / "suite.json", suite_block)}
+               "test-suite": (results / "suite.json", suite_block),
+               "compare-example": (results / "replicates.json", compare_block)}
     for name, (path, render) in sources.items():
         if path.is_file():
             text = replace_block(text, name, render(json.loads(path.read_text())))

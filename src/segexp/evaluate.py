@@ -18,8 +18,8 @@ from segexp.data import SegmentationSet, load, resolve_indices, roles_of, to_cha
 from segexp.config import instantiate
 from segexp.errors import ConfigError
 from segexp.metrics import evaluate_slices
-from segexp.predict import load_predictor
-from segexp.rundir import RunDir, resolve_checkpoint
+from segexp.predict import load_source_predictor
+from segexp.rundir import RunDir, resolve_model_source
 from segexp.visualize import mask_panel
 
 # how the scored slices relate to the checkpoint -> the prefix of their MLflow keys
@@ -104,12 +104,13 @@ def all_digested(record: dict) -> bool:
 
 def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     """Predicts the chosen slices, scores them, writes metrics.json; returns the metrics."""
-    checkpoint, run = resolve_checkpoint(cfg.ckpt, cfg.tracking.uri)
+    source = resolve_model_source(cfg.ckpt, cfg.tracking.uri)
+    checkpoint, run = source.members[0]  # an ensemble's members share their data
     data = data_to_score(cfg, run)
-    indices, status = choose_slices(data, run.read_split() if run else None, cfg.slices, cfg.allow_seen, cfg.ckpt,
+    indices, status = choose_slices(data, source.split_record(), cfg.slices, cfg.allow_seen, cfg.ckpt,
                                     same_data=cfg.data is None)
     tracker = instantiate(cfg.tracking)
-    channels, predictor = load_predictor(checkpoint, run, cfg.inference)
+    channels, predictor = load_source_predictor(source, cfg.inference)
     names = [data.names[i] for i in indices]
     print(f"[segexp] scoring {len(names)} slices of '{data.name}' ({status}): {','.join(names)}", flush=True)
     images = [to_channels(data.images[i], channels) for i in indices]
@@ -118,11 +119,15 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     metrics = evaluate_slices(probs, truths, cfg.inference.threshold, data.foreground)
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps({**metrics, "slices": names, "slices_status": status},
-                                                        indent=2))
-    source_run = tracker.run_for_checkpoint(checkpoint)
-    tags = {"checkpoint": str(checkpoint), "evaluated_slices": ",".join(names), "evaluated_slices_status": status}
-    prefix, suffix = KEY_PREFIX[status], "_tta" if cfg.inference.tta else ""
+    (output_dir / "metrics.json").write_text(json.dumps(
+        {**metrics, "slices": names, "slices_status": status,
+         "checkpoints": [str(c) for c, _ in source.members]}, indent=2))
+    # logged into the run that trained the checkpoint, or the sweep whose jobs form the ensemble
+    source_run = source.parent_run_id if source.is_ensemble else tracker.run_for_checkpoint(checkpoint)
+    tags = {"checkpoint": ",".join(str(c) for c, _ in source.members), "evaluated_slices": ",".join(names),
+            "evaluated_slices_status": status, **({"ensemble_size": str(len(source.members))}
+                                                  if source.is_ensemble else {})}
+    prefix, suffix = ("ensemble_" if source.is_ensemble else "") + KEY_PREFIX[status], "_tta" if cfg.inference.tta else ""
     with tracker.run("evaluate", tags, run_id=source_run):
         tracker.log_metrics({f"{prefix}{k}{suffix}": v for k, v in metrics.items()})
         for name, image, truth, prob in list(zip(names, images, truths, probs))[: cfg.log_images]:

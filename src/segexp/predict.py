@@ -12,7 +12,7 @@ from segexp.data import IMAGE_SUFFIXES, natural_key, read_image, resize_image, t
 from segexp.errors import ConfigError, DataError
 from segexp.inference import predict_image
 from segexp.models import load_model
-from segexp.rundir import RunDir, resolve_checkpoint
+from segexp.rundir import ModelSource, RunDir, resolve_model_source
 from segexp.visualize import prediction_overlay
 
 
@@ -76,6 +76,22 @@ def load_predictor(checkpoint: Path, run: RunDir | None, inference: DictConfig):
     return channels, make_predictor(model, inference, size)
 
 
+def load_source_predictor(source: ModelSource, inference: DictConfig):
+    """Returns (input channels, predictor) of a ModelSource: for an ensemble, the mean of its members'
+    probabilities (each member at the size its own run trained on)."""
+    loaded = [load_predictor(checkpoint, run, inference) for checkpoint, run in source.members]
+    channels = {c for c, _ in loaded}
+    if len(channels) > 1:
+        raise ConfigError(f"the ensemble's checkpoints take different input channels {sorted(channels)}; "
+                          "name one checkpoint, or a sweep whose jobs trained on the same data")
+    if not source.is_ensemble:
+        return loaded[0]
+    print(f"[segexp] ensemble of {len(loaded)} checkpoints (the mean of their probabilities): "
+          + ", ".join(str(c.parent) for c, _ in source.members), flush=True)
+    predictors = [p for _, p in loaded]
+    return channels.pop(), lambda image: np.mean([predict(image) for predict in predictors], axis=0)
+
+
 def list_inputs(source: Path) -> list[Path]:
     """Returns the image files to predict: the file itself, or a directory's images in name order."""
     if source.is_file():
@@ -99,7 +115,7 @@ def predict(cfg: DictConfig) -> list[Path]:
     from tqdm import tqdm
 
     inputs = list_inputs(Path(cfg.input))
-    channels, predictor = load_predictor(*resolve_checkpoint(cfg.ckpt), cfg.inference)
+    channels, predictor = load_source_predictor(resolve_model_source(cfg.ckpt), cfg.inference)
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     written = []

@@ -114,6 +114,57 @@ def resolve_checkpoint(reference: str, tracking_uri: str | None = None) -> tuple
     return path, (run if run.split_file.is_file() or run.saved_config() is not None else None)
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """What a `ckpt=` names: one checkpoint, or the checkpoints of a sweep's finished jobs (an ensemble,
+    e.g. the folds of a cross-validation), with the sweep's parent MLflow run id when it has one."""
+
+    members: tuple[tuple[Path, "RunDir | None"], ...]
+    parent_run_id: str | None = None
+
+    @property
+    def is_ensemble(self) -> bool:
+        return len(self.members) > 1
+
+    def split_record(self) -> dict[str, Any] | None:
+        """Returns one split record for all members: a slice is `train` if any member trained on it, else
+        `select` if any selected on it, else `report`; None if a member has no record."""
+        records = [run.read_split() if run else None for _, run in self.members]
+        if any(r is None for r in records):
+            return None
+        rank = {"train": 0, "select": 1, "report": 2}
+        chosen: dict[str, tuple[str, dict]] = {}
+        for record in records:
+            for role, entries in record["roles"].items():
+                for entry in entries:
+                    key = entry["digest"] or entry["name"]
+                    if key not in chosen or rank[role] < rank[chosen[key][0]]:
+                        chosen[key] = (role, entry)
+        roles: dict[str, list] = {role: [] for role in rank}
+        for role, entry in chosen.values():
+            roles[role].append(entry)
+        return {"data": records[0].get("data"), "roles": roles}
+
+
+def sweep_members(directory: Path) -> list[Path]:
+    """Returns the job folders of a sweep directory that hold a checkpoint, in job order."""
+    jobs = [d for d in directory.iterdir() if d.is_dir() and (d / "model.keras").is_file()]
+    return sorted(jobs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
+
+
+def resolve_model_source(reference: str, tracking_uri: str | None = None) -> ModelSource:
+    """Returns the ModelSource `reference` names: anything resolve_checkpoint takes, or a sweep - its
+    directory or its parent run's MLflow id - whose finished jobs' checkpoints form an ensemble."""
+    path = Path(reference)
+    if not path.exists():
+        path = _tagged_path(reference, "sweep_dir", tracking_uri) or path
+    if path.is_dir() and not (path / "model.keras").is_file() and (jobs := sweep_members(path)):
+        record = path / "sweep.json"
+        parent = json.loads(record.read_text()).get("parent_run_id") if record.is_file() else None
+        return ModelSource(tuple(resolve_checkpoint(str(job)) for job in jobs), parent)
+    return ModelSource((resolve_checkpoint(reference, tracking_uri),))
+
+
 def resolve_resumable(reference: str, tracking_uri: str | None = None) -> RunDir:
     """Returns the run folder `reference` names (a folder, or an MLflow run id's output_dir tag) that
     has a state file to continue from."""

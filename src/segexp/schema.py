@@ -250,12 +250,21 @@ class EvaluateConfig:
     log_images: int = 5  # prediction panels logged to MLflow
 
 
+@dataclass
+class CompareConfig:
+    runs: List[str] = MISSING  # MLflow run ids or run / sweep directories; the first is the baseline A
+    metrics: List[str] = MISSING  # final metrics compared (report_* : scored where no choice looked)
+    curves: List[str] = MISSING  # per-epoch metrics overlaid
+    tracking: TrackingConfig = MISSING
+
+
 def register_configs() -> None:
     """Register the schemas so YAML files can extend them by name."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="predict_schema", node=PredictConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="compare_schema", node=CompareConfig)
     cs.store(group="data", name="isbi2012_schema", node=Isbi2012DataConfig)
     cs.store(group="data", name="folder_schema", node=FolderDataConfig)
     cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)

@@ -11,6 +11,11 @@ child of that parent. At the end the parent gets a table of its children, the be
 Hydra 1.3 calls `on_multirun_end` only when every job succeeded: if one fails, the other
 jobs still run, then the sweeper re-raises the first failure and Hydra exits 1. So the
 summary is also written by an atexit hook, which runs on that exit.
+
+Children that differ only in `trainer.seed` or `data.fold` are replicates of one recipe: for each
+recipe with two or more finished runs the parent also gets, per report metric, the mean, standard
+deviation, 95% confidence interval and n (`report_v_rand_mean`, ... `_std`, `_ci95`, `_n`; prefixed
+by the recipe's overrides when the sweep crosses recipes with seeds), and the table says the same.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from segexp import provenance, tracking
+from segexp import provenance, replicates, tracking
 from segexp.tracking import sweeps as sweep_store
 
 CODE_DIR = Path(__file__).resolve().parent
@@ -143,13 +148,15 @@ def sweep_results(children: Sequence[Any], cfg: DictConfig) -> tuple[dict[str, f
     key, mode = objective_metric(cfg)
     tags = {"objective": f"{cfg.objective} ({mode})", "children": str(len(children)),
             "failed_children": str(sum(r.info.status != "FINISHED" for r in children))}
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    aggregates = replicates.aggregate_metrics(replicates.group_by_recipe(finished), SUMMARY_METRICS)
     best = best_child(children, key, mode)
     if best is None:
-        return {}, tags
+        return aggregates, tags
     tags.update(best_child_run_id=best.info.run_id, best_child_run_name=best.info.run_name)
     # the chosen child's report scores: chosen on the selection slices, so still unbiased
     reported = {f"best_child_{k}": best.data.metrics[k] for k in SUMMARY_METRICS if k in best.data.metrics}
-    return {f"best_{cfg.objective}": best.data.metrics[key], **reported}, tags
+    return {f"best_{cfg.objective}": best.data.metrics[key], **reported, **aggregates}, tags
 
 
 def learning_curves(uri: str, children: Sequence[Any], metric: str) -> list[tuple[str, list[tuple[int, float]]]]:
@@ -264,7 +271,10 @@ class MlflowSweepCallback(Callback):
         if not children:
             tags["failure_reason"] = "no job reached MLflow; see the sweep's terminal output"
         rows = summary_rows(children, objective_metric(config)[0])
-        table = to_markdown(rows)
+        groups = replicates.group_by_recipe([r for r in children if r.info.status == "FINISHED"])
+        replicated = replicates.aggregate_table(groups, SUMMARY_METRICS)
+        table = to_markdown(rows) + (f"\nreplicates, per recipe: mean ± std [95% CI of the mean] (n)\n\n{replicated}"
+                                     if replicated else "")
         curves = {m: lines for m in dict.fromkeys([CURVES, config.objective])
                   if (lines := learning_curves(self.uri, children, m))}
         figures = {"summary/learning_curves.png": curves_figure(curves)} if curves else {}
@@ -274,7 +284,7 @@ class MlflowSweepCallback(Callback):
         print(f"[segexp] sweep {parent} {status}: {len(children)} runs, {tags['failed_children']} not finished",
               flush=True)
         print(table, end="", flush=True)
-        if metrics:
+        if f"best_{config.objective}" in metrics:
             reported = "".join(f", {k.removeprefix('best_child_')} {v:.4f}" for k, v in metrics.items()
                                if k.startswith("best_child_report_"))
             print(f"[segexp] best {tags['objective']}: {metrics[f'best_{config.objective}']:.4f}, "

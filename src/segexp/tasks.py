@@ -1,6 +1,6 @@
-"""The Hydra task functions behind `segexp train|predict|evaluate`: each takes the composed config
-Hydra hands it and calls the plain function that does the work (train.train, predict.predict,
-evaluate.evaluate), adding what only the Hydra job knows (its output directory, its overrides,
+"""The Hydra task functions behind `segexp train|predict|evaluate|compare`: each takes the composed
+config Hydra hands it and calls the plain function that does the work (train.train, predict.predict,
+evaluate.evaluate, compare.compare), adding what only the Hydra job knows (its output directory, its overrides,
 the sweep it belongs to, the run it resumes)."""
 
 from __future__ import annotations
@@ -49,3 +49,11 @@ def evaluate_task(cfg):
     from segexp.evaluate import evaluate
 
     return evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+def compare_task(cfg):
+    from hydra.core.hydra_config import HydraConfig
+
+    from segexp.compare import compare
+
+    compare(cfg, Path(HydraConfig.get().runtime.output_dir))

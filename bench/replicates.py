@@ -1,0 +1,123 @@
+"""Is one recipe really better than another? Each recipe trained over several seeds (a `segexp train -m
+... trainer.seed=...` sweep per recipe, as a user would run it), then `segexp compare` of the sweeps:
+
+    python -m bench.replicates                                   # isbi_best vs seed_replica, 3 seeds, 5 min each
+    python -m bench.replicates --budget-minutes 30 --seeds 1 2 3 4 5 6
+    python -m bench.replicates --reuse-training                  # compare the sweeps already in --store again
+    python -m bench.replicates --quick                           # debug=smoke recipes: seconds, numbers are noise
+
+The store (sqlite + artifacts) stays in --store, outside git; the comparison's report, panel and
+curves are copied to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from bench import common
+
+NAME = "replicates"
+TITLE = "Replicates: isbi_best vs seed_replica over seeds, by segexp compare"
+METHOD = ("Each recipe is one `segexp train -m experiment=R trainer.seed=...` sweep at the same wall-clock budget "
+          "(trainer.max_minutes), run one after the other on this machine; `segexp compare` then reads both sweeps "
+          "from the tracking store alone and gives per metric each recipe's mean ± std [95% CI] and the paired "
+          "difference (by seed) with its 95% CI and a paired t-test. Scores are on the report slices 25-29, which "
+          "no choice saw (checkpoints were chosen on 20-24).")
+METRICS = ("report_v_rand", "report_v_info", "report_dice", "report_accuracy")
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse.Namespace]:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--recipes", nargs="+", default=["seed_replica", "isbi_best"],
+                        help="experiment configs; the first is the baseline A")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--budget-minutes", type=float, default=5.0, help="trainer.max_minutes of every run")
+    parser.add_argument("--store", type=Path, default=common.REPO / "outputs" / "bench_replicates")
+    parser.add_argument("--reuse-training", action="store_true", help="compare the sweeps already in --store")
+    known, rest = parser.parse_known_args(argv)
+    return known, rest
+
+
+def segexp(*args: str) -> str:
+    """Runs the segexp CLI from the repository root; returns its stdout (raises on failure)."""
+    command = [sys.executable, "-m", "segexp", *args]
+    common.log(" ".join(command[1:]))
+    out = subprocess.run(command, cwd=common.REPO, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
+    return out.stdout
+
+
+def train_recipe(recipe: str, seeds: Sequence[int], minutes: float, store: Path, quick: bool) -> None:
+    sweep_dir = store / f"sweep_{recipe}"
+    shutil.rmtree(sweep_dir, ignore_errors=True)
+    tiny = ["debug=smoke", "trainer.crop_size=64"] if quick else []
+    segexp("train", "-m", f"experiment={recipe}", *tiny, f"trainer.seed={','.join(map(str, seeds))}",
+           f"trainer.max_minutes={minutes:g}", "trainer.verbose=0", f"tracking.uri=sqlite:///{store / 'mlflow.db'}",
+           "tracking.experiment_name=replicates", f"run_name={recipe}", f"hydra.sweep.dir={sweep_dir}")
+
+
+def children(store: Path, recipe: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    parent = json.loads((store / f"sweep_{recipe}" / "sweep.json").read_text())["parent_run_id"]
+    experiment = client.get_run(parent).info.experiment_id
+    return sorted(client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'"),
+                  key=lambda r: int(r.data.params["trainer.seed"]))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    known, rest = parse_args(argv)
+    args, _, result = common.begin(NAME, TITLE, METHOD, rest, {}, {}, None)
+    result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:])
+    store = known.store.resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    if not known.reuse_training:
+        for recipe in known.recipes:
+            train_recipe(recipe, known.seeds, known.budget_minutes, store, args.quick)
+    compare_dir = store / "compare"
+    shutil.rmtree(compare_dir, ignore_errors=True)
+    stdout = segexp("compare", *(str(store / f"sweep_{r}") for r in known.recipes),
+                    f"tracking.uri=sqlite:///{store / 'mlflow.db'}", f"hydra.run.dir={compare_dir}")
+    verdicts = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
+
+    rows = []
+    for recipe in known.recipes:
+        for run in children(store, recipe):
+            m = run.data.metrics
+            rows.append([recipe, int(run.data.params["trainer.seed"]), *(m.get(k) for k in METRICS),
+                         int(m.get("epochs_run", 0)), int(m.get("checkpoint_epoch", -1)) + 1, m.get("train_minutes"),
+                         run.data.tags.get("git_commit", "?")[:10]])
+    report = (compare_dir / "report.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("| report_")]
+    for picture in ("panel.png", "curves.png"):
+        if (compare_dir / picture).is_file():
+            shutil.copy(compare_dir / picture, args.out / f"{NAME}_{picture}")
+    result.update(recipes=known.recipes, seeds=known.seeds, budget_minutes=known.budget_minutes,
+                  store=str(store), verdicts=verdicts, training_minutes=(time.monotonic() - started) / 60)
+    result["tables"] = [
+        common.table(f"Each run ({known.budget_minutes:g} training minutes)",
+                     ["recipe", "seed", *METRICS, "epochs run", "checkpoint epoch", "train minutes",
+                      "trained at commit"], rows),
+        common.table("segexp compare (A = first recipe; differences are B - A, paired by seed)",
+                     ["metric", "A", "other", "other - A", "p", "verdict"],
+                     [[c.strip() for c in line.strip("|").split("|")] for line in table]),
+    ]
+    result["notes"] = [*(f"`segexp compare`: {v}" for v in verdicts),
+                       f"Pictures: bench/results/{NAME}_panel.png (the same report slices, image | truth | each "
+                       f"recipe | where they disagree) and bench/results/{NAME}_curves.png (learning curves)."]
+    common.write_results(result, args.out)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Replicates, cross-validation folds and `segexp compare`, on real tiny runs in a real store.
+
+One sweep crosses a recipe that learns (lr 1e-2) with one that cannot (lr 1e-9) over three seeds; a
+single run with other held-out slices gives the unfair case. Every test reads that store back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from scipy import stats
+
+from segexp import replicates
+from segexp.data import held_out
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+ENV.pop("MLFLOW_TRACKING_URI", None)
+# synthetic cells learn in seconds, so a working and a broken recipe differ beyond their seed spread
+LEARNS = ["debug=smoke", "data=synthetic", "trainer.verbose=0", "trainer.preview_slices=0", "tracking.log_model=false",
+          "trainer.crop_size=64", "trainer.epochs=3", "trainer.steps_per_epoch=10", "trainer.batch_size=4"]
+WORKING, BROKEN = "optimizer.lr=0.01", "optimizer.lr=1e-09"
+METRICS = ("report_v_rand", "report_v_info", "report_dice", "report_accuracy")
+
+
+def segexp(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "segexp", *args], cwd=cwd, env=ENV, capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Returns (directory, client, sweep parent, {recipe override: children by seed}, other-split run)."""
+    root = tmp_path_factory.mktemp("compare")
+    segexp(root, "train", "-m", *LEARNS, "optimizer.lr=1e-9,1e-2", "trainer.seed=1,2,3",
+           f"hydra.sweep.dir={root / 'sweep'}")
+    segexp(root, "train", *LEARNS, "optimizer.lr=1e-2", "split.select=[-4]", "split.report=[-3]",
+           f"hydra.run.dir={root / 'other_split'}")
+    client = MlflowClient(f"sqlite:///{root / 'outputs' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("segexp").experiment_id])
+    (parent,) = [r for r in runs if r.info.run_name.startswith("sweep ")]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    recipes = {lr: sorted((r for r in children if lr in r.data.tags["overrides"].split()),
+                          key=lambda r: r.data.params["trainer.seed"]) for lr in (WORKING, BROKEN)}
+    (other,) = [r for r in runs if r.data.tags.get("output_dir") == str(root / "other_split")]
+    return root, client, parent, recipes, other
+
+
+@pytest.mark.slow
+def test_replicates_parent_carries_mean_std_ci_and_n_per_recipe_as_numpy_computes_them(store):
+    _, _, parent, recipes, _ = store
+    assert all(len(runs) == 3 for runs in recipes.values())
+    for recipe, runs in recipes.items():
+        prefix = replicates.metric_label(recipe) + "/"
+        for metric in METRICS:
+            values = np.array([r.data.metrics[metric] for r in runs])
+            std = values.std(ddof=1)
+            assert parent.data.metrics[f"{prefix}{metric}_mean"] == pytest.approx(values.mean(), abs=1e-12)
+            assert parent.data.metrics[f"{prefix}{metric}_std"] == pytest.approx(std, abs=1e-12)
+            assert parent.data.metrics[f"{prefix}{metric}_ci95"] == pytest.approx(
+                stats.t.ppf(0.975, 2) * std / math.sqrt(3), abs=1e-12)
+            assert parent.data.metrics[f"{prefix}{metric}_n"] == 3
+
+
+@pytest.mark.slow
+def test_compare_names_the_working_recipe_and_finds_no_difference_of_a_recipe_with_itself(store):
+    root, client, parent, recipes, _ = store
+    parent_id = parent.info.run_id
+    # the sweep twice: A broken, B working, C broken again, D working again - each later one against A
+    out = segexp(root, "compare", parent_id, str(root / "sweep"), f"hydra.run.dir={root / 'cmp'}")
+    lines = [line for line in out.stdout.splitlines() if line.startswith("[segexp] ")]
+    assert any(f"A ({BROKEN})" in line for line in lines) and any(f"B ({WORKING})" in line for line in lines)
+    v_rand = [line for line in lines if " v_rand " in line]
+    assert v_rand[0].startswith(f"[segexp] B ({WORKING}) beats A ({BROKEN}) on v_rand by ")
+    assert "paired by seed" in v_rand[0]
+    assert v_rand[1].startswith("[segexp] no detectable difference on v_rand (+0.0000 ± 0.0000, p = 1")  # C: itself
+    assert v_rand[2].startswith(f"[segexp] D ({WORKING}) beats A ({BROKEN}) on v_rand by ")
+    assert not any("WARNING" in line for line in lines)
+
+    diff = [recipes[WORKING][i].data.metrics["report_v_rand"] - recipes[BROKEN][i].data.metrics["report_v_rand"]
+            for i in range(3)]
+    expected_p = stats.ttest_rel([r.data.metrics["report_v_rand"] for r in recipes[WORKING]],
+                                 [r.data.metrics["report_v_rand"] for r in recipes[BROKEN]]).pvalue
+    assert f"by {np.mean(diff):.4f} ± " in v_rand[0] and f"p = {expected_p:.2g}," in v_rand[0]
+
+    # its own MLflow run, tagged with the compared runs, holding the report that opens without MLflow
+    experiment = client.get_experiment_by_name("segexp-compare")
+    (run,) = client.search_runs([experiment.experiment_id])
+    compared = set(run.data.tags["compared_runs"].split(","))
+    assert compared == {r.info.run_id for runs in recipes.values() for r in runs}
+    assert run.data.metrics["B_minus_A/report_v_rand_diff"] == pytest.approx(np.mean(diff))
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"report.html", "report.md", "panel.png",
+                                                                        "curves.png"}
+    page = (root / "cmp" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "beats" in page
+
+
+@pytest.mark.slow
+def test_compare_warns_when_the_runs_held_out_different_slices(store, tmp_path):
+    from segexp.compare import compare
+    from segexp.config import compose
+
+    root, _, _, recipes, other = store
+    uri = f"tracking.uri=sqlite:///{root / 'outputs' / 'mlflow.db'}"
+    same = recipes[WORKING][0].info.run_id
+    for runs, expected in (([same, recipes[BROKEN][0].info.run_id], []),
+                           ([same, other.info.run_id], ["held-out (report) slices differ"])):
+        cfg = compose("compare", [f"runs=[{','.join(runs)}]", uri])
+        compare(cfg, tmp_path / "out")
+        text = (tmp_path / "out" / "report.md").read_text()
+        warnings = [line for line in text.splitlines() if line.startswith("- WARNING")]
+        assert [w for w in warnings if any(e in w for e in expected)] == warnings and len(warnings) == len(expected)
+        assert "not testable with n = 1" in text  # single runs: a difference, but no error bar
+
+
+def test_paired_difference_matches_scipy():
+    a = {("seed", "1"): 0.90, ("seed", "2"): 0.92, ("seed", "3"): 0.91}
+    b = {("seed", "1"): 0.93, ("seed", "2"): 0.94, ("seed", "3"): 0.95}
+    d = replicates.difference("report_v_rand", a, b)
+    deltas = np.array([0.03, 0.02, 0.04])
+    assert d.paired_by == "seed" and d.n == 3
+    assert d.diff == pytest.approx(deltas.mean())
+    assert d.ci95 == pytest.approx(stats.t.ppf(0.975, 2) * deltas.std(ddof=1) / math.sqrt(3))
+    assert d.p == pytest.approx(stats.ttest_rel(list(b.values()), list(a.values())).pvalue)
+    assert replicates.verdict(d, "A", "B", "v_rand").startswith("B beats A on v_rand by 0.0300 ± ")
+
+
+def test_unpaired_difference_is_welch_and_a_lower_loss_wins():
+    a = {("seed", "1"): 0.50, ("seed", "2"): 0.40, ("seed", "3"): 0.45}
+    b = {("seed", "7"): 0.20, ("seed", "8"): 0.25}
+    d = replicates.difference("report_loss", a, b)
+    assert d.paired_by is None
+    assert d.p == pytest.approx(stats.ttest_ind([0.20, 0.25], [0.50, 0.40, 0.45], equal_var=False).pvalue)
+    assert replicates.verdict(d, "A", "B").startswith("B beats A on report_loss")
+
+
+def test_single_runs_are_not_testable_and_equal_values_are_no_difference():
+    one = replicates.difference("report_dice", {("seed", "1"): 0.8}, {("seed", "1"): 0.9})
+    assert math.isnan(one.p) and "not testable" in replicates.verdict(one, "A", "B")
+    same = replicates.difference("report_dice", {("fold", "0/6"): 0.8, ("fold", "1/6"): 0.7},
+                                 {("fold", "0/6"): 0.8, ("fold", "1/6"): 0.7})
+    assert same.paired_by == "fold" and same.p == 1.0
+    assert replicates.verdict(same, "A", "B").startswith("no detectable difference")
+
+
+def test_summarize_ignores_nan_and_needs_two_values_for_a_spread():
+    s = replicates.summarize([0.9, math.nan, 0.8])
+    assert s.n == 2 and s.mean == pytest.approx(0.85) and s.std == pytest.approx(np.std([0.9, 0.8], ddof=1))
+    assert math.isnan(replicates.summarize([0.9]).ci95)
+
+
+@pytest.mark.parametrize("count, folds, fold, select, report", [
+    (30, 6, 5, list(range(20, 25)), list(range(25, 30))),  # the holdout split is the last fold
+    (30, 6, 0, list(range(25, 30)), list(range(0, 5))),    # the first fold selects on the last block
+    (10, 3, 1, [0, 1, 2, 3], [4, 5, 6]),                    # uneven blocks: 4, 3, 3
+])
+def test_folds_are_contiguous_blocks_selecting_on_the_block_before(count, folds, fold, select, report):
+    assert held_out([-2], [-1], count, folds, fold) == (select, report)
+    assert held_out([], [-1], count, folds, fold) == ([], report)  # split.select=[] still selects nothing
+
+
+def test_recipes_group_by_everything_but_seed_and_fold():
+    from types import SimpleNamespace
+
+    def run(overrides):
+        return SimpleNamespace(data=SimpleNamespace(tags={"overrides": overrides}))
+
+    runs = [run("aug=heavy optimizer.lr=0.1 trainer.seed=1"), run("aug=heavy optimizer.lr=0.1 trainer.seed=2"),
+            run("aug=heavy optimizer.lr=0.2 data.fold=1 trainer.seed=1")]
+    groups = replicates.group_by_recipe(runs)
+    assert {k: len(v) for k, v in groups.items()} == {"optimizer.lr=0.1": 2, "optimizer.lr=0.2": 1}
+
+
+@pytest.mark.slow
+def test_a_cross_validation_parent_aggregates_its_folds_and_predicts_as_a_fold_ensemble(tmp_path):
+    from PIL import Image
+
+    from segexp.config import compose
+    from segexp.errors import ConfigError
+    from segexp.evaluate import evaluate
+    from segexp.predict import load_predictor, predict
+    from segexp.rundir import resolve_checkpoint
+
+    sweep_dir = tmp_path / "cv"
+    segexp(tmp_path, "train", "-m", *LEARNS, "trainer.epochs=1", "data.folds=3", "data.fold=range(3)",
+           f"hydra.sweep.dir={sweep_dir}")
+    uri = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    parent_id = json.loads((sweep_dir / "sweep.json").read_text())["parent_run_id"]
+    folds = sorted(client.search_runs([client.get_run(parent_id).info.experiment_id],
+                                      f"tags.mlflow.parentRunId = '{parent_id}'"),
+                   key=lambda r: int(r.data.params["data.fold"]))
+    # 12 synthetic slices in blocks 0-3, 4-7, 8-11: each fold reports its block and selects on the one before
+    assert [(r.data.tags["split.select"], r.data.tags["split.report"]) for r in folds] == [
+        (",".join(f"synthetic_{i}" for i in range(s, s + 4)), ",".join(f"synthetic_{i}" for i in range(b, b + 4)))
+        for s, b in ((8, 0), (0, 4), (4, 8))]
+    values = [r.data.metrics["report_dice"] for r in folds]
+    metrics = client.get_run(parent_id).data.metrics
+    assert metrics["report_dice_mean"] == pytest.approx(np.mean(values), abs=1e-12)
+    assert metrics["report_dice_n"] == 3
+
+    # predict with the sweep directory: the mean of the three fold models' probabilities
+    image = tmp_path / "in" / "slice.png"
+    image.parent.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((96, 80)) * 255).astype(np.uint8)).save(image)
+    predict(compose("predict", [f"ckpt={sweep_dir}", f"input={image}", f"output={tmp_path / 'out'}"]))
+    written = np.asarray(Image.open(tmp_path / "out" / "slice.png"), np.float32) / 255
+    pixels = np.asarray(Image.open(image), np.float32)[..., None] / 255
+    members = [load_predictor(*resolve_checkpoint(str(sweep_dir / str(i))), compose("predict").inference)[1]
+               for i in range(3)]
+    assert np.abs(written - np.mean([m(pixels) for m in members], axis=0)).max() <= 1 / 255
+
+    # every slice of its own data trained some fold: evaluate refuses them, and scores other data into the parent
+    with pytest.raises(ConfigError, match="every slice"):
+        evaluate(compose("evaluate", [f"ckpt={parent_id}", f"tracking.uri={uri}"]), tmp_path / "eval")
+    scores = evaluate(compose("evaluate", [f"ckpt={parent_id}", f"tracking.uri={uri}", "data=synthetic",
+                                           "data.seed=7"]), tmp_path / "eval")
+    logged = client.get_run(parent_id)
+    assert logged.data.metrics["ensemble_eval_v_rand"] == pytest.approx(scores["v_rand"])
+    assert logged.data.tags["ensemble_size"] == "3" and logged.info.status == "FINISHED"
