@@ -76,7 +76,9 @@ def children(store: Path, recipe: str) -> list:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     known, rest = parse_args(argv)
-    args, _, result = common.begin(NAME, TITLE, METHOD, rest, {}, {}, None)
+    args = common.parse_args(NAME, TITLE, rest)
+    result = common.new_result(NAME, TITLE, METHOD, args, argv, {
+        "recipes": known.recipes, "seeds": known.seeds, "budget_minutes": known.budget_minutes})
     result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:])
     store = known.store.resolve()
     store.mkdir(parents=True, exist_ok=True)

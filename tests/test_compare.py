@@ -81,7 +81,7 @@ def test_compare_names_the_working_recipe_and_finds_no_difference_of_a_recipe_wi
     assert any(f"A ({BROKEN})" in line for line in lines) and any(f"B ({WORKING})" in line for line in lines)
     v_rand = [line for line in lines if " v_rand " in line]
     assert v_rand[0].startswith(f"[segexp] B ({WORKING}) beats A ({BROKEN}) on v_rand by ")
-    assert "paired by seed" in v_rand[0]
+    assert "paired by seed, B ahead in 3 of 3" in v_rand[0]
     assert v_rand[1].startswith("[segexp] no detectable difference on v_rand (+0.0000 ± 0.0000, p = 1")  # C: itself
     assert v_rand[2].startswith(f"[segexp] D ({WORKING}) beats A ({BROKEN}) on v_rand by ")
     assert not any("WARNING" in line for line in lines)

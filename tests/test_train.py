@@ -26,7 +26,7 @@ def runs_of(uri: str, experiment: str = "segexp"):
 
 
 def test_smoke_training_is_fully_tracked(make_cfg, store, tmp_path):
-    cfg = make_cfg(*TINY, "trainer.epochs=2", f"tracking.uri={store}")
+    cfg = make_cfg(*TINY, "trainer.epochs=2", f"tracking.uri={store}", "tracking.system_metrics=0.5")
     metrics = train(cfg, tmp_path / "run", ["debug=smoke"])
 
     scores = {"dice", "iou", "accuracy", "loss", "v_rand", "v_info"}
@@ -69,8 +69,43 @@ def test_smoke_training_is_fully_tracked(make_cfg, store, tmp_path):
         assert metrics[f"report_{name}"] == pytest.approx(evaluated[name], abs=1e-9), name
     slice_ = np.zeros((1, 50, 70, 1), np.float32)
     assert model.predict_on_batch(slice_).shape == (1, 50, 70, 1)
-    reloaded = mlflow.keras.load_model(f"models:/{models[0].model_id}")
+    reloaded = mlflow.tensorflow.load_model(f"models:/{models[0].model_id}")
     np.testing.assert_allclose(reloaded.predict_on_batch(slice_), model.predict_on_batch(slice_), atol=1e-6)
+    assert_mlflow_native(client, run, models[0], parts, cfg, tmp_path)
+
+
+def assert_mlflow_native(client, run, logged_model, parts, cfg, tmp_path) -> None:
+    """The run, read back from the store: data lineage, system metrics, a servable model, its card and the
+    augmentation preview."""
+    from PIL import Image
+
+    from segexp.data import combined_digest
+
+    inputs = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i
+              for i in client.get_run(run.info.run_id).inputs.dataset_inputs}
+    assert set(inputs) == {"train", "select", "report"}
+    for role, dataset_input in inputs.items():
+        tags = {t.key: t.value for t in dataset_input.tags}
+        assert dataset_input.dataset.name == "isbi2012"
+        assert tags["pixel_digest"] == combined_digest(parts[role].digests) == run.data.tags[f"split.{role}_digest"]
+        assert dataset_input.dataset.digest == tags["pixel_digest"][:16]
+        assert tags["slices"] == ",".join(parts[role].names)
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
+
+    info = mlflow.models.get_model_info(f"models:/{logged_model.model_id}")
+    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, -1, -1, 1]
+    example = mlflow.models.Model.load(f"models:/{logged_model.model_id}").load_input_example(
+        mlflow.artifacts.download_artifacts(f"models:/{logged_model.model_id}", dst_path=str(tmp_path / "m")))
+    assert example.shape == (1, 64, 64, 1) and example.dtype == np.float32
+    served = mlflow.pyfunc.load_model(f"models:/{logged_model.model_id}").predict(example)
+    assert np.asarray(served).shape == (1, 64, 64, 1)
+
+    card = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/model_card.md")
+    assert f"{run.data.metrics['report_v_rand']:.4f}" in card and "- report (1): 29" in card
+    assert run.data.tags["data_digest"][:16] in card and cfg.model._target_ in card
+    preview = Image.open(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/augmentation_preview.png"))
+    crop = cfg.trainer.crop_size
+    assert preview.size[1] == 2 * crop + 8 and preview.size[0] > 8 * crop  # 2 rows of 4 (image | mask) pairs
 
 
 def test_tracking_none_trains_on_a_folder_without_a_store(make_cfg, tmp_path, monkeypatch, folder_data):
@@ -112,3 +147,31 @@ def test_without_selection_slices_the_last_epoch_is_reported(make_cfg, tmp_path,
     metrics = train(cfg, tmp_path / "run")
     assert metrics["checkpoint_epoch"] == 1.0 and np.isfinite(metrics["report_v_rand"])
     assert not any(k.startswith("select_") for k in metrics)  # nothing was selected, nothing claims to be
+
+
+def test_output_to_a_file_is_one_line_per_epoch_without_native_notices(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "MLFLOW_TRACKING_URI")}
+    log = tmp_path / "train.log"
+    with open(log, "w") as out:  # stdout and stderr to a file, as under nohup, CI or a scheduler
+        done = subprocess.run([sys.executable, "-m", "segexp", "train", *TINY[:1], "trainer.epochs=10",
+                               f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=600)
+    text = log.read_text()
+    assert done.returncode == 0, text[-3000:]
+    assert "\r" not in text and "\x1b[" not in text  # no progress bar redrawn in place, no colour codes
+    assert [line for line in text.splitlines() if line.startswith("Epoch ")] == [f"Epoch {i}/10" for i in range(1, 11)]
+    assert len(text.splitlines()) < 45, text  # about two lines per epoch (Keras' verbose=2), and the summary
+    for noise in ("oneDNN", "cpu_feature_guard", "absl::InitializeLog", "without specifying model signature"):
+        assert noise not in text
+    assert text.rstrip().splitlines()[-1].startswith("[segexp] checkpoint epoch ")
+
+
+def test_tensorflow_notices_stay_when_the_user_sets_the_log_level():
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
+    code = "from segexp.native_logs import import_tensorflow; import_tensorflow()"
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    env.pop("TF_CPP_MIN_LOG_LEVEL")
+    hidden = subprocess.run([sys.executable, "-c", code + "; import sys; print('kept', file=sys.stderr)"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert "oneDNN custom operations" in shown.stderr
+    assert "oneDNN" not in hidden.stderr and hidden.stderr.strip().endswith("kept")

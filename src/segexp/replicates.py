@@ -129,6 +129,7 @@ class Difference:
     p: float
     paired_by: str | None
     n: int
+    b_ahead: int | None = None  # pairs in which B scored better (paired comparisons only)
 
 
 def difference(metric: str, a: Mapping[tuple[str, str], float], b: Mapping[tuple[str, str], float]) -> Difference:
@@ -147,7 +148,8 @@ def difference(metric: str, a: Mapping[tuple[str, str], float], b: Mapping[tuple
             p = 1.0 if d.mean == 0 else 0.0
         else:
             p = float(stats.ttest_rel([b[k] for k in keys], [a[k] for k in keys]).pvalue)
-        return Difference(metric, sa, sb, d.mean, d.ci95, p, keys[0][0], len(keys))
+        better = deltas > 0 if higher_is_better(metric) else deltas < 0
+        return Difference(metric, sa, sb, d.mean, d.ci95, p, keys[0][0], len(keys), int(better.sum()))
     diff = sb.mean - sa.mean
     if sa.n < 2 or sb.n < 2:
         return Difference(metric, sa, sb, diff, math.nan, math.nan, None, min(sa.n, sb.n))
@@ -168,7 +170,8 @@ def verdict(d: Difference, name_a: str, name_b: str, shown: str | None = None) -
     """Returns the one-line reading of a Difference, e.g. "B beats A on v_rand by 0.0120 ± 0.0040,
     p = 0.01, n = 6 (paired by seed)" or "no detectable difference on v_rand (...)"."""
     shown = shown or d.metric
-    how = f"paired by {d.paired_by}" if d.paired_by else "unpaired, Welch"
+    how = (f"paired by {d.paired_by}, {name_b.split(' ')[0]} ahead in {d.b_ahead} of {d.n}" if d.paired_by
+           else "unpaired, Welch")
     if not math.isfinite(d.p):
         return (f"{shown}: {name_b} - {name_a} = {d.diff:+.4f}, not testable with n = {d.n} on a side "
                 "(repeat each recipe over seeds or folds)")

@@ -181,11 +181,12 @@ class TrainerConfig:
     monitor_mode: Mode = MISSING
     max_minutes: Optional[float] = MISSING  # wall-clock budget: stop training (mid-epoch) once it is spent
     preview_slices: int = MISSING  # selection slices drawn into the per-epoch mask image
+    aug_preview: int = MISSING  # first training samples (augmented crop, mask) logged as one image at the start
     topology_metrics: bool = MISSING  # V_rand / V_info on the selection slices every epoch
     aug_workers: int = MISSING  # tf.data parallel calls; -1 = AUTOTUNE
     jit_compile: bool = MISSING
     strategy: Strategy = MISSING  # tf.distribute
-    verbose: int = MISSING
+    verbose: Optional[int] = MISSING  # null: a progress bar on a terminal, one line per epoch otherwise
 
 
 @dataclass
@@ -194,6 +195,7 @@ class TrackingConfig:
     uri: Optional[str] = MISSING  # None: sqlite:///<cwd>/outputs/mlflow.db (or $MLFLOW_TRACKING_URI)
     experiment_name: str = MISSING
     log_model: bool = MISSING
+    system_metrics: Optional[float] = MISSING  # seconds between system-metric samples (psutil); None: off
 
 
 @dataclass

@@ -38,6 +38,9 @@ def train_task(cfg):
 
 
 def predict_task(cfg):
+    from segexp.native_logs import import_tensorflow
+
+    import_tensorflow()
     from segexp.predict import predict
 
     predict(cfg)
@@ -46,6 +49,9 @@ def predict_task(cfg):
 def evaluate_task(cfg):
     from hydra.core.hydra_config import HydraConfig
 
+    from segexp.native_logs import import_tensorflow
+
+    import_tensorflow()
     from segexp.evaluate import evaluate
 
     return evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))

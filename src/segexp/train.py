@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segexp import data as data_lib
 from segexp.config import instantiate
+from segexp.modelcard import model_card
 from segexp.errors import TrainingDiverged, TrainingInterrupted
 from segexp.provenance import flatten, run_tags
 from segexp.rundir import RunDir
@@ -122,8 +123,18 @@ def fit(cfg: DictConfig, model, stream, callbacks, initial_epoch: int = 0) -> di
     t = cfg.trainer
     # no validation_data: SliceValidation (in callbacks) predicts the selection slices once per epoch
     history = model.fit(stream, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=t.steps_per_epoch,
-                        callbacks=callbacks, verbose=t.verbose, shuffle=False)  # the sampler draws random crops
+                        callbacks=callbacks, verbose=fit_verbosity(t.verbose), shuffle=False)  # random crops
     return history.history
+
+
+def fit_verbosity(verbose: int | None, stream=None) -> int:
+    """Returns Keras' verbose for trainer.verbose: as set, or for null a live progress bar (1) on a
+    terminal and one line per epoch (2) when output goes to a file, a pipe, CI or a scheduler."""
+    import sys
+
+    if verbose is not None:
+        return verbose
+    return 1 if (stream or sys.stdout).isatty() else 2
 
 
 def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> tuple[dict[str, float], Any, list]:
@@ -148,6 +159,33 @@ def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> tuple[dict[st
         scores = slice_scores(model.loss, probs, report.masks, report.foreground, True)
         metrics.update({f"report_{k}": float(v) for k, v in scores.items()})
     return metrics, model, probs
+
+
+def data_source(data_cfg: DictConfig) -> str:
+    """Returns where the data group reads its slices from (a folder), or how it makes them."""
+    for key in ("images", "root"):
+        if data_cfg.get(key):
+            return str(Path(data_cfg[key]).resolve())
+    if data_cfg._target_ == "segexp.data.load_isbi2012":
+        return str(data_lib.default_isbi_root().resolve())
+    return f"{data_cfg._target_}(seed={data_cfg.get('seed')})"
+
+
+def input_example(train_set, size: int = 64):
+    """Returns a batch of one real crop (the top-left corner of the first training slice) for the logged model."""
+    image = train_set.images[0]
+    return np.ascontiguousarray(image[None, :size, :size], np.float32)
+
+
+def log_aug_preview(cfg: DictConfig, train_set, weights, pipeline, tracker) -> None:
+    """Logs the first trainer.aug_preview (augmented crop, mask) pairs of the training stream - the same
+    sampler, transforms and seed that fit draws from - as one image, `augmentation_preview.png`."""
+    from segexp.augment import CropSampler
+    from segexp.visualize import pair_grid
+
+    t = cfg.trainer
+    sampler = CropSampler(train_set.images, train_set.masks, pipeline, t.crop_size, t.seed, weights)
+    tracker.log_image_file(pair_grid([sampler(i) for i in range(t.aug_preview)]), "augmentation_preview.png")
 
 
 def log_report_slices(tracker, report, probs) -> None:
@@ -188,6 +226,9 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     run.write_split(data_lib.split_record(parts))
     run.write_config(cfg)
 
+    from segexp.native_logs import import_tensorflow
+
+    import_tensorflow()  # only now, with the data and store checked; its C++ start-up notices hidden
     import keras
 
     from segexp import runtime
@@ -211,15 +252,20 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
             tracker.log_artifacts(run.hydra_dir, "config/hydra")
             tracker.log_text(run.split_file.read_text(), f"config/{run.split_file.name}")
+            tracker.log_dataset(train_set.name, data_source(cfg.data), {
+                role: (data_lib.combined_digest(part.digests), part.names) for role, part in parts.items()})
         with strategy.scope():  # variables are created once per replica
             model = (load_model(run.last_checkpoint) if resume  # weights and optimizer state
                      else build_model(cfg, train_set.channels, train_set.foreground, built.schedule.learning_rate))
-        tracker.set_tags({"precision": policy, "device": runtime.device_description(),
-                          "replicas": str(strategy.num_replicas_in_sync), "output_dir": str(run.path.resolve()),
-                          **split_tags(parts)})
+        setup = {"precision": policy, "device": runtime.device_description(),
+                 "replicas": str(strategy.num_replicas_in_sync), "output_dir": str(run.path.resolve()),
+                 **split_tags(parts)}
+        tracker.set_tags(setup)
         callbacks, checkpoints = build_callbacks(cfg, parts["select"], tracker, run, built.callbacks, resume)
-        stream = training_stream(cfg, train_set, weights, built.pipeline,
-                                 first_sample=first_epoch * cfg.trainer.steps_per_epoch * cfg.trainer.batch_size)
+        first_sample = first_epoch * cfg.trainer.steps_per_epoch * cfg.trainer.batch_size
+        stream = training_stream(cfg, train_set, weights, built.pipeline, first_sample=first_sample)
+        if cfg.trainer.aug_preview and not resume:
+            log_aug_preview(cfg, train_set, weights, built.pipeline, tracker)
         try:
             history = fit(cfg, model, stream, callbacks, first_epoch)
         except KeyboardInterrupt:  # keep the newest weights; last.json still names the last whole epoch
@@ -242,7 +288,9 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
         tracker.log_metrics(final_metric_keys(metrics))
         tracker.set_tags({"checkpoint": str(run.checkpoint.resolve())})
         log_report_slices(tracker, parts["report"], report_probs)
-        tracker.log_model(chosen)
+        tracker.log_model(chosen, input_example(train_set))
+        tracker.log_text(model_card(cfg, name, tracker.run_id, parts, metrics, {**tags, **setup},
+                                    data_source(cfg.data)), "model_card.md")
     print_summary(metrics, cfg, parts, tracker, run.checkpoint)
     return metrics
 

@@ -41,3 +41,25 @@ def mask_panel(image: np.ndarray, mask: np.ndarray, prob: np.ndarray, gap: int =
     for tile in tiles:
         row += [tile, spacer]
     return np.concatenate(row[:-1], axis=1)
+
+
+def pair_grid(pairs, columns: int = 4, gap: int = 4) -> np.ndarray:
+    """Returns (image | mask) pairs tiled `columns` pairs per row, uint8 RGB; a mask's first channel is drawn
+    (a border weight map, if the target carries one, is left out)."""
+    tiles = []
+    for image, mask in pairs:
+        mask = mask[..., 0] if mask.ndim == 3 else mask
+        tiles.append(np.concatenate([to_rgb8(image), np.full((image.shape[0], gap // 2, 3), 255, np.uint8),
+                                     to_rgb8(mask)], axis=1))
+    height, width = tiles[0].shape[:2]
+    blank = np.full((height, width, 3), 255, np.uint8)
+    tiles += [blank] * (-len(tiles) % columns)
+    spacer_v = np.full((height, gap * 2, 3), 255, np.uint8)
+    rows = []
+    for start in range(0, len(tiles), columns):
+        row = []
+        for tile in tiles[start:start + columns]:
+            row += [tile, spacer_v]
+        rows += [np.concatenate(row[:-1], axis=1), np.full((gap * 2, row[0].shape[1] * 0 + sum(
+            t.shape[1] for t in row[:-1]), 3), 255, np.uint8)]
+    return np.concatenate(rows[:-1], axis=0)

@@ -7,14 +7,18 @@ tag) or KILLED, so no run is ever left RUNNING.
 from __future__ import annotations
 
 import contextlib
+import logging
+import warnings
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from segexp.errors import TrackingError, TrainingInterrupted
 from segexp.provenance import tf_version
 from segexp.tracking.store import check_store, ensure_experiment, resolve_uri
+
+DATASET_DIGEST = 16  # hex characters of a role's pixel digest shown in the UI's Dataset column (all in its tag)
 
 
 class NullTracker:
@@ -24,7 +28,8 @@ class NullTracker:
     uri = None
     run_id = None
 
-    def __init__(self, uri: str | None = None, experiment_name: str | None = None, log_model: bool = False):
+    def __init__(self, uri: str | None = None, experiment_name: str | None = None, log_model: bool = False,
+                 system_metrics: float | None = None):
         """Takes the tracking group's keys and ignores them, so `tracking=none` is a one-word switch."""
 
     @contextlib.contextmanager
@@ -41,7 +46,8 @@ class NullTracker:
     def log_artifacts(self, directory: Path, path: str) -> None: ...
     def log_image(self, image: np.ndarray, key: str, step: int) -> None: ...
     def log_image_file(self, image: np.ndarray, path: str) -> None: ...
-    def log_model(self, model: Any) -> None: ...
+    def log_model(self, model: Any, input_example: np.ndarray | None = None) -> None: ...
+    def log_dataset(self, name: str, source: str, roles: Mapping[str, tuple[str, Sequence[str]]]) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
     def keras_callbacks(self) -> list:
@@ -54,12 +60,13 @@ class MlflowTracker:
 
     records = True
 
-    def __init__(self, uri: str | None, experiment_name: str, log_model: bool):
+    def __init__(self, uri: str | None, experiment_name: str, log_model: bool, system_metrics: float | None = None):
         import mlflow
 
         uri = resolve_uri(uri)
         check_store(uri)  # fails fast on an unwritable store or an unreachable server
         self.uri, self.log_model_enabled, self.run_id = uri, log_model, None
+        self.system_metrics = system_metrics
         mlflow.set_tracking_uri(uri)
         try:
             mlflow.set_experiment(experiment_id=ensure_experiment(uri, experiment_name))
@@ -74,11 +81,16 @@ class MlflowTracker:
         import mlflow
 
         child_tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id and not run_id else {}
+        if self.system_metrics:  # CPU, memory (and GPU) sampled by MLflow's own monitor thread (psutil)
+            logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # not 4 INFO lines per run
+            mlflow.set_system_metrics_sampling_interval(self.system_metrics)
+            mlflow.set_system_metrics_samples_before_logging(1)
+        sampled = bool(self.system_metrics)
         if run_id:
-            run = mlflow.start_run(run_id=run_id)
+            run = mlflow.start_run(run_id=run_id, log_system_metrics=sampled)
             mlflow.set_tags(dict(tags))
         else:
-            run = mlflow.start_run(run_name=name, tags={**tags, **child_tags})
+            run = mlflow.start_run(run_name=name, tags={**tags, **child_tags}, log_system_metrics=sampled)
         self.run_id = run.info.run_id
         try:
             yield self
@@ -136,12 +148,54 @@ class MlflowTracker:
 
         mlflow.set_tags(dict(tags))
 
-    def log_model(self, model: Any) -> None:
+    def log_model(self, model: Any, input_example: np.ndarray | None = None) -> None:
+        """Logs the Keras model with a signature (float32 images of any size, batch first, channels last ->
+        probability maps) and, if given, an input example (a batch of one real crop)."""
         import mlflow
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
 
-        if self.log_model_enabled:
-            # explicit requirements: inferring them imports and profiles the whole environment
-            mlflow.keras.log_model(model, name="model", pip_requirements=self._requirements())
+        if not self.log_model_enabled:
+            return
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, int(model.input_shape[-1])))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, int(model.output_shape[-1])))]))
+        # The tensorflow flavor: mlflow.keras.log_model fails with an input example (mlflow#16183). Explicit
+        # requirements: inferring them imports and profiles the whole environment. Keras' progress bar off
+        # while MLflow checks the example by predicting it.
+        import keras
+
+        absl, level = logging.getLogger("absl"), logging.getLogger("absl").level
+        keras.config.disable_interactive_logging()  # its messages then go to the absl logger, quieted here
+        absl.setLevel(logging.WARNING)
+        try:
+            mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=input_example,
+                                        pip_requirements=self._requirements())
+        finally:
+            keras.config.enable_interactive_logging()
+            absl.setLevel(level)
+
+    def log_dataset(self, name: str, source: str, roles: Mapping[str, tuple[str, Sequence[str]]]) -> None:
+        """Logs each role's slices (train, select, report) as an MLflow dataset input: the data set's name
+        and source, the digest of that role's pixels, and the slice names as a tag."""
+        import mlflow
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        try:
+            with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are the local file source
+                warnings.simplefilter("ignore", UserWarning)
+                origin = resolve_dataset_source(source)
+        except Exception:  # not a path or URI MLflow knows (e.g. generated data): record it as code
+            from mlflow.data.code_dataset_source import CodeDatasetSource
+
+            origin = CodeDatasetSource({"source": source})
+        for role, (digest, names) in roles.items():
+            if names:
+                shown = ",".join(names)
+                mlflow.log_input(MetaDataset(origin, name=name, digest=digest[:DATASET_DIGEST]), context=role,
+                                 tags={"slices": shown if len(shown) <= 500 else shown[:497] + "...",
+                                       "count": str(len(names)), "pixel_digest": digest})
 
     @staticmethod
     def _requirements() -> list[str]:
