@@ -6,6 +6,8 @@ import dataclasses
 import json
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -195,3 +197,32 @@ def test_evaluate_takes_the_runs_data_at_the_labels_resolution(tmp_path):
     run.write_config(compose_config("train", "experiment=seed_replica"))  # trains on slices resized to 256
     data = data_to_score(compose_config("evaluate", f"ckpt={tmp_path}"), run)
     assert data.name == "isbi2012" and {image.shape for image in data.images} == {(512, 512, 1)}
+
+
+@pytest.mark.parametrize("fmt, suffix, size", [("onnx", ".onnx", None), ("saved_model", "", None),
+                                                ("litert", ".tflite", [32, 40])])
+def test_export_runs_the_exported_model_on_a_real_slice_within_tolerance(trained, tmp_path, fmt, suffix, size,
+                                                                         capsys):
+    from segexp.export import export, exported_runner
+
+    root, _, _ = trained
+    output = tmp_path / f"model{suffix}"
+    overrides = [f"ckpt={root / 'run'}", f"format={fmt}", f"output={output}",
+                 *([f"size=[{size[0]},{size[1]}]"] if size else [])]
+    difference = export(compose_config("export", *overrides))
+    assert output.exists() and difference <= 1e-4
+    line = capsys.readouterr().out
+    assert f"as {fmt}" in line and "largest absolute difference from Keras" in line
+    # the file serves other inputs too: any size unless fixed, 3 channels as trained
+    batch = np.random.default_rng(1).random((1, *(size or [37, 53]), 3)).astype(np.float32)
+    import keras
+
+    expected = keras.saving.load_model(root / "run" / "model.keras").predict_on_batch(batch)
+    assert np.abs(exported_runner(fmt, output)(batch) - expected).max() <= 1e-4
+
+
+def test_export_refuses_an_unknown_format_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "segexp", "export", f"ckpt={tmp_path}", "format=tflite",
+                          f"output={tmp_path / 'x'}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "format" in out.stderr and "onnx" in out.stderr

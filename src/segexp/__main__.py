@@ -1,4 +1,4 @@
-"""Command line: `segexp train|predict|evaluate|compare [Hydra overrides]`.
+"""Command line: `segexp COMMAND [Hydra overrides]`.
 
 Dispatches to the Hydra task functions in segexp.tasks, after a pre-flight composition of the
 config (segexp.config.preflight) that reports any mistake in it as one line. The config directory
@@ -17,6 +17,7 @@ COMMANDS = {
     "predict": "probability maps for images: ckpt=PATH input=DIR_OR_FILE output=DIR",
     "evaluate": "score a checkpoint on slices it never saw: ckpt=RUN_DIR [data=...]",
     "compare": "is B better than A? compare runs or sweeps (seeds, folds) with error bars: A B [C ...]",
+    "export": "a checkpoint as ONNX, SavedModel or LiteRT, checked on a real slice: ckpt=RUN format=... output=...",
 }
 HELP_FLAGS = ("--help", "-h", "--hydra-help", "--info", "--shell-completion", "-sc")
 VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-dir", "-cd", "--config-name", "-cn", "--config-path",

@@ -260,6 +260,21 @@ class CompareConfig:
     tracking: TrackingConfig = MISSING
 
 
+class ExportFormat(StrEnum):
+    onnx = "onnx"
+    saved_model = "saved_model"
+    litert = "litert"
+
+
+@dataclass
+class ExportConfig:
+    ckpt: str = MISSING  # model.keras, a run directory, or an MLflow run id
+    format: ExportFormat = MISSING
+    output: str = MISSING
+    size: Optional[List[int]] = None
+    tolerance: float = MISSING
+
+
 def register_configs() -> None:
     """Register the schemas so YAML files can extend them by name."""
     cs = ConfigStore.instance()
@@ -267,6 +282,7 @@ def register_configs() -> None:
     cs.store(name="predict_schema", node=PredictConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="compare_schema", node=CompareConfig)
+    cs.store(name="export_schema", node=ExportConfig)
     cs.store(group="data", name="isbi2012_schema", node=Isbi2012DataConfig)
     cs.store(group="data", name="folder_schema", node=FolderDataConfig)
     cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)

@@ -1,4 +1,4 @@
-"""The Hydra task functions behind `segexp train|predict|evaluate|compare`: each takes the composed
+"""The Hydra task functions behind `segexp train|predict|evaluate|compare|export`: each takes the composed
 config Hydra hands it and calls the plain function that does the work (train.train, predict.predict,
 evaluate.evaluate, compare.compare), adding what only the Hydra job knows (its output directory, its overrides,
 the sweep it belongs to, the run it resumes)."""
@@ -63,3 +63,12 @@ def compare_task(cfg):
     from segexp.compare import compare
 
     compare(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+def export_task(cfg):
+    from segexp.native_logs import import_tensorflow
+
+    import_tensorflow()
+    from segexp.export import export
+
+    export(cfg)

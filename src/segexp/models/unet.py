@@ -23,8 +23,9 @@ class PadToMultiple(layers.Layer):
 
     def call(self, x):
         shape = ops.shape(x)
-        pad_h = (-shape[1]) % self.multiple
-        pad_w = (-shape[2]) % self.multiple
+        # non-negative operands only: exported to ONNX, a modulo of a negative number truncates (C's fmod)
+        pad_h = (self.multiple - shape[1] % self.multiple) % self.multiple
+        pad_w = (self.multiple - shape[2] % self.multiple) % self.multiple
         return ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
 
     def compute_output_shape(self, input_shape):
