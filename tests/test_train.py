@@ -175,3 +175,30 @@ def test_tensorflow_notices_stay_when_the_user_sets_the_log_level():
                             capture_output=True, text=True, timeout=300)
     assert "oneDNN custom operations" in shown.stderr
     assert "oneDNN" not in hidden.stderr and hidden.stderr.strip().endswith("kept")
+
+
+def test_reproduce_a_deterministic_run_gives_zero_difference_and_refuses_other_code(make_cfg, store, tmp_path):
+    from segexp.errors import ConfigError
+    from segexp.reproduce import reproduce
+
+    cfg = make_cfg(*TINY, "trainer.epochs=2", "trainer.deterministic=true", f"tracking.uri={store}",
+                   "tracking.log_model=false")
+    train(cfg, tmp_path / "run", ["debug=smoke", "trainer.deterministic=true"])
+    client, (run,) = runs_of(store)
+    rows = reproduce(compose_config("reproduce", f"run={run.info.run_id}", f"tracking.uri={store}"),
+                     tmp_path / "again")
+    assert {r[0] for r in rows} >= {"report_v_rand", "report_dice", "ckpt_select_v_rand", "epochs_run"}
+    assert all(delta == 0 for *_, delta in rows), rows
+    (again,) = [r for r in runs_of(store)[1] if r.data.tags.get("reproduces") == run.info.run_id]
+    assert again.info.run_name == run.info.run_name and again.info.status == "FINISHED"
+
+    digest = run.data.tags["code_digest"]
+    client.set_tag(run.info.run_id, "code_digest", "0" * 64)  # as if made by other code
+    out = subprocess.run([sys.executable, "-m", "segexp", "reproduce", run.info.run_id, f"tracking.uri={store}"],
+                         cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert f"cannot reproduce run {run.info.run_id} here: code (digest 000000000000 then" in out.stderr
+    client.set_tag(run.info.run_id, "code_digest", digest)
+    client.set_tag(run.info.run_id, "version.numpy", "1.0.0")
+    with pytest.raises(ConfigError, match=r"here: numpy 1.0.0 then, \d"):
+        reproduce(compose_config("reproduce", f"run={run.info.run_id}", f"tracking.uri={store}"), tmp_path / "x")

@@ -17,8 +17,10 @@ COMMANDS = {
     "predict": "probability maps for images: ckpt=PATH input=DIR_OR_FILE output=DIR",
     "evaluate": "score a checkpoint on slices it never saw: ckpt=RUN_DIR [data=...]",
     "compare": "is B better than A? compare runs or sweeps (seeds, folds) with error bars: A B [C ...]",
+    "reproduce": "train a finished run again from the store and diff its final metrics: RUN",
     "export": "a checkpoint as ONNX, SavedModel or LiteRT, checked on a real slice: ckpt=RUN format=... output=...",
 }
+BARE_ARGUMENTS = {"compare": "runs", "reproduce": "run"}  # commands whose bare arguments are runs
 HELP_FLAGS = ("--help", "-h", "--hydra-help", "--info", "--shell-completion", "-sc")
 VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-dir", "-cd", "--config-name", "-cn", "--config-path",
                "-cp", "--experimental-rerun")
@@ -61,8 +63,9 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[Path], bool, bool]:
     return overrides, config_dirs, multirun, other_config
 
 
-def runs_as_override(argv: list[str]) -> list[str]:
-    """Returns compare's command line with its bare arguments (run ids, directories) as one `runs=[...]`."""
+def bare_as_override(argv: list[str], key: str) -> list[str]:
+    """Returns a command line with its bare arguments (run ids, directories) as one override: a list for
+    compare (`runs=[...]`), a single value for reproduce (`run=...`)."""
     kept, bare, skip = [], [], False
     for arg in argv:
         if skip or arg.startswith("-") or "=" in arg:
@@ -73,8 +76,9 @@ def runs_as_override(argv: list[str]) -> list[str]:
             skip = False
     if not bare:
         return argv
-    quoted = ",".join("'" + a.replace("\\", "\\\\").replace("'", "\\'") + "'" for a in bare)
-    return [*kept, f"runs=[{quoted}]"]
+    quoted = [("'" + a.replace("\\", "\\\\").replace("'", "\\'") + "'") for a in bare]
+    value = f"[{','.join(quoted)}]" if key == "runs" or len(quoted) > 1 else quoted[0]
+    return [*kept, f"{key}={value}"]
 
 
 def user_error(err: BaseException):
@@ -133,8 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         print(f"segexp: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
-    if command == "compare":
-        rest = runs_as_override(rest)
+    if command in BARE_ARGUMENTS:
+        rest = bare_as_override(rest, BARE_ARGUMENTS[command])
     if not any(a in HELP_FLAGS for a in rest):
         from segexp.config import preflight
         from segexp.errors import ConfigError

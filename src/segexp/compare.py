@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -25,9 +24,9 @@ import numpy as np
 
 from segexp import replicates
 from segexp.errors import ConfigError
+from segexp.tracking.store import find_run
 
 SLICES = "report_slices"  # as train.REPORT_SLICES logs them (not imported: that would load train's imports)
-RUN_ID_LENGTH = 32
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # what makes two recipes' scores incomparable, as (what it is, the tags that hold it)
 FAIRNESS = (("held-out (report) slices", ("split.report_digest", "split.report")),
@@ -55,40 +54,6 @@ class Entry:
         return {replicates.replicate_key(r): r.data.metrics.get(metric, math.nan) for r in self.runs}
 
 
-def all_experiment_ids(client) -> list[str]:
-    from mlflow.entities import ViewType
-
-    return [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
-
-
-def resolve_ref(client, ref: str):
-    """Returns the MLflow run `ref` names: a run id, a sweep directory (its sweep.json) or a run directory
-    (the run tagged with it as output_dir); raises ConfigError naming the ref otherwise."""
-    from mlflow.exceptions import MlflowException
-
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        record = path / "sweep.json"
-        if record.is_file():
-            ref_id = json.loads(record.read_text())["parent_run_id"]
-        else:
-            runs = client.search_runs(all_experiment_ids(client), f"tags.output_dir = '{path.resolve()}'",
-                                      max_results=1)
-            if not runs:
-                raise ConfigError(f"{ref}: no run in the tracking store was trained in this directory; "
-                                  "name an MLflow run id, or set tracking.uri to the store the run used")
-            return runs[0]
-    elif len(ref) == RUN_ID_LENGTH and all(c in "0123456789abcdef" for c in ref):
-        ref_id = ref
-    else:
-        raise ConfigError(f"{ref}: neither a run directory nor an MLflow run id (32 hex digits)")
-    try:
-        return client.get_run(ref_id)
-    except MlflowException:
-        raise ConfigError(f"{ref}: run {ref_id} is not in the tracking store; set tracking.uri to the store "
-                          "that holds it") from None
-
-
 def children_of(client, run) -> list:
     return list(client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'",
                                    order_by=["attributes.start_time ASC"], max_results=10000))
@@ -106,7 +71,7 @@ def entries_of(client, refs: Sequence[str]) -> list[Entry]:
     """Returns the compared recipes in argument order: a sweep parent gives one per recipe it holds."""
     groups = []
     for ref in refs:
-        run = resolve_ref(client, ref)
+        run = find_run(client, ref)
         children = children_of(client, run)
         if not children:
             if run.info.status != "FINISHED":

@@ -36,6 +36,25 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+CODE_FILES = ("*.py", "*.yaml")
+
+
+def code_digest(*roots: Path) -> str:
+    """Returns a sha256 over the package's source and config files (relative path and content): the code a
+    run was made with, recognised with or without git and with uncommitted changes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for root in roots:
+        if not root.is_dir():
+            continue
+        files = sorted(f for pattern in CODE_FILES for f in root.rglob(pattern) if "__pycache__" not in f.parts)
+        for file in files:
+            digest.update(f"{root.name}/{file.relative_to(root).as_posix()}\0".encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
 def tf_version() -> str:
     """Returns the installed TensorFlow distribution's version (cpu or gpu wheel)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -51,6 +70,7 @@ def run_tags(overrides: list[str], code_dir: Path) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     from segexp import __version__
+    from segexp.config import config_dir
 
     versions = {}
     for dist in ("keras", "mlflow", "albumentations", "numpy"):
@@ -63,4 +83,5 @@ def run_tags(overrides: list[str], code_dir: Path) -> dict[str, str]:
         "version.tensorflow": tf_version(),
         **versions,
         **git_state(code_dir),
+        "code_digest": code_digest(code_dir, config_dir()),
     }

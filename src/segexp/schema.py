@@ -275,6 +275,12 @@ class ExportConfig:
     tolerance: float = MISSING
 
 
+@dataclass
+class ReproduceConfig:
+    run: str = MISSING  # an MLflow run id or a run directory
+    tracking: TrackingConfig = MISSING
+
+
 def register_configs() -> None:
     """Register the schemas so YAML files can extend them by name."""
     cs = ConfigStore.instance()
@@ -283,6 +289,7 @@ def register_configs() -> None:
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="compare_schema", node=CompareConfig)
     cs.store(name="export_schema", node=ExportConfig)
+    cs.store(name="reproduce_schema", node=ReproduceConfig)
     cs.store(group="data", name="isbi2012_schema", node=Isbi2012DataConfig)
     cs.store(group="data", name="folder_schema", node=FolderDataConfig)
     cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)

@@ -72,3 +72,11 @@ def export_task(cfg):
     from segexp.export import export
 
     export(cfg)
+
+
+def reproduce_task(cfg):
+    from hydra.core.hydra_config import HydraConfig
+
+    from segexp.reproduce import reproduce
+
+    reproduce(cfg, Path(HydraConfig.get().runtime.output_dir))

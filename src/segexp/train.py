@@ -208,7 +208,7 @@ class SweepJob:
 
 
 def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resume=None,
-          sweep: SweepJob | None = None) -> dict[str, float]:
+          sweep: SweepJob | None = None, extra_tags: dict[str, str] | None = None) -> dict[str, float]:
     """Trains the configured model; returns the chosen checkpoint's `select_*` and `report_*` scores.
 
     This is the composition root: every component of the config (data, model, loss, optimizer and
@@ -241,7 +241,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     built = build_components(cfg)
     name = cfg.run_name or run_name(overrides, sweep.swept_keys if sweep else ())
     started = time.monotonic()
-    tags = run_tags(list(overrides), CODE_DIR)
+    tags = {**run_tags(list(overrides), CODE_DIR), **(extra_tags or {})}
     if resume:  # the run keeps its original overrides tag; today's go beside it
         tags = {"resumed_from_epoch": str(first_epoch), "resume_overrides": tags.pop("overrides"), **tags}
     strategy = runtime.distribution_strategy(cfg.trainer.strategy)

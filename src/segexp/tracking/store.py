@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from segexp.errors import TrackingError
+from segexp.errors import ConfigError, TrackingError
 
 DEFAULT_STORE = Path("outputs") / "mlflow.db"
+RUN_ID_LENGTH = 32
 
 
 def resolve_uri(configured: str | None) -> str:
@@ -106,3 +108,37 @@ def log_artifact(uri: str, run_id: str, path: Path, artifact_path: str) -> None:
     from mlflow.tracking import MlflowClient
 
     MlflowClient(uri).log_artifact(run_id, str(path), artifact_path)
+
+
+def all_experiment_ids(client) -> list[str]:
+    from mlflow.entities import ViewType
+
+    return [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+
+
+def find_run(client, ref: str):
+    """Returns the MLflow run `ref` names: a run id, a sweep directory (its sweep.json) or a run directory
+    (the run tagged with it as output_dir); raises ConfigError naming the ref otherwise."""
+    from mlflow.exceptions import MlflowException
+
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        record = path / "sweep.json"
+        if record.is_file():
+            ref_id = json.loads(record.read_text())["parent_run_id"]
+        else:
+            runs = client.search_runs(all_experiment_ids(client), f"tags.output_dir = '{path.resolve()}'",
+                                      max_results=1)
+            if not runs:
+                raise ConfigError(f"{ref}: no run in the tracking store was trained in this directory; "
+                                  "name an MLflow run id, or set tracking.uri to the store the run used")
+            return runs[0]
+    elif len(ref) == RUN_ID_LENGTH and all(c in "0123456789abcdef" for c in ref):
+        ref_id = ref
+    else:
+        raise ConfigError(f"{ref}: neither a run directory nor an MLflow run id (32 hex digits)")
+    try:
+        return client.get_run(ref_id)
+    except MlflowException:
+        raise ConfigError(f"{ref}: run {ref_id} is not in the tracking store; set tracking.uri to the store "
+                          "that holds it") from None
