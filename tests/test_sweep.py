@@ -68,10 +68,15 @@ def test_sequential_sweep_is_one_parent_with_a_child_per_job(tmp_path, make_cfg)
     sweep_dir.mkdir(parents=True)
     # a record left by an earlier sweep in the same directory must not adopt this sweep's jobs
     (sweep_dir / "sweep.json").write_text(json.dumps({"parent_run_id": "0" * 32, "swept_keys": ["model"]}))
-    out = sweep(tmp_path, "optimizer.lr=1e-4,3e-4", f"hydra.sweep.dir={sweep_dir}")
+    out = sweep(tmp_path, "optimizer.lr=1e-4,3e-4", f"hydra.sweep.dir={sweep_dir}", "tracking.log_model=true",
+                "tracking.register_as=membranes")
     assert out.returncode == 0, out.stderr[-3000:]
 
     client, parent, children = sweep_tree(tmp_path)  # every child names this sweep's parent
+    # each child's model is a version of the registered model; the best child's carries the alias "best"
+    versions = client.search_model_versions("name = 'membranes'")
+    assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in children)
+    assert client.get_model_version_by_alias("membranes", "best").run_id == parent.data.tags["best_child_run_id"]
     assert parent.info.status == "FINISHED" and parent.info.run_name.startswith("sweep optimizer.lr ")
     assert json.loads((sweep_dir / "sweep.json").read_text()) == {"parent_run_id": parent.info.run_id,
                                                                    "swept_keys": ["optimizer.lr"]}

@@ -196,6 +196,7 @@ class TrackingConfig:
     experiment_name: str = MISSING
     log_model: bool = MISSING
     system_metrics: Optional[float] = MISSING  # seconds between system-metric samples (psutil); None: off
+    register_as: Optional[str] = MISSING  # registered model name for each run's model (None: not registered)
 
 
 @dataclass

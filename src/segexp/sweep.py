@@ -281,6 +281,12 @@ class MlflowSweepCallback(Callback):
         sweep_store.end_parent_run(self.uri, parent, status, metrics, tags,
                                    {"summary/children.md": table, "summary/children.csv": to_csv(rows)}, figures)
 
+        registered = config.tracking.get("register_as")
+        if registered and config.tracking.log_model and "best_child_run_id" in tags:
+            version = sweep_store.alias_best_version(self.uri, registered, tags["best_child_run_id"])
+            if version:
+                print(f"[segexp] registered model {registered}: alias 'best' -> version {version} "
+                      f"({tags['best_child_run_name']})", flush=True)
         print(f"[segexp] sweep {parent} {status}: {len(children)} runs, {tags['failed_children']} not finished",
               flush=True)
         print(table, end="", flush=True)

@@ -68,3 +68,16 @@ def end_parent_run(uri: str, run_id: str, status: str, metrics: Mapping[str, flo
     for path, figure in figures.items():
         client.log_figure(run_id, figure, path)
     client.set_terminated(run_id, status)
+
+
+def alias_best_version(uri: str, model_name: str, run_id: str, alias: str = "best") -> str | None:
+    """Points `alias` of a registered model at the version that run `run_id` logged; returns the version."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    if not versions:
+        return None
+    version = max(versions, key=lambda v: int(v.version)).version
+    client.set_registered_model_alias(model_name, alias, version)
+    return version

@@ -29,7 +29,7 @@ class NullTracker:
     run_id = None
 
     def __init__(self, uri: str | None = None, experiment_name: str | None = None, log_model: bool = False,
-                 system_metrics: float | None = None):
+                 system_metrics: float | None = None, register_as: str | None = None):
         """Takes the tracking group's keys and ignores them, so `tracking=none` is a one-word switch."""
 
     @contextlib.contextmanager
@@ -60,13 +60,14 @@ class MlflowTracker:
 
     records = True
 
-    def __init__(self, uri: str | None, experiment_name: str, log_model: bool, system_metrics: float | None = None):
+    def __init__(self, uri: str | None, experiment_name: str, log_model: bool, system_metrics: float | None = None,
+                 register_as: str | None = None):
         import mlflow
 
         uri = resolve_uri(uri)
         check_store(uri)  # fails fast on an unwritable store or an unreachable server
         self.uri, self.log_model_enabled, self.run_id = uri, log_model, None
-        self.system_metrics = system_metrics
+        self.system_metrics, self.register_as = system_metrics, register_as
         mlflow.set_tracking_uri(uri)
         try:
             mlflow.set_experiment(experiment_id=ensure_experiment(uri, experiment_name))
@@ -170,7 +171,7 @@ class MlflowTracker:
         absl.setLevel(logging.WARNING)
         try:
             mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=input_example,
-                                        pip_requirements=self._requirements())
+                                        pip_requirements=self._requirements(), registered_model_name=self.register_as)
         finally:
             keras.config.enable_interactive_logging()
             absl.setLevel(level)
