@@ -25,7 +25,7 @@ from pathlib import Path
 IMG_DIR = Path(__file__).resolve().parent / "img"
 LEARNING_RATES = "1e-3,3e-3,1e-2"
 SWEEP = ["debug=smoke", "trainer.epochs=4", "trainer.steps_per_epoch=4", "tracking.experiment_name=lr_sweep",
-         "tracking.log_model=false"]
+         "tracking.register_as=membranes", "tracking.system_metrics=1"]
 WINDOW = (1500, 900)
 
 
@@ -116,7 +116,8 @@ def shoot(driver, path: Path, settle: float = 3.0) -> None:
 
 
 def shoot_all(driver, base: str, experiment_id: str, parent_id: str, child_id: str, out: Path) -> None:
-    """Takes the README's three pictures: the sweep's runs, their selection-score curves, one run's mask panel."""
+    """Takes the README's pictures: the sweep's runs, their selection-score curves, one run's mask panel, its
+    overview (dataset inputs, logged model), its augmentation preview and its system metrics."""
     driver.get(f"{base}/#/experiments/{experiment_id}/runs")
     wait_for_text(driver, "sweep optimizer.lr")
     tidy(driver)
@@ -140,6 +141,22 @@ def shoot_all(driver, base: str, experiment_id: str, parent_id: str, child_id: s
     panels = driver.find_elements("xpath", "//*[contains(normalize-space(text()), '.png')]")
     click(driver, panels[-1])  # the last epoch's mask panel, previewed by the UI
     shoot(driver, out / "run_masks.png", settle=4.0)
+
+    driver.get(f"{base}/#/experiments/{experiment_id}/runs/{child_id}")
+    wait_for_text(driver, "Datasets")
+    tidy(driver)
+    shoot(driver, out / "run_overview.png", settle=4.0)  # datasets (train/select/report), logged model, tags
+
+    driver.get(f"{base}/#/experiments/{experiment_id}/runs/{child_id}/artifacts")
+    wait_for_text(driver, "model_card.md")
+    click_text(driver, "augmentation_preview.png")
+    shoot(driver, out / "run_aug_preview.png", settle=4.0)
+
+    driver.get(f"{base}/#/experiments/{experiment_id}/runs/{child_id}/system-metrics")
+    wait_for_text(driver, "cpu_utilization")
+    section = driver.find_elements("xpath", "//*[contains(normalize-space(text()), 'System metrics')]")[-1]
+    driver.execute_script("arguments[0].scrollIntoView()", section)  # past the mask images, to the charts
+    shoot(driver, out / "run_system_metrics.png", settle=5.0)
 
 
 def main(argv: list[str] | None = None) -> None:
