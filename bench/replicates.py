@@ -114,7 +114,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                      ["metric", "A", "other", "other - A", "p", "verdict"],
                      [[c.strip() for c in line.strip("|").split("|")] for line in table]),
     ]
-    result["notes"] = [*(f"`segexp compare`: {v}" for v in verdicts),
+    trained_by = (f"python -m segexp train -m experiment=<recipe> trainer.seed={','.join(map(str, known.seeds))} "
+                  f"trainer.max_minutes={known.budget_minutes:g} tracking.uri=sqlite:///<store>/mlflow.db "
+                  "tracking.experiment_name=replicates run_name=<recipe> hydra.sweep.dir=<store>/sweep_<recipe>")
+    result["notes"] = [f"Each recipe trained by `{trained_by}`, one recipe after the other on a quiet machine"
+                       + (" (in an earlier invocation: --reuse-training)" if known.reuse_training else "") + ".",
+                       *(f"`segexp compare`: {v}" for v in verdicts),
                        f"Pictures: bench/results/{NAME}_panel.png (the same report slices, image | truth | each "
                        f"recipe | where they disagree) and bench/results/{NAME}_curves.png (learning curves)."]
     common.write_results(result, args.out)
