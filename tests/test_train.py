@@ -159,8 +159,10 @@ def test_output_to_a_file_is_one_line_per_epoch_without_native_notices(tmp_path)
     text = log.read_text()
     assert done.returncode == 0, text[-3000:]
     assert "\r" not in text and "\x1b[" not in text  # no progress bar redrawn in place, no colour codes
-    assert [line for line in text.splitlines() if line.startswith("Epoch ")] == [f"Epoch {i}/10" for i in range(1, 11)]
-    assert len(text.splitlines()) < 45, text  # about two lines per epoch (Keras' verbose=2), and the summary
+    epochs = [line for line in text.splitlines() if line.startswith("[segexp] epoch ")]
+    assert [line.split(":")[0] for line in epochs] == [f"[segexp] epoch {i}/10" for i in range(1, 11)]
+    assert all("select_v_rand" in line for line in epochs)
+    assert len(text.splitlines()) <= 10 + 4, text  # a line per epoch, the store's set-up lines and the summary
     for noise in ("oneDNN", "cpu_feature_guard", "absl::InitializeLog", "without specifying model signature"):
         assert noise not in text
     assert text.rstrip().splitlines()[-1].startswith("[segexp] checkpoint epoch ")

@@ -1,4 +1,5 @@
-"""Keras callbacks: per-epoch selection scoring with mask previews, the time budget, atomic checkpoints."""
+"""Keras callbacks: per-epoch selection scoring with mask previews, the time budget, atomic checkpoints,
+and one line per epoch for logs that are not a terminal."""
 
 from __future__ import annotations
 
@@ -65,6 +66,33 @@ class TimeBudget(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if time.monotonic() - self.started >= self.seconds:
             self.model.stop_training = True
+
+
+class EpochLine(keras.callbacks.Callback):
+    """Prints one line per epoch - training and selection scores, its seconds, the budget left - for output
+    that goes to a file, a pipe, CI or a scheduler (where a progress bar is a stream of redrawn frames)."""
+
+    SHOWN = ("loss", "dice", "select_loss", "select_dice", "select_v_rand", "select_v_info")
+
+    def __init__(self, epochs: int, max_minutes: float | None = None, print_fn: Callable[[str], None] = print):
+        super().__init__()
+        self.epochs, self.max_minutes, self.print_fn = epochs, max_minutes, print_fn
+        self.started = self.epoch_started = None
+
+    def on_train_begin(self, logs=None):
+        self.started = time.monotonic()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        now = time.monotonic()
+        scores = " ".join(f"{k} {float(logs[k]):.4f}" for k in self.SHOWN if k in logs)
+        left = ""
+        if self.max_minutes:
+            left = f", {max(0.0, self.max_minutes - (now - self.started) / 60):.1f} of {self.max_minutes:g} min left"
+        self.print_fn(f"[segexp] epoch {epoch + 1}/{self.epochs}: {scores} ({now - self.epoch_started:.0f} s{left})")
 
 
 class Checkpoints(keras.callbacks.Callback):

@@ -122,19 +122,24 @@ def fit(cfg: DictConfig, model, stream, callbacks, initial_epoch: int = 0) -> di
     """Runs model.fit on the training stream from `initial_epoch` on; returns the Keras history."""
     t = cfg.trainer
     # no validation_data: SliceValidation (in callbacks) predicts the selection slices once per epoch
+    verbose = fit_verbosity(t.verbose)
+    if verbose is None:  # not a terminal: our own line per epoch, after every callback has added its scores
+        from segexp.callbacks import EpochLine
+
+        callbacks, verbose = [*callbacks, EpochLine(t.epochs, t.max_minutes, lambda line: print(line, flush=True))], 0
     history = model.fit(stream, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=t.steps_per_epoch,
-                        callbacks=callbacks, verbose=fit_verbosity(t.verbose), shuffle=False)  # random crops
+                        callbacks=callbacks, verbose=verbose, shuffle=False)  # the sampler draws random crops
     return history.history
 
 
-def fit_verbosity(verbose: int | None, stream=None) -> int:
-    """Returns Keras' verbose for trainer.verbose: as set, or for null a live progress bar (1) on a
-    terminal and one line per epoch (2) when output goes to a file, a pipe, CI or a scheduler."""
+def fit_verbosity(verbose: int | None, stream=None) -> int | None:
+    """Returns Keras' verbose for trainer.verbose: as set, or for null Keras' live progress bar (1) on a
+    terminal and None - segexp's one line per epoch - when output goes to a file, a pipe, CI or a scheduler."""
     import sys
 
     if verbose is not None:
         return verbose
-    return 1 if (stream or sys.stdout).isatty() else 2
+    return 1 if (stream or sys.stdout).isatty() else None
 
 
 def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> tuple[dict[str, float], Any, list]:
