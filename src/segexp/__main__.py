@@ -18,6 +18,7 @@ COMMANDS = {
     "evaluate": "score a checkpoint on slices it never saw: ckpt=RUN_DIR [data=...]",
     "compare": "is B better than A? compare runs or sweeps (seeds, folds) with error bars: A B [C ...]",
     "reproduce": "train a finished run again from the store and diff its final metrics: RUN",
+    "orphans": "end runs left RUNNING by a process that died (SIGKILL, power loss) on this host",
     "export": "a checkpoint as ONNX, SavedModel or LiteRT, checked on a real slice: ckpt=RUN format=... output=...",
 }
 BARE_ARGUMENTS = {"compare": "runs", "reproduce": "run"}  # commands whose bare arguments are runs

@@ -282,6 +282,11 @@ class ReproduceConfig:
     tracking: TrackingConfig = MISSING
 
 
+@dataclass
+class OrphansConfig:
+    tracking: TrackingConfig = MISSING
+
+
 def register_configs() -> None:
     """Register the schemas so YAML files can extend them by name."""
     cs = ConfigStore.instance()
@@ -291,6 +296,7 @@ def register_configs() -> None:
     cs.store(name="compare_schema", node=CompareConfig)
     cs.store(name="export_schema", node=ExportConfig)
     cs.store(name="reproduce_schema", node=ReproduceConfig)
+    cs.store(name="orphans_schema", node=OrphansConfig)
     cs.store(group="data", name="isbi2012_schema", node=Isbi2012DataConfig)
     cs.store(group="data", name="folder_schema", node=FolderDataConfig)
     cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)

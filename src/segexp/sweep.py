@@ -215,7 +215,8 @@ class MlflowSweepCallback(Callback):
             return
         overrides = list(config.hydra.overrides.task)
         self.uri = tracking.resolve_uri(config.tracking.uri)
-        tags = {**provenance.run_tags(overrides, CODE_DIR), "sweep_dir": str(sweep_dir)}
+        tags = {**provenance.run_tags(overrides, CODE_DIR), "sweep_dir": str(sweep_dir),
+                tracking.PROCESS_TAG: provenance.process_identity()}
         self.parent_run_id = sweep_store.start_parent_run(self.uri, config.tracking.experiment_name,
                                                           sweep_name(sweep_dir, overrides), tags)
         sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -80,3 +80,9 @@ def reproduce_task(cfg):
     from segexp.reproduce import reproduce
 
     reproduce(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+def orphans_task(cfg):
+    from segexp.orphans import orphans
+
+    orphans(cfg)

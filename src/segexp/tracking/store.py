@@ -142,3 +142,30 @@ def find_run(client, ref: str):
     except MlflowException:
         raise ConfigError(f"{ref}: run {ref_id} is not in the tracking store; set tracking.uri to the store "
                           "that holds it") from None
+
+
+PROCESS_TAG = "process"  # provenance.process_identity() of the process that has the run open
+
+
+def end_orphaned_runs(uri: str) -> tuple[list, list]:
+    """Ends, as KILLED with a failure_reason, every RUNNING run whose process is known dead (it ran on this
+    host and is gone: SIGKILL, OOM, power loss). Returns (the runs ended, the RUNNING runs of other hosts
+    or without a process tag, which only their own host can judge)."""
+    from mlflow.tracking import MlflowClient
+
+    from segexp.provenance import process_alive
+
+    client = MlflowClient(uri)
+    running = client.search_runs(all_experiment_ids(client), "attributes.status = 'RUNNING'", max_results=10000)
+    ended, unknown = [], []
+    for run in running:
+        alive = process_alive(run.data.tags.get(PROCESS_TAG, ""))
+        if alive is None:
+            unknown.append(run)
+        elif not alive:
+            client.set_tag(run.info.run_id, "failure_reason",
+                           f"its process ({run.data.tags[PROCESS_TAG]}) ended without closing the run "
+                           "(killed, out of memory or power loss); found and ended by segexp")
+            client.set_terminated(run.info.run_id, "KILLED")
+            ended.append(run)
+    return ended, unknown

@@ -20,6 +20,9 @@ def start_parent_run(uri: str, experiment_name: str, name: str, tags: Mapping[st
     try:
         # a new sqlite store gets its schema here, once, before any job starts
         experiment_id = ensure_experiment(uri, experiment_name)
+        from segexp.tracking.trackers import report_orphans
+
+        report_orphans(uri)
         return MlflowClient(uri).create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id
     except Exception as err:  # mlflow raises many types for a broken store; report one line
         raise TrackingError(f"{uri}: cannot create the sweep's parent run ({type(err).__name__}: {err})") from err

@@ -15,10 +15,18 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from segexp.errors import TrackingError, TrainingInterrupted
-from segexp.provenance import tf_version
-from segexp.tracking.store import check_store, ensure_experiment, resolve_uri
+from segexp.provenance import process_identity, tf_version
+from segexp.tracking.store import PROCESS_TAG, check_store, end_orphaned_runs, ensure_experiment, resolve_uri
 
 DATASET_DIGEST = 16  # hex characters of a role's pixel digest shown in the UI's Dataset column (all in its tag)
+
+
+def report_orphans(uri: str) -> None:
+    """Ends the store's RUNNING runs whose process died on this host, saying so in one line."""
+    ended, _ = end_orphaned_runs(uri)
+    if ended:
+        print(f"[segexp] ended {len(ended)} run(s) left RUNNING by a process that died, as KILLED: "
+              + ", ".join(f"{r.info.run_name} ({r.info.run_id})" for r in ended), flush=True)
 
 
 class NullTracker:
@@ -73,6 +81,7 @@ class MlflowTracker:
             mlflow.set_experiment(experiment_id=ensure_experiment(uri, experiment_name))
         except Exception as err:  # mlflow raises many types for a broken store; report one line
             raise TrackingError(f"{uri}: cannot open the MLflow store ({type(err).__name__}: {err})") from err
+        report_orphans(uri)
 
     @contextlib.contextmanager
     def run(self, name: str, tags: Mapping[str, str], run_id: str | None = None,
@@ -93,6 +102,7 @@ class MlflowTracker:
         else:
             run = mlflow.start_run(run_name=name, tags={**tags, **child_tags}, log_system_metrics=sampled)
         self.run_id = run.info.run_id
+        mlflow.set_tag(PROCESS_TAG, process_identity())  # who has it open: see store.end_orphaned_runs
         try:
             yield self
         except (KeyboardInterrupt, TrainingInterrupted):
