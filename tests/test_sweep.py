@@ -91,13 +91,15 @@ def test_sequential_sweep_is_one_parent_with_a_child_per_job(tmp_path, make_cfg)
 
 @pytest.mark.slow
 def test_parallel_sweep_children_reach_the_parent_from_worker_processes(tmp_path, make_cfg):
-    out = sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-4,3e-4")
+    # four worker processes writing one sqlite store at once
+    out = sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "optimizer.lr=1e-4,2e-4,3e-4,4e-4")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "database is locked" not in out.stderr
 
     client, parent, children = sweep_tree(tmp_path)
-    assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.0001", "0.0003"]  # none lost or twice
-    assert [r.info.status for r in [parent, *children]] == ["FINISHED"] * 3
+    assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.0001", "0.0002", "0.0003", "0.0004"]
+    assert len({r.data.tags["process"] for r in children}) > 1  # really in several processes; none lost or twice
+    assert [r.info.status for r in [parent, *children]] == ["FINISHED"] * 5
     assert_summarizes(client, parent, children, out.stdout, tmp_path, make_cfg(*FAST))
 
 
