@@ -31,3 +31,17 @@ print("METRICS", train(cfg, {str(tmp_path / 'run')!r})["report_dice"])
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("segexp").experiment_id])
     assert run.data.tags["replicas"] == "2" and run.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("tf_config, chief", [
+    ('{"cluster": {"worker": ["h:1", "h:2"]}, "task": {"type": "worker", "index": 0}}', True),
+    ('{"cluster": {"worker": ["h:1", "h:2"]}, "task": {"type": "worker", "index": 1}}', False),
+    ('{"cluster": {"chief": ["h:0"], "worker": ["h:1"]}, "task": {"type": "worker", "index": 0}}', False),
+    ('{"cluster": {"chief": ["h:0"], "worker": ["h:1"]}, "task": {"type": "chief", "index": 0}}', True),
+    ("", True),
+])
+def test_only_the_chief_worker_tracks_a_multi_worker_run(tf_config, chief):
+    from segexp.runtime import is_chief
+
+    assert is_chief("multi_worker_mirrored", tf_config) is chief
+    assert is_chief("default", tf_config) is True

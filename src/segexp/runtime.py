@@ -75,6 +75,21 @@ def distribution_strategy(name: str):
     return tf.distribute.MultiWorkerMirroredStrategy()  # schema.Strategy allows no other value
 
 
+def is_chief(strategy: str, tf_config: str | None = None) -> bool:
+    """True unless this process is a non-chief worker of `multi_worker_mirrored`: the task named "chief" in
+    $TF_CONFIG, else worker 0, is the one that tracks the run (read without importing TensorFlow)."""
+    import json
+    import os
+
+    if strategy != "multi_worker_mirrored":
+        return True
+    config = json.loads(tf_config if tf_config is not None else os.environ.get("TF_CONFIG", "{}") or "{}")
+    task = config.get("task", {})
+    if "chief" in config.get("cluster", {}):
+        return task.get("type") == "chief"
+    return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM raises KeyboardInterrupt, so a kill is handled like Ctrl-C."""

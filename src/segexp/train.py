@@ -225,7 +225,11 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     validate(cfg)
     parts, weights = prepare_data(cfg)
     train_set = parts["train"]
-    tracker = instantiate(cfg.tracking)  # fails fast on an unwritable store or unreachable server
+    from segexp.runtime import is_chief
+    from segexp.tracking import NullTracker
+
+    # fails fast on an unwritable store or unreachable server; of several workers only the chief tracks
+    tracker = instantiate(cfg.tracking) if is_chief(cfg.trainer.strategy) else NullTracker()
     run = RunDir(Path(output_dir))
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_split(data_lib.split_record(parts))
@@ -240,6 +244,8 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     from segexp.callbacks import save_atomically
     from segexp.models import load_model
 
+    # first TensorFlow call: a multi-worker strategy must exist before any other op runs
+    strategy = runtime.distribution_strategy(cfg.trainer.strategy)
     keras.backend.clear_session()  # jobs of an in-process multirun must not share graph state
     first_epoch = resume.epochs_done if resume else 0
     policy = runtime.configure(cfg.trainer.seed + first_epoch, cfg.trainer.deterministic, cfg.trainer.precision)
@@ -249,7 +255,6 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     tags = {**run_tags(list(overrides), CODE_DIR), **(extra_tags or {})}
     if resume:  # the run keeps its original overrides tag; today's go beside it
         tags = {"resumed_from_epoch": str(first_epoch), "resume_overrides": tags.pop("overrides"), **tags}
-    strategy = runtime.distribution_strategy(cfg.trainer.strategy)
     with runtime.sigterm_as_interrupt(), tracker.run(name, tags, run_id=resume.run_id if resume else None,
                                                      parent_run_id=sweep.parent_run_id if sweep else None):
         if not resume:
