@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
