@@ -83,7 +83,7 @@ def is_chief(strategy: str, tf_config: str | None = None) -> bool:
 
     if strategy != "multi_worker_mirrored":
         return True
-    config = json.loads(tf_config if tf_config is not None else os.environ.get("TF_CONFIG", "{}") or "{}")
+    config = json.loads((tf_config if tf_config is not None else os.environ.get("TF_CONFIG", "")) or "{}")
     task = config.get("task", {})
     if "chief" in config.get("cluster", {}):
         return task.get("type") == "chief"
