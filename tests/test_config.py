@@ -104,7 +104,7 @@ BAD_CHOICES = [
     ("trainer=fast", "trainer=fast: no such option; choose one of default"),
     ("tracking=wandb", "tracking=wandb: no such option; choose one of mlflow, none"),
     ("callbacks=tensorboard", "callbacks=tensorboard: no such option; choose one of default, early_stop"),
-    ("experiment=best", "experiment=best: no such option; choose one of isbi_best, seed_replica"),
+    ("experiment=best", "experiment=best: no such option; choose one of isbi_best, isbi_quick, seed_replica"),
     ("debug=tiny", "debug=tiny: no such option; choose one of smoke"),
     ("inference=fast", "inference=fast: no such option; choose one of default"),
     ("model.upsampling=pixelshuffle", "model.upsampling: Invalid value 'pixelshuffle', choose one of transpose, "
