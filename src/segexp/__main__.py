@@ -82,6 +82,27 @@ def bare_as_override(argv: list[str], key: str) -> list[str]:
     return [*kept, f"{key}={value}"]
 
 
+def require_values(command: str, cfg) -> None:
+    """Raises ConfigError naming the command's required values (`???` in its config) left unset."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    from segexp.errors import ConfigError
+
+    def missing(node, prefix: str = ""):  # walks the nodes without resolving interpolations (${hydra:...})
+        keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+        for key in keys:
+            path = f"{prefix}{key}" if isinstance(node, DictConfig) else f"{prefix.rstrip('.')}[{key}]"
+            child = node._get_node(key)
+            if OmegaConf.is_missing(node, key):
+                yield path
+            elif isinstance(child, (DictConfig, ListConfig)) and not child._is_none() and not child._is_interpolation():
+                yield from missing(child, f"{path}.")
+
+    missing = sorted(m for m in missing(cfg) if not m.startswith("hydra."))
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: required; segexp {command}: {COMMANDS[command]}")
+
+
 def user_error(err: BaseException):
     """Returns the SegexpError in err's cause chain (Hydra's instantiate wraps them), or None."""
     from segexp.errors import SegexpError
@@ -147,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         overrides, config_dirs, multirun, other_config = split_argv(rest)
         try:  # every config mistake is one line here, before Hydra, data or TensorFlow
             if not other_config:  # a config of the user's own is checked by Hydra alone
-                preflight(command, overrides, multirun, config_dirs)
+                require_values(command, preflight(command, overrides, multirun, config_dirs))
         except ConfigError as err:
             print(f"segexp: error: {err}", file=sys.stderr)
             sys.exit(2)

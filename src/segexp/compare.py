@@ -24,7 +24,7 @@ import numpy as np
 
 from segexp import replicates
 from segexp.errors import ConfigError
-from segexp.tracking.store import find_run
+from segexp.tracking.store import existing_store, find_run
 
 SLICES = "report_slices"  # as train.REPORT_SLICES logs them (not imported: that would load train's imports)
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -328,10 +328,7 @@ def compare(cfg, output_dir: Path) -> list[replicates.Difference]:
     from segexp.tracking import resolve_uri
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download is noise here
-    uri = resolve_uri(cfg.tracking.uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        raise ConfigError(f"tracking.uri={uri}: no such store; point tracking.uri (or MLFLOW_TRACKING_URI) at the "
-                          "store that holds the runs")
+    uri = existing_store(cfg.tracking.uri)
     client = MlflowClient(uri)
     entries = entries_of(client, list(cfg.runs))
     rows = metric_rows(entries, list(cfg.metrics))

@@ -8,9 +8,10 @@ from omegaconf import DictConfig
 
 
 def orphans(cfg: DictConfig) -> tuple[list, list]:
-    from segexp.tracking import end_orphaned_runs, resolve_uri
+    from segexp.tracking import end_orphaned_runs
+    from segexp.tracking.store import existing_store
 
-    uri = resolve_uri(cfg.tracking.uri)
+    uri = existing_store(cfg.tracking.uri)
     ended, unknown = end_orphaned_runs(uri)
     for run in ended:
         print(f"[segexp] ended as KILLED: {run.info.run_name} ({run.info.run_id}); its process "

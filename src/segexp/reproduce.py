@@ -65,10 +65,10 @@ def reproduce(cfg: DictConfig, output_dir: Path) -> list[tuple[str, float, float
     from mlflow.tracking import MlflowClient
 
     from segexp.provenance import run_tags
-    from segexp.tracking.store import find_run, resolve_uri
+    from segexp.tracking.store import existing_store, find_run
     from segexp.train import final_metric_keys, train
 
-    uri = resolve_uri(cfg.tracking.uri)
+    uri = existing_store(cfg.tracking.uri)
     client = MlflowClient(uri)
     run = find_run(client, str(cfg.run))
     if run.info.status != "FINISHED":

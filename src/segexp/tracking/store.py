@@ -22,6 +22,16 @@ def resolve_uri(configured: str | None) -> str:
     return f"sqlite:///{(Path.cwd() / DEFAULT_STORE).resolve()}"
 
 
+def existing_store(configured: str | None) -> str:
+    """Returns the resolved tracking URI of a store that must already hold runs; ConfigError for a sqlite
+    file that does not exist (reading commands never create an empty store)."""
+    uri = resolve_uri(configured)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise ConfigError(f"tracking.uri={uri}: no such store; point tracking.uri (or MLFLOW_TRACKING_URI) at the "
+                          "store that holds the runs")
+    return uri
+
+
 def check_store(uri: str) -> None:
     """Raises TrackingError if a sqlite store cannot be written or a server does not answer."""
     if uri.startswith("sqlite:///"):
