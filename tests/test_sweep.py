@@ -230,3 +230,39 @@ def test_a_child_is_named_by_the_swept_overrides_alone():
     # a sweeper's own search space: nothing swept on the command line
     assert run_name(overrides, []) == "optimizer.lr=0.001,debug=smoke,model=unet"
     assert run_name(overrides) == "optimizer.lr=0.001,debug=smoke,model=unet" and run_name([]) == "default"
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_into_the_same_parent_keeping_finished_jobs(tmp_path):
+    import signal
+    import time
+
+    sweep_dir = tmp_path / "sweep"
+    args = [sys.executable, "-m", "segexp", "train", "-m", *FAST, "trainer.epochs=6", "optimizer.lr=1e-3,2e-3,3e-3",
+            f"hydra.sweep.dir={sweep_dir}"]
+    driver = subprocess.Popen(args, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:  # kill the driver (no handler runs) once the first job has finished
+        time.sleep(0.5)
+        experiment = client.get_experiment_by_name("segexp") if (tmp_path / "outputs" / "mlflow.db").exists() else None
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        if any(r.info.status == "FINISHED" for r in runs):
+            break
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=60)
+    (first,) = [r for r in client.search_runs([experiment.experiment_id]) if r.info.status == "FINISHED"]
+
+    out = subprocess.run([sys.executable, "-m", "segexp", "train", "-m", f"resume={sweep_dir}"], cwd=tmp_path, env=ENV,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "already finished" in out.stdout
+
+    client, parent, children = sweep_tree(tmp_path)  # still one parent, one child per job
+    assert parent.info.status == "FINISHED" and parent.data.tags["children"] == "3"
+    assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.001", "0.002", "0.003"]
+    assert all(r.info.status == "FINISHED" for r in children)
+    kept = client.get_run(first.info.run_id)  # the finished job was not trained again
+    assert kept.info.end_time == first.info.end_time
+    rows = summary_table(client, parent, tmp_path)
+    assert sorted(row["run_id"] for row in rows) == sorted(r.info.run_id for r in children)

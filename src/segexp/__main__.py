@@ -103,6 +103,28 @@ def require_values(command: str, cfg) -> None:
         raise ConfigError(f"{', '.join(missing)}: required; segexp {command}: {COMMANDS[command]}")
 
 
+def sweep_to_resume(argv: list[str]) -> list[str]:
+    """Returns `train -m resume=<sweep dir> [...]` as the sweep's own command line - its recorded overrides
+    (multirun.yaml) into the same directory, with resume_sweep=true - and any other argv unchanged."""
+    from omegaconf import OmegaConf
+
+    resume = [a for a in argv if a.startswith("resume=")]
+    if not resume or not any(a in ("-m", "--multirun") for a in argv):
+        return argv
+    sweep_dir = Path(resume[-1].split("=", 1)[1]).expanduser()
+    record = sweep_dir / "multirun.yaml"
+    if not (sweep_dir / "sweep.json").is_file() and not record.is_file():
+        return argv  # not a sweep directory: each job resumes the run it names, as without -m
+    if not record.is_file():
+        from segexp.errors import ConfigError
+
+        raise ConfigError(f"resume={sweep_dir}: no multirun.yaml there to take the sweep's overrides from")
+    recorded = list(OmegaConf.load(record).hydra.overrides.task)
+    kept = [o for o in recorded if not o.startswith(("hydra.sweep.dir=", "resume_sweep=", "resume="))]
+    rest = [a for a in argv if a not in resume]
+    return [*rest, *kept, f"hydra.sweep.dir={sweep_dir.resolve()}", "resume_sweep=true"]
+
+
 def user_error(err: BaseException):
     """Returns the SegexpError in err's cause chain (Hydra's instantiate wraps them), or None."""
     from segexp.errors import SegexpError
@@ -161,6 +183,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     if command in BARE_ARGUMENTS:
         rest = bare_as_override(rest, BARE_ARGUMENTS[command])
+    if command == "train":
+        from segexp.errors import ConfigError
+
+        try:
+            rest = sweep_to_resume(rest)
+        except ConfigError as err:
+            print(f"segexp: error: {err}", file=sys.stderr)
+            sys.exit(2)
     if not any(a in HELP_FLAGS for a in rest):
         from segexp.config import preflight
         from segexp.errors import ConfigError

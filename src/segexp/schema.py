@@ -214,6 +214,7 @@ class TrainConfig:
     objective: str = "select_v_rand"  # metric the Hydra entry point returns to sweepers: a selection score
     run_name: Optional[str] = None  # None: made from the command-line overrides
     resume: Optional[str] = None  # a run directory or MLflow run id to continue
+    resume_sweep: bool = False  # this multirun continues the sweep in hydra.sweep.dir (see sweep.py)
 
 
 @dataclass

@@ -210,6 +210,9 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        if config.resume_sweep and records_runs(config) and (sweep_dir / SWEEP_RECORD).is_file():
+            self._reopen(config, sweep_dir)
+            return
         (sweep_dir / SWEEP_RECORD).unlink(missing_ok=True)  # a stale record must not adopt these jobs
         if not records_runs(config):
             return
@@ -224,6 +227,14 @@ class MlflowSweepCallback(Callback):
             {"parent_run_id": self.parent_run_id, "swept_keys": swept_keys(overrides)}))
         atexit.register(self._end_at_exit, config)
         print(f"[segexp] sweep parent run {self.parent_run_id} in {self.uri}", flush=True)
+
+    def _reopen(self, config: DictConfig, sweep_dir: Path) -> None:
+        """Continues the sweep recorded in sweep_dir: its parent run RUNNING again, held by this process."""
+        self.uri = tracking.resolve_uri(config.tracking.uri)
+        self.parent_run_id = read_sweep_record(sweep_dir).parent_run_id
+        sweep_store.reopen_parent_run(self.uri, self.parent_run_id, provenance.process_identity())
+        atexit.register(self._end_at_exit, config)
+        print(f"[segexp] resuming sweep {self.parent_run_id} in {sweep_dir}: finished jobs are kept", flush=True)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """Gives a job that failed before its own run started (bad data or config) a FAILED child run.

@@ -22,6 +22,11 @@ def train_task(cfg):
         from segexp.sweep import read_sweep_record
 
         sweep = read_sweep_record(Path(hydra_cfg.runtime.cwd) / hydra_cfg.sweep.dir)  # hydra.job.chdir-proof
+    if sweep and cfg.resume_sweep:
+        done = continue_sweep_job(cfg, sweep, Path(hydra_cfg.runtime.output_dir).resolve())
+        if isinstance(done, float):
+            return done
+        cfg = done or cfg
     if cfg.resume:
         from omegaconf import OmegaConf
 
@@ -30,11 +35,37 @@ def train_task(cfg):
         from segexp.schema import TrainConfig
 
         run = resolve_resumable(cfg.resume, cfg.tracking.uri)
-        cfg = resumed_config(run, OmegaConf.structured(TrainConfig), overrides)
+        # a job of a resumed sweep continues with the config it saved (its overrides are already in it)
+        cfg = resumed_config(run, OmegaConf.structured(TrainConfig), [] if cfg.resume_sweep else overrides)
         metrics = train(cfg, run.path, overrides, resume=read_state(run), sweep=sweep)
     else:
         metrics = train(cfg, Path(hydra_cfg.runtime.output_dir), overrides, sweep=sweep)
     return metrics.get(cfg.objective)
+
+
+def continue_sweep_job(cfg, sweep, output_dir: Path):
+    """For a job of a resumed sweep, returns its objective if its run already FINISHED (kept, not re-run),
+    a config that resumes it from its checkpoint if it has one, or None to train it afresh - its failed or
+    killed run without a checkpoint deleted, so the sweep keeps one run per job."""
+    from segexp import tracking
+    from segexp.rundir import RunDir
+    from segexp.sweep import objective_metric
+    from segexp.tracking import sweeps as sweep_store
+
+    uri = tracking.resolve_uri(cfg.tracking.uri)
+    runs = sweep_store.job_runs(uri, sweep.parent_run_id, str(output_dir))
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    if finished:
+        key, _ = objective_metric(cfg)
+        print(f"[segexp] job in {output_dir} already finished (run {finished[-1].info.run_id}): kept", flush=True)
+        return float(finished[-1].data.metrics.get(key, float("nan")))
+    if RunDir(output_dir).state_file.is_file():
+        print(f"[segexp] job in {output_dir} continues from its last checkpoint", flush=True)
+        cfg = cfg.copy()
+        cfg.resume = str(output_dir)
+        return cfg
+    sweep_store.delete_runs(uri, runs)
+    return None
 
 
 def predict_task(cfg):

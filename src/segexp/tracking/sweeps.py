@@ -84,3 +84,27 @@ def alias_best_version(uri: str, model_name: str, run_id: str, alias: str = "bes
     version = max(versions, key=lambda v: int(v.version)).version
     client.set_registered_model_alias(model_name, alias, version)
     return version
+
+
+def reopen_parent_run(uri: str, run_id: str, process: str) -> None:
+    """Marks a sweep's parent run RUNNING again, held by `process` (a resumed sweep)."""
+    from mlflow.tracking import MlflowClient
+
+    from segexp.tracking.store import PROCESS_TAG
+
+    client = MlflowClient(uri)
+    client.set_tag(run_id, PROCESS_TAG, process)
+    client.update_run(run_id, status="RUNNING")
+
+
+def job_runs(uri: str, parent_run_id: str, output_dir: str) -> list:
+    """Returns the parent's child runs that the job writing to output_dir made, oldest first."""
+    return [r for r in child_runs(uri, parent_run_id) if r.data.tags.get("output_dir") == output_dir]
+
+
+def delete_runs(uri: str, runs) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    for run in runs:
+        client.delete_run(run.info.run_id)
