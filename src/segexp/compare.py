@@ -24,9 +24,8 @@ import numpy as np
 
 from segexp import replicates
 from segexp.errors import ConfigError
-from segexp.tracking.store import existing_store, find_run
+from segexp.tracking.store import REPORT_SLICES, existing_store, find_run
 
-SLICES = "report_slices"  # as train.REPORT_SLICES logs them (not imported: that would load train's imports)
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # what makes two recipes' scores incomparable, as (what it is, the tags that hold it)
 FAIRNESS = (("held-out (report) slices", ("split.report_digest", "split.report")),
@@ -142,10 +141,10 @@ def read_png(path: Path) -> np.ndarray:
 
 def report_slices(client, run, workdir: Path) -> dict[str, dict[str, np.ndarray]]:
     """Returns {slice: {"image", "truth", "probability": (H, W) in [0, 1]}} a run logged, or {}."""
-    names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, SLICES)}
+    names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, REPORT_SLICES)}
     if not names:
         return {}
-    local = Path(client.download_artifacts(run.info.run_id, SLICES, str(workdir / run.info.run_id)))
+    local = Path(client.download_artifacts(run.info.run_id, REPORT_SLICES, str(workdir / run.info.run_id)))
     slices: dict[str, dict[str, np.ndarray]] = {}
     for name in sorted(names):
         stem, kind, _ = name.rsplit(".", 2)

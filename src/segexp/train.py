@@ -25,7 +25,6 @@ from segexp.rundir import RunDir
 from segexp.schema import validate
 
 CODE_DIR = Path(__file__).resolve().parent
-REPORT_SLICES = "report_slices"  # artifact folder: <slice>.image.png, <slice>.truth.png, <slice>.probability.png
 
 
 def run_name(overrides: Sequence[str], swept_keys: Sequence[str] = ()) -> str:
@@ -196,6 +195,7 @@ def log_aug_preview(cfg: DictConfig, train_set, weights, pipeline, tracker) -> N
 def log_report_slices(tracker, report, probs) -> None:
     """Logs each report slice's image, truth and predicted probability as PNGs under `report_slices/`, so
     `segexp compare` can show runs side by side from the tracking store alone."""
+    from segexp.tracking.store import REPORT_SLICES
     from segexp.visualize import to_rgb8
 
     for name, image, mask, prob in zip(report.names, report.images, report.masks, probs):

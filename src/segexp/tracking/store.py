@@ -12,6 +12,7 @@ from segexp.errors import ConfigError, TrackingError
 
 DEFAULT_STORE = Path("outputs") / "mlflow.db"
 RUN_ID_LENGTH = 32
+REPORT_SLICES = "report_slices"  # run artifacts: <slice>.image.png, <slice>.truth.png, <slice>.probability.png
 
 
 def resolve_uri(configured: str | None) -> str:
