@@ -24,6 +24,7 @@ import numpy as np
 
 from segexp import replicates
 from segexp.errors import ConfigError
+from segexp.tracking import sweeps as sweep_store
 from segexp.tracking.store import REPORT_SLICES, existing_store, find_run
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -53,11 +54,6 @@ class Entry:
         return {replicates.replicate_key(r): r.data.metrics.get(metric, math.nan) for r in self.runs}
 
 
-def children_of(client, run) -> list:
-    return list(client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'",
-                                   order_by=["attributes.start_time ASC"], max_results=10000))
-
-
 def recipe_name(runs: Sequence[Any], label: str, ref: str) -> str:
     """Returns a short name for a recipe: its own run name when its runs share one, else what sets it apart."""
     names = {r.info.run_name for r in runs}
@@ -66,12 +62,12 @@ def recipe_name(runs: Sequence[Any], label: str, ref: str) -> str:
     return label or ref[:12]
 
 
-def entries_of(client, refs: Sequence[str]) -> list[Entry]:
+def entries_of(client, uri: str, refs: Sequence[str]) -> list[Entry]:
     """Returns the compared recipes in argument order: a sweep parent gives one per recipe it holds."""
     groups = []
     for ref in refs:
         run = find_run(client, ref)
-        children = children_of(client, run)
+        children = sweep_store.child_runs(uri, run.info.run_id)
         if not children:
             if run.info.status != "FINISHED":
                 raise ConfigError(f"{ref}: run {run.info.run_id} is {run.info.status}, not FINISHED")
@@ -329,7 +325,7 @@ def compare(cfg, output_dir: Path) -> list[replicates.Difference]:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download is noise here
     uri = existing_store(cfg.tracking.uri)
     client = MlflowClient(uri)
-    entries = entries_of(client, list(cfg.runs))
+    entries = entries_of(client, uri, list(cfg.runs))
     rows = metric_rows(entries, list(cfg.metrics))
     warnings = {e.letter: fairness_warnings(entries[0], e) for e in entries[1:]}
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
-"""The Hydra task functions behind `segexp train|predict|evaluate|compare|export`: each takes the composed
-config Hydra hands it and calls the plain function that does the work (train.train, predict.predict,
-evaluate.evaluate, compare.compare), adding what only the Hydra job knows (its output directory, its overrides,
+"""The Hydra task functions behind every `segexp COMMAND`: each takes the composed config Hydra hands
+it and calls the plain function that does the work (train.train, predict.predict, evaluate.evaluate,
+compare.compare, export.export, reproduce.reproduce, orphans.orphans), adding what only the Hydra job knows (its output directory, its overrides,
 the sweep it belongs to, the run it resumes)."""
 
 from __future__ import annotations
