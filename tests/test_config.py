@@ -95,7 +95,7 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 BAD_CHOICES = [
     ("model=resnet", "model=resnet: no such option; choose one of unet, unet_deep, unet_small"),
     ("aug=extreme", "aug=extreme: no such option; choose one of heavy, light, none, seed"),
-    ("loss=hinge", "loss=hinge: no such option; choose one of bce, bce_dice, dice, focal, weighted_bce"),
+    ("loss=hinge", "loss=hinge: no such option; choose one of bce, bce_dice, dice, focal, weighted_bce, weighted_bce_dice"),
     ("optimizer=lion", "optimizer=lion: no such option; choose one of adam, adamw, sgd"),
     ("optimizer/schedule=linear", "optimizer/schedule=linear: no such option; choose one of constant, cosine, "
                                   "plateau, warmup_cosine"),
