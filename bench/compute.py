@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from bench.training import fresh_session
 
     args, settings, result = common.begin(NAME, TITLE, METHOD, argv, FULL, QUICK)
-    bf16 = cpu_has_bf16()  # segexp's own test, the one trainer.precision=auto uses
+    bf16 = cpu_has_bf16()  # native bf16 advertised: worth timing at all
     fresh_session()
     n = settings.matmul_size
     arms = {"matmul fp32": matmul_arm(n, settings.matmuls_per_sample, "float32")}

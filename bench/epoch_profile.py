@@ -39,7 +39,8 @@ class Settings:
 
 
 FULL = Settings(("experiment=isbi_best",), steps=10, warmup=2, repeats=3, select_slices=None)
-QUICK = Settings(("experiment=isbi_best", *TINY_MODEL, "trainer.crop_size=64", "trainer.batch_size=2"),
+QUICK = Settings(("experiment=isbi_best", *TINY_MODEL, "trainer.crop_size=64", "trainer.batch_size=2",
+                            "trainer.precision=float32", "trainer.jit_compile=false"),
                  steps=2, warmup=1, repeats=1, select_slices=1)
 
 

@@ -26,7 +26,8 @@ from bench import common
 CURVE_METRICS = ("select_v_rand", "select_v_info", "select_dice", "select_accuracy")
 QUICK = ["model.depth=2", "model.base_filters=4", "trainer.epochs=1", "trainer.steps_per_epoch=2",
          "trainer.crop_size=64", "trainer.batch_size=2", "tracking.log_model=false", "trainer.preview_slices=0",
-         "split.select=[-2]", "split.report=[-1]"]
+         "split.select=[-2]", "split.report=[-1]",
+         "trainer.precision=float32", "trainer.jit_compile=false"]
 QUICK_EVAL = ["inference.tile=128", "inference.overlap=16"]
 EXPERIMENT = "bench_quality"
 TITLE = "Segmentation quality: whole recipes, scored on report slices no choice saw"

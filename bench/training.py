@@ -50,15 +50,20 @@ def load_data(cfg):
 
 
 def build_compiled_model(cfg, train_set):
-    """Returns the model of cfg compiled as train.train does (seed, dtype policy, loss, metrics, jit)."""
+    """Returns the model of cfg compiled as train.train does (seed, dtype policy, loss, metrics, jit; `auto`
+    resolved by the same speed probe and cache)."""
+    import tensorflow as tf
+
     from segexp import runtime
     from segexp.config import instantiate
-    from segexp.train import build_model
+    from segexp.train import build_model, choose_speed
 
-    runtime.configure(cfg.trainer.seed, cfg.trainer.deterministic, cfg.trainer.precision)
+    speed = choose_speed(cfg, tf.distribute.get_strategy(), train_set.channels, train_set.foreground,
+                         cfg.loss.weight_map is not None)
+    runtime.configure(cfg.trainer.seed, cfg.trainer.deterministic, speed.precision)
     try:
         schedule = instantiate(cfg.optimizer.schedule)
-        return build_model(cfg, train_set.channels, train_set.foreground, schedule.learning_rate)
+        return build_model(cfg, train_set.channels, train_set.foreground, schedule.learning_rate, speed.jit_compile)
     finally:
         runtime.configure(cfg.trainer.seed, False, "float32")  # the policy must not leak into later models
 

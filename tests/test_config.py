@@ -51,7 +51,7 @@ def test_every_option_builds_and_trains_one_step(make_cfg, group, option, folder
             tracker.log_metrics({"x": 1.0})
     parts, weights = prepare_data(cfg)
     built = build_components(cfg)
-    model = build_model(cfg, parts["train"].channels, parts["train"].foreground, built.schedule.learning_rate)
+    model = build_model(cfg, parts["train"].channels, parts["train"].foreground, built.schedule.learning_rate, False)
     stream = training_stream(cfg, parts["train"], weights, built.pipeline)
     history = model.fit(stream, epochs=1, steps_per_epoch=1, callbacks=built.callbacks, verbose=0)
     assert np.isfinite(history.history["loss"][0])

@@ -12,23 +12,14 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Returns True when the CPU computes bfloat16 natively (elsewhere it is emulated and slower)."""
+    """Returns True when the CPU advertises native bfloat16 (elsewhere it is emulated and slower). Only
+    benchmarks use it, to skip bf16 arms; a flag does not say bf16 is faster (trainer.precision=auto
+    measures that: speed_probe)."""
     try:
         flags = cpuinfo.read_text()
     except OSError:
         return False
     return any(flag in flags.split() for flag in BF16_FLAGS)
-
-
-def resolve_precision(precision: str) -> str:
-    """Returns the Keras dtype policy name; `auto` means bf16 only on a GPU or a bf16-capable CPU."""
-    if precision != "auto":
-        return precision
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU"):
-        return "mixed_float16"
-    return "mixed_bfloat16" if cpu_has_bf16() else "float32"
 
 
 def device_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
@@ -49,16 +40,16 @@ def device_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 
 
 def configure(seed: int, deterministic: bool, precision: str) -> str:
-    """Seeds Python, numpy and TF, sets the dtype policy; returns the policy name in force."""
+    """Seeds Python, numpy and TF, sets the dtype policy `precision` (a Keras policy name, `auto` already
+    resolved by speed_probe); returns the policy name in force."""
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    policy = resolve_precision(precision)
-    keras.mixed_precision.set_global_policy(policy)
-    return policy
+    keras.mixed_precision.set_global_policy(precision)
+    return keras.mixed_precision.global_policy().name
 
 
 def distribution_strategy(name: str):

@@ -184,7 +184,8 @@ class TrainerConfig:
     aug_preview: int = MISSING  # first training samples (augmented crop, mask) logged as one image at the start
     topology_metrics: bool = MISSING  # V_rand / V_info on the selection slices every epoch
     aug_workers: int = MISSING  # tf.data parallel calls; -1 = AUTOTUNE
-    jit_compile: bool = MISSING
+    jit_compile: Any = MISSING  # true, false or auto (timed per machine: speed_probe)
+    speed_cache: Optional[str] = MISSING  # where auto's timings are cached; None: probe every run
     strategy: Strategy = MISSING  # tf.distribute
     verbose: Optional[int] = MISSING  # null: a progress bar on a terminal, one line per epoch otherwise
 
@@ -319,6 +320,8 @@ def validate(cfg: Any) -> None:
     _check(t.steps_per_epoch >= 1, "trainer.steps_per_epoch", f"must be >= 1, got {t.steps_per_epoch}")
     _check(t.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {t.batch_size}")
     _check(t.crop_size >= 1, "trainer.crop_size", f"must be >= 1, got {t.crop_size}")
+    _check(isinstance(t.jit_compile, bool) or t.jit_compile == "auto", "trainer.jit_compile",
+           f"must be true, false or auto, got {t.jit_compile}")
     _check(t.checkpoint == "last" or len(cfg.split.select) >= 1, "split.select",
            "is empty, so nothing can choose the best checkpoint; name selection slices or set trainer.checkpoint=last")
     watchers = {key: str(node.get("monitor")) for key, node in

@@ -54,16 +54,42 @@ def prepare_data(cfg: DictConfig) -> tuple[dict[str, data_lib.SegmentationSet], 
     return parts, weights
 
 
-def build_model(cfg: DictConfig, channels: int, foreground: int, learning_rate):
+def build_model(cfg: DictConfig, channels: int, foreground: int, learning_rate, jit_compile: bool):
     """Returns the Keras model of the model group, compiled with the loss group's loss and the
-    optimizer group's optimizer at `learning_rate` (the schedule's)."""
+    optimizer group's optimizer at `learning_rate` (the schedule's), with XLA if `jit_compile`."""
     from segexp.keras_metrics import segmentation_metrics
 
     model = instantiate(cfg.model, channels=channels)
     optimizer = instantiate(cfg.optimizer.fn, learning_rate=learning_rate)
     model.compile(optimizer=optimizer, loss=instantiate(cfg.loss.fn), metrics=segmentation_metrics(foreground),
-                  jit_compile=cfg.trainer.jit_compile)
+                  jit_compile=jit_compile)
     return model
+
+
+def choose_speed(cfg: DictConfig, strategy, channels: int, foreground: int, weighted: bool):
+    """Returns the speed_probe.SpeedChoice for trainer.precision and trainer.jit_compile: as set, or for
+    `auto` the fastest by a timed probe of this model at this crop and batch (cached per machine)."""
+    import numpy as np
+
+    from segexp import speed_probe
+
+    t = cfg.trainer
+    shape = (t.batch_size, t.crop_size, t.crop_size)
+    rng = np.random.default_rng(0)
+    targets = (rng.random((*shape, 1)) < 0.5).astype(np.float32)
+    batch = (rng.random((*shape, channels), np.float32),
+             np.concatenate([targets, np.ones_like(targets)], -1) if weighted else targets)
+
+    def build(jit: bool):
+        with strategy.scope():
+            return build_model(cfg, channels, foreground, 1e-3, jit)
+
+    workload = {"model": OmegaConf.to_container(cfg.model, resolve=True), "batch_shape": [*shape, channels],
+                "weighted": weighted, "strategy": t.strategy, "replicas": strategy.num_replicas_in_sync}
+    return speed_probe.resolve(str(t.precision), t.jit_compile, build, batch, workload,
+                               Path(t.speed_cache) if t.speed_cache else None,
+                               multi_worker=t.strategy == "multi_worker_mirrored",
+                               log=lambda line: print(f"[segexp] {line}", flush=True))
 
 
 @dataclass(frozen=True)
@@ -248,7 +274,8 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     strategy = runtime.distribution_strategy(cfg.trainer.strategy)
     keras.backend.clear_session()  # jobs of an in-process multirun must not share graph state
     first_epoch = resume.epochs_done if resume else 0
-    policy = runtime.configure(cfg.trainer.seed + first_epoch, cfg.trainer.deterministic, cfg.trainer.precision)
+    speed = choose_speed(cfg, strategy, train_set.channels, train_set.foreground, weights is not None)
+    policy = runtime.configure(cfg.trainer.seed + first_epoch, cfg.trainer.deterministic, speed.precision)
     built = build_components(cfg)
     name = cfg.run_name or run_name(overrides, sweep.swept_keys if sweep else ())
     started = time.monotonic()
@@ -266,8 +293,9 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
                 role: (data_lib.combined_digest(part.digests), part.names) for role, part in parts.items()})
         with strategy.scope():  # variables are created once per replica
             model = (load_model(run.last_checkpoint) if resume  # weights and optimizer state
-                     else build_model(cfg, train_set.channels, train_set.foreground, built.schedule.learning_rate))
-        setup = {"precision": policy, "device": runtime.device_description(),
+                     else build_model(cfg, train_set.channels, train_set.foreground, built.schedule.learning_rate,
+                                 speed.jit_compile))
+        setup = {**speed.tags(), "precision": policy, "device": runtime.device_description(),
                  "replicas": str(strategy.num_replicas_in_sync), "output_dir": str(run.path.resolve()),
                  **split_tags(parts)}
         tracker.set_tags(setup)

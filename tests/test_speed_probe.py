@@ -1,0 +1,68 @@
+"""precision=auto / jit_compile=auto: a real timed probe of the real model, cached per machine and workload."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import TINY
+from segexp import speed_probe
+from segexp.errors import ConfigError
+from segexp.schema import validate
+from segexp.train import train
+
+
+def test_the_fastest_setting_wins_only_by_a_clear_margin():
+    settings = speed_probe.candidates("auto", "auto", gpu=False)
+    assert settings == [("float32", False), ("float32", True), ("mixed_bfloat16", False), ("mixed_bfloat16", True)]
+    speeds = {"float32": 10.0, "float32+xla": 10.5, "mixed_bfloat16": 14.0, "mixed_bfloat16+xla": None}
+    assert speed_probe.choose(speeds, settings) == ("mixed_bfloat16", False)
+    # 5% faster is within timing noise and not worth bf16's rounding: the baseline stays
+    assert speed_probe.choose({**speeds, "mixed_bfloat16": 10.5}, settings) == ("float32", False)
+    # a setting that failed (None) is never chosen, even when the baseline failed too
+    assert speed_probe.choose({"float32": None, "float32+xla": None, "mixed_bfloat16": 3.0,
+                               "mixed_bfloat16+xla": None}, settings) == ("mixed_bfloat16", False)
+    # what the config fixes is not searched: only XLA is timed here, at bf16
+    assert speed_probe.candidates("mixed_bfloat16", "auto", gpu=False) == [("mixed_bfloat16", False),
+                                                                            ("mixed_bfloat16", True)]
+    assert ("mixed_float16", False) in speed_probe.candidates("auto", False, gpu=True)
+
+
+def test_jit_compile_takes_true_false_or_auto(make_cfg):
+    for value in ("true", "false", "auto"):
+        validate(make_cfg(*TINY, f"trainer.jit_compile={value}"))
+    with pytest.raises(ConfigError, match="trainer.jit_compile: must be true, false or auto, got fast"):
+        validate(make_cfg(*TINY, "trainer.jit_compile=fast"))
+
+
+def test_auto_probes_once_per_machine_and_tags_the_run(make_cfg, store, tmp_path, capsys):
+    cache = tmp_path / "cache" / "speed_probe.json"
+    overrides = (*TINY, "trainer.epochs=1", f"tracking.uri={store}", "trainer.precision=auto",
+                 "trainer.jit_compile=auto", f"trainer.speed_cache={cache}", "tracking.log_model=false")
+    train(make_cfg(*overrides), tmp_path / "first", ["first"])
+    assert "timing float32, float32+xla, mixed_bfloat16, mixed_bfloat16+xla" in capsys.readouterr().out
+    (entry,) = json.loads(cache.read_text()).values()
+    speeds = entry["images_per_s"]
+    assert set(speeds) == {"float32", "float32+xla", "mixed_bfloat16", "mixed_bfloat16+xla"}
+    assert speeds["float32"] > 0  # the baseline always runs on CPU
+    expected = speed_probe.choose(speeds, speed_probe.candidates("auto", "auto", gpu=False))
+    assert (entry["precision"], entry["jit_compile"]) == expected
+
+    train(make_cfg(*overrides), tmp_path / "second", ["second"])
+    assert "timing" not in capsys.readouterr().out  # the cache answered
+    client = MlflowClient(store)
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("segexp").experiment_id])}
+    for name, source in (("first", "probe"), ("second", f"cache {cache}")):
+        tags = runs[name].data.tags
+        assert tags["precision"] == expected[0] and tags["jit_compile"] == str(expected[1]).lower()
+        assert tags["speed_choice"].startswith(f"{source} (images/s: float32 "), tags["speed_choice"]
+
+    # a damaged cache is probed again and rewritten, never an error
+    cache.write_text("{not json")
+    train(make_cfg(*overrides[:-4], "trainer.precision=float32", "trainer.jit_compile=auto",
+                   f"trainer.speed_cache={cache}", "tracking.log_model=false"), tmp_path / "third", ["third"])
+    assert "timing float32, float32+xla for" in capsys.readouterr().out
+    (entry,) = json.loads(cache.read_text()).values()
+    assert set(entry["images_per_s"]) == {"float32", "float32+xla"}
