@@ -266,3 +266,79 @@ def test_a_killed_sweep_resumes_into_the_same_parent_keeping_finished_jobs(tmp_p
     assert kept.info.end_time == first.info.end_time
     rows = summary_table(client, parent, tmp_path)
     assert sorted(row["run_id"] for row in rows) == sorted(r.info.run_id for r in children)
+
+
+PRUNED_SEARCH = """# @package _global_
+# segexp's Optuna sweeper (as in hparams_search/optuna.yaml) over the epoch count alone, with a pruner no
+# score passes from epoch 2
+defaults:
+  - override /hydra/sweeper: optuna
+  - override /hydra/sweeper/sampler: tpe
+pruner:
+  _target_: optuna.pruners.ThresholdPruner
+  lower: 2.0
+  n_warmup_steps: 1
+hydra:
+  sweeper:
+    _target_: hydra_plugins.segexp_sweeper.pruning_optuna_sweeper.PruningOptunaSweeper
+    direction: maximize
+    study_name: epochs
+    n_trials: 3
+    sampler:
+      seed: 42
+    params:
+      trainer.epochs: choice(1, 4)
+"""
+
+
+@pytest.mark.slow
+def test_optuna_prunes_trials_and_a_resumed_study_continues(tmp_path):
+    """Jobs with 4 epochs report each epoch to their trial and the pruner (a threshold no score reaches, from
+    epoch 2) stops them; 1-epoch jobs end before it may act (TPE's seeded start draws both). Then the sweep
+    is resumed with one more trial: the study continues from the sweep's MLflow runs and runs only that one."""
+    search = tmp_path / "conf" / "hparams_search"
+    search.mkdir(parents=True)
+    (search / "epochs.yaml").write_text(PRUNED_SEARCH)
+    sweep_dir = tmp_path / "study"
+    out = sweep(tmp_path, f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "hparams_search=epochs",
+                f"hydra.sweep.dir={sweep_dir}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = list(csv.DictReader((sweep_dir / "optuna_trials.csv").open()))
+    expected = {"4": "PRUNED", "1": "COMPLETE"}
+    assert [row["state"] for row in study] == [expected[row["params_trainer.epochs"]] for row in study]
+    n_pruned = sum(row["state"] == "PRUNED" for row in study)
+    assert 1 <= n_pruned <= 2, study
+
+    client, parent, children = sweep_tree(tmp_path)
+    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)  # pruned is not failed
+    trials = {row["number"]: row for row in study}
+    for run in children:
+        trial = trials[run.data.params["optuna_trial"]]
+        assert trial["params_trainer.epochs"] == run.data.params["trainer.epochs"]
+        if trial["state"] == "PRUNED":
+            assert run.data.tags["pruned"].startswith("at epoch 2: select_v_rand below the pruner's bar")
+            assert run.data.metrics["epochs_run"] == 2
+        else:
+            assert "pruned" not in run.data.tags and run.data.metrics["epochs_run"] == 1
+    assert parent.data.tags["pruned_children"] == str(n_pruned) and parent.data.tags["failed_children"] == "0"
+    best = client.get_run(parent.data.tags["best_child_run_id"])
+    assert "pruned" not in best.data.tags  # a pruned trial is never the sweep's best
+    rows = summary_table(client, parent, tmp_path)
+    assert sum(row["status"] == "PRUNED" for row in rows) == n_pruned
+    assert f"3 runs, 0 not finished, {n_pruned} pruned" in out.stdout
+    assert "optuna_trials.csv" in {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "summary")}
+
+    again = subprocess.run([sys.executable, "-m", "segexp", "train", "-m", f"resume={sweep_dir}",
+                            "hydra.sweeper.n_trials=4"], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "3 trials already done (from the sweep's MLflow runs); 1 to run" in again.stdout + again.stderr
+    resumed = list(csv.DictReader((sweep_dir / "optuna_trials.csv").open()))
+    assert [row["number"] for row in resumed] == ["0", "1", "2", "3"]
+    # the earlier trials, as they ended (MLflow orders them by start time, as they ran)
+    assert [(r["params_trainer.epochs"], r["state"]) for r in resumed[:3]] == \
+        [(r["params_trainer.epochs"], r["state"]) for r in study]
+    _, parent_again, children_again = sweep_tree(tmp_path)
+    assert parent_again.info.run_id == parent.info.run_id and parent_again.info.status == "FINISHED"
+    (new,) = [r for r in children_again if r.info.run_id not in {c.info.run_id for c in children}]
+    assert new.data.params["optuna_trial"] == "3" and (sweep_dir / "3").is_dir()

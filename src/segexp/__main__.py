@@ -119,10 +119,13 @@ def sweep_to_resume(argv: list[str]) -> list[str]:
         from segexp.errors import ConfigError
 
         raise ConfigError(f"resume={sweep_dir}: no multirun.yaml there to take the sweep's overrides from")
-    recorded = list(OmegaConf.load(record).hydra.overrides.task)
-    kept = [o for o in recorded if not o.startswith(("hydra.sweep.dir=", "resume_sweep=", "resume="))]
+    overrides = OmegaConf.load(record).hydra.overrides  # hydra's own too: e.g. an Optuna study's sweeper settings
+    recorded = [*overrides.hydra, *overrides.task]
+    kept = [o for o in recorded if not o.startswith(("hydra.sweep.dir=", "hydra.mode=", "resume_sweep=", "resume="))]
     rest = [a for a in argv if a not in resume]
-    return [*rest, *kept, f"hydra.sweep.dir={sweep_dir.resolve()}", "resume_sweep=true"]
+    given = [a for a in rest if "=" in a]  # today's overrides go on top, e.g. hydra.sweeper.n_trials=20
+    return [*(a for a in rest if "=" not in a), *kept, *given, f"hydra.sweep.dir={sweep_dir.resolve()}",
+            "resume_sweep=true"]
 
 
 def user_error(err: BaseException):

@@ -216,6 +216,8 @@ class TrainConfig:
     run_name: Optional[str] = None  # None: made from the command-line overrides
     resume: Optional[str] = None  # a run directory or MLflow run id to continue
     resume_sweep: bool = False  # this multirun continues the sweep in hydra.sweep.dir (see sweep.py)
+    pruner: Optional[Any] = None  # an optuna.pruners node: with hparams_search=optuna, stop hopeless trials early
+    optuna_trial: Optional[int] = None  # set by optuna_sweeper.PruningOptunaSweeper: this job's trial number
 
 
 @dataclass

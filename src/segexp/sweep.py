@@ -41,6 +41,7 @@ SWEEP_RECORD = "sweep.json"  # in the sweep directory: how its jobs find their p
 # the children's scores on the report slices, beside the objective (a selection score) that ranks them
 SUMMARY_METRICS = ("report_v_rand", "report_v_info", "report_dice", "report_accuracy")
 CURVES = "select_dice"  # per-epoch metric plotted for every sweep, beside the objective's own
+OPTUNA_TRIALS = "optuna_trials.csv"  # an Optuna sweep's study (segexp.optuna_sweeper), logged as summary/<it>
 SHOWN_REASON = 100  # characters of failure_reason in the markdown table; the CSV has all of it
 
 
@@ -67,10 +68,15 @@ def objective_metric(cfg: DictConfig) -> tuple[str, str]:
     return key, "min" if objective.endswith("loss") else "max"
 
 
+def is_pruned(run: Any) -> bool:
+    """True for a child the Optuna pruner stopped early (FINISHED in MLflow, PRUNED in the study)."""
+    return "pruned" in run.data.tags
+
+
 def best_child(children: Sequence[Any], key: str, mode: str):
-    """Returns the FINISHED child with the best finite `key` metric, or None."""
-    scored = [r for r in children
-              if r.info.status == "FINISHED" and math.isfinite(r.data.metrics.get(key, math.nan))]
+    """Returns the FINISHED, unpruned child with the best finite `key` metric (as Optuna's best trial), or None."""
+    scored = [r for r in children if r.info.status == "FINISHED" and not is_pruned(r)
+              and math.isfinite(r.data.metrics.get(key, math.nan))]
     if not scored:
         return None
     return (max if mode == "max" else min)(scored, key=lambda r: r.data.metrics[key])
@@ -79,7 +85,7 @@ def best_child(children: Sequence[Any], key: str, mode: str):
 def summary_rows(children: Sequence[Any], objective_key: str) -> list[dict[str, Any]]:
     """Returns one {column: value} row per child run (the objective's metric too), metrics None where missing."""
     metrics = dict.fromkeys([*SUMMARY_METRICS, objective_key])
-    return [{"run_name": r.info.run_name, "status": r.info.status, "overrides": r.data.tags.get("overrides", ""),
+    return [{"run_name": r.info.run_name, "status": "PRUNED" if is_pruned(r) else r.info.status, "overrides": r.data.tags.get("overrides", ""),
              **{m: r.data.metrics.get(m) for m in metrics},
              "run_id": r.info.run_id, "failure_reason": r.data.tags.get("failure_reason", "")}
             for r in children]
@@ -147,8 +153,9 @@ def sweep_results(children: Sequence[Any], cfg: DictConfig) -> tuple[dict[str, f
     """Returns the parent's (metrics, tags): best child by cfg.objective, children that did not finish."""
     key, mode = objective_metric(cfg)
     tags = {"objective": f"{cfg.objective} ({mode})", "children": str(len(children)),
-            "failed_children": str(sum(r.info.status != "FINISHED" for r in children))}
-    finished = [r for r in children if r.info.status == "FINISHED"]
+            "failed_children": str(sum(r.info.status != "FINISHED" for r in children)),
+            "pruned_children": str(sum(map(is_pruned, children)))}
+    finished = [r for r in children if r.info.status == "FINISHED" and not is_pruned(r)]
     aggregates = replicates.aggregate_metrics(replicates.group_by_recipe(finished), SUMMARY_METRICS)
     best = best_child(children, key, mode)
     if best is None:
@@ -283,15 +290,18 @@ class MlflowSweepCallback(Callback):
         if not children:
             tags["failure_reason"] = "no job reached MLflow; see the sweep's terminal output"
         rows = summary_rows(children, objective_metric(config)[0])
-        groups = replicates.group_by_recipe([r for r in children if r.info.status == "FINISHED"])
+        groups = replicates.group_by_recipe([r for r in children if r.info.status == "FINISHED" and not is_pruned(r)])
         replicated = replicates.aggregate_table(groups, SUMMARY_METRICS)
         table = to_markdown(rows) + (f"\nreplicates, per recipe: mean ± std [95% CI of the mean] (n)\n\n{replicated}"
                                      if replicated else "")
         curves = {m: lines for m in dict.fromkeys([CURVES, config.objective])
                   if (lines := learning_curves(self.uri, children, m))}
         figures = {"summary/learning_curves.png": curves_figure(curves)} if curves else {}
-        sweep_store.end_parent_run(self.uri, parent, status, metrics, tags,
-                                   {"summary/children.md": table, "summary/children.csv": to_csv(rows)}, figures)
+        texts = {"summary/children.md": table, "summary/children.csv": to_csv(rows)}
+        study = Path(str(config.hydra.sweep.dir)) / OPTUNA_TRIALS
+        if study.is_file():
+            texts[f"summary/{OPTUNA_TRIALS}"] = study.read_text()
+        sweep_store.end_parent_run(self.uri, parent, status, metrics, tags, texts, figures)
 
         registered = config.tracking.get("register_as")
         if registered and config.tracking.log_model and "best_child_run_id" in tags:
@@ -299,8 +309,8 @@ class MlflowSweepCallback(Callback):
             if version:
                 print(f"[segexp] registered model {registered}: alias 'best' -> version {version} "
                       f"({tags['best_child_run_name']})", flush=True)
-        print(f"[segexp] sweep {parent} {status}: {len(children)} runs, {tags['failed_children']} not finished",
-              flush=True)
+        print(f"[segexp] sweep {parent} {status}: {len(children)} runs, {tags['failed_children']} not finished, "
+          f"{tags['pruned_children']} pruned", flush=True)
         print(table, end="", flush=True)
         if f"best_{config.objective}" in metrics:
             reported = "".join(f", {k.removeprefix('best_child_')} {v:.4f}" for k, v in metrics.items()

@@ -121,6 +121,25 @@ def training_stream(cfg: DictConfig, train_set, weights, pipeline, first_sample:
                             first_sample=first_sample, parallel_calls=t.aug_workers)
 
 
+def trial_pruning(cfg: DictConfig):
+    """Returns the callbacks.TrialPruning of an Optuna sweep's job when cfg.pruner is set, else None."""
+    if cfg.optuna_trial is None or cfg.pruner is None:
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    from segexp.callbacks import TrialPruning
+    from segexp.optuna_sweeper import running_study
+
+    study_name = str(HydraConfig.get().sweeper.study_name)
+    study = running_study(study_name)
+    if study is None:  # a launcher that runs jobs in other processes: see optuna_sweeper
+        print(f"[segexp] trial {cfg.optuna_trial} runs unpruned: pruning needs the job in the sweeper's process "
+              "(the basic launcher)", flush=True)
+        return None
+    study.pruner = instantiate(cfg.pruner)
+    return TrialPruning(study, cfg.optuna_trial, str(cfg.objective))
+
+
 def build_callbacks(cfg: DictConfig, select_set, tracker, run: RunDir, extra: Sequence, resume=None) -> tuple[list, Any]:
     """Returns (callbacks for fit, the checkpoint callback): segexp's own, then `extra` (the schedule's and
     the callbacks group's), continuing `resume`'s best score if given."""
@@ -277,6 +296,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     speed = choose_speed(cfg, strategy, train_set.channels, train_set.foreground, weights is not None)
     policy = runtime.configure(cfg.trainer.seed + first_epoch, cfg.trainer.deterministic, speed.precision)
     built = build_components(cfg)
+    pruning = trial_pruning(cfg)  # before the run starts: a sweep without shared storage fails here
     name = cfg.run_name or run_name(overrides, sweep.swept_keys if sweep else ())
     started = time.monotonic()
     tags = {**run_tags(list(overrides), CODE_DIR), **(extra_tags or {})}
@@ -299,7 +319,8 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
                  "replicas": str(strategy.num_replicas_in_sync), "output_dir": str(run.path.resolve()),
                  **split_tags(parts)}
         tracker.set_tags(setup)
-        callbacks, checkpoints = build_callbacks(cfg, parts["select"], tracker, run, built.callbacks, resume)
+        callbacks, checkpoints = build_callbacks(cfg, parts["select"], tracker, run,
+                                                 [*built.callbacks, *([pruning] if pruning else [])], resume)
         first_sample = first_epoch * cfg.trainer.steps_per_epoch * cfg.trainer.batch_size
         stream = training_stream(cfg, train_set, weights, built.pipeline, first_sample=first_sample)
         if cfg.trainer.aug_preview and not resume:
@@ -312,6 +333,10 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
                 checkpoints.write_state(first_epoch)
             raise TrainingInterrupted(f"interrupted; checkpoint saved in {run.path} - continue with "
                                       f"`segexp train resume={run.path}`") from None
+        if pruning and pruning.pruned_at is not None:
+            note = f"at epoch {pruning.pruned_at + 1}: {cfg.objective} below the pruner's bar ({cfg.pruner._target_})"
+            tracker.set_tags({"pruned": note})
+            print(f"[segexp] trial {cfg.optuna_trial} pruned {note}", flush=True)
         losses = history.get("loss", [])
         if not losses or not all(math.isfinite(v) for v in losses):
             kept = (f"the last good checkpoint is {run.checkpoint}" if checkpoints.best_epoch is not None
