@@ -1,0 +1,155 @@
+"""Which changes to isbi_best move the held-out scores, and by how much (issue 13's lever study).
+
+    python -m bench.levers                                       # every lever: a 5-minute sweep over seeds 1, 2, 3
+    python -m bench.levers --reuse-training --store DIR          # compare the sweeps already in DIR again
+    python -m bench.levers --quick                               # tiny models: checks the script only
+
+Each lever is one `segexp train -m experiment=isbi_best trainer.max_minutes=B <lever> trainer.seed=...` sweep,
+as a user would run it; `segexp compare` of all sweeps then gives every recipe against A (isbi_best as shipped,
+the first recipe of the first sweep) with paired differences and t-tests. Finally the pixel threshold: for every
+trained checkpoint the threshold that maximizes pixel accuracy on the selection slices is applied to the report
+slices, against the fixed 0.5 (a lever that costs no training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from bench import common
+from bench.replicates import METRICS, segexp
+
+NAME = "levers"
+TITLE = "Levers: what moves isbi_best's held-out scores (sweeps over seeds, segexp compare)"
+METHOD = ("Each lever is one `segexp train -m experiment=isbi_best trainer.max_minutes=B <lever overrides> "
+          "trainer.seed=1,2,3` sweep, run one after the other on this machine; `segexp compare` reads all sweeps "
+          "from the tracking store and compares every recipe with A = isbi_best as shipped (paired by seed). "
+          "Scores are on the report slices 25-29, which no choice saw (checkpoints chosen on 20-24). The threshold "
+          "lever re-predicts each checkpoint: the threshold with the best pixel accuracy on the selection slices "
+          "(0.05 steps), applied to the report slices, against 0.5.")
+LEVERS = {  # sweep name: overrides on top of experiment=isbi_best; the first sweep's first recipe is A
+    "loss": ["loss=bce_dice,weighted_bce,weighted_bce_dice"],
+    "crop384": ["trainer.crop_size=384", "trainer.batch_size=2"],
+    "width24": ["model.base_filters=24"],
+    "auto": [],  # isbi_best as shipped now: precision and XLA by speed_probe (float32 before, when A was trained)
+}
+QUICK = ["debug=smoke", "trainer.crop_size=64"]
+THRESHOLDS = [round(0.05 * i, 2) for i in range(1, 20)]
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--budget-minutes", type=float, default=5.0, help="trainer.max_minutes of every run")
+    parser.add_argument("--store", type=Path, default=common.REPO / "outputs" / "bench_levers")
+    parser.add_argument("--reuse-training", action="store_true", help="compare the sweeps already in --store")
+    return parser.parse_known_args(argv)
+
+
+def train_command(lever: Sequence[str], seeds: Sequence[int], minutes: float, store: Path, name: str,
+                  quick: bool) -> list[str]:
+    return ["train", "-m", "experiment=isbi_best", *(QUICK if quick else []), f"trainer.max_minutes={minutes:g}",
+            *lever, f"trainer.seed={','.join(map(str, seeds))}", f"tracking.uri=sqlite:///{store / 'mlflow.db'}",
+            f"hydra.sweep.dir={store / f'sweep_{name}'}"]
+
+
+def sweep_runs(store: Path, name: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    from segexp.tracking.sweeps import child_runs
+
+    parent = json.loads((store / f"sweep_{name}" / "sweep.json").read_text())["parent_run_id"]
+    return child_runs(MlflowClient(f"sqlite:///{store / 'mlflow.db'}"), parent)
+
+
+def threshold_lever(runs: Sequence) -> list[dict[str, Any]]:
+    """For each finished run: report accuracy and Dice at 0.5 and at the threshold with the best accuracy on
+    the selection slices (re-predicted from its checkpoint as `segexp evaluate` predicts)."""
+    from segexp.metrics import pixel_scores
+    from segexp.models import load_model
+    from segexp.predict import inference_size, make_predictor
+    from segexp.rundir import RunDir
+    from segexp.train import prepare_data
+
+    rows = []
+    for run in runs:
+        if run.info.status != "FINISHED":
+            continue
+        rundir = RunDir(Path(run.data.tags["output_dir"]))
+        cfg = rundir.saved_config()
+        parts, _ = prepare_data(cfg)
+        predict = make_predictor(load_model(rundir.checkpoint), cfg.inference, inference_size(cfg.inference, rundir))
+        probs = {role: [predict(image) for image in parts[role].images] for role in ("select", "report")}
+        scores = {role: {t: pixel_scores(probs[role], parts[role].masks, t, parts[role].foreground)
+                         for t in THRESHOLDS} for role in probs}
+        chosen = max(THRESHOLDS, key=lambda t: (scores["select"][t]["accuracy"], -abs(t - 0.5)))
+        rows.append({"run": run.info.run_name, "seed": run.data.params["trainer.seed"], "threshold": chosen,
+                     **{f"{k}@0.5": scores["report"][0.5][k] for k in ("accuracy", "dice")},
+                     **{f"{k}@chosen": scores["report"][chosen][k] for k in ("accuracy", "dice")}})
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from segexp.replicates import difference, verdict
+
+    known, rest = parse_args(argv)
+    args = common.parse_args(NAME, TITLE, rest)
+    result = common.new_result(NAME, TITLE, METHOD, args, argv, {
+        "levers": LEVERS, "seeds": known.seeds, "budget_minutes": known.budget_minutes})
+    result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:])
+    store = known.store.resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    commands = {name: train_command(lever, known.seeds, known.budget_minutes, store, name, args.quick)
+                for name, lever in LEVERS.items()}
+    if not known.reuse_training:
+        for name, command in commands.items():
+            shutil.rmtree(store / f"sweep_{name}", ignore_errors=True)
+            segexp(*command)
+    compare_dir = store / "compare"
+    shutil.rmtree(compare_dir, ignore_errors=True)
+    stdout = segexp("compare", *(str(store / f"sweep_{name}") for name in LEVERS),
+                    f"tracking.uri=sqlite:///{store / 'mlflow.db'}", f"hydra.run.dir={compare_dir}")
+    verdicts = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
+    report = (compare_dir / "report.md").read_text()
+    runs = [run for name in LEVERS for run in sweep_runs(store, name)]
+    rows = [[run.info.run_name, run.data.params["trainer.seed"], *(run.data.metrics.get(k) for k in METRICS),
+             int(run.data.metrics.get("epochs_run", 0)), run.data.tags.get("precision", "?"),
+             run.data.tags.get("git_commit", "?")[:10]] for run in runs]
+    thresholds = threshold_lever(runs)
+    shifts = [verdict(difference(metric, {("run", r["run"] + r["seed"]): r[f"{metric}@0.5"] for r in thresholds},
+                                 {("run", r["run"] + r["seed"]): r[f"{metric}@chosen"] for r in thresholds}),
+                      "threshold 0.5", "selected threshold", metric) for metric in ("accuracy", "dice")]
+    for picture in ("panel.png", "curves.png"):
+        if (compare_dir / picture).is_file():
+            shutil.copy(compare_dir / picture, args.out / f"{NAME}_{picture}")
+    result.update(store=str(store), verdicts=verdicts, threshold_verdicts=shifts, thresholds=thresholds,
+                  minutes=(time.monotonic() - started) / 60)
+    result["tables"] = [
+        common.table(f"Each run ({known.budget_minutes:g} training minutes)",
+                     ["recipe", "seed", *METRICS, "epochs run", "precision", "trained at commit"], rows),
+        common.table("segexp compare (A = isbi_best as shipped; differences are other - A, paired by seed)",
+                     ["metric", "A", "other", "other - A", "p", "verdict"],
+                     [[c.strip() for c in line.strip("|").split("|")] for line in report.splitlines()
+                      if line.startswith("| report_")]),
+        common.table("Pixel threshold chosen on the selection slices (best accuracy) vs 0.5, report slices",
+                     ["recipe", "seed", "threshold", "accuracy @0.5", "accuracy @chosen", "dice @0.5", "dice @chosen"],
+                     [[r["run"], r["seed"], r["threshold"], r["accuracy@0.5"], r["accuracy@chosen"], r["dice@0.5"],
+                       r["dice@chosen"]] for r in thresholds]),
+    ]
+    result["notes"] = [
+        *(f"Trained by `python -m segexp {' '.join(c)}`" for c in commands.values()),
+        "(in an earlier invocation: --reuse-training)" if known.reuse_training else "one sweep after the other.",
+        *(f"`segexp compare`: {v}" for v in verdicts),
+        *(f"Threshold: {v}" for v in shifts)]
+    common.write_results(result, args.out)
+    return result
+
+
+if __name__ == "__main__":
+    main()
