@@ -103,6 +103,22 @@ def compare_block(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def levers_block(result: dict[str, Any]) -> str:
+    """Returns the lever study's verdicts and comparison table from `python -m bench.levers` results."""
+    runs, comparison, _ = result["tables"]
+    lines = [f"`python -m bench.levers` on {machine_line(result)}: each lever a `segexp train -m experiment=isbi_best "
+             f"trainer.max_minutes={result['settings']['budget_minutes']:g} <lever> trainer.seed="
+             f"{','.join(map(str, result['settings']['seeds']))}` sweep; `segexp compare` of the sweeps printed "
+             "(A = isbi_best as it was when the study began):", "",
+             *(f"    {line}" for line in result["verdicts"]), "",
+             "| metric | A | other | other - A | p |", "|---" * 5 + "|",
+             *("| " + " | ".join(str(c) for c in row[:5]) + " |" for row in comparison["rows"]), "",
+             "The pixel threshold, chosen per checkpoint on the selection slices (best accuracy) instead of 0.5:", "",
+             *(f"    {line}" for line in result["threshold_verdicts"]), "",
+             f"(bench/results/{result['benchmark']}.json; BENCHMARKS.md has each run and the commit it was trained at.)"]
+    return "\n".join(lines)
+
+
 def replace_block(text: str, name: str, block: str) -> str:
     """Returns text with the named generated block's body replaced; raises if the markers are missing."""
     pattern = re.compile(rf"(<!-- begin generated: {name} -->\n).*?(<!-- end generated: {name} -->)", re.S)
@@ -117,7 +133,8 @@ def main(argv: list[str] | None = None) -> str:
     text = replace_block(text, "defaults", defaults_block(*compose_train_defaults()))
     sources = {"default-recipe": (results / "quality_default.json", default_recipe_block),
                "test-suite": (results / "suite.json", suite_block),
-               "compare-example": (results / "replicates.json", compare_block)}
+               "compare-example": (results / "replicates.json", compare_block),
+               "levers": (results / "levers.json", levers_block)}
     for name, (path, render) in sources.items():
         if path.is_file():
             text = replace_block(text, name, render(json.loads(path.read_text())))

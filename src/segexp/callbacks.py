@@ -55,7 +55,7 @@ class SliceValidation(keras.callbacks.Callback):
 
 class TrialPruning(keras.callbacks.Callback):
     """Reports `objective` to the job's Optuna trial every epoch and stops training when the study's pruner
-    says the trial is clearly worse than the others at that epoch (optuna_sweeper has the whole story).
+    says the trial is clearly worse than the others at that epoch (segexp.optuna_sweeper has the whole story).
     Afterwards `pruned_at` is the epoch (0-based) it stopped after, or None."""
 
     def __init__(self, study, trial_number: int, objective: str):
@@ -66,13 +66,13 @@ class TrialPruning(keras.callbacks.Callback):
         self.trial, self.objective, self.pruned_at = optuna.trial.Trial(study, trial_id), objective, None
 
     def on_epoch_end(self, epoch, logs=None):
-        from segexp.optuna_sweeper import PRUNED_AT
-
         value = (logs or {}).get(self.objective)
         if value is None or not math.isfinite(value):
             return
         self.trial.report(float(value), epoch)
         if self.trial.should_prune():
+            from segexp.trials import PRUNED_AT
+
             self.trial.set_user_attr(PRUNED_AT, epoch)  # the sweeper then tells the trial PRUNED
             self.pruned_at = epoch
             self.model.stop_training = True

@@ -5,7 +5,7 @@ hydra-optuna-sweeper asks Optuna for trials, launches them as jobs and tells Opt
 value; the job never sees its trial, so it cannot report intermediate values and nothing is pruned
 (Hydra #1710, #1954). This subclass keeps the plugin and adds:
 
-- each job gets `optuna_trial=<number>` and finds the running study in this process (`running_study`):
+- each job gets `optuna_trial=<number>` and finds the running study in this process (segexp.trials):
   `callbacks.TrialPruning` reports the objective every epoch, asks the pruner and stops training when
   it says so, recording `pruned_at_epoch` on the trial, and the study's `tell` then records PRUNED
   (Optuna refuses a second tell had the job finished the trial itself);
@@ -34,15 +34,10 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntL
 from optuna.distributions import IntUniformDistribution
 from optuna.trial import TrialState
 
+from segexp.trials import PRUNED_AT, register_study, running_study, unregister_study
+
 log = logging.getLogger(__name__)
-PRUNED_AT = "pruned_at_epoch"  # the trial's user attribute TrialPruning sets when it stops a job
-_RUNNING: dict[str, optuna.Study] = {}  # study name -> the study this process is sweeping
 _CREATE_STUDY = optuna.create_study
-
-
-def running_study(study_name: str) -> optuna.Study | None:
-    """Returns the study a sweeper in this process is running under that name, or None."""
-    return _RUNNING.get(study_name)
 
 
 def prune_aware_tell(study: optuna.Study):
@@ -91,7 +86,7 @@ class PruningOptunaSweeperImpl(OptunaSweeperImpl):
     def _configure_trials(self, trials: List[Any], search_space_distributions, fixed_params) -> Sequence[Sequence[str]]:
         study = trials[0].study
         if running_study(study.study_name) is not study:
-            _RUNNING[study.study_name] = study
+            register_study(study)
             study.tell = prune_aware_tell(study)
         return [(*o, f"optuna_trial={trial.number}") for o, trial in
                 zip(super()._configure_trials(trials, search_space_distributions, fixed_params), trials)]
@@ -112,7 +107,7 @@ class PruningOptunaSweeperImpl(OptunaSweeperImpl):
             super().sweep(arguments)
         finally:
             optuna.create_study = _CREATE_STUDY
-            study = _RUNNING.pop(str(self.study_name), None)
+            study = unregister_study(str(self.study_name))
             if study is not None and self.config is not None:  # the study's own record, beside MLflow's
                 from segexp.sweep import OPTUNA_TRIALS
 

@@ -128,7 +128,7 @@ def trial_pruning(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
 
     from segexp.callbacks import TrialPruning
-    from segexp.optuna_sweeper import running_study
+    from segexp.trials import running_study
 
     study_name = str(HydraConfig.get().sweeper.study_name)
     study = running_study(study_name)

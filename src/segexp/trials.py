@@ -1,0 +1,21 @@
+"""Where an Optuna sweep's driver and its jobs meet: the study a sweeper in this process is running.
+segexp.optuna_sweeper registers it here; train() looks it up for callbacks.TrialPruning."""
+
+from __future__ import annotations
+
+PRUNED_AT = "pruned_at_epoch"  # the trial's user attribute TrialPruning sets when it stops a job
+_RUNNING: dict = {}  # study name -> the optuna.Study a sweeper in this process is running
+
+
+def register_study(study) -> None:
+    _RUNNING[study.study_name] = study
+
+
+def unregister_study(study_name: str):
+    """Forgets the study; returns it, or None if none ran under that name."""
+    return _RUNNING.pop(study_name, None)
+
+
+def running_study(study_name: str):
+    """Returns the study a sweeper in this process is running under that name, or None."""
+    return _RUNNING.get(study_name)
