@@ -59,12 +59,19 @@ def train_command(lever: Sequence[str], seeds: Sequence[int], minutes: float, st
 
 
 def sweep_runs(store: Path, name: str) -> list:
-    from mlflow.tracking import MlflowClient
-
     from segexp.tracking.sweeps import child_runs
 
     parent = json.loads((store / f"sweep_{name}" / "sweep.json").read_text())["parent_run_id"]
-    return child_runs(MlflowClient(f"sqlite:///{store / 'mlflow.db'}"), parent)
+    return child_runs(f"sqlite:///{store / 'mlflow.db'}", parent)
+
+
+def recipe_label(run) -> str:
+    """Returns what a run changes in isbi_best, e.g. "loss=weighted_bce", or "as shipped"."""
+    from segexp.replicates import recipe_overrides
+
+    common = ("experiment=", "trainer.max_minutes=", "tracking.uri=", "debug=", "trainer.crop_size=64")
+    own = [o for o in recipe_overrides(run) if not o.startswith(common)]
+    return " ".join(own) or f"as shipped ({run.data.tags.get('precision', '?')})"
 
 
 def threshold_lever(runs: Sequence) -> list[dict[str, Any]]:
@@ -88,7 +95,8 @@ def threshold_lever(runs: Sequence) -> list[dict[str, Any]]:
         scores = {role: {t: pixel_scores(probs[role], parts[role].masks, t, parts[role].foreground)
                          for t in THRESHOLDS} for role in probs}
         chosen = max(THRESHOLDS, key=lambda t: (scores["select"][t]["accuracy"], -abs(t - 0.5)))
-        rows.append({"run": run.info.run_name, "seed": run.data.params["trainer.seed"], "threshold": chosen,
+        rows.append({"run": recipe_label(run), "run_id": run.info.run_id, "seed": run.data.params["trainer.seed"],
+                     "threshold": chosen,
                      **{f"{k}@0.5": scores["report"][0.5][k] for k in ("accuracy", "dice")},
                      **{f"{k}@chosen": scores["report"][chosen][k] for k in ("accuracy", "dice")}})
     return rows
@@ -118,12 +126,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     verdicts = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
     report = (compare_dir / "report.md").read_text()
     runs = [run for name in LEVERS for run in sweep_runs(store, name)]
-    rows = [[run.info.run_name, run.data.params["trainer.seed"], *(run.data.metrics.get(k) for k in METRICS),
+    rows = [[recipe_label(run), run.data.params["trainer.seed"], *(run.data.metrics.get(k) for k in METRICS),
              int(run.data.metrics.get("epochs_run", 0)), run.data.tags.get("precision", "?"),
              run.data.tags.get("git_commit", "?")[:10]] for run in runs]
     thresholds = threshold_lever(runs)
-    shifts = [verdict(difference(metric, {("run", r["run"] + r["seed"]): r[f"{metric}@0.5"] for r in thresholds},
-                                 {("run", r["run"] + r["seed"]): r[f"{metric}@chosen"] for r in thresholds}),
+    shifts = [verdict(difference(metric, {("run", r["run_id"]): r[f"{metric}@0.5"] for r in thresholds},
+                                 {("run", r["run_id"]): r[f"{metric}@chosen"] for r in thresholds}),
                       "threshold 0.5", "selected threshold", metric) for metric in ("accuracy", "dice")]
     for picture in ("panel.png", "curves.png"):
         if (compare_dir / picture).is_file():

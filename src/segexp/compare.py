@@ -81,10 +81,15 @@ def entries_of(client, uri: str, refs: Sequence[str]) -> list[Entry]:
         raise ConfigError("compare needs two recipes: name two runs or sweeps, or one sweep over several recipes")
     if len(groups) > len(LETTERS):
         raise ConfigError(f"compare takes at most {len(LETTERS)} recipes, got {len(groups)}")
+    # name each recipe by what sets it apart from the other compared ones: several sweeps of one experiment
+    # share its run name, and a sweep of seeds alone has no label of its own
+    recipes = [replicates.recipe_overrides(runs[0]) for _, _, runs in groups]
+    shared = set.intersection(*map(set, recipes))
     entries = []
-    for letter, (ref, label, runs) in zip(LETTERS, groups):
+    for letter, (ref, label, runs), recipe in zip(LETTERS, groups, recipes):
         runs = sorted(runs, key=replicates.replicate_key)
-        entries.append(Entry(letter, recipe_name(runs, label, ref), ref, tuple(runs)))
+        own = " ".join(o for o in recipe if o not in shared)
+        entries.append(Entry(letter, own or recipe_name(runs, label, ref), ref, tuple(runs)))
     return entries
 
 
