@@ -269,8 +269,8 @@ def test_a_killed_sweep_resumes_into_the_same_parent_keeping_finished_jobs(tmp_p
 
 
 PRUNED_SEARCH = """# @package _global_
-# segexp's Optuna sweeper (as in hparams_search/optuna.yaml) over the epoch count alone, with a pruner no
-# score passes from epoch 2
+# segexp's Optuna sweeper (as in hparams_search/optuna.yaml) over the epoch count (and one config group),
+# with a pruner no score passes from epoch 2
 defaults:
   - override /hydra/sweeper: optuna
   - override /hydra/sweeper/sampler: tpe
@@ -288,6 +288,7 @@ hydra:
       seed: 42
     params:
       trainer.epochs: choice(1, 4)
+      aug: choice(light)  # a config group: no MLflow param holds it, the resume reads the overrides tag
 """
 
 

@@ -64,20 +64,21 @@ def typed_value(text: str, distribution: BaseDistribution) -> Any:
 def earlier_trial(run: Any, distributions: Mapping[str, BaseDistribution], objective_key: str,
                   history: Sequence[tuple[int, float]]) -> optuna.trial.FrozenTrial | None:
     """Returns the finished trial an MLflow child run records (COMPLETE, or PRUNED if tagged so), or None
-    if it cannot be one (not finished, or a parameter outside today's search space)."""
-    params = run.data.params
+    if it cannot be one (not finished, or a value outside today's search space). The values are read from
+    the job's overrides tag, as the sweeper wrote them: a config group (loss=dice) is no MLflow param."""
     value = run.data.metrics.get(objective_key)
     if run.info.status != "FINISHED" or value is None or not math.isfinite(value):
         return None
-    try:
-        chosen = {name: typed_value(params[name], d) for name, d in distributions.items()}
-    except (KeyError, StopIteration, ValueError):
-        return None
+    given = dict(o.split("=", 1) for o in run.data.tags.get("overrides", "").split() if "=" in o)
     pruned = "pruned" in run.data.tags
     steps = {step: v for step, v in history if math.isfinite(v)}
-    return optuna.trial.create_trial(params=chosen, distributions=dict(distributions),
-                                     value=None if pruned else value, intermediate_values=steps,
-                                     state=TrialState.PRUNED if pruned else TrialState.COMPLETE)
+    try:
+        chosen = {name: typed_value(given[name], d) for name, d in distributions.items()}
+        return optuna.trial.create_trial(params=chosen, distributions=dict(distributions),
+                                         value=None if pruned else value, intermediate_values=steps,
+                                         state=TrialState.PRUNED if pruned else TrialState.COMPLETE)
+    except (KeyError, StopIteration, ValueError):  # not in today's search space (optuna raises ValueError)
+        return None
 
 
 class PruningOptunaSweeperImpl(OptunaSweeperImpl):
@@ -85,8 +86,8 @@ class PruningOptunaSweeperImpl(OptunaSweeperImpl):
 
     def _configure_trials(self, trials: List[Any], search_space_distributions, fixed_params) -> Sequence[Sequence[str]]:
         study = trials[0].study
-        if running_study(study.study_name) is not study:
-            register_study(study)
+        if running_study(str(self.study_name)) is not study:  # the configured name, None too: as jobs ask
+            register_study(str(self.study_name), study)
             study.tell = prune_aware_tell(study)
         return [(*o, f"optuna_trial={trial.number}") for o, trial in
                 zip(super()._configure_trials(trials, search_space_distributions, fixed_params), trials)]
@@ -132,10 +133,15 @@ class PruningOptunaSweeperImpl(OptunaSweeperImpl):
         distributions = dict(self.search_space_distributions or {})
         distributions.update(create_params_from_overrides([*self._parse_sweeper_params_config(), *arguments])[0])
         key, _ = objective_metric(self.config)
-        earlier = [trial for run in sweeps.child_runs(uri, json.loads(record.read_text())["parent_run_id"])
+        children = sweeps.child_runs(uri, json.loads(record.read_text())["parent_run_id"])
+        earlier = [trial for run in children
                    if (trial := earlier_trial(run, distributions, key,
                                               tracking.metric_history(uri, run.info.run_id, self.config.objective)))]
+        unfinished = [run for run in children if run.info.status != "FINISHED"]
+        sweeps.delete_runs(uri, unfinished)  # killed or failed trials run again: one child per trial
         self.restored = len(earlier)
+        if hasattr(self.sampler, "reseed_rng"):  # a seeded sampler would propose the earlier trials again
+            self.sampler.reseed_rng()
         # the plugin creates the study inside sweep() and offers no hook: hand it the earlier trials as it
         # is created (sweep() puts optuna.create_study back)
         def create_with_history(*args, **kwargs):
@@ -148,4 +154,6 @@ class PruningOptunaSweeperImpl(OptunaSweeperImpl):
         self.job_idx = max((int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()),
                            default=-1) + 1  # new jobs get new directories
         log.info(f"Study {self.study_name}: {len(earlier)} trials already done (from the sweep's MLflow runs); "
-                 f"{self.n_trials} to run")
+                 f"{self.n_trials} to run" + (f"; {len(unfinished)} unfinished trial runs removed" if unfinished else "")
+                 + (f"; {len(children) - len(earlier) - len(unfinished)} finished runs outside today's search space "
+                    "not counted" if len(children) - len(earlier) - len(unfinished) else ""))

@@ -82,6 +82,18 @@ def is_chief(strategy: str, tf_config: str | None = None) -> bool:
 
 
 @contextlib.contextmanager
+def float32_afterwards() -> Iterator[None]:
+    """Puts Keras' global dtype policy back to float32 when the block ends: later models in this process
+    (the next job of an in-process sweep, a test) must not inherit one run's bf16."""
+    try:
+        yield
+    finally:
+        import keras
+
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM raises KeyboardInterrupt, so a kill is handled like Ctrl-C."""
     def interrupt(signum, frame):

@@ -123,14 +123,18 @@ def training_stream(cfg: DictConfig, train_set, weights, pipeline, first_sample:
 
 def trial_pruning(cfg: DictConfig):
     """Returns the callbacks.TrialPruning of an Optuna sweep's job when cfg.pruner is set, else None."""
-    if cfg.optuna_trial is None or cfg.pruner is None:
-        return None
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if cfg.optuna_trial is None or cfg.pruner is None or not HydraConfig.initialized():
+        return None
+    if HydraConfig.get().mode != RunMode.MULTIRUN:  # a trial's run resumed or reproduced on its own
+        return None
 
     from segexp.callbacks import TrialPruning
     from segexp.trials import running_study
 
-    study_name = str(HydraConfig.get().sweeper.study_name)
+    study_name = str(HydraConfig.get().sweeper.get("study_name"))
     study = running_study(study_name)
     if study is None:  # a launcher that runs jobs in other processes: see optuna_sweeper
         print(f"[segexp] trial {cfg.optuna_trial} runs unpruned: pruning needs the job in the sweeper's process "
@@ -296,14 +300,15 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     speed = choose_speed(cfg, strategy, train_set.channels, train_set.foreground, weights is not None)
     policy = runtime.configure(cfg.trainer.seed + first_epoch, cfg.trainer.deterministic, speed.precision)
     built = build_components(cfg)
-    pruning = trial_pruning(cfg)  # before the run starts: a sweep without shared storage fails here
+    pruning = trial_pruning(cfg)  # before the run starts
     name = cfg.run_name or run_name(overrides, sweep.swept_keys if sweep else ())
     started = time.monotonic()
     tags = {**run_tags(list(overrides), CODE_DIR), **(extra_tags or {})}
     if resume:  # the run keeps its original overrides tag; today's go beside it
         tags = {"resumed_from_epoch": str(first_epoch), "resume_overrides": tags.pop("overrides"), **tags}
-    with runtime.sigterm_as_interrupt(), tracker.run(name, tags, run_id=resume.run_id if resume else None,
-                                                     parent_run_id=sweep.parent_run_id if sweep else None):
+    with runtime.sigterm_as_interrupt(), runtime.float32_afterwards(), \
+            tracker.run(name, tags, run_id=resume.run_id if resume else None,
+                        parent_run_id=sweep.parent_run_id if sweep else None):
         if not resume:
             tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")

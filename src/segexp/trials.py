@@ -7,8 +7,9 @@ PRUNED_AT = "pruned_at_epoch"  # the trial's user attribute TrialPruning sets wh
 _RUNNING: dict = {}  # study name -> the optuna.Study a sweeper in this process is running
 
 
-def register_study(study) -> None:
-    _RUNNING[study.study_name] = study
+def register_study(name: str, study) -> None:
+    """Registers the study under the sweeper's configured name (hydra.sweeper.study_name, "None" if unset)."""
+    _RUNNING[name] = study
 
 
 def unregister_study(study_name: str):
