@@ -11,15 +11,27 @@ from typing import Iterator
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+def cpu_facts(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:
+    """Returns (model name, flags) of the first CPU listed in cpuinfo; ("unknown", empty) where it is unreadable."""
+    model, flags = "unknown", set()
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return model, flags
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == "unknown":
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
 def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Returns True when the CPU advertises native bfloat16 (elsewhere it is emulated and slower). Only
     benchmarks use it, to skip bf16 arms; a flag does not say bf16 is faster (trainer.precision=auto
     measures that: speed_probe)."""
-    try:
-        flags = cpuinfo.read_text()
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in BF16_FLAGS)
+    return bool(cpu_facts(cpuinfo)[1] & set(BF16_FLAGS))
 
 
 def device_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
@@ -31,12 +43,7 @@ def device_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         return f"GPU x{len(gpus)}"
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = "unknown"
-    return f"CPU {model} ({os.cpu_count()} cores)"
+    return f"CPU {cpu_facts(cpuinfo)[0]} ({os.cpu_count()} cores)"
 
 
 def configure(seed: int, deterministic: bool, precision: str) -> str:

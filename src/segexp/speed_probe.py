@@ -52,19 +52,14 @@ def candidates(precision: str, jit_compile: bool | str, gpu: bool) -> list[tuple
     return [(p, j) for p in precisions for j in jits]
 
 
-def machine_fingerprint(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+def machine_fingerprint() -> dict[str, str]:
     """Returns what makes one machine's speeds differ from another's, read without TensorFlow."""
-    model, flags = platform.processor() or "unknown", ""
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = " ".join(sorted(value.split()))
-    except OSError:
-        pass
-    return {"cpu": model, "cpu_flags": hashlib.sha256(flags.encode()).hexdigest()[:16], "cores": str(os.cpu_count())}
+    from segexp.runtime import cpu_facts
+
+    model, flags = cpu_facts()
+    return {"cpu": model if model != "unknown" else platform.processor() or model,
+            "cpu_flags": hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:16],
+            "cores": str(os.cpu_count())}
 
 
 def cache_key(fingerprint: dict[str, str], workload: dict) -> str:
