@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.common import MlflowServer, free_port  # noqa: F401  (tests import free_port from here)
 from segexp.config import compose
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -63,3 +64,11 @@ def write_blob_pairs(root: Path, sizes, rgb: bool = False, suffix: str = ".png")
 def folder_data(tmp_path):
     """Returns (images dir, masks dir) holding 6 gray 40x52 pairs of blobs and their masks."""
     return write_blob_pairs(tmp_path, [(40, 52)] * 6)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """Returns a started MlflowServer in tmp_path/server, killed when the test ends."""
+    server = MlflowServer(tmp_path / "server").start()
+    yield server
+    server.stop()

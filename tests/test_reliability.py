@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import keras
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, compose_config
+from conftest import TINY, compose_config, free_port
 from segexp.errors import TrackingError, TrainingDiverged
 from segexp.train import train
 
@@ -37,12 +36,6 @@ def test_nan_loss_stops_at_once_and_fails_the_run(store, tmp_path):
     assert run.info.status == "FAILED"
     assert run.data.tags["failure_reason"].startswith("TrainingDiverged: loss became nan")
     assert len(client.get_metric_history(run.info.run_id, "loss")) <= 1  # stopped in the first epoch it saw NaN
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_unreachable_server_fails_fast_before_the_model_is_built(make_cfg, tmp_path):

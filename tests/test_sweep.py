@@ -164,52 +164,43 @@ def test_optuna_search_trials_are_children_and_the_study_reports_its_best(tmp_pa
 
 
 @pytest.mark.slow
-def test_sweep_against_a_real_tracking_server(tmp_path):
+def test_sweep_against_a_real_tracking_server(tmp_path, mlflow_server):
     """A real `mlflow server` on a free loopback port; structure checked through its REST API."""
     import json
-    import socket
-    import time
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server_dir = tmp_path / "server"
-    server_dir.mkdir()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}",
-                               "--artifacts-destination", str(server_dir / "artifacts"), "--workers", "1"],
-                              cwd=server_dir, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2).read()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-                time.sleep(0.5)
-        out = sweep(tmp_path, f"tracking.uri={base}", "optimizer.lr=1e-4,1e-3")
-        assert out.returncode == 0, out.stderr[-3000:]
+    base = mlflow_server.uri
+    out = sweep(tmp_path, f"tracking.uri={base}", "optimizer.lr=1e-4,1e-3")
+    assert out.returncode == 0, out.stderr[-3000:]
 
-        def api(path: str, body: dict) -> dict:
-            request = urllib.request.Request(f"{base}/api/2.0/mlflow/{path}", json.dumps(body).encode(),
-                                             {"Content-Type": "application/json"})
-            return json.loads(urllib.request.urlopen(request, timeout=10).read())
+    def api(path: str, body: dict) -> dict:
+        request = urllib.request.Request(f"{base}/api/2.0/mlflow/{path}", json.dumps(body).encode(),
+                                         {"Content-Type": "application/json"})
+        return json.loads(urllib.request.urlopen(request, timeout=10).read())
 
-        exp = json.loads(urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=segexp",
-                                                timeout=10).read())["experiment"]
-        runs = api("runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
-        tags = {r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs}
-        parents = [rid for rid, t in tags.items() if "mlflow.parentRunId" not in t]
-        assert len(parents) == 1 and len(runs) == 3
-        children = [r for r in runs if tags[r["info"]["run_id"]].get("mlflow.parentRunId") == parents[0]]
-        assert len(children) == 2 and all(r["info"]["status"] == "FINISHED" for r in children)
-        assert not (tmp_path / "outputs" / "mlflow.db").exists()  # nothing went to the local default store
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    exp = json.loads(urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=segexp",
+                                            timeout=10).read())["experiment"]
+    runs = api("runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
+    tags = {r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs}
+    parents = [rid for rid, t in tags.items() if "mlflow.parentRunId" not in t]
+    assert len(parents) == 1 and len(runs) == 3
+    children = [r for r in runs if tags[r["info"]["run_id"]].get("mlflow.parentRunId") == parents[0]]
+    assert len(children) == 2 and all(r["info"]["status"] == "FINISHED" for r in children)
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()  # nothing went to the local default store
+
+
+@pytest.mark.slow
+def test_ray_launcher_runs_jobs_on_a_local_ray_instance(tmp_path):
+    """The optional `.[ray]` extra (hydra-ray-launcher pins cloudpickle<3, which the joblib launcher's joblib
+    refuses, so the test environment does not install it): where it is installed, a sweep runs its jobs as
+    Ray tasks on a local Ray instance started by the launcher, into one parent run."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    out = sweep(tmp_path, "hydra/launcher=ray", "optimizer.lr=1e-4,1e-3")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Ray Launcher is launching 2 jobs" in out.stdout + out.stderr
+    _, parent, children = sweep_tree(tmp_path)
+    assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.0001", "0.001"]
+    assert all(r.info.status == "FINISHED" for r in children) and parent.info.status == "FINISHED"
 
 
 @pytest.mark.slow

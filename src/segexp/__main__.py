@@ -19,9 +19,10 @@ COMMANDS = {
     "compare": "is B better than A? compare runs or sweeps (seeds, folds) with error bars: A B [C ...]",
     "reproduce": "train a finished run again from the store and diff its final metrics: RUN",
     "orphans": "end runs left RUNNING by a process that died (SIGKILL, power loss) on this host",
+    "upload": "send what runs logged while the tracking store was unreachable: RUN_OR_SWEEP_DIR",
     "export": "a checkpoint as ONNX, SavedModel or LiteRT, checked on a real slice: ckpt=RUN format=... output=...",
 }
-BARE_ARGUMENTS = {"compare": "runs", "reproduce": "run"}  # commands whose bare arguments are runs
+BARE_ARGUMENTS = {"compare": "runs", "reproduce": "run", "upload": "run"}  # commands whose bare arguments are runs
 HELP_FLAGS = ("--help", "-h", "--hydra-help", "--info", "--shell-completion", "-sc")
 VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-dir", "-cd", "--config-name", "-cn", "--config-path",
                "-cp", "--experimental-rerun")

@@ -117,7 +117,7 @@ class EpochLine(keras.callbacks.Callback):
         left = ""
         if self.max_minutes:
             left = f", {max(0.0, self.max_minutes - (now - self.started) / 60):.1f} of {self.max_minutes:g} min left"
-        self.print_fn(f"[segexp] epoch {epoch + 1}/{self.epochs}: {scores} ({now - self.epoch_started:.0f} s{left})")
+        self.print_fn(f"[segexp] epoch {epoch + 1}/{self.epochs}: {scores} ({now - self.epoch_started:.1f} s{left})")
 
 
 class Checkpoints(keras.callbacks.Callback):
@@ -154,3 +154,25 @@ class Checkpoints(keras.callbacks.Callback):
     def write_state(self, epochs_done: int) -> None:
         self.run.write_state({"epochs_done": epochs_done, "monitor": self.monitor, "best": self.best,
                               "best_epoch": self.best_epoch, "run_id": self.run_id})
+
+
+class TrackEpochs(keras.callbacks.Callback):
+    """Logs each epoch's metrics (loss, selection scores, learning rate) to the tracker at step = epoch, and
+    at the start of a new run the optimizer's settings as `optimizer_*` parameters and the model summary,
+    as MLflow's own Keras callback does, but through the tracker, so a lost store never blocks an epoch."""
+
+    def __init__(self, tracker):
+        super().__init__()
+        self.tracker = tracker
+
+    def on_train_begin(self, logs=None):
+        if int(self.model.optimizer.iterations.numpy()):  # a resumed run logged these when it began
+            return
+        self.tracker.log_params({f"optimizer_{k}": v for k, v in self.model.optimizer.get_config().items()})
+        lines: list[str] = []
+        self.model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+        self.tracker.log_text("\n".join(lines), "model_summary.txt")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs:
+            self.tracker.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch)

@@ -198,6 +198,7 @@ class TrackingConfig:
     log_model: bool = MISSING
     system_metrics: Optional[float] = MISSING  # seconds between system-metric samples (psutil); None: off
     register_as: Optional[str] = MISSING  # registered model name for each run's model (None: not registered)
+    outage_wait: float = MISSING  # seconds a run's end waits for an unreachable store to take what is queued
 
 
 @dataclass
@@ -291,6 +292,12 @@ class OrphansConfig:
     tracking: TrackingConfig = MISSING
 
 
+@dataclass
+class UploadConfig:
+    run: str = MISSING  # a run or sweep directory, or any folder above them
+    uri: Optional[str] = None  # None: each run's own store, from its journal
+
+
 def register_configs() -> None:
     """Register the schemas so YAML files can extend them by name."""
     cs = ConfigStore.instance()
@@ -301,6 +308,7 @@ def register_configs() -> None:
     cs.store(name="export_schema", node=ExportConfig)
     cs.store(name="reproduce_schema", node=ReproduceConfig)
     cs.store(name="orphans_schema", node=OrphansConfig)
+    cs.store(name="upload_schema", node=UploadConfig)
     cs.store(group="data", name="isbi2012_schema", node=Isbi2012DataConfig)
     cs.store(group="data", name="folder_schema", node=FolderDataConfig)
     cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)
@@ -345,6 +353,8 @@ def validate(cfg: Any) -> None:
            "data.folds and data.fold go together, e.g. data.folds=6 data.fold=0 (or -m data.fold=range(6))")
     _check(folds is None or folds >= 3, "data.folds", f"must be >= 3 (train, select and report blocks), got {folds}")
     _check(folds is None or 0 <= fold < folds, "data.fold", f"must be in 0..{folds - 1 if folds else 0}, got {fold}")
+    _check(0 <= cfg.tracking.outage_wait < math.inf, "tracking.outage_wait",
+           f"must be >= 0 seconds, got {cfg.tracking.outage_wait}")
     _check(cfg.data.channels in (None, 1, 3), "data.channels", f"must be null, 1 or 3, got {cfg.data.channels}")
     _check(cfg.data.foreground in (0, 1), "data.foreground", f"must be 0 or 1, got {cfg.data.foreground}")
     _check(cfg.data.resize is None or (len(cfg.data.resize) == 2 and min(cfg.data.resize) >= 1), "data.resize",

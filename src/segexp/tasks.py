@@ -1,6 +1,7 @@
 """The Hydra task functions behind every `segexp COMMAND`: each takes the composed config Hydra hands
 it and calls the plain function that does the work (train.train, predict.predict, evaluate.evaluate,
-compare.compare, export.export, reproduce.reproduce, orphans.orphans), adding what only the Hydra job knows (its output directory, its overrides,
+compare.compare, export.export, reproduce.reproduce, orphans.orphans, upload.upload), adding what only the
+Hydra job knows (its output directory, its overrides,
 the sweep it belongs to, the run it resumes)."""
 
 from __future__ import annotations
@@ -117,3 +118,9 @@ def orphans_task(cfg):
     from segexp.orphans import orphans
 
     orphans(cfg)
+
+
+def upload_task(cfg):
+    from segexp.upload import upload
+
+    upload(cfg)

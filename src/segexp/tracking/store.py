@@ -12,6 +12,7 @@ from segexp.errors import ConfigError, TrackingError
 
 DEFAULT_STORE = Path("outputs") / "mlflow.db"
 RUN_ID_LENGTH = 32
+ORPHANED = "its process ("  # how the failure_reason of a run ended by end_orphaned_runs begins
 REPORT_SLICES = "report_slices"  # run artifacts: <slice>.image.png, <slice>.truth.png, <slice>.probability.png
 
 
@@ -175,7 +176,7 @@ def end_orphaned_runs(uri: str) -> tuple[list, list]:
             unknown.append(run)
         elif not alive:
             client.set_tag(run.info.run_id, "failure_reason",
-                           f"its process ({run.data.tags[PROCESS_TAG]}) ended without closing the run "
+                           f"{ORPHANED}{run.data.tags[PROCESS_TAG]}) ended without closing the run "
                            "(killed, out of memory or power loss); found and ended by segexp")
             client.set_terminated(run.info.run_id, "KILLED")
             ended.append(run)

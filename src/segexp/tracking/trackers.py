@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -16,9 +17,14 @@ import numpy as np
 
 from segexp.errors import TrackingError, TrainingInterrupted
 from segexp.provenance import process_identity, tf_version
+from segexp.tracking.spool import Spool, remove_files
 from segexp.tracking.store import PROCESS_TAG, check_store, end_orphaned_runs, ensure_experiment, resolve_uri
 
 DATASET_DIGEST = 16  # hex characters of a role's pixel digest shown in the UI's Dataset column (all in its tag)
+SPOOL = "tracking_spool"  # the journal's folder inside the run's directory
+# MLflow's own HTTP retries back off for minutes; a few quick ones suffice, the spool retries for good
+HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 def report_orphans(uri: str) -> None:
@@ -37,12 +43,12 @@ class NullTracker:
     run_id = None
 
     def __init__(self, uri: str | None = None, experiment_name: str | None = None, log_model: bool = False,
-                 system_metrics: float | None = None, register_as: str | None = None):
+                 system_metrics: float | None = None, register_as: str | None = None, outage_wait: float = 0):
         """Takes the tracking group's keys and ignores them, so `tracking=none` is a one-word switch."""
 
     @contextlib.contextmanager
     def run(self, name: str, tags: Mapping[str, str], run_id: str | None = None,
-            parent_run_id: str | None = None) -> Iterator["NullTracker"]:
+            parent_run_id: str | None = None, spool_dir: Path | None = None) -> Iterator["NullTracker"]:
         yield self
 
     def run_for_checkpoint(self, path: Path) -> str | None:
@@ -54,66 +60,102 @@ class NullTracker:
     def log_artifacts(self, directory: Path, path: str) -> None: ...
     def log_image(self, image: np.ndarray, key: str, step: int) -> None: ...
     def log_image_file(self, image: np.ndarray, path: str) -> None: ...
-    def log_model(self, model: Any, input_example: np.ndarray | None = None) -> None: ...
+    def log_model(self, model: Any, input_example: np.ndarray | None = None, checkpoint: Path | None = None) -> None: ...
     def log_dataset(self, name: str, source: str, roles: Mapping[str, tuple[str, Sequence[str]]]) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
-
-    def keras_callbacks(self) -> list:
-        return []
 
 
 class MlflowTracker:
     """One MLflow run per training job in the configured experiment, in the store at `uri`
-    (None: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/outputs/mlflow.db), checked when built."""
+    (None: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/outputs/mlflow.db), checked when built.
+
+    Inside a run, everything is logged through a spool (tracking.spool): a journal in the run's directory
+    and one sender thread, so a store that goes away mid-run neither stops nor slows training. At the end
+    the run waits at most `outage_wait` seconds for the store to take what is queued; what it did not take
+    is left for `segexp upload <run dir>`, and the run ends with one line saying so.
+    """
 
     records = True
 
     def __init__(self, uri: str | None, experiment_name: str, log_model: bool, system_metrics: float | None = None,
-                 register_as: str | None = None):
+                 register_as: str | None = None, outage_wait: float = 120.0):
         import mlflow
 
         uri = resolve_uri(uri)
         check_store(uri)  # fails fast on an unwritable store or an unreachable server
+        if uri.startswith(("http://", "https://")):  # a few quick retries; the spool retries for as long as it takes
+            for key, value in HTTP_RETRIES.items():
+                os.environ.setdefault(key, value)
         self.uri, self.log_model_enabled, self.run_id = uri, log_model, None
-        self.system_metrics, self.register_as = system_metrics, register_as
+        self.system_metrics, self.register_as, self.outage_wait = system_metrics, register_as, outage_wait
+        self.spool: Spool | None = None
         mlflow.set_tracking_uri(uri)
         try:
-            mlflow.set_experiment(experiment_id=ensure_experiment(uri, experiment_name))
+            self.experiment_id = ensure_experiment(uri, experiment_name)
         except Exception as err:  # mlflow raises many types for a broken store; report one line
             raise TrackingError(f"{uri}: cannot open the MLflow store ({type(err).__name__}: {err})") from err
         report_orphans(uri)
 
     @contextlib.contextmanager
     def run(self, name: str, tags: Mapping[str, str], run_id: str | None = None,
-            parent_run_id: str | None = None) -> Iterator["MlflowTracker"]:
+            parent_run_id: str | None = None, spool_dir: Path | None = None) -> Iterator["MlflowTracker"]:
         """Starts a new run (a child of `parent_run_id`, a sweep's), or reopens `run_id` (resume, and
-        evaluate logs into the run that trained the model)."""
-        import mlflow
+        evaluate logs into the run that trained the model); its journal goes to `spool_dir` (default: a
+        temporary directory). The run ends FINISHED, FAILED (with a `failure_reason` tag) or KILLED."""
+        from mlflow import MlflowClient
+        from mlflow.tracking.context import registry as context_tags
 
-        child_tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id and not run_id else {}
-        if self.system_metrics:  # CPU, memory (and GPU) sampled by MLflow's own monitor thread (psutil)
-            logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # not 4 INFO lines per run
-            mlflow.set_system_metrics_sampling_interval(self.system_metrics)
-            mlflow.set_system_metrics_samples_before_logging(1)
-        sampled = bool(self.system_metrics)
+        client, reopened = MlflowClient(self.uri), run_id is not None
+        tags = {**tags, PROCESS_TAG: process_identity()}  # who has it open: see store.end_orphaned_runs
         if run_id:
-            run = mlflow.start_run(run_id=run_id, log_system_metrics=sampled)
-            mlflow.set_tags(dict(tags))
+            client.update_run(run_id, status="RUNNING")
         else:
-            run = mlflow.start_run(run_name=name, tags={**tags, **child_tags}, log_system_metrics=sampled)
-        self.run_id = run.info.run_id
-        mlflow.set_tag(PROCESS_TAG, process_identity())  # who has it open: see store.end_orphaned_runs
+            child = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
+            run_id = client.create_run(self.experiment_id, run_name=name,
+                                       tags=context_tags.resolve_tags({**tags, **child})).info.run_id
+        self.run_id = run_id
+        self.spool = Spool(self.uri, run_id, Path(spool_dir or tempfile.mkdtemp(prefix="segexp-spool-")) / SPOOL)
+        self.set_tags(tags)
+        monitor = self._system_monitor(run_id, resumed=reopened)
+        status = "FINISHED"
         try:
             yield self
         except (KeyboardInterrupt, TrainingInterrupted):
-            mlflow.set_tag("failure_reason", "interrupted (SIGINT/SIGTERM)")
-            mlflow.end_run("KILLED")
+            self.set_tags({"failure_reason": "interrupted (SIGINT/SIGTERM)"})
+            status = "KILLED"
             raise
         except BaseException as err:
-            mlflow.set_tag("failure_reason", f"{type(err).__name__}: {err}"[:5000])
-            mlflow.end_run("FAILED")
+            self.set_tags({"failure_reason": f"{type(err).__name__}: {err}"[:5000]})
+            status = "FAILED"
             raise
-        mlflow.end_run("FINISHED")
+        finally:
+            if monitor:
+                monitor.finish()
+            self._end(status)
+
+    def _system_monitor(self, run_id: str, resumed: bool):
+        """CPU, memory (and GPU) sampled by MLflow's own monitor thread (psutil), if configured."""
+        if not self.system_metrics:
+            return None
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # not 4 INFO lines per run
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=self.system_metrics, samples_before_logging=1,
+                                       resume_logging=resumed, tracking_uri=self.uri)
+        monitor.start()
+        return monitor
+
+    def _end(self, status: str) -> None:
+        """Queues the run's end and waits, at most outage_wait seconds, for the store to take everything."""
+        spool, self.spool = self.spool, None
+        spool.put("status", status=status)
+        left = spool.close(self.outage_wait)
+        if left:
+            print(f"[segexp] tracking store {self.uri} did not take {left} record(s) of run {self.run_id} within "
+                  f"tracking.outage_wait={self.outage_wait:g} s; they are kept in {spool.directory} - once the store "
+                  f"is back, send them with: python -m segexp upload {spool.directory.parent}", flush=True)
+        else:
+            remove_files(spool.directory)
 
     def run_for_checkpoint(self, path: Path) -> str | None:
         """Returns the id of the run whose `checkpoint` tag is this file, if the store has one."""
@@ -124,97 +166,58 @@ class MlflowTracker:
         return runs[0].info.run_id if runs else None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        import mlflow
-
-        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        self.spool.put("params", params={k: str(v)[:6000] for k, v in params.items()})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import mlflow
-
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
-
-    def log_text(self, text: str, path: str) -> None:
-        import mlflow
-
-        mlflow.log_text(text, path)
-
-    def log_artifacts(self, directory: Path, path: str) -> None:
-        import mlflow
-
-        if Path(directory).is_dir():
-            mlflow.log_artifacts(str(directory), path)
-
-    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
-        import mlflow
-
-        mlflow.log_image(image, key=key, step=step)
-
-    def log_image_file(self, image: np.ndarray, path: str) -> None:
-        import mlflow
-
-        mlflow.log_image(image, artifact_file=path)
+        self.spool.put("metrics", metrics={k: float(v) for k, v in metrics.items()}, step=step)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        import mlflow
+        self.spool.put("tags", tags={k: str(v) for k, v in tags.items()})
 
-        mlflow.set_tags(dict(tags))
+    def log_text(self, text: str, path: str) -> None:
+        folder, _, name = path.rpartition("/")
+        self.spool.put_file("file", name, lambda f: f.write_text(text), artifact_dir=folder or None)
 
-    def log_model(self, model: Any, input_example: np.ndarray | None = None) -> None:
+    def log_artifacts(self, directory: Path, path: str) -> None:
+        if Path(directory).is_dir():  # the run's own files (its Hydra config), which stay where they are
+            self.spool.put("dir", path=str(Path(directory).resolve()), artifact_dir=path)
+
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        self.spool.put_file("image", "image.npy", lambda f: np.save(f, image), key=key, step=int(step))
+
+    def log_image_file(self, image: np.ndarray, path: str) -> None:
+        self.spool.put_file("image", "image.npy", lambda f: np.save(f, image), artifact_file=path)
+
+    def log_model(self, model: Any, input_example: np.ndarray | None = None, checkpoint: Path | None = None) -> None:
         """Logs the Keras model with a signature (float32 images of any size, batch first, channels last ->
-        probability maps) and, if given, an input example (a batch of one real crop)."""
-        import mlflow
-        from mlflow.models import ModelSignature
-        from mlflow.types import Schema, TensorSpec
-
+        probability maps) and, if given, an input example (a batch of one real crop); `checkpoint` is the
+        file it was loaded from, for an upload after this process has gone."""
         if not self.log_model_enabled:
             return
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, int(model.input_shape[-1])))]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, int(model.output_shape[-1])))]))
-        # The tensorflow flavor: mlflow.keras.log_model fails with an input example (mlflow#16183). Explicit
-        # requirements: inferring them imports and profiles the whole environment. Keras' progress bar off
-        # while MLflow checks the example by predicting it.
-        import keras
-
-        absl, level = logging.getLogger("absl"), logging.getLogger("absl").level
-        keras.config.disable_interactive_logging()  # its messages then go to the absl logger, quieted here
-        absl.setLevel(logging.WARNING)
-        try:
-            mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=input_example,
-                                        pip_requirements=self._requirements(), registered_model_name=self.register_as)
-        finally:
-            keras.config.enable_interactive_logging()
-            absl.setLevel(level)
+        record = {"checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+                  "channels": [int(model.input_shape[-1]), int(model.output_shape[-1])],
+                  "requirements": self._requirements(), "register_as": self.register_as}
+        if input_example is not None:
+            self.spool.put_file("model", "input_example.npy", lambda f: np.save(f, input_example), obj=model,
+                                **record)
+        else:
+            self.spool.put("model", obj=model, **record)
 
     def log_dataset(self, name: str, source: str, roles: Mapping[str, tuple[str, Sequence[str]]]) -> None:
         """Logs each role's slices (train, select, report) as an MLflow dataset input: the data set's name
         and source, the digest of that role's pixels, and the slice names as a tag."""
-        import mlflow
-        from mlflow.data.dataset_source_registry import resolve_dataset_source
-        from mlflow.data.meta_dataset import MetaDataset
-
-        try:
-            with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are the local file source
-                warnings.simplefilter("ignore", UserWarning)
-                origin = resolve_dataset_source(source)
-        except Exception:  # not a path or URI MLflow knows (e.g. generated data): record it as code
-            from mlflow.data.code_dataset_source import CodeDatasetSource
-
-            origin = CodeDatasetSource({"source": source})
+        entries = []
         for role, (digest, names) in roles.items():
             if names:
                 shown = ",".join(names)
-                mlflow.log_input(MetaDataset(origin, name=name, digest=digest[:DATASET_DIGEST]), context=role,
-                                 tags={"slices": shown if len(shown) <= 500 else shown[:497] + "...",
-                                       "count": str(len(names)), "pixel_digest": digest})
+                entries.append({"context": role, "digest": digest[:DATASET_DIGEST],
+                                "tags": {"slices": shown if len(shown) <= 500 else shown[:497] + "...",
+                                         "count": str(len(names)), "pixel_digest": digest}})
+        if entries:
+            self.spool.put("dataset", name=name, source=source, roles=entries)
 
     @staticmethod
     def _requirements() -> list[str]:
         from importlib.metadata import version
 
         return [f"keras=={version('keras')}", f"tensorflow=={tf_version()}", f"numpy=={version('numpy')}"]
-
-    def keras_callbacks(self) -> list:
-        import mlflow.keras
-
-        return [mlflow.keras.MlflowCallback(log_every_epoch=True)]

@@ -1,0 +1,131 @@
+"""The tracking server goes away mid-run (a real `mlflow server`, SIGKILLed): training neither dies nor
+waits; the end of the run waits a bounded time, returns as soon as the server is back, and what a server
+that never came back did not take is sent later by `segexp upload`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import TINY, MlflowServer
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+EPOCHS = 12
+JOB = [*TINY, "data=synthetic", "data.size=48", f"trainer.epochs={EPOCHS}", "trainer.steps_per_epoch=6",
+       "trainer.checkpoint=last"]
+
+
+def start_training(tmp_path: Path, server: MlflowServer, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "segexp", "train", *JOB, f"tracking.uri={server.uri}",
+                             "hydra.run.dir=outputs/run", *args], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def epochs_on_server(server: MlflowServer) -> int:
+    """How many epochs of `loss` the server holds for the experiment's only run (0 before it exists)."""
+    client = MlflowClient(server.uri)
+    experiment = client.get_experiment_by_name("segexp")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    return len(client.get_metric_history(runs[0].info.run_id, "loss")) if runs else 0
+
+
+def kill_after_epochs(job: subprocess.Popen, server: MlflowServer, epochs: int) -> int:
+    """SIGKILLs the server once `epochs` epochs reached it; returns how many had."""
+    deadline = time.monotonic() + 300
+    while (seen := epochs_on_server(server)) < epochs:
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()[0][-3000:]
+        time.sleep(0.2)
+    server.stop()
+    return seen
+
+
+def finished_run(server: MlflowServer):
+    client = MlflowClient(server.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("segexp").experiment_id])
+    return client, run
+
+
+def assert_complete(server: MlflowServer, tmp_path: Path) -> None:
+    """Everything the run logged is on the server: every epoch, the final scores, its files and model."""
+    client, run = finished_run(server)
+    assert run.info.status == "FINISHED" and "failure_reason" not in run.data.tags
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(EPOCHS))
+    assert "report_dice" in run.data.metrics and run.data.params["trainer.epochs"] == str(EPOCHS)
+    assert {"config", "model_card.md", "model_summary.txt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    models = client.search_logged_models([run.info.experiment_id])
+    assert [m.source_run_id for m in models] == [run.info.run_id]
+    assert (tmp_path / "outputs" / "run" / "model.keras").is_file()
+
+
+@pytest.mark.slow
+def test_training_outlives_a_server_outage_and_ends_soon_after_it_is_back(tmp_path, mlflow_server):
+    job = start_training(tmp_path, mlflow_server, "tracking.outage_wait=600")
+    seen = kill_after_epochs(job, mlflow_server, 3)
+    killed_at = time.monotonic()
+    # training goes on without the server: the last epoch's checkpoint state is written locally
+    state = tmp_path / "outputs" / "run" / "last.json"
+    while not (state.exists() and json.loads(state.read_text())["epochs_done"] == EPOCHS):
+        assert job.poll() is None and time.monotonic() - killed_at < 300, job.communicate()[0][-3000:]
+        time.sleep(0.2)
+    trained_for = time.monotonic() - killed_at
+    time.sleep(5)
+    assert job.poll() is None  # waiting for the server, within tracking.outage_wait
+    mlflow_server.start()
+    back_at = time.monotonic()
+    output, _ = job.communicate(timeout=600)
+    ended_after = time.monotonic() - back_at
+    assert job.returncode == 0, output[-3000:]
+    assert seen < EPOCHS and "unreachable" in output and "tracking store back after" in output
+    # the server still has to take the model (a SavedModel export and upload): seconds, not a back-off
+    assert ended_after < 60, f"the run ended {ended_after:.0f} s after the server came back"
+    assert "Traceback" not in output
+    assert_complete(mlflow_server, tmp_path)
+    print(f"killed after {seen} epochs; training went on for {trained_for:.0f} s; ended {ended_after:.1f} s "
+          "after the server was back")
+
+
+@pytest.mark.slow
+def test_a_server_that_never_returns_ends_the_run_in_one_line_and_upload_sends_the_rest(tmp_path, mlflow_server):
+    job = start_training(tmp_path, mlflow_server, "tracking.outage_wait=5")
+    kill_after_epochs(job, mlflow_server, 3)
+    output, _ = job.communicate(timeout=600)
+    assert job.returncode == 0, output[-3000:]
+    assert "Traceback" not in output
+    (line,) = [line for line in output.splitlines() if "segexp upload" in line]
+    assert "tracking.outage_wait=5 s" in line and line.endswith(f"python -m segexp upload {tmp_path / 'outputs' / 'run'}")
+    assert (tmp_path / "outputs" / "run" / "model.keras").is_file()
+
+    mlflow_server.start()  # back much later: the run is RUNNING there, its process gone
+    upload = [sys.executable, "-m", "segexp", "upload", str(tmp_path / "outputs" / "run")]
+    first = subprocess.run(upload, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "uploaded" in first.stdout
+    assert_complete(mlflow_server, tmp_path)
+    again = subprocess.run(upload, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "nothing to upload" in again.stdout  # nothing is sent twice
+    client, run = finished_run(mlflow_server)
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == EPOCHS
+
+
+def test_upload_while_the_server_is_still_away_says_so_in_one_line(tmp_path):
+    from conftest import free_port
+    from segexp.tracking.spool import JOURNAL
+
+    spool = tmp_path / "run" / "tracking_spool"
+    spool.mkdir(parents=True)
+    uri = f"http://127.0.0.1:{free_port()}"
+    (spool / JOURNAL).write_text(json.dumps({"seq": 0, "kind": "header", "uri": uri, "run_id": "0" * 32}) + "\n"
+                                 + json.dumps({"seq": 1, "kind": "metrics", "time": 0, "metrics": {"a": 1.0}}) + "\n")
+    out = subprocess.run([sys.executable, "-m", "segexp", "upload", str(tmp_path / "run")], cwd=tmp_path, env=ENV,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "MLflow server unreachable" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (spool / "sent.txt").exists()  # nothing marked as sent
