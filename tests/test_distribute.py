@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -46,3 +47,30 @@ def test_only_the_chief_worker_tracks_a_multi_worker_run(tf_config, chief):
 
     assert is_chief("multi_worker_mirrored", tf_config) is chief
     assert is_chief("default", tf_config) is True
+
+
+@pytest.mark.slow
+def test_two_worker_processes_train_one_run_with_multi_worker_mirrored(tmp_path):
+    """Two real worker processes on loopback ports (TF_CONFIG), gradients all-reduced between them; only the
+    chief (worker 0) writes the MLflow run."""
+    from conftest import TINY, free_port
+
+    workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    jobs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        jobs.append(subprocess.Popen(
+            [sys.executable, "-m", "segexp", "train", *TINY, "data=synthetic", "data.size=48", "trainer.epochs=2",
+             "trainer.strategy=multi_worker_mirrored", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+             "tracking.log_model=false", f"hydra.run.dir={tmp_path}/worker{index}"],
+            cwd=tmp_path, env={**ENV, "TF_CONFIG": tf_config}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True))
+    outputs = [job.communicate(timeout=600)[0] for job in jobs]
+    for job, output in zip(jobs, outputs):
+        assert job.returncode == 0, output[-3000:]
+    assert "tracking off" in outputs[1] and "tracking off" not in outputs[0]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("segexp").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["replicas"] == "2"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0, 1]
+    assert all((tmp_path / f"worker{i}" / "model.keras").is_file() for i in range(2))

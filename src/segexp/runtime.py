@@ -73,6 +73,28 @@ def distribution_strategy(name: str):
     return tf.distribute.MultiWorkerMirroredStrategy()  # schema.Strategy allows no other value
 
 
+def build_before_multi_worker_fit(model, stream) -> None:
+    """Keras 3 cannot start fit() under MultiWorkerMirroredStrategy (keras-team/keras#20585): before the
+    first step it reduces a distributed input batch, which the collective ops refuse ("Attempt to convert
+    a value (PerReplica ...)"). Building the model, loss, metrics and optimizer from one local batch
+    first, and skipping that reduction, lets fit run as it does under the other strategies."""
+    batch = next(iter(stream))
+    with model.distribute_strategy.scope():
+        model._symbolic_build(data_batch=batch)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    # and each step "mean"-reduces its scalar logs along axis 0, which fails; they are synchronized metric
+    # results, equal on every worker, so the first replica's value is the value
+    from keras.src.backend.tensorflow import trainer
+
+    reduce = trainer.reduce_per_replica
+    if not getattr(reduce, "segexp_patched", False):
+        def first_of_synchronized(values, strategy, reduction):
+            return reduce(values, strategy, "first" if reduction in ("auto", "mean") else reduction)
+
+        first_of_synchronized.segexp_patched = True
+        trainer.reduce_per_replica = first_of_synchronized
+
+
 def is_chief(strategy: str, tf_config: str | None = None) -> bool:
     """True unless this process is a non-chief worker of `multi_worker_mirrored`: the task named "chief" in
     $TF_CONFIG, else worker 0, is the one that tracks the run (read without importing TensorFlow)."""

@@ -149,7 +149,7 @@ def build_callbacks(cfg: DictConfig, select_set, tracker, run: RunDir, extra: Se
     the callbacks group's), continuing `resume`'s best score if given."""
     import keras
 
-    from segexp.callbacks import Checkpoints, SliceValidation, TimeBudget
+    from segexp.callbacks import Checkpoints, SliceValidation, TimeBudget, TrackEpochs
 
     t = cfg.trainer
     monitor = t.monitor if t.checkpoint == "best" else None
@@ -160,7 +160,7 @@ def build_callbacks(cfg: DictConfig, select_set, tracker, run: RunDir, extra: Se
     if select_set.images:
         callbacks.append(SliceValidation(select_set.images, select_set.masks, select_set.names, tracker.log_image,
                                          t.preview_slices, t.topology_metrics, select_set.foreground))
-    callbacks += [checkpoints, *tracker.keras_callbacks()]
+    callbacks += [checkpoints, TrackEpochs(tracker)]
     if t.max_minutes:
         callbacks.append(TimeBudget(t.max_minutes))
     return callbacks + list(extra), checkpoints
@@ -175,6 +175,10 @@ def fit(cfg: DictConfig, model, stream, callbacks, initial_epoch: int = 0) -> di
         from segexp.callbacks import EpochLine
 
         callbacks, verbose = [*callbacks, EpochLine(t.epochs, t.max_minutes, lambda line: print(line, flush=True))], 0
+    if t.strategy == "multi_worker_mirrored":
+        from segexp.runtime import build_before_multi_worker_fit
+
+        build_before_multi_worker_fit(model, stream)
     history = model.fit(stream, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=t.steps_per_epoch,
                         callbacks=callbacks, verbose=verbose, shuffle=False)  # the sampler draws random crops
     return history.history
@@ -308,7 +312,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
         tags = {"resumed_from_epoch": str(first_epoch), "resume_overrides": tags.pop("overrides"), **tags}
     with runtime.sigterm_as_interrupt(), runtime.float32_afterwards(), \
             tracker.run(name, tags, run_id=resume.run_id if resume else None,
-                        parent_run_id=sweep.parent_run_id if sweep else None):
+                        parent_run_id=sweep.parent_run_id if sweep else None, spool_dir=run.path):
         if not resume:
             tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
@@ -356,7 +360,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
         tracker.log_metrics(final_metric_keys(metrics))
         tracker.set_tags({"checkpoint": str(run.checkpoint.resolve())})
         log_report_slices(tracker, parts["report"], report_probs)
-        tracker.log_model(chosen, input_example(train_set))
+        tracker.log_model(chosen, input_example(train_set), run.checkpoint)
         tracker.log_text(model_card(cfg, name, tracker.run_id, parts, metrics, {**tags, **setup},
                                     data_source(cfg.data)), "model_card.md")
     print_summary(metrics, cfg, parts, tracker, run.checkpoint)
