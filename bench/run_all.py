@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from bench import common
 from bench.report import render_benchmarks
 
-BENCHMARKS = ("startup", "compute", "precision", "throughput", "epoch_profile", "inference", "scaling")
+BENCHMARKS = ("startup", "compute", "precision", "throughput", "epoch_profile", "inference", "scaling", "outage")
 ON_THEIR_OWN = ("quality_default", "quality", "replicates", "levers", "metric_agreement", "suite")  # rendered when present, never run from here
 BENCHMARKS_MD = common.REPO / "BENCHMARKS.md"
 

@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # bench/ is a package of the checkout, not of the installed segexp
     sys.path.insert(0, str(REPO))
 
-from bench import (compute, epoch_profile, inference, precision, run_all, scaling, seed_replica, startup, suite,  # noqa: E402
-                   throughput)
+from bench import (compute, epoch_profile, inference, outage, precision, run_all, scaling, seed_replica,  # noqa: E402
+                   startup, suite, throughput)
 
 IN_PROCESS = {"throughput": throughput, "compute": compute, "inference": inference, "scaling": scaling,
               "epoch_profile": epoch_profile}
@@ -39,6 +39,7 @@ def quick_results(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
         try:
             startup.main(["--quick", "--out", str(out)])
             precision.main(["--quick", "--out", str(out)])
+            outage.main(["--quick", "--out", str(out)])
         except BaseException as err:  # re-raised in the main thread below
             errors.append(err)
 
@@ -51,7 +52,7 @@ def quick_results(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
         thread.join()
     if errors:
         raise errors[0]
-    names = [*IN_PROCESS, "startup", "precision"]
+    names = [*IN_PROCESS, "startup", "precision", "outage"]
     return out, {name: json.loads((out / f"{name}.json").read_text()) for name in names}
 
 
@@ -60,7 +61,7 @@ def positive(value) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [*IN_PROCESS, "startup", "precision"])
+@pytest.mark.parametrize("name", [*IN_PROCESS, "startup", "precision", "outage"])
 def test_result_records_machine_versions_command_and_tables(quick_results, name):
     out, results = quick_results
     result = results[name]
@@ -122,6 +123,15 @@ def test_startup_times_every_command(quick_results):
     commands = quick_results[1]["startup"]["commands"]
     assert {label for label, _ in startup.SEGEXP_COMMANDS} <= set(commands)
     assert all(positive(c["seconds"]["median"]) for c in commands.values())
+
+
+def test_outage_times_epochs_of_every_arm_and_the_outage_run_leaves_an_upload(quick_results):
+    result = quick_results[1]["outage"]
+    assert all(positive(s) for arm in ("none", "server", "outage") for run in result["runs"][arm] for s in run["epoch_s"])
+    assert all(len(run["epoch_s"]) == 2 for arm in result["runs"].values() for run in arm)  # epochs 2 and 3
+    assert [run["left_for_upload"] for run in result["runs"]["outage"]] == [True]
+    assert not any(run["left_for_upload"] for run in result["runs"]["server"])
+    assert positive(result["ratios"]["server"]["median"]) and positive(result["ratios"]["outage"]["median"])
 
 
 @pytest.mark.slow
