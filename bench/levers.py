@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from bench import common
 from bench.replicates import METRICS, segexp
+from bench.thresholds import threshold_lever
 
 NAME = "levers"
 TITLE = "Levers: what moves isbi_best's held-out scores (sweeps over seeds, segexp compare)"
@@ -39,7 +40,6 @@ LEVERS = {  # sweep name: overrides on top of experiment=isbi_best; the first sw
     "auto": [],  # isbi_best as shipped now: precision and XLA by speed_probe (float32 before, when A was trained)
 }
 QUICK = ["debug=smoke", "trainer.crop_size=64"]
-THRESHOLDS = [round(0.05 * i, 2) for i in range(1, 20)]
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -74,34 +74,6 @@ def recipe_label(run) -> str:
     return " ".join(own) or f"as shipped ({run.data.tags.get('precision', '?')})"
 
 
-def threshold_lever(runs: Sequence) -> list[dict[str, Any]]:
-    """For each finished run: report accuracy and Dice at 0.5 and at the threshold with the best accuracy on
-    the selection slices (re-predicted from its checkpoint as `segexp evaluate` predicts)."""
-    from segexp.metrics import pixel_scores
-    from segexp.models import load_model
-    from segexp.predict import inference_size, make_predictor
-    from segexp.rundir import RunDir
-    from segexp.train import prepare_data
-
-    rows = []
-    for run in runs:
-        if run.info.status != "FINISHED":
-            continue
-        rundir = RunDir(Path(run.data.tags["output_dir"]))
-        cfg = rundir.saved_config()
-        parts, _ = prepare_data(cfg)
-        predict = make_predictor(load_model(rundir.checkpoint), cfg.inference, inference_size(cfg.inference, rundir))
-        probs = {role: [predict(image) for image in parts[role].images] for role in ("select", "report")}
-        scores = {role: {t: pixel_scores(probs[role], parts[role].masks, t, parts[role].foreground)
-                         for t in THRESHOLDS} for role in probs}
-        chosen = max(THRESHOLDS, key=lambda t: (scores["select"][t]["accuracy"], -abs(t - 0.5)))
-        rows.append({"run": recipe_label(run), "run_id": run.info.run_id, "seed": run.data.params["trainer.seed"],
-                     "threshold": chosen,
-                     **{f"{k}@0.5": scores["report"][0.5][k] for k in ("accuracy", "dice")},
-                     **{f"{k}@chosen": scores["report"][chosen][k] for k in ("accuracy", "dice")}})
-    return rows
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from segexp.replicates import difference, verdict
 
@@ -129,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rows = [[recipe_label(run), run.data.params["trainer.seed"], *(run.data.metrics.get(k) for k in METRICS),
              int(run.data.metrics.get("epochs_run", 0)), run.data.tags.get("precision", "?"),
              run.data.tags.get("git_commit", "?")[:10]] for run in runs]
-    thresholds = threshold_lever(runs)
+    thresholds = threshold_lever(runs, recipe_label)
     shifts = [verdict(difference(metric, {("run", r["run_id"]): r[f"{metric}@0.5"] for r in thresholds},
                                  {("run", r["run_id"]): r[f"{metric}@chosen"] for r in thresholds}),
                       "threshold 0.5", "selected threshold", metric) for metric in ("accuracy", "dice")]

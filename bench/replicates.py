@@ -41,6 +41,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse
     parser.add_argument("--budget-minutes", type=float, default=5.0, help="trainer.max_minutes of every run")
     parser.add_argument("--store", type=Path, default=common.REPO / "outputs" / "bench_replicates")
     parser.add_argument("--reuse-training", action="store_true", help="compare the sweeps already in --store")
+    parser.add_argument("--name", default=NAME, help="result file stem in --out")
+    parser.add_argument("--note", action="append", default=[], help="a fact about the training to print with it")
     known, rest = parser.parse_known_args(argv)
     return known, rest
 
@@ -74,10 +76,21 @@ def children(store: Path, recipe: str) -> list:
                   key=lambda r: int(r.data.params["trainer.seed"]))
 
 
+def spread(values: Sequence[float]) -> list[float]:
+    """Returns [mean, sample std (0 for one value), min, max]."""
+    import statistics
+
+    return [statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, min(values), max(values)]
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from bench.thresholds import threshold_lever
+
     known, rest = parse_args(argv)
-    args = common.parse_args(NAME, TITLE, rest)
-    result = common.new_result(NAME, TITLE, METHOD, args, argv, {
+    title = TITLE if known.recipes == ["seed_replica", "isbi_best"] else \
+        f"Replicates: {' vs '.join(known.recipes)} over seeds, {known.budget_minutes:g} training minutes each"
+    args = common.parse_args(known.name, title, rest)
+    result = common.new_result(known.name, title, METHOD, args, argv, {
         "recipes": known.recipes, "seeds": known.seeds, "budget_minutes": known.budget_minutes})
     result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:])
     store = known.store.resolve()
@@ -88,9 +101,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             train_recipe(recipe, known.seeds, known.budget_minutes, store, args.quick)
     compare_dir = store / "compare"
     shutil.rmtree(compare_dir, ignore_errors=True)
-    stdout = segexp("compare", *(str(store / f"sweep_{r}") for r in known.recipes),
-                    f"tracking.uri=sqlite:///{store / 'mlflow.db'}", f"hydra.run.dir={compare_dir}")
-    verdicts = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
+    verdicts, table = [], []
+    if len(known.recipes) > 1:  # one recipe: its runs and spread alone, nothing to compare it with
+        stdout = segexp("compare", *(str(store / f"sweep_{r}") for r in known.recipes),
+                        f"tracking.uri=sqlite:///{store / 'mlflow.db'}", f"hydra.run.dir={compare_dir}")
+        verdicts = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
+        table = [line for line in (compare_dir / "report.md").read_text().splitlines() if line.startswith("| report_")]
 
     rows = []
     for recipe in known.recipes:
@@ -99,29 +115,41 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             rows.append([recipe, int(run.data.params["trainer.seed"]), *(m.get(k) for k in METRICS),
                          int(m.get("epochs_run", 0)), int(m.get("checkpoint_epoch", -1)) + 1, m.get("train_minutes"),
                          run.data.tags.get("git_commit", "?")[:10]])
-    report = (compare_dir / "report.md").read_text()
-    table = [line for line in report.splitlines() if line.startswith("| report_")]
     for picture in ("panel.png", "curves.png"):
         if (compare_dir / picture).is_file():
-            shutil.copy(compare_dir / picture, args.out / f"{NAME}_{picture}")
+            shutil.copy(compare_dir / picture, args.out / f"{known.name}_{picture}")
+    runs = [run for recipe in known.recipes for run in children(store, recipe)]
+    thresholds = threshold_lever(runs, lambda run: run.data.tags.get("mlflow.runName", run.info.run_name))
     result.update(recipes=known.recipes, seeds=known.seeds, budget_minutes=known.budget_minutes,
                   store=str(store), verdicts=verdicts, training_minutes=(time.monotonic() - started) / 60)
     result["tables"] = [
         common.table(f"Each run ({known.budget_minutes:g} training minutes)",
                      ["recipe", "seed", *METRICS, "epochs run", "checkpoint epoch", "train minutes",
                       "trained at commit"], rows),
-        common.table("segexp compare (A = first recipe; differences are B - A, paired by seed)",
-                     ["metric", "A", "other", "other - A", "p", "verdict"],
-                     [[c.strip() for c in line.strip("|").split("|")] for line in table]),
+        *([common.table("segexp compare (A = first recipe; differences are B - A, paired by seed)",
+                        ["metric", "A", "other", "other - A", "p", "verdict"],
+                        [[c.strip() for c in line.strip("|").split("|")] for line in table])] if table else []),
+        common.table("Mean and spread over seeds", ["recipe", "metric", "mean", "std", "min", "max"],
+                     [[recipe, metric, *spread([r[2 + i] for r in rows if r[0] == recipe])]
+                      for recipe in known.recipes for i, metric in enumerate(METRICS)]),
+        common.table("Pixel threshold chosen on the selection slices (best accuracy) vs 0.5, report slices",
+                     ["run", "seed", "threshold", "accuracy @0.5", "accuracy @chosen", "dice @0.5", "dice @chosen"],
+                     [[r["run"], r["seed"], r["threshold"], r["accuracy@0.5"], r["accuracy@chosen"], r["dice@0.5"],
+                       r["dice@chosen"]] for r in thresholds]),
     ]
+    result["thresholds"] = thresholds
     trained_by = (f"python -m segexp train -m experiment=<recipe> trainer.seed={','.join(map(str, known.seeds))} "
                   f"trainer.max_minutes={known.budget_minutes:g} tracking.uri=sqlite:///<store>/mlflow.db "
                   "tracking.experiment_name=replicates run_name=<recipe> hydra.sweep.dir=<store>/sweep_<recipe>")
-    result["notes"] = [f"Each recipe trained by `{trained_by}`, one recipe after the other on a quiet machine"
+    result["notes"] = [f"Each recipe trained by `{trained_by}`, one recipe after the other"
                        + (" (in an earlier invocation: --reuse-training)" if known.reuse_training else "") + ".",
+                       *known.note,
                        *(f"`segexp compare`: {v}" for v in verdicts),
-                       f"Pictures: bench/results/{NAME}_panel.png (the same report slices, image | truth | each "
-                       f"recipe | where they disagree) and bench/results/{NAME}_curves.png (learning curves)."]
+                       *([f"Pictures: bench/results/{known.name}_panel.png (the same report slices, image | truth | "
+                          f"each recipe | where they disagree) and bench/results/{known.name}_curves.png (learning "
+                          "curves)."] if table else []),
+                       "Threshold: the pixel threshold with the best accuracy on the selection slices (0.05 steps), "
+                       "re-predicted from each checkpoint as `segexp evaluate` predicts, applied to the report slices."]
     common.write_results(result, args.out)
     return result
 

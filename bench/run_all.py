@@ -20,7 +20,7 @@ from bench import common
 from bench.report import render_benchmarks
 
 BENCHMARKS = ("startup", "compute", "precision", "throughput", "epoch_profile", "inference", "scaling", "outage")
-ON_THEIR_OWN = ("quality_default", "quality", "replicates", "levers", "metric_agreement", "suite")  # rendered when present, never run from here
+ON_THEIR_OWN = ("quality_default", "quality", "replicates", "isbi_best_30", "levers", "metric_agreement", "suite")  # rendered when present, never run from here
 BENCHMARKS_MD = common.REPO / "BENCHMARKS.md"
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import queue
-import shutil
 import threading
 import time
 import urllib.request
@@ -61,7 +60,7 @@ class Spool:
         self.uri, self.run_id, self.directory, self.say = uri, run_id, Path(directory), say
         self.directory.mkdir(parents=True, exist_ok=True)
         self.journal, self.sent_file = self.directory / JOURNAL, self.directory / SENT
-        self.seq = sum(1 for _ in self.journal.open()) if self.journal.exists() else 0  # a resumed run appends
+        self.seq = len(self.journal.read_text().splitlines()) if self.journal.exists() else 0  # a resumed run appends
         if not self.seq:
             self._append({"seq": 0, "kind": "header", "uri": uri, "run_id": run_id, "time": now_ms()})
         self.objects: dict[int, Any] = {}  # in-memory model objects, so the live sender need not reload them
@@ -267,7 +266,3 @@ def upload(directory: Path, uri: str | None = None, say: Callable[[str], None] =
     say(f"[segexp] uploaded {len(records)} record(s) of run {run_id} to {uri}")
     return len(records)
 
-
-def remove_files(directory: Path) -> None:
-    """Deletes a fully sent journal's copies of files (texts, images); the journal itself stays as a log."""
-    shutil.rmtree(Path(directory) / "files", ignore_errors=True)

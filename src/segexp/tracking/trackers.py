@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -17,7 +18,7 @@ import numpy as np
 
 from segexp.errors import TrackingError, TrainingInterrupted
 from segexp.provenance import process_identity, tf_version
-from segexp.tracking.spool import Spool, remove_files
+from segexp.tracking.spool import Spool
 from segexp.tracking.store import PROCESS_TAG, check_store, end_orphaned_runs, ensure_experiment, resolve_uri
 
 DATASET_DIGEST = 16  # hex characters of a role's pixel digest shown in the UI's Dataset column (all in its tag)
@@ -131,7 +132,7 @@ class MlflowTracker:
         finally:
             if monitor:
                 monitor.finish()
-            self._end(status)
+            self._end(status, temporary=spool_dir is None)
 
     def _system_monitor(self, run_id: str, resumed: bool):
         """CPU, memory (and GPU) sampled by MLflow's own monitor thread (psutil), if configured."""
@@ -145,17 +146,21 @@ class MlflowTracker:
         monitor.start()
         return monitor
 
-    def _end(self, status: str) -> None:
-        """Queues the run's end and waits, at most outage_wait seconds, for the store to take everything."""
+    def _end(self, status: str, temporary: bool) -> None:
+        """Queues the run's end and waits, at most outage_wait seconds (or until Ctrl-C), for the store to take
+        everything; a temporary journal the store took in full is deleted."""
         spool, self.spool = self.spool, None
         spool.put("status", status=status)
-        left = spool.close(self.outage_wait)
+        try:
+            left = spool.close(self.outage_wait)
+        except KeyboardInterrupt:  # no second wait and no traceback: the journal keeps what is left
+            left = spool.pending
         if left:
             print(f"[segexp] tracking store {self.uri} did not take {left} record(s) of run {self.run_id} within "
                   f"tracking.outage_wait={self.outage_wait:g} s; they are kept in {spool.directory} - once the store "
                   f"is back, send them with: python -m segexp upload {spool.directory.parent}", flush=True)
         else:
-            remove_files(spool.directory)
+            shutil.rmtree(spool.directory.parent if temporary else spool.directory / "files", ignore_errors=True)
 
     def run_for_checkpoint(self, path: Path) -> str | None:
         """Returns the id of the run whose `checkpoint` tag is this file, if the store has one."""

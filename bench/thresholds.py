@@ -1,0 +1,38 @@
+"""The pixel threshold as a lever: each finished run's checkpoint re-predicted on its selection and report
+slices, the threshold with the best accuracy on the selection slices applied to the report slices, against
+0.5 (bench.levers, bench.replicates)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+THRESHOLDS = [round(0.05 * i, 2) for i in range(1, 20)]
+
+
+def threshold_lever(runs: Sequence, label: Callable[[Any], str]) -> list[dict[str, Any]]:
+    """For each finished run: report accuracy and Dice at 0.5 and at the threshold with the best accuracy on
+    the selection slices (re-predicted from its checkpoint as `segexp evaluate` predicts); `label` names a run."""
+    from segexp.metrics import pixel_scores
+    from segexp.models import load_model
+    from segexp.predict import inference_size, make_predictor
+    from segexp.rundir import RunDir
+    from segexp.train import prepare_data
+
+    rows = []
+    for run in runs:
+        if run.info.status != "FINISHED":
+            continue
+        rundir = RunDir(Path(run.data.tags["output_dir"]))
+        cfg = rundir.saved_config()
+        parts, _ = prepare_data(cfg)
+        predict = make_predictor(load_model(rundir.checkpoint), cfg.inference, inference_size(cfg.inference, rundir))
+        probs = {role: [predict(image) for image in parts[role].images] for role in ("select", "report")}
+        scores = {role: {t: pixel_scores(probs[role], parts[role].masks, t, parts[role].foreground)
+                         for t in THRESHOLDS} for role in probs}
+        chosen = max(THRESHOLDS, key=lambda t: (scores["select"][t]["accuracy"], -abs(t - 0.5)))
+        rows.append({"run": label(run), "run_id": run.info.run_id, "seed": run.data.params["trainer.seed"],
+                     "threshold": chosen,
+                     **{f"{k}@0.5": scores["report"][0.5][k] for k in ("accuracy", "dice")},
+                     **{f"{k}@chosen": scores["report"][chosen][k] for k in ("accuracy", "dice")}})
+    return rows
