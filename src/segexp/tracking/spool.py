@@ -107,6 +107,8 @@ class Spool:
             with self.drained:
                 self.pending -= 1
                 self.drained.notify_all()
+            if record["kind"] == "status":  # the run's last record: the thread ends with it
+                return
 
     def _deliver(self, client, record: Mapping[str, Any]) -> None:
         while True:
