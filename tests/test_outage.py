@@ -100,7 +100,7 @@ def test_a_server_that_never_returns_ends_the_run_in_one_line_and_upload_sends_t
     assert job.returncode == 0, output[-3000:]
     assert "Traceback" not in output
     (line,) = [line for line in output.splitlines() if "segexp upload" in line]
-    assert "tracking.outage_wait=5 s" in line and line.endswith(f"python -m segexp upload {tmp_path / 'outputs' / 'run'}")
+    assert "unreachable for tracking.outage_wait=5 s" in line and line.endswith(f"python -m segexp upload {tmp_path / 'outputs' / 'run'}")
     assert (tmp_path / "outputs" / "run" / "model.keras").is_file()
 
     mlflow_server.start()  # back much later: the run is RUNNING there, its process gone

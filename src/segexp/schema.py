@@ -198,7 +198,7 @@ class TrackingConfig:
     log_model: bool = MISSING
     system_metrics: Optional[float] = MISSING  # seconds between system-metric samples (psutil); None: off
     register_as: Optional[str] = MISSING  # registered model name for each run's model (None: not registered)
-    outage_wait: float = MISSING  # seconds a run's end waits for an unreachable store to take what is queued
+    outage_wait: float = MISSING  # seconds a run's end waits for an unreachable store before leaving the rest to upload
 
 
 @dataclass

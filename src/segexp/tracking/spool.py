@@ -4,8 +4,8 @@ Every record of a run (parameters, metrics, tags, files, images, its data sets, 
 end) is first appended to a journal in the run's directory, then sent to MLflow in order by one
 background thread. A failure the store may get over (no answer, a 5xx, a locked database) is retried
 every few seconds, probing the server's /health first; a record the store refuses outright (a 4xx
-answer, such as a changed parameter) is skipped with one warning. `close` waits at most a bounded time
-for the queue to drain; what is left stays in the journal, and `segexp upload <run dir>` sends it later
+answer, such as a changed parameter) is skipped with one warning. `close` waits for the queue to drain,
+but at most a bounded time while the store is unreachable; what is left stays in the journal, and `segexp upload <run dir>` sends it later
 (`upload`). The journal holds only JSON and the files it points to, so the upload needs no live process.
 """
 
@@ -134,12 +134,17 @@ class Spool:
                 self.down_since = None
             return
 
-    def close(self, wait_seconds: float) -> int:
-        """Waits until every queued record is sent or `wait_seconds` have passed; returns how many are left."""
-        deadline = time.monotonic() + wait_seconds
+    def close(self, outage_seconds: float) -> int:
+        """Waits until every queued record is sent - however long a store that answers takes (a model upload
+        takes seconds) - but gives up once the store has been unreachable for `outage_seconds` of this wait;
+        returns how many records are left."""
+        started = time.monotonic()
         with self.drained:
-            while self.pending and time.monotonic() < deadline:
-                self.drained.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+            while self.pending:
+                down = self.down_since
+                if down is not None and time.monotonic() - max(down, started) >= outage_seconds:
+                    break
+                self.drained.wait(timeout=0.5)
             return self.pending
 
 

@@ -72,7 +72,8 @@ class MlflowTracker:
 
     Inside a run, everything is logged through a spool (tracking.spool): a journal in the run's directory
     and one sender thread, so a store that goes away mid-run neither stops nor slows training. At the end
-    the run waits at most `outage_wait` seconds for the store to take what is queued; what it did not take
+    the run waits for the store to take what is queued, giving up once it has been unreachable for `outage_wait`
+    seconds of that wait; what it did not take
     is left for `segexp upload <run dir>`, and the run ends with one line saying so.
     """
 
@@ -147,8 +148,8 @@ class MlflowTracker:
         return monitor
 
     def _end(self, status: str, temporary: bool) -> None:
-        """Queues the run's end and waits, at most outage_wait seconds (or until Ctrl-C), for the store to take
-        everything; a temporary journal the store took in full is deleted."""
+        """Queues the run's end and waits for the store to take everything, until it has been unreachable for
+        outage_wait seconds (or Ctrl-C); a temporary journal the store took in full is deleted."""
         spool, self.spool = self.spool, None
         spool.put("status", status=status)
         try:
@@ -156,8 +157,8 @@ class MlflowTracker:
         except KeyboardInterrupt:  # no second wait and no traceback: the journal keeps what is left
             left = spool.pending
         if left:
-            print(f"[segexp] tracking store {self.uri} did not take {left} record(s) of run {self.run_id} within "
-                  f"tracking.outage_wait={self.outage_wait:g} s; they are kept in {spool.directory} - once the store "
+            print(f"[segexp] tracking store {self.uri} was unreachable for tracking.outage_wait="
+                  f"{self.outage_wait:g} s and did not take {left} record(s) of run {self.run_id}; they are kept in {spool.directory} - once the store "
                   f"is back, send them with: python -m segexp upload {spool.directory.parent}", flush=True)
         else:
             shutil.rmtree(spool.directory.parent if temporary else spool.directory / "files", ignore_errors=True)
