@@ -129,3 +129,16 @@ def test_upload_while_the_server_is_still_away_says_so_in_one_line(tmp_path):
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "MLflow server unreachable" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (spool / "sent.txt").exists()  # nothing marked as sent
+
+
+def test_what_the_store_may_get_over_is_retried_and_what_it_will_not_is_skipped():
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    from segexp.tracking.spool import transient
+
+    assert transient(MlflowException("API request to http://127.0.0.1:1 failed with exception ConnectionError"))
+    assert transient(ConnectionRefusedError()) and transient(TimeoutError())
+    assert not transient(MlflowException("changed param", error_code=INVALID_PARAMETER_VALUE))
+    assert not transient(FileNotFoundError("tracking_spool/files/000003/image.npy"))
+    assert not transient(ValueError("unknown journal record kind"))

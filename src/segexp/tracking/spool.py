@@ -39,6 +39,8 @@ def transient(err: BaseException) -> bool:
 
     if isinstance(err, MlflowException):
         return err.get_http_status_code() >= 500
+    if isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return False  # a local file the record names is gone or unreadable: retrying will not help
     return isinstance(err, OSError) or type(err).__name__ in ("OperationalError", "TimeoutError")
 
 
