@@ -77,13 +77,14 @@ def build_before_multi_worker_fit(model, stream) -> None:
     """Keras 3 cannot start fit() under MultiWorkerMirroredStrategy (keras-team/keras#20585): before the
     first step it reduces a distributed input batch, which the collective ops refuse ("Attempt to convert
     a value (PerReplica ...)"). Building the model, loss, metrics and optimizer from one local batch
-    first, and skipping that reduction, lets fit run as it does under the other strategies."""
+    first, and skipping that reduction, lets fit run."""
     batch = next(iter(stream))
     with model.distribute_strategy.scope():
         model._symbolic_build(data_batch=batch)
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-    # and each step "mean"-reduces its scalar logs along axis 0, which fails; they are synchronized metric
-    # results, equal on every worker, so the first replica's value is the value
+    # and each step "mean"-reduces its scalar logs along axis 0 across workers, which fails: each worker keeps
+    # its own value instead, so the chief logs the training metrics of its own share of the batches (the
+    # weights still follow the gradients all-reduced over every worker; selection scores are whole-slice)
     from keras.src.backend.tensorflow import trainer
 
     reduce = trainer.reduce_per_replica

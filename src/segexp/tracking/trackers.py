@@ -72,9 +72,9 @@ class MlflowTracker:
 
     Inside a run, everything is logged through a spool (tracking.spool): a journal in the run's directory
     and one sender thread, so a store that goes away mid-run neither stops nor slows training. At the end
-    the run waits for the store to take what is queued, giving up once it has been unreachable for `outage_wait`
-    seconds of that wait; what it did not take
-    is left for `segexp upload <run dir>`, and the run ends with one line saying so.
+    the run waits for the store to take what is queued, giving up once it has been unreachable for
+    `outage_wait` seconds of that wait; what it did not take is left for `segexp upload <run dir>`, and the
+    run ends with one line saying so.
     """
 
     records = True
@@ -157,9 +157,10 @@ class MlflowTracker:
         except KeyboardInterrupt:  # no second wait and no traceback: the journal keeps what is left
             left = spool.pending
         if left:
-            print(f"[segexp] tracking store {self.uri} was unreachable for tracking.outage_wait="
-                  f"{self.outage_wait:g} s and did not take {left} record(s) of run {self.run_id}; they are kept in {spool.directory} - once the store "
-                  f"is back, send them with: python -m segexp upload {spool.directory.parent}", flush=True)
+            print(f"[segexp] tracking store {self.uri} was unreachable for tracking.outage_wait={self.outage_wait:g} s "
+                  f"and did not take {left} record(s) of run {self.run_id}; they are kept in {spool.directory} - "
+                  f"once the store is back, send them with: python -m segexp upload {spool.directory.parent}",
+                  flush=True)
         else:
             shutil.rmtree(spool.directory.parent if temporary else spool.directory / "files", ignore_errors=True)
 
