@@ -256,8 +256,8 @@ def unsent(directory: Path) -> tuple[dict, list[dict]]:
 
 def upload(directory: Path, uri: str | None = None, say: Callable[[str], None] = print) -> int:
     """Sends what a run's journal holds and its store has not taken, in order, to `uri` (default: the
-    store the run was made in); returns how many records were sent. Raises on the first failure, so a
-    second upload continues where this one stopped. A run that segexp had ended as KILLED because its
+    store the run was made in); returns how many records were sent. A record the store refuses outright is
+    skipped with a warning; any other failure stops it, and a second upload continues where this one stopped. A run that segexp had ended as KILLED because its
     process was gone, and whose journal says it finished, becomes FINISHED again."""
     from mlflow import MlflowClient
 
@@ -269,7 +269,13 @@ def upload(directory: Path, uri: str | None = None, say: Callable[[str], None] =
             if record["kind"] == "status" and record["status"] == "FINISHED" and \
                     client.get_run(run_id).data.tags.get("failure_reason", "").startswith(ORPHANED):
                 client.delete_tag(run_id, "failure_reason")
-            send(client, run_id, record)
+            try:
+                send(client, run_id, record)
+            except Exception as err:  # noqa: BLE001 - as the live sender: a refusal is skipped, the rest stops it
+                if transient(err):
+                    raise
+                say(f"[segexp] warning: the tracking store refused {record['kind']} record {record['seq']} "
+                    f"({type(err).__name__}: {str(err)[:300]}); skipped")
             sent.write(f"{record['seq']}\n")
             sent.flush()
     say(f"[segexp] uploaded {len(records)} record(s) of run {run_id} to {uri}")
