@@ -44,6 +44,12 @@ def transient(err: BaseException) -> bool:
     return isinstance(err, OSError) or type(err).__name__ in ("OperationalError", "TimeoutError")
 
 
+def refused(record: Mapping[str, Any], err: BaseException) -> str:
+    """The one-line warning for a record the store refused outright."""
+    return (f"[segexp] warning: the tracking store refused {record['kind']} record {record['seq']} "
+            f"({type(err).__name__}: {str(err)[:300]}); skipped")
+
+
 def server_answers(uri: str, timeout: float = 2.0) -> bool:
     """True if the store at uri can be tried: a server's /health answers (a file store always can)."""
     if not uri.startswith(("http://", "https://")):
@@ -121,8 +127,7 @@ class Spool:
                 send(client, self.run_id, record, self.objects.get(record["seq"]))
             except Exception as err:  # noqa: BLE001 - any store error: retried or skipped, never raised into training
                 if not transient(err):
-                    self.say(f"[segexp] warning: the tracking store refused {record['kind']} record "
-                             f"{record['seq']} ({type(err).__name__}: {str(err)[:300]}); skipped")
+                    self.say(refused(record, err))
                     return
                 if self.down_since is None:
                     self.down_since = time.monotonic()
@@ -274,8 +279,7 @@ def upload(directory: Path, uri: str | None = None, say: Callable[[str], None] =
             except Exception as err:  # noqa: BLE001 - as the live sender: a refusal is skipped, the rest stops it
                 if transient(err):
                     raise
-                say(f"[segexp] warning: the tracking store refused {record['kind']} record {record['seq']} "
-                    f"({type(err).__name__}: {str(err)[:300]}); skipped")
+                say(refused(record, err))
             sent.write(f"{record['seq']}\n")
             sent.flush()
     say(f"[segexp] uploaded {len(records)} record(s) of run {run_id} to {uri}")
