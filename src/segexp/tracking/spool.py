@@ -5,8 +5,9 @@ end) is first appended to a journal in the run's directory, then sent to MLflow 
 background thread. A failure the store may get over (no answer, a 5xx, a locked database) is retried
 every few seconds, probing the server's /health first; a record the store refuses outright (a 4xx
 answer, such as a changed parameter) is skipped with one warning. `close` waits for the queue to drain,
-but at most a bounded time while the store is unreachable; what is left stays in the journal, and `segexp upload <run dir>` sends it later
-(`upload`). The journal holds only JSON and the files it points to, so the upload needs no live process.
+but at most a bounded time while the store is unreachable; what is left stays in the journal, and
+`segexp upload <run dir>` sends it later (`upload`). The journal holds only JSON and the files it points
+to, so the upload needs no live process.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import json
 import queue
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from segexp.tracking.store import ORPHANED
+from segexp.tracking.store import ORPHANED, ping_server
 
 JOURNAL = "journal.jsonl"  # one record per line: {"seq", "kind", "time", ...}; the first is the header
 SENT = "sent.txt"  # seq of every record the store took (or refused for good), one per line
@@ -55,7 +55,7 @@ def server_answers(uri: str, timeout: float = 2.0) -> bool:
     if not uri.startswith(("http://", "https://")):
         return True
     try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).read()
+        ping_server(uri, timeout)
         return True
     except OSError:
         return False

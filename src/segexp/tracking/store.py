@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -34,6 +33,11 @@ def existing_store(configured: str | None) -> str:
     return uri
 
 
+def ping_server(uri: str, timeout: float) -> None:
+    """Raises OSError unless the MLflow server at uri answers on /health within timeout seconds."""
+    urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).read()
+
+
 def check_store(uri: str) -> None:
     """Raises TrackingError if a sqlite store cannot be written or a server does not answer."""
     if uri.startswith("sqlite:///"):
@@ -47,8 +51,8 @@ def check_store(uri: str) -> None:
                                 "set MLFLOW_TRACKING_URI or tracking.uri to a writable location") from err
     elif uri.startswith(("http://", "https://")):
         try:
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).read()
-        except (urllib.error.URLError, OSError) as err:
+            ping_server(uri, timeout=5)
+        except OSError as err:  # urllib.error.URLError is one
             raise TrackingError(f"tracking.uri={uri}: MLflow server unreachable ({err}); start it with "
                                 "`mlflow server --host 127.0.0.1 ...` or use tracking=none") from err
 
