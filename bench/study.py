@@ -1,0 +1,156 @@
+"""Issue 13's search, with segexp's own tools: an Optuna study of budgeted trials around isbi_best, then its
+winner confirmed over seeds against today's recipes by `segexp compare`.
+
+    python -m bench.study --store DIR                            # the study, the winner over seeds 1 2 3, compare
+    python -m bench.study --store DIR --reuse-training           # render what DIR holds again
+    python -m bench.study --quick                                # tiny models and 2 trials: checks the script only
+
+1. The study: `segexp train -m experiment=isbi_best hparams_search=isbi_best trainer.max_minutes=B`, as a user
+   would run it - TPE with median pruning, maximizing V_rand on the selection slices; one parent run.
+2. The winner (the study's best unpruned trial) is retrained on fresh seeds as its own sweep.
+3. `segexp compare` of the baselines (--against, each a `segexp train -m experiment=R trainer.seed=...` sweep as
+   bench.replicates trains them; a sweep already in the store is reused) and the winner, on the report slices
+   no choice saw: the study chose on the selection slices only, so the winner's report scores are unbiased.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from bench import common
+from bench.levers import sweep_runs
+from bench.replicates import METRICS, children, segexp, train_recipe
+
+NAME = "study"
+TITLE = "Study: an Optuna search around isbi_best, its winner against today's recipes"
+METHOD = ("`segexp train -m experiment=isbi_best hparams_search=isbi_best trainer.max_minutes=B` runs a TPE study "
+          "(median pruning per epoch) maximizing V_rand on the selection slices 20-24. Its best unpruned trial's "
+          "overrides are then trained as their own sweep on fresh seeds, and `segexp compare` reads that sweep and "
+          "the baseline sweeps (`segexp train -m experiment=R trainer.seed=...`) from one store, paired by seed. "
+          "Scores are on the report slices 25-29, which neither the study nor any checkpoint choice saw.")
+STUDY_COLUMNS = ("status", "ckpt_select_v_rand", *METRICS, "epochs_run")
+NOT_RECIPE = ("experiment=", "hparams_search=", "optuna_trial=", "trainer.max_minutes=", "trainer.verbose=", "tracking.", "debug=",
+              "trainer.crop_size=64", "run_name=")
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--trials", type=int, default=10, help="hydra.sweeper.n_trials of the study")
+    parser.add_argument("--budget-minutes", type=float, default=5.0, help="trainer.max_minutes of every run")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seeds of the winner and baselines")
+    parser.add_argument("--against", nargs="+", default=["seed_replica", "isbi_best"],
+                        help="baseline recipes (experiment configs); the first is A of the comparison")
+    parser.add_argument("--store", type=Path, default=common.REPO / "outputs" / "bench_study")
+    parser.add_argument("--reuse-training", action="store_true", help="train nothing; render what --store holds")
+    return parser.parse_known_args(argv)
+
+
+def uri(store: Path) -> str:
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def study_command(trials: int, minutes: float, store: Path, quick: bool) -> list[str]:
+    tiny = ["debug=smoke", "trainer.crop_size=64", "hydra.sweeper.sampler.n_startup_trials=1"] if quick else []
+    return ["train", "-m", "experiment=isbi_best", "hparams_search=isbi_best", *tiny,
+            f"hydra.sweeper.n_trials={trials}", f"trainer.max_minutes={minutes:g}", "trainer.verbose=0",
+            f"tracking.uri={uri(store)}", "tracking.experiment_name=study", f"hydra.sweep.dir={store / 'sweep_study'}"]
+
+
+def recipe_of(run) -> list[str]:
+    """Returns the overrides a trial chose (what it changes in isbi_best), without the study's own settings."""
+    from segexp.replicates import recipe_overrides
+
+    return [o for o in recipe_overrides(run) if not o.startswith(NOT_RECIPE)]
+
+
+def winner_command(recipe: Sequence[str], seeds: Sequence[int], minutes: float, store: Path,
+                   quick: bool) -> list[str]:
+    tiny = ["debug=smoke", "trainer.crop_size=64"] if quick else []
+    return ["train", "-m", "experiment=isbi_best", *tiny, *recipe, f"trainer.seed={','.join(map(str, seeds))}",
+            f"trainer.max_minutes={minutes:g}", "trainer.verbose=0", f"tracking.uri={uri(store)}",
+            "tracking.experiment_name=replicates", "run_name=study_winner", f"hydra.sweep.dir={store / 'sweep_winner'}"]
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from segexp.sweep import best_child
+
+    known, rest = parse_args(argv)
+    args = common.parse_args(NAME, TITLE, rest)
+    result = common.new_result(NAME, TITLE, METHOD, args, argv, {
+        "trials": known.trials, "budget_minutes": known.budget_minutes, "seeds": known.seeds,
+        "against": known.against})
+    result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:])
+    store = known.store.resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    searched = study_command(known.trials, known.budget_minutes, store, args.quick)
+    if not known.reuse_training:
+        shutil.rmtree(store / "sweep_study", ignore_errors=True)
+        segexp(*searched)
+    trials = sweep_runs(store, "study")
+    best = best_child(trials, "ckpt_select_v_rand", "max")
+    if best is None:
+        raise SystemExit(f"the study in {store / 'sweep_study'} has no finished, unpruned trial to confirm")
+    winner = recipe_of(best)
+    confirmed = winner_command(winner, known.seeds, known.budget_minutes, store, args.quick)
+    if not known.reuse_training:
+        shutil.rmtree(store / "sweep_winner", ignore_errors=True)
+        segexp(*confirmed)
+        for recipe in known.against:
+            if not (store / f"sweep_{recipe}" / "sweep.json").is_file():
+                train_recipe(recipe, known.seeds, known.budget_minutes, store, args.quick)
+    compare_dir = store / "compare"
+    shutil.rmtree(compare_dir, ignore_errors=True)
+    sweeps = [store / f"sweep_{r}" for r in (*known.against, "winner")]
+    stdout = segexp("compare", *map(str, sweeps), f"tracking.uri={uri(store)}", f"hydra.run.dir={compare_dir}")
+    verdicts = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
+    report = (compare_dir / "report.md").read_text()
+    for picture in ("panel.png", "curves.png"):
+        if (compare_dir / picture).is_file():
+            shutil.copy(compare_dir / picture, args.out / f"{NAME}_{picture}")
+
+    def cell(run, column: str):
+        if column == "status":
+            return "PRUNED" if "pruned" in run.data.tags else run.info.status
+        return run.data.metrics.get(column)
+
+    trial_rows = [[i, " ".join(recipe_of(run)), *(cell(run, c) for c in STUDY_COLUMNS),
+                   "winner" if run.info.run_id == best.info.run_id else ""] for i, run in enumerate(trials)]
+    confirm_rows = [[recipe, int(run.data.params["trainer.seed"]), *(run.data.metrics.get(k) for k in METRICS),
+                     int(run.data.metrics.get("epochs_run", 0)), run.data.tags.get("git_commit", "?")[:10]]
+                    for recipe in (*known.against, "winner") for run in children(store, recipe)]
+    parent = (store / "sweep_study" / "sweep.json").read_text()
+    result.update(store=str(store), winner=winner, winner_run=best.info.run_id, verdicts=verdicts,
+                  minutes=(time.monotonic() - started) / 60, study_record=parent)
+    result["tables"] = [
+        common.table(f"The study: {len(trials)} trials of {known.budget_minutes:g} training minutes (objective: "
+                     "V_rand on the selection slices; report scores shown, never used)",
+                     ["trial", "overrides on isbi_best", *STUDY_COLUMNS, ""], trial_rows),
+        common.table(f"The winner and the baselines over seeds ({known.budget_minutes:g} training minutes each)",
+                     ["recipe", "seed", *METRICS, "epochs run", "trained at commit"], confirm_rows),
+        common.table("segexp compare (A = first baseline; differences are other - A, paired by seed)",
+                     ["metric", "A", "other", "other - A", "p", "verdict"],
+                     [[c.strip() for c in line.strip("|").split("|")] for line in report.splitlines()
+                      if line.startswith("| report_")]),
+    ]
+    result["notes"] = [
+        f"Study: `python -m segexp {' '.join(searched)}`; its parent run and summary table "
+        f"(summary/children.md, summary/optuna_trials.csv) are in the store.",
+        f"Winner: `{' '.join(winner)}` (trial {best.info.run_name}, selection V_rand "
+        f"{best.data.metrics['ckpt_select_v_rand']:.4f}), retrained by `python -m segexp {' '.join(confirmed)}`.",
+        "Baselines: `bench.replicates`' sweeps of " + ", ".join(known.against) + " in the same store (reused when "
+        "present; their commit is in the table).",
+        "(trained in an earlier invocation: --reuse-training)" if known.reuse_training else "One run after the other.",
+        *(f"`segexp compare`: {v}" for v in verdicts)]
+    common.write_results(result, args.out)
+    return result
+
+
+if __name__ == "__main__":
+    main()
