@@ -43,7 +43,7 @@ class Settings:
 
 FULL = Settings(("experiment=isbi_best", "trainer.max_minutes=null"), epochs=6, steps_per_epoch=50, batch_size=4,
                 timeout_s=3600)
-QUICK = Settings(("debug=smoke",), epochs=2,
+QUICK = Settings(("debug=smoke", "trainer.crop_size=32", "data=synthetic", "data.size=48"), epochs=2,
                  steps_per_epoch=2, batch_size=2, timeout_s=600)
 ARMS = {  # name: (precision, seed offset)
     "float32": ("float32", 0),

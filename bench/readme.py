@@ -119,6 +119,34 @@ def levers_block(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def study_block(result: dict[str, Any]) -> str:
+    """Returns the study's trials, its winner and the final comparison from `python -m bench.study` results."""
+    trials, _, comparison = result["tables"]
+    settings = result["settings"]
+    lines = [f"`python -m bench.study` on {machine_line(result)}: {len(trials['rows'])} trials of "
+             f"`segexp train -m experiment=isbi_best hparams_search=isbi_best trainer.max_minutes="
+             f"{settings['budget_minutes']:g}`, then the winner over seeds {','.join(map(str, settings['seeds']))} "
+             f"against {' and '.join(settings['against'])}:", "",
+             "| trial | overrides on isbi_best | state | selection V_rand | report V_rand | report Dice | epochs |",
+             "|---" * 7 + "|",
+             *(f"| {row[0]} | {row[1]} | {row[2]}{' (winner)' if row[-1] else ''} | {cell(row[3])} | {cell(row[4])} "
+               f"| {cell(row[6])} | {cell(row[8])} |" for row in trials["rows"]), "",
+             "`segexp compare` of the baselines and the winner retrained on fresh seeds printed:", "",
+             *(f"    {line}" for line in result["verdicts"]), "",
+             "| metric | A | other | other - A | p |", "|---" * 5 + "|",
+             *("| " + " | ".join(str(c) for c in row[:5]) + " |" for row in comparison["rows"]), "",
+             f"(bench/results/{result['benchmark']}.json; BENCHMARKS.md has each run and the commit it was trained at.)"]
+    return "\n".join(lines)
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.0f}" if value.is_integer() and value >= 1 else f"{value:.4f}"
+    return str(value)
+
+
 def replace_block(text: str, name: str, block: str) -> str:
     """Returns text with the named generated block's body replaced; raises if the markers are missing."""
     pattern = re.compile(rf"(<!-- begin generated: {name} -->\n).*?(<!-- end generated: {name} -->)", re.S)
@@ -134,7 +162,8 @@ def main(argv: list[str] | None = None) -> str:
     sources = {"default-recipe": (results / "quality_default.json", default_recipe_block),
                "test-suite": (results / "suite.json", suite_block),
                "compare-example": (results / "replicates.json", compare_block),
-               "levers": (results / "levers.json", levers_block)}
+               "levers": (results / "levers.json", levers_block),
+               "study": (results / "study.json", study_block)}
     for name, (path, render) in sources.items():
         if path.is_file():
             text = replace_block(text, name, render(json.loads(path.read_text())))

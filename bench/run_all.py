@@ -3,8 +3,8 @@
 Separate processes keep each benchmark's peak-memory figures and TensorFlow state its own.
 Startup runs first, while nothing else has warmed the file cache beyond what a user would see.
 The results of the long runs started on their own - `python -m bench.quality` (an hour) and
-its `--name quality_default` run of the default recipe, `python -m bench.replicates`, `python -m bench.levers`, `python -m
-bench.suite` - go into BENCHMARKS.md too when present. Nothing in it is written by hand.
+its `--name quality_default` run of the default recipe, `python -m bench.replicates`, `python -m bench.levers`,
+`python -m bench.study`, `python -m bench.suite` - go into BENCHMARKS.md too when present. Nothing in it is written by hand.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from bench import common
 from bench.report import render_benchmarks
 
 BENCHMARKS = ("startup", "compute", "precision", "throughput", "epoch_profile", "inference", "scaling", "outage")
-ON_THEIR_OWN = ("quality_default", "quality", "replicates", "isbi_best_30", "levers", "metric_agreement", "suite")  # rendered when present, never run from here
+ON_THEIR_OWN = ("quality_default", "quality", "replicates", "isbi_best_30", "levers", "study", "metric_agreement",
+                "suite")  # rendered when present, never run from here
 BENCHMARKS_MD = common.REPO / "BENCHMARKS.md"
 
 

@@ -32,7 +32,7 @@ class Settings:
 
 
 FULL = Settings("make test")
-QUICK = Settings(f"{Path(sys.executable).name} -m pytest -q tests/test_readme.py")
+QUICK = Settings(f"{Path(sys.executable).name} -m pytest -q -n0 tests/test_readme.py")  # no workers for one file
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -29,27 +29,31 @@ COMMON_KEYS = {"benchmark", "title", "method", "mode", "command", "process_argv"
                "versions", "settings", "tables", "notes", "wall_seconds", "peak_rss_mb"}
 
 
+pytestmark = pytest.mark.xdist_group("test_bench_smoke")  # one worker builds the module fixture once
+
+
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
     """Returns (results dir, {name: parsed JSON}) after running every benchmark with --quick."""
     out = tmp_path_factory.mktemp("bench_results")
     errors: list[BaseException] = []
 
-    def run_subprocess_benchmarks():  # they wait on child processes, so they overlap the in-process ones
+    def run_quick(module):
         try:
-            startup.main(["--quick", "--out", str(out)])
-            precision.main(["--quick", "--out", str(out)])
-            outage.main(["--quick", "--out", str(out)])
+            module.main(["--quick", "--out", str(out)])
         except BaseException as err:  # re-raised in the main thread below
             errors.append(err)
 
-    thread = threading.Thread(target=run_subprocess_benchmarks)
-    thread.start()
+    # each of these waits on child processes, so they overlap each other and the in-process ones
+    threads = [threading.Thread(target=run_quick, args=(module,)) for module in (startup, precision, outage)]
+    for thread in threads:
+        thread.start()
     try:
         for module in IN_PROCESS.values():
             module.main(["--quick", "--out", str(out)])
     finally:
-        thread.join()
+        for thread in threads:
+            thread.join()
     if errors:
         raise errors[0]
     names = [*IN_PROCESS, "startup", "precision", "outage"]

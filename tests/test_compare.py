@@ -37,6 +37,9 @@ def segexp(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return out
 
 
+pytestmark = pytest.mark.xdist_group("test_compare")  # one worker builds the module fixture once
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """Returns (directory, client, sweep parent, {recipe override: children by seed}, other-split run)."""

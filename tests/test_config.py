@@ -15,13 +15,25 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from conftest import TINY
-from segexp.config import config_groups, instantiate
+from segexp.config import compose, config_groups, instantiate
 from segexp.errors import ConfigError
 from segexp.schema import validate
 
 ENV_CODE = "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'\n"
 TRAIN_GROUPS = {g: opts for g, opts in config_groups().items() if g != "hparams_search"}
 OPTIONS = [(g, o) for g, opts in TRAIN_GROUPS.items() for o in opts]
+
+
+def default_choices() -> dict[str, str]:
+    """Returns {group: option} that a tiny run picks without being told (train.yaml's defaults, TINY's debug)."""
+    choices = compose("train", TINY, with_hydra=True).hydra.runtime.choices
+    return {group: str(option) for group, option in choices.items() if not group.startswith("hydra")}
+
+
+# Choosing an option a tiny run already picks trains the very same configuration: it is trained once, as
+# "the defaults", rather than once per group (each training costs seconds of tracing).
+DEFAULTS = default_choices()
+TRAINED_OPTIONS = [(g, o) for g, o in OPTIONS if DEFAULTS.get(g) != o] + [("defaults", "")]
 
 
 def option_overrides(group: str, option: str, folder_data) -> list[str]:
@@ -38,14 +50,21 @@ def test_every_option_composes_and_validates(make_cfg, group, option, folder_dat
         assert OmegaConf.select(cfg, group.replace("/", ".")) is not None
 
 
+def test_the_defaults_a_tiny_run_picks_are_real_options():
+    assert set(DEFAULTS) >= {"model", "aug", "loss", "optimizer", "data", "split", "trainer", "tracking"}
+    assert all(option in TRAIN_GROUPS[group] for group, option in DEFAULTS.items() if option != "None")
+    assert DEFAULTS["debug"] == "smoke" and DEFAULTS["experiment"] == "None"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+@pytest.mark.parametrize("group,option", TRAINED_OPTIONS, ids=[f"{g}={o}" if o else g for g, o in TRAINED_OPTIONS])
 def test_every_option_builds_and_trains_one_step(make_cfg, group, option, folder_data):
     """timm-style: a new option file is tested by this code, built the way train() builds it."""
     from segexp.train import build_components, build_model, prepare_data, training_stream
 
-    cfg = make_cfg(*TINY, "trainer.batch_size=1", *option_overrides(group, option, folder_data))
-    if group == "tracking":
+    chosen = option_overrides(group, option, folder_data) if option else []
+    cfg = make_cfg(*TINY, "trainer.batch_size=1", *chosen)
+    if group in ("tracking", "defaults"):  # the tracker itself, for mlflow (a default) and none
         tracker = instantiate(cfg.tracking, uri=f"sqlite:///{folder_data[0].parent / 'mlflow.db'}")
         with tracker.run("one step", {}):
             tracker.log_metrics({"x": 1.0})

@@ -23,6 +23,9 @@ from segexp.train import train
 SIZES = [(45, 61), (70, 38), (33, 90), (64, 64), (50, 50)]
 
 
+pytestmark = pytest.mark.xdist_group("test_predict")  # one worker builds the module fixture once
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Returns (root, checkpoint, store uri) of a tiny RGB model trained on odd-sized JPEGs."""
