@@ -59,10 +59,22 @@ def test_auto_probes_once_per_machine_and_tags_the_run(make_cfg, store, tmp_path
         assert tags["precision"] == expected[0] and tags["jit_compile"] == str(expected[1]).lower()
         assert tags["speed_choice"].startswith(f"{source} (images/s: float32 "), tags["speed_choice"]
 
-    # a damaged cache is probed again and rewritten, never an error
+
+def test_a_damaged_cache_is_probed_again_and_rewritten(tmp_path):
+    import keras
+    import numpy as np
+
+    def build(jit: bool):  # a one-layer model: the probe's logic, not a U-Net's speed, is under test
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse", jit_compile=jit)
+        return model
+
+    cache = tmp_path / "speed_probe.json"
     cache.write_text("{not json")
-    train(make_cfg(*overrides[:-4], "trainer.precision=float32", "trainer.jit_compile=auto",
-                   f"trainer.speed_cache={cache}", "tracking.log_model=false"), tmp_path / "third", ["third"])
-    assert "timing float32, float32+xla for" in capsys.readouterr().out
+    printed: list[str] = []
+    batch = (np.zeros((2, 4), np.float32), np.zeros((2, 1), np.float32))
+    choice = speed_probe.resolve("float32", "auto", build, batch, {"model": "dense"}, cache, log=printed.append)
+    assert printed == [f"timing float32, float32+xla for precision/jit_compile=auto (cached in {cache})"]
     (entry,) = json.loads(cache.read_text()).values()
     assert set(entry["images_per_s"]) == {"float32", "float32+xla"}
+    assert (choice.precision, choice.jit_compile, choice.source) == (entry["precision"], entry["jit_compile"], "probe")
