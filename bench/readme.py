@@ -121,7 +121,7 @@ def levers_block(result: dict[str, Any]) -> str:
 
 def study_block(result: dict[str, Any]) -> str:
     """Returns the study's trials, its winner and the final comparison from `python -m bench.study` results."""
-    trials, _, comparison = result["tables"]
+    trials, _, comparison = result["tables"][:3]
     settings = result["settings"]
     lines = [f"`python -m bench.study` on {machine_line(result)}: {len(trials['rows'])} trials of "
              f"`segexp train -m experiment=isbi_best hparams_search=isbi_best trainer.max_minutes="
@@ -135,6 +135,8 @@ def study_block(result: dict[str, Any]) -> str:
              *(f"    {line}" for line in result["verdicts"]), "",
              "| metric | A | other | other - A | p |", "|---" * 5 + "|",
              *("| " + " | ".join(str(c) for c in row[:5]) + " |" for row in comparison["rows"]), "",
+             "The winner's pixel threshold, chosen per checkpoint on the selection slices (best accuracy) instead "
+             "of 0.5:", "", *(f"    {line}" for line in result.get("threshold_verdicts", [])), "",
              f"(bench/results/{result['benchmark']}.json; BENCHMARKS.md has each run and the commit it was trained at.)"]
     return "\n".join(lines)
 

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 from bench import common
 from bench.levers import sweep_runs
 from bench.replicates import METRICS, children, segexp, train_recipe
+from bench.thresholds import threshold_lever
 
 NAME = "study"
 TITLE = "Study: an Optuna search around isbi_best, its winner against today's recipes"
@@ -77,6 +78,7 @@ def winner_command(recipe: Sequence[str], seeds: Sequence[int], minutes: float, 
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from segexp.replicates import difference, verdict
     from segexp.sweep import best_child
 
     known, rest = parse_args(argv)
@@ -125,9 +127,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     confirm_rows = [[recipe, int(run.data.params["trainer.seed"]), *(run.data.metrics.get(k) for k in METRICS),
                      int(run.data.metrics.get("epochs_run", 0)), run.data.tags.get("git_commit", "?")[:10]]
                     for recipe in (*known.against, "winner") for run in children(store, recipe)]
+    # the border-weighted losses shift the probabilities towards membrane: is 0.5 still the pixel threshold?
+    thresholds = threshold_lever(children(store, "winner"), lambda run: "winner")
+    shifts = [verdict(difference(metric, {("run", r["run_id"]): r[f"{metric}@0.5"] for r in thresholds},
+                                 {("run", r["run_id"]): r[f"{metric}@chosen"] for r in thresholds}),
+                      "threshold 0.5", "selected threshold", metric) for metric in ("accuracy", "dice")]
     parent = (store / "sweep_study" / "sweep.json").read_text()
     result.update(store=str(store), winner=winner, winner_run=best.info.run_id, verdicts=verdicts,
-                  minutes=(time.monotonic() - started) / 60, study_record=parent)
+                  minutes=(time.monotonic() - started) / 60, study_record=parent, thresholds=thresholds,
+                  threshold_verdicts=shifts)
     result["tables"] = [
         common.table(f"The study: {len(trials)} trials of {known.budget_minutes:g} training minutes (objective: "
                      "V_rand on the selection slices; report scores shown, never used)",
@@ -138,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                      ["metric", "A", "other", "other - A", "p", "verdict"],
                      [[c.strip() for c in line.strip("|").split("|")] for line in report.splitlines()
                       if line.startswith("| report_")]),
+        common.table("The winner's pixel threshold chosen on the selection slices (best accuracy) vs 0.5, report "
+                     "slices", ["seed", "threshold", "accuracy @0.5", "accuracy @chosen", "dice @0.5", "dice @chosen"],
+                     [[r["seed"], r["threshold"], r["accuracy@0.5"], r["accuracy@chosen"], r["dice@0.5"],
+                       r["dice@chosen"]] for r in thresholds]),
     ]
     result["notes"] = [
         f"Study: `python -m segexp {' '.join(searched)}`; its parent run and summary table "
@@ -147,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "Baselines: `bench.replicates`' sweeps of " + ", ".join(known.against) + " in the same store (reused when "
         "present; their commit is in the table).",
         "(trained in an earlier invocation: --reuse-training)" if known.reuse_training else "One run after the other.",
-        *(f"`segexp compare`: {v}" for v in verdicts)]
+        *(f"`segexp compare`: {v}" for v in verdicts),
+        *(f"Threshold: {v}" for v in shifts)]
     common.write_results(result, args.out)
     return result
 
