@@ -44,8 +44,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser.add_argument("--trials", type=int, default=10, help="hydra.sweeper.n_trials of the study")
     parser.add_argument("--budget-minutes", type=float, default=5.0, help="trainer.max_minutes of every run")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seeds of the winner and baselines")
-    parser.add_argument("--against", nargs="+", default=["seed_replica", "isbi_best"],
-                        help="baseline recipes (experiment configs); the first is A of the comparison")
+    parser.add_argument("--against", nargs="+", default=["isbi_best", "seed_replica"],
+                        help="baseline recipes (experiment configs); the first is A, which every other is paired with")
     parser.add_argument("--store", type=Path, default=common.REPO / "outputs" / "bench_study")
     parser.add_argument("--reuse-training", action="store_true", help="train nothing; render what --store holds")
     return parser.parse_known_args(argv)
@@ -154,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["notes"] = [
         f"Study: `python -m segexp {' '.join(searched)}`; its parent run and summary table "
         f"(summary/children.md, summary/optuna_trials.csv) are in the store.",
-        f"Winner: `{' '.join(winner)}` (trial {best.info.run_name}, selection V_rand "
+        f"Winner: `{' '.join(winner)}` (trial {[t.info.run_id for t in trials].index(best.info.run_id)}, "
+        f"selection V_rand "
         f"{best.data.metrics['ckpt_select_v_rand']:.4f}), retrained by `python -m segexp {' '.join(confirmed)}`.",
         "Baselines: `bench.replicates`' sweeps of " + ", ".join(known.against) + " in the same store (reused when "
         "present; their commit is in the table).",
