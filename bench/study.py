@@ -127,11 +127,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     confirm_rows = [[recipe, int(run.data.params["trainer.seed"]), *(run.data.metrics.get(k) for k in METRICS),
                      int(run.data.metrics.get("epochs_run", 0)), run.data.tags.get("git_commit", "?")[:10]]
                     for recipe in (*known.against, "winner") for run in children(store, recipe)]
-    # the border-weighted losses shift the probabilities towards membrane: is 0.5 still the pixel threshold?
-    thresholds = threshold_lever(children(store, "winner"), lambda run: "winner")
-    shifts = [verdict(difference(metric, {("run", r["run_id"]): r[f"{metric}@0.5"] for r in thresholds},
-                                 {("run", r["run_id"]): r[f"{metric}@chosen"] for r in thresholds}),
-                      "threshold 0.5", "selected threshold", metric) for metric in ("accuracy", "dice")]
+    # the border-weighted losses shift the probabilities towards membrane: is 0.5 still the pixel threshold? And
+    # once both recipes get a threshold chosen on the selection slices, which is ahead (paired by seed)?
+    baseline = known.against[0]
+    thresholds = threshold_lever([*children(store, baseline), *children(store, "winner")],
+                                 lambda run: "winner" if run.data.tags.get("mlflow.runName") == "study_winner"
+                                 else baseline)
+    shifts = []
+    for recipe in (baseline, "winner"):
+        own = [r for r in thresholds if r["run"] == recipe]
+        shifts += [f"{recipe}: " + verdict(difference(metric, {("run", r["run_id"]): r[f"{metric}@0.5"] for r in own},
+                                                      {("run", r["run_id"]): r[f"{metric}@chosen"] for r in own}),
+                                           "threshold 0.5", "selected threshold", metric)
+                   for metric in ("accuracy", "dice")]
+    shifts += [f"both at their chosen thresholds: " + verdict(difference(
+        metric, *({("seed", r["seed"]): r[f"{metric}@chosen"] for r in thresholds if r["run"] == recipe}
+                  for recipe in (baseline, "winner"))), baseline, "winner", metric) for metric in ("accuracy", "dice")]
     parent = (store / "sweep_study" / "sweep.json").read_text()
     result.update(store=str(store), winner=winner, winner_run=best.info.run_id, verdicts=verdicts,
                   minutes=(time.monotonic() - started) / 60, study_record=parent, thresholds=thresholds,
@@ -146,9 +157,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                      ["metric", "A", "other", "other - A", "p", "verdict"],
                      [[c.strip() for c in line.strip("|").split("|")] for line in report.splitlines()
                       if line.startswith("| report_")]),
-        common.table("The winner's pixel threshold chosen on the selection slices (best accuracy) vs 0.5, report "
-                     "slices", ["seed", "threshold", "accuracy @0.5", "accuracy @chosen", "dice @0.5", "dice @chosen"],
-                     [[r["seed"], r["threshold"], r["accuracy@0.5"], r["accuracy@chosen"], r["dice@0.5"],
+        common.table("Pixel threshold chosen on the selection slices (best accuracy) vs 0.5, report slices",
+                     ["recipe", "seed", "threshold", "accuracy @0.5", "accuracy @chosen", "dice @0.5", "dice @chosen"],
+                     [[r["run"], r["seed"], r["threshold"], r["accuracy@0.5"], r["accuracy@chosen"], r["dice@0.5"],
                        r["dice@chosen"]] for r in thresholds]),
     ]
     result["notes"] = [
