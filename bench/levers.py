@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from bench import common
 from bench.replicates import METRICS, segexp
-from bench.thresholds import threshold_lever
+from bench.thresholds import threshold_lever, threshold_verdicts
 
 NAME = "levers"
 TITLE = "Levers: what moves isbi_best's held-out scores (sweeps over seeds, segexp compare)"
@@ -75,8 +75,6 @@ def recipe_label(run) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from segexp.replicates import difference, verdict
-
     known, rest = parse_args(argv)
     args = common.parse_args(NAME, TITLE, rest)
     result = common.new_result(NAME, TITLE, METHOD, args, argv, {
@@ -102,9 +100,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
              int(run.data.metrics.get("epochs_run", 0)), run.data.tags.get("precision", "?"),
              run.data.tags.get("git_commit", "?")[:10]] for run in runs]
     thresholds = threshold_lever(runs, recipe_label)
-    shifts = [verdict(difference(metric, {("run", r["run_id"]): r[f"{metric}@0.5"] for r in thresholds},
-                                 {("run", r["run_id"]): r[f"{metric}@chosen"] for r in thresholds}),
-                      "threshold 0.5", "selected threshold", metric) for metric in ("accuracy", "dice")]
+    shifts = threshold_verdicts(thresholds)
     for picture in ("panel.png", "curves.png"):
         if (compare_dir / picture).is_file():
             shutil.copy(compare_dir / picture, args.out / f"{NAME}_{picture}")

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from bench import common
 from bench.levers import sweep_runs
 from bench.replicates import METRICS, children, segexp, train_recipe
-from bench.thresholds import threshold_lever
+from bench.thresholds import threshold_lever, threshold_verdicts
 
 NAME = "study"
 TITLE = "Study: an Optuna search around isbi_best, its winner against today's recipes"
@@ -133,13 +133,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     thresholds = threshold_lever([*children(store, baseline), *children(store, "winner")],
                                  lambda run: "winner" if run.data.tags.get("mlflow.runName") == "study_winner"
                                  else baseline)
-    shifts = []
-    for recipe in (baseline, "winner"):
-        own = [r for r in thresholds if r["run"] == recipe]
-        shifts += [f"{recipe}: " + verdict(difference(metric, {("run", r["run_id"]): r[f"{metric}@0.5"] for r in own},
-                                                      {("run", r["run_id"]): r[f"{metric}@chosen"] for r in own}),
-                                           "threshold 0.5", "selected threshold", metric)
-                   for metric in ("accuracy", "dice")]
+    shifts = [f"{recipe}: {line}" for recipe in (baseline, "winner")
+              for line in threshold_verdicts([r for r in thresholds if r["run"] == recipe])]
     shifts += [f"both at their chosen thresholds: " + verdict(difference(
         metric, *({("seed", r["seed"]): r[f"{metric}@chosen"] for r in thresholds if r["run"] == recipe}
                   for recipe in (baseline, "winner"))), baseline, "winner", metric) for metric in ("accuracy", "dice")]

@@ -36,3 +36,12 @@ def threshold_lever(runs: Sequence, label: Callable[[Any], str]) -> list[dict[st
                      **{f"{k}@0.5": scores["report"][0.5][k] for k in ("accuracy", "dice")},
                      **{f"{k}@chosen": scores["report"][chosen][k] for k in ("accuracy", "dice")}})
     return rows
+
+
+def threshold_verdicts(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Returns segexp compare's verdicts of the chosen threshold against 0.5 on accuracy and Dice, paired by run."""
+    from segexp.replicates import difference, verdict
+
+    return [verdict(difference(metric, {("run", r["run_id"]): r[f"{metric}@0.5"] for r in rows},
+                               {("run", r["run_id"]): r[f"{metric}@chosen"] for r in rows}),
+                    "threshold 0.5", "selected threshold", metric) for metric in ("accuracy", "dice")]
