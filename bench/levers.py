@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench import common
-from bench.replicates import METRICS, segexp
-from bench.thresholds import threshold_lever, threshold_verdicts
+from bench.replicates import METRICS, compare_table, segexp
+from bench.thresholds import threshold_lever, threshold_table, threshold_verdicts
 
 NAME = "levers"
 TITLE = "Levers: what moves isbi_best's held-out scores (sweeps over seeds, segexp compare)"
@@ -109,14 +109,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["tables"] = [
         common.table(f"Each run ({known.budget_minutes:g} training minutes)",
                      ["recipe", "seed", *METRICS, "epochs run", "precision", "trained at commit"], rows),
-        common.table("segexp compare (A = isbi_best as shipped; differences are other - A, paired by seed)",
-                     ["metric", "A", "other", "other - A", "p", "verdict"],
-                     [[c.strip() for c in line.strip("|").split("|")] for line in report.splitlines()
-                      if line.startswith("| report_")]),
-        common.table("Pixel threshold chosen on the selection slices (best accuracy) vs 0.5, report slices",
-                     ["recipe", "seed", "threshold", "accuracy @0.5", "accuracy @chosen", "dice @0.5", "dice @chosen"],
-                     [[r["run"], r["seed"], r["threshold"], r["accuracy@0.5"], r["accuracy@chosen"], r["dice@0.5"],
-                       r["dice@chosen"]] for r in thresholds]),
+        compare_table("segexp compare (A = isbi_best as shipped; differences are other - A, paired by seed)", report),
+        threshold_table(thresholds),
     ]
     result["notes"] = [
         *(f"Trained by `python -m segexp {' '.join(c)}`" for c in commands.values()),

@@ -76,6 +76,13 @@ def children(store: Path, recipe: str) -> list:
                   key=lambda r: int(r.data.params["trainer.seed"]))
 
 
+def compare_table(title: str, report_md: str) -> dict[str, Any]:
+    """Returns the result table of the report_* rows of `segexp compare`'s report.md."""
+    return common.table(title, ["metric", "A", "other", "other - A", "p", "verdict"],
+                        [[c.strip() for c in line.strip("|").split("|")] for line in report_md.splitlines()
+                         if line.startswith("| report_")])
+
+
 def spread(values: Sequence[float]) -> list[float]:
     """Returns [mean, sample std (0 for one value), min, max]."""
     import statistics

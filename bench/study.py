@@ -24,8 +24,8 @@ from typing import Any, Sequence
 
 from bench import common
 from bench.levers import sweep_runs
-from bench.replicates import METRICS, children, segexp, train_recipe
-from bench.thresholds import threshold_lever, threshold_verdicts
+from bench.replicates import METRICS, children, compare_table, segexp, train_recipe
+from bench.thresholds import threshold_lever, threshold_table, threshold_verdicts
 
 NAME = "study"
 TITLE = "Study: an Optuna search around isbi_best, its winner against today's recipes"
@@ -148,14 +148,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                      ["trial", "overrides on isbi_best", *STUDY_COLUMNS, ""], trial_rows),
         common.table(f"The winner and the baselines over seeds ({known.budget_minutes:g} training minutes each)",
                      ["recipe", "seed", *METRICS, "epochs run", "trained at commit"], confirm_rows),
-        common.table("segexp compare (A = first baseline; differences are other - A, paired by seed)",
-                     ["metric", "A", "other", "other - A", "p", "verdict"],
-                     [[c.strip() for c in line.strip("|").split("|")] for line in report.splitlines()
-                      if line.startswith("| report_")]),
-        common.table("Pixel threshold chosen on the selection slices (best accuracy) vs 0.5, report slices",
-                     ["recipe", "seed", "threshold", "accuracy @0.5", "accuracy @chosen", "dice @0.5", "dice @chosen"],
-                     [[r["run"], r["seed"], r["threshold"], r["accuracy@0.5"], r["accuracy@chosen"], r["dice@0.5"],
-                       r["dice@chosen"]] for r in thresholds]),
+        compare_table("segexp compare (A = first baseline; differences are other - A, paired by seed)", report),
+        threshold_table(thresholds),
     ]
     result["notes"] = [
         f"Study: `python -m segexp {' '.join(searched)}`; its parent run and summary table "

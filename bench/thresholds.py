@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from bench import common
+
 THRESHOLDS = [round(0.05 * i, 2) for i in range(1, 20)]
 
 
@@ -45,3 +47,11 @@ def threshold_verdicts(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [verdict(difference(metric, {("run", r["run_id"]): r[f"{metric}@0.5"] for r in rows},
                                {("run", r["run_id"]): r[f"{metric}@chosen"] for r in rows}),
                     "threshold 0.5", "selected threshold", metric) for metric in ("accuracy", "dice")]
+
+
+def threshold_table(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Returns the result table of threshold_lever's rows."""
+    return common.table("Pixel threshold chosen on the selection slices (best accuracy) vs 0.5, report slices",
+                        ["recipe", "seed", "threshold", "accuracy @0.5", "accuracy @chosen", "dice @0.5", "dice @chosen"],
+                        [[r["run"], r["seed"], r["threshold"], r["accuracy@0.5"], r["accuracy@chosen"], r["dice@0.5"],
+                          r["dice@chosen"]] for r in rows])
