@@ -136,7 +136,8 @@ def study_block(result: dict[str, Any]) -> str:
              "| metric | A | other | other - A | p |", "|---" * 5 + "|",
              *("| " + " | ".join(str(c) for c in row[:5]) + " |" for row in comparison["rows"]), "",
              "The pixel threshold, chosen per checkpoint on the selection slices (best accuracy) instead of 0.5 "
-             "(V_rand and V_info are the best over thresholds, as the challenge's script scores them):", "", *(f"    {line}" for line in result.get("threshold_verdicts", [])), "",
+             "(V_rand and V_info are the best over thresholds, as the challenge's script scores them):", "",
+             *(f"    {line}" for line in result.get("threshold_verdicts", [])), "",
              f"(bench/results/{result['benchmark']}.json; BENCHMARKS.md has each run and the commit it was trained at.)"]
     return "\n".join(lines)
 

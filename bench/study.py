@@ -35,8 +35,8 @@ METHOD = ("`segexp train -m experiment=isbi_best hparams_search=isbi_best traine
           "the baseline sweeps (`segexp train -m experiment=R trainer.seed=...`) from one store, paired by seed. "
           "Scores are on the report slices 25-29, which neither the study nor any checkpoint choice saw.")
 STUDY_COLUMNS = ("status", "ckpt_select_v_rand", *METRICS, "epochs_run")
-NOT_RECIPE = ("experiment=", "hparams_search=", "optuna_trial=", "trainer.max_minutes=", "trainer.verbose=", "tracking.", "debug=",
-              "trainer.crop_size=64", "run_name=")
+NOT_RECIPE = ("experiment=", "hparams_search=", "optuna_trial=", "trainer.max_minutes=", "trainer.verbose=",
+              "tracking.", "debug=", "trainer.crop_size=64", "run_name=")
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -79,7 +79,7 @@ def winner_command(recipe: Sequence[str], seeds: Sequence[int], minutes: float, 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from segexp.replicates import difference, verdict
-    from segexp.sweep import best_child
+    from segexp.sweep import best_child, is_pruned
 
     known, rest = parse_args(argv)
     args = common.parse_args(NAME, TITLE, rest)
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     def cell(run, column: str):
         if column == "status":
-            return "PRUNED" if "pruned" in run.data.tags else run.info.status
+            return "PRUNED" if is_pruned(run) else run.info.status
         return run.data.metrics.get(column)
 
     trial_rows = [[i, " ".join(recipe_of(run)), *(cell(run, c) for c in STUDY_COLUMNS),
