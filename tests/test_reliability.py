@@ -9,12 +9,12 @@ import subprocess
 import sys
 import time
 
-import keras
 import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import TINY, compose_config, free_port
 from segexp.errors import TrackingError, TrainingDiverged
+from segexp.models import load_model
 from segexp.train import train
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -72,7 +72,7 @@ def test_sigterm_saves_a_checkpoint_ends_killed_and_resume_continues_the_same_ru
     assert run.info.status == "KILLED"
     stopped_after = json.loads(state_file.read_text())["epochs_done"]
     assert stopped_after < 40
-    keras.saving.load_model(tmp_path / "outputs" / "run" / "last.keras")  # intact
+    load_model(tmp_path / "outputs" / "run" / "last.keras")  # intact
 
     resume = subprocess.run([sys.executable, "-m", "segexp", "train", "resume=outputs/run",
                              f"trainer.epochs={stopped_after + 2}"], cwd=tmp_path, env=ENV,
@@ -83,6 +83,32 @@ def test_sigterm_saves_a_checkpoint_ends_killed_and_resume_continues_the_same_ru
     assert resumed.data.tags["resumed_from_epoch"] == str(stopped_after)
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "select_dice")]
     assert steps[-2:] == [stopped_after, stopped_after + 1] and len(steps) >= stopped_after + 2
+
+
+def test_a_run_killed_after_its_last_epoch_resumes_by_scoring_it_without_training_again(store, tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from segexp.resume import read_state, resumed_config
+    from segexp.rundir import RunDir
+    from segexp.schema import TrainConfig
+
+    overrides = [*SYNTHETIC, "trainer.epochs=2", "tracking.log_model=false", f"tracking.uri={store}"]
+    train(compose_config("train", *overrides), tmp_path / "run")
+    client, run = only_run(store)
+    # what a SIGKILL while the chosen checkpoint was being scored leaves: every epoch in last.json, and the
+    # run ended KILLED by segexp's orphan check
+    client.set_terminated(run.info.run_id, "KILLED")
+    saved = RunDir(tmp_path / "run")
+    assert read_state(saved).epochs_done == 2
+    losses_before = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+
+    metrics = train(resumed_config(saved, OmegaConf.structured(TrainConfig), []), saved.path, [],
+                    resume=read_state(saved))
+    assert "all 2 epochs were trained before it stopped; scoring its checkpoint" in capsys.readouterr().out
+    client, resumed = only_run(store)
+    assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
+    assert metrics["epochs_run"] == 2 and 0 <= metrics["report_v_rand"] <= 1
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == losses_before  # not trained again
 
 
 def test_a_kill_during_a_save_never_corrupts_the_checkpoint(tmp_path):
@@ -98,7 +124,7 @@ def test_a_kill_during_a_save_never_corrupts_the_checkpoint(tmp_path):
         time.sleep(delay)
         job.kill()
         job.wait()
-        keras.saving.load_model(target)  # would raise on a half-written zip
+        load_model(target)  # would raise on a half-written zip
 
 
 def test_deterministic_runs_give_identical_metrics(tmp_path, monkeypatch):

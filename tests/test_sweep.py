@@ -231,7 +231,9 @@ def test_a_killed_sweep_resumes_into_the_same_parent_keeping_finished_jobs(tmp_p
     sweep_dir = tmp_path / "sweep"
     args = [sys.executable, "-m", "segexp", "train", "-m", *FAST, "trainer.epochs=6", "optimizer.lr=1e-3,2e-3,3e-3",
             f"hydra.sweep.dir={sweep_dir}"]
-    driver = subprocess.Popen(args, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver_log = tmp_path / "driver.log"  # kept for the failure message: what the killed sweep had done
+    with driver_log.open("w") as log:
+        driver = subprocess.Popen(args, cwd=tmp_path, env=ENV, stdout=log, stderr=subprocess.STDOUT)
     client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline:  # kill the driver (no handler runs) once the first job has finished
@@ -246,8 +248,9 @@ def test_a_killed_sweep_resumes_into_the_same_parent_keeping_finished_jobs(tmp_p
 
     out = subprocess.run([sys.executable, "-m", "segexp", "train", "-m", f"resume={sweep_dir}"], cwd=tmp_path, env=ENV,
                          capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "already finished" in out.stdout
+    told = f"killed sweep:\n{driver_log.read_text()[-3000:]}\nresume:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    assert out.returncode == 0, told
+    assert "already finished" in out.stdout, told
 
     client, parent, children = sweep_tree(tmp_path)  # still one parent, one child per job
     assert parent.info.status == "FINISHED" and parent.data.tags["children"] == "3"

@@ -334,8 +334,12 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
         stream = training_stream(cfg, train_set, weights, built.pipeline, first_sample=first_sample)
         if cfg.trainer.aug_preview and not resume:
             log_aug_preview(cfg, train_set, weights, built.pipeline, tracker)
+        # killed after its last epoch but before it was scored: nothing is left to train, only to score
+        trained_already = first_epoch >= cfg.trainer.epochs
+        if trained_already:
+            print(f"[segexp] all {first_epoch} epochs were trained before it stopped; scoring its checkpoint", flush=True)
         try:
-            history = fit(cfg, model, stream, callbacks, first_epoch)
+            history = {} if trained_already else fit(cfg, model, stream, callbacks, first_epoch)
         except KeyboardInterrupt:  # keep the newest weights; last.json still names the last whole epoch
             save_atomically(model, run.last_checkpoint)
             if not run.state_file.exists():
@@ -347,7 +351,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
             tracker.set_tags({"pruned": note})
             print(f"[segexp] trial {cfg.optuna_trial} pruned {note}", flush=True)
         losses = history.get("loss", [])
-        if not losses or not all(math.isfinite(v) for v in losses):
+        if not trained_already and (not losses or not all(math.isfinite(v) for v in losses)):
             kept = (f"the last good checkpoint is {run.checkpoint}" if checkpoints.best_epoch is not None
                     else "no epoch finished cleanly, so no checkpoint was saved")
             raise TrainingDiverged(f"loss became {losses[-1] if losses else 'undefined'}; lower optimizer.lr "
