@@ -4,6 +4,8 @@ winner confirmed over seeds against today's recipes by `segexp compare`.
     python -m bench.study --store DIR                            # the study, the winner over seeds 1 2 3, compare
     python -m bench.study --store DIR --reuse-training           # render what DIR holds again
     python -m bench.study --quick                                # tiny models and 2 trials: checks the script only
+    python -m bench.study --study-from DIR --store DIR30 --budget-minutes 30 --name study_30
+                                            # DIR's study winner (and baselines) retrained at another budget
 
 1. The study: `segexp train -m experiment=isbi_best hparams_search=isbi_best trainer.max_minutes=B`, as a user
    would run it - TPE with median pruning, maximizing V_rand on the selection slices; one parent run.
@@ -48,6 +50,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
                         help="baseline recipes (experiment configs); the first is A, which every other is paired with")
     parser.add_argument("--store", type=Path, default=common.REPO / "outputs" / "bench_study")
     parser.add_argument("--reuse-training", action="store_true", help="train nothing; render what --store holds")
+    parser.add_argument("--study-from", type=Path, default=None,
+                        help="take the winner from the study already in this store (run no study); the winner and "
+                             "baselines are trained into --store at --budget-minutes")
+    parser.add_argument("--name", default=NAME, help="result file stem in --out")
+    parser.add_argument("--winner-overrides", nargs="*", default=[],
+                        help="added to the winner's overrides when it is retrained (e.g. trainer.epochs=100, so a "
+                             "longer budget, not isbi_best's epoch cap, ends it)")
     return parser.parse_known_args(argv)
 
 
@@ -60,6 +69,17 @@ def study_command(trials: int, minutes: float, store: Path, quick: bool) -> list
     return ["train", "-m", "experiment=isbi_best", "hparams_search=isbi_best", *tiny,
             f"hydra.sweeper.n_trials={trials}", f"trainer.max_minutes={minutes:g}", "trainer.verbose=0",
             f"tracking.uri={uri(store)}", "tracking.experiment_name=study", f"hydra.sweep.dir={store / 'sweep_study'}"]
+
+
+def recorded_command(store: Path, sweep: str) -> list[str]:
+    """Returns the `segexp train -m ...` arguments that ran sweep_<sweep> in store, from its parent run's tags."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    sweep_dir = store / f"sweep_{sweep}"
+    parent = MlflowClient(uri(store)).get_run(json.loads((sweep_dir / "sweep.json").read_text())["parent_run_id"])
+    return ["train", "-m", *parent.data.tags["overrides"].split(), f"hydra.sweep.dir={sweep_dir}"]
 
 
 def recipe_of(run) -> list[str]:
@@ -83,23 +103,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     known, rest = parse_args(argv)
     args = common.parse_args(NAME, TITLE, rest)
-    result = common.new_result(NAME, TITLE, METHOD, args, argv, {
+    result = common.new_result(known.name, TITLE, METHOD, args, argv, {
         "trials": known.trials, "budget_minutes": known.budget_minutes, "seeds": known.seeds,
-        "against": known.against})
+        "against": known.against, "study_from": str(known.study_from) if known.study_from else None})
     result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:])
     store = known.store.resolve()
+    study_store = known.study_from.resolve() if known.study_from else store
     store.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    searched = study_command(known.trials, known.budget_minutes, store, args.quick)
-    if not known.reuse_training:
+    searched = study_command(known.trials, known.budget_minutes, study_store, args.quick)
+    if not known.reuse_training and not known.study_from:
         shutil.rmtree(store / "sweep_study", ignore_errors=True)
         segexp(*searched)
-    trials = sweep_runs(store, "study")
+    trials = sweep_runs(study_store, "study")
+    study_minutes = float(trials[0].data.params.get("trainer.max_minutes", known.budget_minutes)) if trials else 0.0
+    if known.study_from:  # the command that ran that study, as its parent run recorded it
+        searched = recorded_command(study_store, "study")
     best = best_child(trials, "ckpt_select_v_rand", "max")
     if best is None:
-        raise SystemExit(f"the study in {store / 'sweep_study'} has no finished, unpruned trial to confirm")
-    winner = recipe_of(best)
+        raise SystemExit(f"the study in {study_store / 'sweep_study'} has no finished, unpruned trial to confirm")
+    winner = [*recipe_of(best), *known.winner_overrides]
     confirmed = winner_command(winner, known.seeds, known.budget_minutes, store, args.quick)
     if not known.reuse_training:
         shutil.rmtree(store / "sweep_winner", ignore_errors=True)
@@ -115,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report = (compare_dir / "report.md").read_text()
     for picture in ("panel.png", "curves.png"):
         if (compare_dir / picture).is_file():
-            shutil.copy(compare_dir / picture, args.out / f"{NAME}_{picture}")
+            shutil.copy(compare_dir / picture, args.out / f"{known.name}_{picture}")
 
     def cell(run, column: str):
         if column == "status":
@@ -138,12 +162,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     shifts += [f"both at their chosen thresholds: " + verdict(difference(
         metric, *({("seed", r["seed"]): r[f"{metric}@chosen"] for r in thresholds if r["run"] == recipe}
                   for recipe in (baseline, "winner"))), baseline, "winner", metric) for metric in ("accuracy", "dice")]
-    parent = (store / "sweep_study" / "sweep.json").read_text()
+    parent = (study_store / "sweep_study" / "sweep.json").read_text()
     result.update(store=str(store), winner=winner, winner_run=best.info.run_id, verdicts=verdicts,
                   minutes=(time.monotonic() - started) / 60, study_record=parent, thresholds=thresholds,
                   threshold_verdicts=shifts)
     result["tables"] = [
-        common.table(f"The study: {len(trials)} trials of {known.budget_minutes:g} training minutes (objective: "
+        common.table(f"The study: {len(trials)} trials of {study_minutes:g} training minutes (objective: "
                      "V_rand on the selection slices; report scores shown, never used)",
                      ["trial", "overrides on isbi_best", *STUDY_COLUMNS, ""], trial_rows),
         common.table(f"The winner and the baselines over seeds ({known.budget_minutes:g} training minutes each)",
