@@ -120,6 +120,28 @@ class EpochLine(keras.callbacks.Callback):
         self.print_fn(f"[segexp] epoch {epoch + 1}/{self.epochs}: {scores} ({now - self.epoch_started:.1f} s{left})")
 
 
+class EmaWeights(keras.callbacks.SwapEMAWeights):
+    """Keras' SwapEMAWeights at every epoch end (optimizer.ema): the moving average of the weights is in the model
+    while selection scoring, checkpoints and trackers see it, and the trained weights are back for the next epoch.
+
+    Every last.keras therefore holds the average in the model and the trained weights in the optimizer's average
+    slots; a resumed run (`resumed`) swaps them back before its first step, so it continues exactly. (After the
+    planned last epoch, Keras keeps only the average: a run extended beyond it continues from the average.)"""
+
+    def __init__(self, resumed: bool = False):
+        super().__init__(swap_on_epoch=True)
+        self.resumed = resumed
+
+    def on_train_begin(self, logs=None):
+        self._ema_weights_in_model = self.resumed  # Keras' own flag: on_epoch_begin swaps when it is set
+
+    def average_in_model(self) -> None:
+        """Puts the average in the model (an interrupted epoch), as an epoch end would, before last.keras is saved."""
+        if not self._ema_weights_in_model:
+            self._swap_variables()
+            self._ema_weights_in_model = True
+
+
 class Checkpoints(keras.callbacks.Callback):
     """Keeps the chosen checkpoint (best by `monitor`, or with monitor None every epoch's: the last)
     and the `last` model file plus a state file for resuming, in a run folder.

@@ -104,6 +104,9 @@ class OptimizerConfig:
     lr: float = MISSING
     fn: Any = MISSING  # {_target_: keras.optimizers.X, ...}: built with learning_rate=<the schedule's rate>
     schedule: Any = MISSING  # {_target_: a function returning schedules.Schedule, ...}
+    # null: off; e.g. 0.99: the optimizer keeps an exponential moving average of the weights (Keras use_ema), and
+    # the selection scores, checkpoints and saved model use it (keras.callbacks.SwapEMAWeights)
+    ema: Optional[float] = None
 
 
 @dataclass
@@ -326,6 +329,7 @@ def validate(cfg: Any) -> None:
     _check(m.base_filters >= 1, "model.base_filters", f"must be >= 1, got {m.base_filters}")
     _check(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
     _check(0 < o.lr < math.inf, "optimizer.lr", f"must be > 0 and finite, got {o.lr}")
+    _check(o.ema is None or 0 < o.ema < 1, "optimizer.ema", f"must be null (off) or in (0, 1), e.g. 0.99, got {o.ema}")
     _check(t.epochs >= 1, "trainer.epochs", f"must be >= 1, got {t.epochs}")
     _check(t.steps_per_epoch >= 1, "trainer.steps_per_epoch", f"must be >= 1, got {t.steps_per_epoch}")
     _check(t.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {t.batch_size}")

@@ -60,7 +60,8 @@ def build_model(cfg: DictConfig, channels: int, foreground: int, learning_rate, 
     from segexp.keras_metrics import segmentation_metrics
 
     model = instantiate(cfg.model, channels=channels)
-    optimizer = instantiate(cfg.optimizer.fn, learning_rate=learning_rate)
+    ema = {"use_ema": True, "ema_momentum": cfg.optimizer.ema} if cfg.optimizer.ema is not None else {}
+    optimizer = instantiate(cfg.optimizer.fn, learning_rate=learning_rate, **ema)
     model.compile(optimizer=optimizer, loss=instantiate(cfg.loss.fn), metrics=segmentation_metrics(foreground),
                   jit_compile=jit_compile)
     return model
@@ -149,14 +150,16 @@ def build_callbacks(cfg: DictConfig, select_set, tracker, run: RunDir, extra: Se
     the callbacks group's), continuing `resume`'s best score if given."""
     import keras
 
-    from segexp.callbacks import Checkpoints, SliceValidation, TimeBudget, TrackEpochs
+    from segexp.callbacks import Checkpoints, EmaWeights, SliceValidation, TimeBudget, TrackEpochs
 
     t = cfg.trainer
     monitor = t.monitor if t.checkpoint == "best" else None
     checkpoints = Checkpoints(run, monitor, t.monitor_mode, tracker.run_id,
                               *((resume.best, resume.best_epoch) if resume else ()))
-    # order matters: selection scores join the logs before checkpoints, trackers and `extra` read them
-    callbacks = [keras.callbacks.TerminateOnNaN()]
+    # order matters: the averaged weights go in before anything scores or saves the model, and selection
+    # scores join the logs before checkpoints, trackers and `extra` read them
+    callbacks = [EmaWeights(resumed=resume is not None)] if cfg.optimizer.ema is not None else []
+    callbacks.append(keras.callbacks.TerminateOnNaN())
     if select_set.images:
         callbacks.append(SliceValidation(select_set.images, select_set.masks, select_set.names, tracker.log_image,
                                          t.preview_slices, t.topology_metrics, select_set.foreground))
@@ -294,7 +297,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     import keras
 
     from segexp import runtime
-    from segexp.callbacks import save_atomically
+    from segexp.callbacks import EmaWeights, save_atomically
     from segexp.models import load_model
 
     # first TensorFlow call: a multi-worker strategy must exist before any other op runs
@@ -341,6 +344,9 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
         try:
             history = {} if trained_already else fit(cfg, model, stream, callbacks, first_epoch)
         except KeyboardInterrupt:  # keep the newest weights; last.json still names the last whole epoch
+            for callback in callbacks:  # every last.keras holds the averaged weights in the model (see EmaWeights)
+                if isinstance(callback, EmaWeights):
+                    callback.average_in_model()
             save_atomically(model, run.last_checkpoint)
             if not run.state_file.exists():
                 checkpoints.write_state(first_epoch)
