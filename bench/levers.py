@@ -3,6 +3,8 @@
     python -m bench.levers                                       # every lever: a 5-minute sweep over seeds 1, 2, 3
     python -m bench.levers --reuse-training --store DIR          # compare the sweeps already in DIR again
     python -m bench.levers --quick                               # tiny models: checks the script only
+    python -m bench.levers --store DIR --levers auto ema --only ema --name levers_ema   # one more lever beside
+                                                                 # a sweep already in DIR (A = the first lever)
 
 Each lever is one `segexp train -m experiment=isbi_best trainer.max_minutes=B <lever> trainer.seed=...` sweep,
 as a user would run it; `segexp compare` of all sweeps then gives every recipe against A (isbi_best as shipped,
@@ -38,6 +40,7 @@ LEVERS = {  # sweep name: overrides on top of experiment=isbi_best; the first sw
     "crop384": ["trainer.crop_size=384", "trainer.batch_size=2"],
     "width24": ["model.base_filters=24"],
     "auto": [],  # isbi_best as shipped now: precision and XLA by speed_probe (float32 before, when A was trained)
+    "ema": ["optimizer.ema=0.99"],  # the moving average of the weights is scored and saved at every epoch end
 }
 QUICK = ["debug=smoke", "trainer.crop_size=64"]
 
@@ -48,6 +51,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser.add_argument("--budget-minutes", type=float, default=5.0, help="trainer.max_minutes of every run")
     parser.add_argument("--store", type=Path, default=common.REPO / "outputs" / "bench_levers")
     parser.add_argument("--reuse-training", action="store_true", help="compare the sweeps already in --store")
+    parser.add_argument("--levers", nargs="+", choices=list(LEVERS), default=list(LEVERS),
+                        help="the sweeps to compare, in order (A is the first one's first recipe)")
+    parser.add_argument("--only", nargs="+", choices=list(LEVERS), default=None,
+                        help="train only these levers; the others must already be in --store")
+    parser.add_argument("--name", default=NAME, help="result file stem in --out")
     return parser.parse_known_args(argv)
 
 
@@ -77,25 +85,29 @@ def recipe_label(run) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     known, rest = parse_args(argv)
     args = common.parse_args(NAME, TITLE, rest)
-    result = common.new_result(NAME, TITLE, METHOD, args, argv, {
-        "levers": LEVERS, "seeds": known.seeds, "budget_minutes": known.budget_minutes})
+    levers = {name: LEVERS[name] for name in known.levers}
+    result = common.new_result(known.name, TITLE, METHOD, args, argv, {
+        "levers": levers, "seeds": known.seeds, "budget_minutes": known.budget_minutes})
     result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:])
     store = known.store.resolve()
     store.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     commands = {name: train_command(lever, known.seeds, known.budget_minutes, store, name, args.quick)
-                for name, lever in LEVERS.items()}
+                for name, lever in levers.items()}
     if not known.reuse_training:
         for name, command in commands.items():
+            if known.only is not None and name not in known.only:
+                continue
             shutil.rmtree(store / f"sweep_{name}", ignore_errors=True)
             segexp(*command)
     compare_dir = store / "compare"
     shutil.rmtree(compare_dir, ignore_errors=True)
-    stdout = segexp("compare", *(str(store / f"sweep_{name}") for name in LEVERS),
+    stdout = segexp("compare", *(str(store / f"sweep_{name}") for name in levers),
                     f"tracking.uri=sqlite:///{store / 'mlflow.db'}", f"hydra.run.dir={compare_dir}")
     verdicts = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
     report = (compare_dir / "report.md").read_text()
-    runs = [run for name in LEVERS for run in sweep_runs(store, name)]
+    runs = [run for name in levers for run in sweep_runs(store, name)]
     rows = [[recipe_label(run), run.data.params["trainer.seed"], *(run.data.metrics.get(k) for k in METRICS),
              int(run.data.metrics.get("epochs_run", 0)), run.data.tags.get("precision", "?"),
              run.data.tags.get("git_commit", "?")[:10]] for run in runs]
@@ -103,18 +115,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     shifts = threshold_verdicts(thresholds)
     for picture in ("panel.png", "curves.png"):
         if (compare_dir / picture).is_file():
-            shutil.copy(compare_dir / picture, args.out / f"{NAME}_{picture}")
+            shutil.copy(compare_dir / picture, args.out / f"{known.name}_{picture}")
     result.update(store=str(store), verdicts=verdicts, threshold_verdicts=shifts, thresholds=thresholds,
                   minutes=(time.monotonic() - started) / 60)
     result["tables"] = [
         common.table(f"Each run ({known.budget_minutes:g} training minutes)",
                      ["recipe", "seed", *METRICS, "epochs run", "precision", "trained at commit"], rows),
-        compare_table("segexp compare (A = isbi_best as shipped; differences are other - A, paired by seed)", report),
+        compare_table(f"segexp compare (A = the {known.levers[0]} sweep's first recipe; differences are other - A, "
+                      "paired by seed)", report),
         threshold_table(thresholds),
     ]
     result["notes"] = [
         *(f"Trained by `python -m segexp {' '.join(c)}`" for c in commands.values()),
-        "(in an earlier invocation: --reuse-training)" if known.reuse_training else "one sweep after the other.",
+        "(in an earlier invocation: --reuse-training)" if known.reuse_training else
+        f"one sweep after the other{'' if known.only is None else '; in this invocation only ' + ', '.join(known.only)}.",
+
         *(f"`segexp compare`: {v}" for v in verdicts),
         *(f"Threshold: {v}" for v in shifts)]
     common.write_results(result, args.out)
