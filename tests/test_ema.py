@@ -73,6 +73,8 @@ def test_a_run_resumed_from_an_epoch_end_save_trains_exactly_as_one_that_never_s
 
 
 def test_ema_trains_end_to_end_and_the_saved_model_keeps_it(store, tmp_path):
+    import mlflow
+
     from segexp.models import load_model
     from segexp.train import train
 
@@ -82,6 +84,11 @@ def test_ema_trains_end_to_end_and_the_saved_model_keeps_it(store, tmp_path):
     assert 0 <= metrics["report_v_rand"] <= 1
     optimizer = load_model(tmp_path / "run" / "model.keras").optimizer
     assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(0.9)
+    client = mlflow.MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("segexp").experiment_id])
+    assert run.data.params["optimizer.ema"] == "0.9"
+    card = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/model_card.md")
+    assert "moving average of the weights (momentum 0.9) scored and saved" in card
 
 
 @pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.1"])

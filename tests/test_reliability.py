@@ -164,8 +164,8 @@ def test_resume_keeps_the_protocol_and_refuses_new_group_options(tmp_path):
     schema = OmegaConf.structured(TrainConfig)
     assert resumed_config(run, schema, ["resume=x", "trainer.epochs=7"]).trainer.epochs == 7
     for override in ("split.report=[0]", "data.count=20", "trainer.monitor=select_dice", "trainer.checkpoint=last",
-                     "objective=select_dice"):
-        with pytest.raises(ConfigError, match="a resumed run keeps its data, split and checkpoint choice"):
+                     "objective=select_dice", "optimizer.ema=0.99"):
+        with pytest.raises(ConfigError, match="a resumed run keeps its data, split, checkpoint choice and weight"):
             resumed_config(run, schema, [override])
     for override in ("optimizer=sgd", "optimizer/schedule=cosine"):
         with pytest.raises(ConfigError, match="not a new config group option"):

@@ -39,7 +39,8 @@ def model_card(cfg: DictConfig, run_name: str, run_id: str | None, parts: Mappin
         f"- loss: BCE x{cfg.loss.fn.bce} + Dice x{cfg.loss.fn.dice}, focal gamma {cfg.loss.fn.focal_gamma}, border "
         f"weight map {'on' if cfg.loss.weight_map is not None else 'off'}; optimizer `{cfg.optimizer.fn._target_}` "
         f"at lr {cfg.optimizer.lr} "
-        f"({cfg.optimizer.schedule._target_.rsplit('.', 1)[-1]} schedule)",
+        f"({cfg.optimizer.schedule._target_.rsplit('.', 1)[-1]} schedule)"
+        + (f", moving average of the weights (momentum {cfg.optimizer.ema}) scored and saved" if cfg.optimizer.ema else ""),
         f"- augmentation: {', '.join(n._target_.rsplit('.', 1)[-1] for n in cfg.aug.transforms) or 'none'}",
         f"- crops {t.crop_size} px, batch {t.batch_size}, {t.steps_per_epoch} steps per epoch, seed {t.seed}, "
         f"precision {tags.get('precision', t.precision)}",

@@ -14,7 +14,8 @@ from segexp.rundir import RunDir
 
 # what decides which slices train, choose and report, and how: fixed for the life of a run, or its
 # split.json and its best-so-far would describe another protocol than the one the run followed
-FIXED_ON_RESUME = ("data", "split", "trainer.monitor", "trainer.monitor_mode", "trainer.checkpoint", "objective")
+FIXED_ON_RESUME = ("data", "split", "trainer.monitor", "trainer.monitor_mode", "trainer.checkpoint", "objective",
+                   "optimizer.ema")  # the checkpoint's optimizer has its averaged weights or has none
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def resumed_config(run: RunDir, schema: DictConfig, overrides: Sequence[str]) ->
     for override in extra:
         key = override.split("=", 1)[0].lstrip("+~")
         if any(key == fixed or key.startswith(fixed + ".") for fixed in FIXED_ON_RESUME):
-            raise ConfigError(f"{override}: a resumed run keeps its data, split and checkpoint choice "
+            raise ConfigError(f"{override}: a resumed run keeps its data, split, checkpoint choice and weight averaging "
                               f"({', '.join(FIXED_ON_RESUME)}); start a new run to change them")
         if "/" in key or isinstance(OmegaConf.select(saved, key), DictConfig):
             raise ConfigError(f"{override}: resume takes key=value changes of the saved config, not a new config "
