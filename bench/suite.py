@@ -49,10 +49,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["summary"] = lines[-1].strip("= ") if lines else "(no output)"
     result["exit_code"] = done.returncode
     result["fresh_clone"] = not (known.repo / ".venv").exists() or known.repo != common.REPO
+    result["slowest"] = slowest(lines)
     result["tables"] = [common.table("", ["command", "in", "exit code", "pytest summary"],
-                                     [[settings.command, str(known.repo), done.returncode, result["summary"]]])]
+                                     [[settings.command, str(known.repo), done.returncode, result["summary"]]]),
+                        common.table("Where the time goes: pytest's slowest phases (--durations)",
+                                     ["seconds", "phase", "test"], result["slowest"])]
     common.write_results(result, args.out)
     return result
+
+
+def slowest(lines: Sequence[str]) -> list[list]:
+    """Returns [seconds, phase, test] of the rows pytest's --durations section printed ("12.34s call tests/...")."""
+    rows = []
+    for line in lines:
+        parts = line.split(maxsplit=2)
+        if len(parts) == 3 and parts[0].endswith("s") and parts[1] in ("setup", "call", "teardown"):
+            try:
+                rows.append([float(parts[0][:-1]), parts[1], parts[2]])
+            except ValueError:
+                continue
+    return rows
 
 
 if __name__ == "__main__":
