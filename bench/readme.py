@@ -103,13 +103,14 @@ def compare_block(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def levers_block(result: dict[str, Any]) -> str:
+def levers_block(result: dict[str, Any], a_is: str = "isbi_best as it was when the study began") -> str:
     """Returns the lever study's verdicts and comparison table from `python -m bench.levers` results."""
     runs, comparison, _ = result["tables"]
-    lines = [f"`python -m bench.levers` on {machine_line(result)}: each lever a `segexp train -m experiment=isbi_best "
+    lines = [f"`python -m {result['command'].split(' -m ', 1)[-1]}` on {machine_line(result)}: each lever a "
+             f"`segexp train -m experiment=isbi_best "
              f"trainer.max_minutes={result['settings']['budget_minutes']:g} <lever> trainer.seed="
              f"{','.join(map(str, result['settings']['seeds']))}` sweep; `segexp compare` of the sweeps printed "
-             "(A = isbi_best as it was when the study began):", "",
+             f"(A = {a_is}):", "",
              *(f"    {line}" for line in result["verdicts"]), "",
              "| metric | A | other | other - A | p |", "|---" * 5 + "|",
              *("| " + " | ".join(str(c) for c in row[:5]) + " |" for row in comparison["rows"]), "",
@@ -142,6 +143,24 @@ def study_block(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def confirmation_block(result: dict[str, Any]) -> str:
+    """Returns a study winner retrained at another budget against the baseline (`bench.study --study-from`)."""
+    _, runs, comparison = result["tables"][:3]
+    settings = result["settings"]
+    lines = [f"`python -m {result['command'].split(' -m ', 1)[-1]}` on {machine_line(result)}: the study's winner retrained "
+             f"for {settings['budget_minutes']:g} minutes on seeds {','.join(map(str, settings['seeds']))} against "
+             f"{' and '.join(settings['against'])}'s sweep at the same budget:", "",
+             "| " + " | ".join(runs["columns"]) + " |", "|---" * len(runs["columns"]) + "|",
+             *("| " + " | ".join(cell(c) for c in row) + " |" for row in runs["rows"]), "",
+             "| metric | A | other | other - A | p |", "|---" * 5 + "|",
+             *("| " + " | ".join(str(c) for c in row[:5]) + " |" for row in comparison["rows"]), "",
+             "The pixel threshold, chosen per checkpoint on the selection slices (best accuracy) instead of 0.5:", "",
+             *(f"    {line}" for line in result.get("threshold_verdicts", [])), "",
+             *(f"{note}" for note in result["notes"] if note.startswith("Baseline")), "",
+             f"(bench/results/{result['benchmark']}.json; BENCHMARKS.md has the whole result.)"]
+    return "\n".join(lines)
+
+
 def cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -166,7 +185,10 @@ def main(argv: list[str] | None = None) -> str:
                "test-suite": (results / "suite.json", suite_block),
                "compare-example": (results / "replicates.json", compare_block),
                "levers": (results / "levers.json", levers_block),
-               "study": (results / "study.json", study_block)}
+               "levers-ema": (results / "levers_ema.json",
+                              lambda r: levers_block(r, "isbi_best as shipped, precision by the speed probe")),
+               "study": (results / "study.json", study_block),
+               "study-30": (results / "study_30.json", confirmation_block)}
     for name, (path, render) in sources.items():
         if path.is_file():
             text = replace_block(text, name, render(json.loads(path.read_text())))

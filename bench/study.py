@@ -54,6 +54,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
                         help="take the winner from the study already in this store (run no study); the winner and "
                              "baselines are trained into --store at --budget-minutes")
     parser.add_argument("--name", default=NAME, help="result file stem in --out")
+    parser.add_argument("--note", action="append", default=[], help="a fact about the training to print with it")
     parser.add_argument("--winner-overrides", nargs="*", default=[],
                         help="added to the winner's overrides when it is retrained (e.g. trainer.epochs=100, so a "
                              "longer budget, not isbi_best's epoch cap, ends it)")
@@ -184,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "Baselines: `bench.replicates`' sweeps of " + ", ".join(known.against) + " in the same store (reused when "
         "present; their commit is in the table).",
         "(trained in an earlier invocation: --reuse-training)" if known.reuse_training else "One run after the other.",
+        *known.note,
         *(f"`segexp compare`: {v}" for v in verdicts),
         *(f"Threshold: {v}" for v in shifts)]
     common.write_results(result, args.out)
