@@ -156,7 +156,7 @@ def confirmation_block(result: dict[str, Any]) -> str:
              *("| " + " | ".join(str(c) for c in row[:5]) + " |" for row in comparison["rows"]), "",
              "The pixel threshold, chosen per checkpoint on the selection slices (best accuracy) instead of 0.5:", "",
              *(f"    {line}" for line in result.get("threshold_verdicts", [])), "",
-             *(f"{note}" for note in result["notes"] if note.startswith("Baseline")), "",
+             *(note for note in result["notes"] if note.startswith(("Baseline", "Conditions"))), "",
              f"(bench/results/{result['benchmark']}.json; BENCHMARKS.md has the whole result.)"]
     return "\n".join(lines)
 
