@@ -74,12 +74,12 @@ def study_command(trials: int, minutes: float, store: Path, quick: bool) -> list
 
 def recorded_command(store: Path, sweep: str) -> list[str]:
     """Returns the `segexp train -m ...` arguments that ran sweep_<sweep> in store, from its parent run's tags."""
-    import json
-
     from mlflow.tracking import MlflowClient
 
+    from segexp.sweep import read_sweep_record
+
     sweep_dir = store / f"sweep_{sweep}"
-    parent = MlflowClient(uri(store)).get_run(json.loads((sweep_dir / "sweep.json").read_text())["parent_run_id"])
+    parent = MlflowClient(uri(store)).get_run(read_sweep_record(sweep_dir).parent_run_id)
     return ["train", "-m", *parent.data.tags["overrides"].split(), f"hydra.sweep.dir={sweep_dir}"]
 
 
