@@ -129,7 +129,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         *(f"Trained by `python -m segexp {' '.join(c)}`" for c in commands.values()),
         "(in an earlier invocation: --reuse-training)" if known.reuse_training else
         f"one sweep after the other{'' if known.only is None else '; in this invocation only ' + ', '.join(known.only)}.",
-
         *(f"`segexp compare`: {v}" for v in verdicts),
         *(f"Threshold: {v}" for v in shifts)]
     common.write_results(result, args.out)

@@ -112,8 +112,7 @@ def levers_block(result: dict[str, Any], a_is: str = "isbi_best as it was when t
              f"{','.join(map(str, result['settings']['seeds']))}` sweep; `segexp compare` of the sweeps printed "
              f"(A = {a_is}):", "",
              *(f"    {line}" for line in result["verdicts"]), "",
-             "| metric | A | other | other - A | p |", "|---" * 5 + "|",
-             *("| " + " | ".join(str(c) for c in row[:5]) + " |" for row in comparison["rows"]), "",
+             *comparison_lines(comparison),
              "The pixel threshold, chosen per checkpoint on the selection slices (best accuracy) instead of 0.5:", "",
              *(f"    {line}" for line in result["threshold_verdicts"]), "",
              f"(bench/results/{result['benchmark']}.json; BENCHMARKS.md has each run and the commit it was trained at.)"]
@@ -134,13 +133,18 @@ def study_block(result: dict[str, Any]) -> str:
                f"| {cell(row[6])} | {cell(row[8])} |" for row in trials["rows"]), "",
              "`segexp compare` of the baselines and the winner retrained on fresh seeds printed:", "",
              *(f"    {line}" for line in result["verdicts"]), "",
-             "| metric | A | other | other - A | p |", "|---" * 5 + "|",
-             *("| " + " | ".join(str(c) for c in row[:5]) + " |" for row in comparison["rows"]), "",
+             *comparison_lines(comparison),
              "The pixel threshold, chosen per checkpoint on the selection slices (best accuracy) instead of 0.5 "
              "(V_rand and V_info are the best over thresholds, as the challenge's script scores them):", "",
              *(f"    {line}" for line in result.get("threshold_verdicts", [])), "",
              f"(bench/results/{result['benchmark']}.json; BENCHMARKS.md has each run and the commit it was trained at.)"]
     return "\n".join(lines)
+
+
+def comparison_lines(comparison: dict[str, Any]) -> list[str]:
+    """Returns the markdown rows of a compare_table (metric, A, other, other - A, p), then a blank line."""
+    return ["| metric | A | other | other - A | p |", "|---" * 5 + "|",
+            *("| " + " | ".join(str(c) for c in row[:5]) + " |" for row in comparison["rows"]), ""]
 
 
 def confirmation_block(result: dict[str, Any]) -> str:
@@ -152,8 +156,7 @@ def confirmation_block(result: dict[str, Any]) -> str:
              f"{' and '.join(settings['against'])}'s sweep at the same budget:", "",
              "| " + " | ".join(runs["columns"]) + " |", "|---" * len(runs["columns"]) + "|",
              *("| " + " | ".join(cell(c) for c in row) + " |" for row in runs["rows"]), "",
-             "| metric | A | other | other - A | p |", "|---" * 5 + "|",
-             *("| " + " | ".join(str(c) for c in row[:5]) + " |" for row in comparison["rows"]), "",
+             *comparison_lines(comparison),
              "The pixel threshold, chosen per checkpoint on the selection slices (best accuracy) instead of 0.5:", "",
              *(f"    {line}" for line in result.get("threshold_verdicts", [])), "",
              *(note for note in result["notes"] if note.startswith(("Baseline", "Conditions"))), "",
