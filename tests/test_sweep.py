@@ -126,6 +126,19 @@ def test_a_failing_job_is_a_failed_child_and_the_jobs_after_it_still_run(tmp_pat
     assert "| FAILED | split.report=[99] |" in out.stdout
 
 
+def test_a_sweep_whose_parent_run_cannot_be_made_stops_before_any_job_with_one_line(tmp_path):
+    # Hydra turns a callback's exception into a warning; before this the jobs ran anyway, each failing alone
+    (tmp_path / "taken.db").mkdir()  # a directory where the sqlite file should go
+    out = sweep(tmp_path, f"tracking.uri=sqlite:///{tmp_path / 'taken.db'}", "optimizer.lr=1e-3,2e-3",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"segexp: error: {tmp_path / 'taken.db'}: MLflow store is not writable (Is a directory); "
+        "set MLFLOW_TRACKING_URI or tracking.uri to a writable location")
+    assert "Launching" not in out.stdout + out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "sweep" / "0").exists()
+
+
 @pytest.mark.parametrize("overrides, expected", [
     (("objective=select_dice",), ("ckpt_select_dice", "max")),
     (("objective=select_loss",), ("ckpt_select_loss", "min")),

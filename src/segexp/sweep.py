@@ -34,6 +34,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from segexp import provenance, replicates, tracking
+from segexp.errors import SegexpError
 from segexp.tracking import sweeps as sweep_store
 
 CODE_DIR = Path(__file__).resolve().parent
@@ -216,6 +217,15 @@ class MlflowSweepCallback(Callback):
         self.parent_run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns an exception raised here into a warning and runs the jobs anyway: unparented, unresumable
+        # and each failing on the same store. A sweep whose parent run cannot be made stops before any job.
+        try:
+            self._start(config)
+        except SegexpError as err:
+            print(f"segexp: error: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(err.exit_code) from err
+
+    def _start(self, config: DictConfig) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         if config.resume_sweep and records_runs(config) and (sweep_dir / SWEEP_RECORD).is_file():
             self._reopen(config, sweep_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -38,12 +39,45 @@ def ping_server(uri: str, timeout: float) -> None:
     urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).read()
 
 
+def create_sqlite_store(path: Path) -> None:
+    """Gives a sqlite store that does not exist yet its full MLflow schema, atomically.
+
+    MLflow migrates an empty database in whichever process opens it first, with no lock: two processes
+    that open a new store at once (a sweep's driver and its first job, `mlflow ui`, a script polling it)
+    both run the migrations, and one fails ("table ... already exists") or both leave the schema broken
+    for good. So the schema is built in a private file and linked into place; os.link fails if the path
+    exists, so the first creator wins and no process ever opens a half-built store.
+    """
+    import mlflow
+
+    private = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.creating")
+    private.unlink(missing_ok=True)
+    try:
+        mlflow.MlflowClient(f"sqlite:///{private}").search_experiments(max_results=1)  # runs the migrations
+        try:
+            os.link(private, path)
+        except FileExistsError:
+            pass  # another process created it first: theirs is complete too
+        except OSError:  # a file system without hard links: a move, which only narrows the window
+            if not path.exists():
+                os.replace(private, path)
+    except OSError:
+        raise
+    except Exception as err:  # mlflow raises many types; report one line
+        raise TrackingError(f"{path}: cannot create the MLflow store ({type(err).__name__}: {err})") from err
+    finally:
+        private.unlink(missing_ok=True)
+
+
 def check_store(uri: str) -> None:
-    """Raises TrackingError if a sqlite store cannot be written or a server does not answer."""
+    """Raises TrackingError if a sqlite store cannot be written or a server does not answer; creates a
+    sqlite store that does not exist yet (see create_sqlite_store)."""
     if uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///"):])
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                create_sqlite_store(path)
             with open(path, "ab"):
                 pass
         except OSError as err:

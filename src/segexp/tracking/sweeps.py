@@ -92,9 +92,13 @@ def reopen_parent_run(uri: str, run_id: str, process: str) -> None:
 
     from segexp.tracking.store import PROCESS_TAG
 
-    client = MlflowClient(uri)
-    client.set_tag(run_id, PROCESS_TAG, process)
-    client.update_run(run_id, status="RUNNING")
+    try:
+        client = MlflowClient(uri)
+        client.set_tag(run_id, PROCESS_TAG, process)
+        client.update_run(run_id, status="RUNNING")
+    except Exception as err:  # mlflow raises many types for a missing run or a broken store; report one line
+        raise TrackingError(f"{uri}: cannot reopen the sweep's parent run {run_id} ({type(err).__name__}: {err}); "
+                            "resume a sweep with the tracking.uri it was started with") from err
 
 
 def job_runs(uri: str, parent_run_id: str, output_dir: str) -> list:
