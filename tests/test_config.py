@@ -99,6 +99,8 @@ def test_unknown_option_lists_the_choices(make_cfg):
     ("trainer.batch_size=0", "trainer.batch_size"), ("model.dropout=1.0", "model.dropout"),
     ("model.dropout=-0.1", "model.dropout"), ("trainer.topology_metrics=false", "trainer.monitor"),
     ("data.resize=[0,5]", "data.resize"), ("objective=report_v_rand", "objective"),
+    ("loss.fn.cldice=-0.5", "loss.fn.cldice"), ("loss.fn.dice=-1", "loss.fn.dice"),
+    ("loss.fn.skeleton_iterations=0", "loss.fn.skeleton_iterations"),
 ])
 def test_invalid_values_name_the_key(make_cfg, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -114,7 +116,8 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 BAD_CHOICES = [
     ("model=resnet", "model=resnet: no such option; choose one of unet, unet_deep, unet_small"),
     ("aug=extreme", "aug=extreme: no such option; choose one of heavy, light, none, seed"),
-    ("loss=hinge", "loss=hinge: no such option; choose one of bce, bce_dice, dice, focal, weighted_bce, weighted_bce_dice"),
+    ("loss=hinge", "loss=hinge: no such option; choose one of bce, bce_dice, bce_dice_cldice, dice, focal, weighted_bce, "
+                   "weighted_bce_dice"),
     ("optimizer=lion", "optimizer=lion: no such option; choose one of adam, adamw, sgd"),
     ("optimizer/schedule=linear", "optimizer/schedule=linear: no such option; choose one of constant, cosine, "
                                   "plateau, warmup_cosine"),

@@ -36,7 +36,10 @@ def model_card(cfg: DictConfig, run_name: str, run_id: str | None, parts: Mappin
         "", "## Recipe", "",
         f"- model `{m._target_}`: depth {m.depth}, {m.base_filters} base filters, upsampling {m.upsampling}, "
         f"batch norm {m.batch_norm}, dropout {m.dropout}",
-        f"- loss: BCE x{cfg.loss.fn.bce} + Dice x{cfg.loss.fn.dice}, focal gamma {cfg.loss.fn.focal_gamma}, border "
+        f"- loss: BCE x{cfg.loss.fn.bce} + Dice x{cfg.loss.fn.dice}"
+        + (f" + clDice x{cfg.loss.fn.cldice} ({cfg.loss.fn.skeleton_iterations} skeleton iterations)"
+           if cfg.loss.fn.cldice else "")
+        + f", focal gamma {cfg.loss.fn.focal_gamma}, border "
         f"weight map {'on' if cfg.loss.weight_map is not None else 'off'}; optimizer `{cfg.optimizer.fn._target_}` "
         f"at lr {cfg.optimizer.lr} "
         f"({cfg.optimizer.schedule._target_.rsplit('.', 1)[-1]} schedule)"

@@ -74,7 +74,9 @@ class LossFnConfig:
     bce: float = MISSING
     dice: float = MISSING
     focal_gamma: float = MISSING
-    foreground: int = MISSING  # mask value the Dice term is computed on (0 = membrane)
+    foreground: int = MISSING  # mask value the Dice and clDice terms are computed on (0 = membrane)
+    cldice: float = 0.0  # weight of soft clDice (topology of the foreground's centrelines); 0: off
+    skeleton_iterations: int = 10  # clDice's soft skeleton thins structures up to 2x this many pixels thick
 
 
 @dataclass
@@ -330,6 +332,11 @@ def validate(cfg: Any) -> None:
     _check(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
     _check(0 < o.lr < math.inf, "optimizer.lr", f"must be > 0 and finite, got {o.lr}")
     _check(o.ema is None or 0 < o.ema < 1, "optimizer.ema", f"must be null (off) or in (0, 1), e.g. 0.99, got {o.ema}")
+    loss = cfg.loss.fn
+    for term in ("bce", "dice", "cldice"):
+        _check(loss[term] >= 0, f"loss.fn.{term}", f"is a weight: must be >= 0 (0 turns the term off), got {loss[term]}")
+    _check(loss.skeleton_iterations >= 1, "loss.fn.skeleton_iterations",
+           f"must be >= 1 (about half the thickness of the structures), got {loss.skeleton_iterations}")
     _check(t.epochs >= 1, "trainer.epochs", f"must be >= 1, got {t.epochs}")
     _check(t.steps_per_epoch >= 1, "trainer.steps_per_epoch", f"must be >= 1, got {t.steps_per_epoch}")
     _check(t.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {t.batch_size}")
