@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> str:
                "test-suite": (results / "suite.json", suite_block),
                "compare-example": (results / "replicates.json", compare_block),
                "levers": (results / "levers.json", levers_block),
-               "levers-ema": (results / "levers_ema.json",
-                              lambda r: levers_block(r, "isbi_best as shipped, precision by the speed probe")),
+               "levers-more": (results / "levers_more.json",
+                               lambda r: levers_block(r, "isbi_best as shipped, precision by the speed probe")),
                "study": (results / "study.json", study_block),
                "study-30": (results / "study_30.json", confirmation_block)}
     for name, (path, render) in sources.items():

@@ -24,7 +24,7 @@ def test_the_defaults_table_matches_the_composed_config():
 
 
 def test_every_generated_block_is_marked_once():
-    for name in ("defaults", "default-recipe", "test-suite", "compare-example", "levers", "levers-ema", "study",
+    for name in ("defaults", "default-recipe", "test-suite", "compare-example", "levers", "levers-more", "study",
                  "study-30"):
         assert len(re.findall(rf"<!-- begin generated: {name} -->", README)) == 1, name
         assert len(re.findall(rf"<!-- end generated: {name} -->", README)) == 1, name
