@@ -46,7 +46,8 @@ def create_sqlite_store(path: Path) -> None:
     that open a new store at once (a sweep's driver and its first job, `mlflow ui`, a script polling it)
     both run the migrations, and one fails ("table ... already exists") or both leave the schema broken
     for good. So the schema is built in a private file and linked into place; os.link fails if the path
-    exists, so the first creator wins and no process ever opens a half-built store.
+    exists, so the first creator wins and no process opens a store segexp is still building. (A plain MLflow
+    process that creates the file itself still migrates it in place: that race is MLflow's.)
     """
     import mlflow
 
@@ -62,7 +63,7 @@ def create_sqlite_store(path: Path) -> None:
             if not path.exists():
                 os.replace(private, path)
     except OSError:
-        raise
+        raise  # check_store reports it as a store that is not writable
     except Exception as err:  # mlflow raises many types; report one line
         raise TrackingError(f"{path}: cannot create the MLflow store ({type(err).__name__}: {err})") from err
     finally:
