@@ -40,10 +40,10 @@ LEVERS = {  # sweep name: overrides on top of experiment=isbi_best; the first sw
     "crop384": ["trainer.crop_size=384", "trainer.batch_size=2"],
     "width24": ["model.base_filters=24"],
     "auto": [],  # isbi_best as shipped now: precision and XLA by speed_probe (float32 before, when A was trained)
-    "ema": ["optimizer.ema=0.99"],
+    "ema": ["optimizer.ema=0.99"],  # the moving average of the weights is scored and saved at every epoch end
     "cldice": ["loss=bce_dice_cldice"],  # half of bce_dice's Dice weight on soft clDice (topology of the skeletons)
     "cldice3": ["loss=bce_dice_cldice", "loss.fn.skeleton_iterations=3"],  # the paper's 2D default: a cheaper step
-    "schedule": ["optimizer/schedule=constant,cosine"],  # no decay; decay without isbi_best's warmup epoch  # the moving average of the weights is scored and saved at every epoch end
+    "schedule": ["optimizer/schedule=constant,cosine"],  # no decay; decay without isbi_best's warmup epoch
 }
 QUICK = ["debug=smoke", "trainer.crop_size=64"]
 
