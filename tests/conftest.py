@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segexp.config import compose
+from segexp.config.compose import compose
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segexp.augment import CropSampler
-from segexp.config import config_groups, instantiate
+from segexp.data.augment import CropSampler
+from segexp.config.files import config_groups
+from segexp.config.instantiate import instantiate
 
 
 def pipeline(make_cfg, recipe: str):

@@ -18,8 +18,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from segexp import replicates
-from segexp.data import held_out
+from segexp.experiments import replicates
+from segexp.data.splits import held_out
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 ENV.pop("MLFLOW_TRACKING_URI", None)
@@ -116,8 +116,8 @@ def test_compare_names_the_working_recipe_and_finds_no_difference_of_a_recipe_wi
 
 @pytest.mark.slow
 def test_compare_warns_when_the_runs_held_out_different_slices(store, tmp_path):
-    from segexp.compare import compare
-    from segexp.config import compose
+    from segexp.experiments.compare import compare
+    from segexp.config.compose import compose
 
     root, _, _, recipes, other = store
     uri = f"tracking.uri=sqlite:///{root / 'outputs' / 'mlflow.db'}"
@@ -194,11 +194,12 @@ def test_recipes_group_by_everything_but_seed_and_fold():
 def test_a_cross_validation_parent_aggregates_its_folds_and_predicts_as_a_fold_ensemble(tmp_path):
     from PIL import Image
 
-    from segexp.config import compose
+    from segexp.config.compose import compose
     from segexp.errors import ConfigError
-    from segexp.evaluate import evaluate
-    from segexp.predict import load_predictor, predict
-    from segexp.rundir import resolve_checkpoint
+    from segexp.evaluation.evaluate import evaluate
+    from segexp.evaluation.predict import predict
+    from segexp.evaluation.predictor import load_predictor
+    from segexp.tracking.references import resolve_checkpoint
 
     sweep_dir = tmp_path / "cv"
     segexp(tmp_path, "train", "-m", *LEARNS, "trainer.epochs=1", "data.folds=3", "data.fold=range(3)",

@@ -15,9 +15,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from conftest import TINY
-from segexp.config import compose, config_groups, instantiate
+from segexp.config.compose import compose
+from segexp.config.files import config_groups
+from segexp.config.instantiate import instantiate
 from segexp.errors import ConfigError
-from segexp.schema import validate
+from segexp.config.schema import validate
 
 ENV_CODE = "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'\n"
 TRAIN_GROUPS = {g: opts for g, opts in config_groups().items() if g != "hparams_search"}
@@ -60,7 +62,7 @@ def test_the_defaults_a_tiny_run_picks_are_real_options():
 @pytest.mark.parametrize("group,option", TRAINED_OPTIONS, ids=[f"{g}={o}" if o else g for g, o in TRAINED_OPTIONS])
 def test_every_option_builds_and_trains_one_step(make_cfg, group, option, folder_data):
     """timm-style: a new option file is tested by this code, built the way train() builds it."""
-    from segexp.train import build_components, build_model, prepare_data, training_stream
+    from segexp.training.build import build_components, build_model, prepare_data, training_stream
 
     chosen = option_overrides(group, option, folder_data) if option else []
     cfg = make_cfg(*TINY, "trainer.batch_size=1", *chosen)
@@ -191,7 +193,7 @@ fn:
   weight_decay: 0.0
 """,
     "optimizer/schedule/exp_decay.yaml": """
-_target_: segexp.schedules.Schedule
+_target_: segexp.training.schedules.Schedule
 learning_rate:
   _target_: keras.optimizers.schedules.ExponentialDecay
   initial_learning_rate: ${optimizer.lr}
@@ -228,7 +230,7 @@ def test_a_component_is_added_by_dropping_yaml_files_into_a_config_dir(tmp_path)
 
 
 def test_preflight_leaves_a_sweepers_own_ranges_to_the_sweeper():
-    from segexp.config import preflight
+    from segexp.config.preflight import preflight
 
     # interval() and glob() have no list of values to compose; the sweeper draws them
     preflight("train", ["hparams_search=optuna", "optimizer.lr=tag(log,interval(1e-4,1e-3))", "loss=glob(bce*)"],

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, write_png
-from segexp.data import (ROLES, check_crop_fits, load_folder, load_isbi2012, make_synthetic, pixel_digest, read_image,
-                         resolve_indices, roles_of, split, split_record,
-                         verify_manifest)
+from segexp.data.datasets import load_folder, load_isbi2012, make_synthetic, verify_manifest
+from segexp.data.images import pixel_digest, read_image
+from segexp.data.splits import ROLES, check_crop_fits, resolve_indices, roles_of, split, split_record
 from segexp.errors import DataError
 
 
@@ -152,7 +152,7 @@ def test_unsupported_format_names_the_file(folder_data):
     images, masks = folder_data
     (images / "s0.png").rename(images / "s0.gif")
     (masks / "s0.png").rename(masks / "s0.gif")
-    from segexp.data import read_image
+    from segexp.data.images import read_image
 
     with pytest.raises(DataError, match=r"s0\.gif: unsupported format '\.gif'"):
         read_image(images / "s0.gif")

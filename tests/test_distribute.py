@@ -21,7 +21,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from conftest import compose_config, TINY
-from segexp.train import train
+from segexp.training.train import train
 cfg = compose_config("train", *TINY, "data=synthetic", "data.size=48", "trainer.preview_slices=0",
                      "trainer.strategy=mirrored", "tracking.uri=sqlite:///{tmp_path}/mlflow.db", "tracking.log_model=false")
 print("METRICS", train(cfg, {str(tmp_path / 'run')!r})["report_dice"])
@@ -43,7 +43,7 @@ print("METRICS", train(cfg, {str(tmp_path / 'run')!r})["report_dice"])
     ("", True),
 ])
 def test_only_the_chief_worker_tracks_a_multi_worker_run(tf_config, chief):
-    from segexp.runtime import is_chief
+    from segexp.training.runtime import is_chief
 
     assert is_chief("multi_worker_mirrored", tf_config) is chief
     assert is_chief("default", tf_config) is True

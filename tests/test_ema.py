@@ -39,7 +39,7 @@ class Recorder(keras.callbacks.Callback):
 
 
 def test_epoch_ends_see_the_moving_average_of_the_trained_weights():
-    from segexp.callbacks import EmaWeights
+    from segexp.training.callbacks import EmaWeights
 
     model, recorder, (x, y) = toy_model(0.5), Recorder(), toy_data()
     model.fit(x, y, batch_size=2, epochs=3, shuffle=False, verbose=0, callbacks=[EmaWeights(), recorder])
@@ -52,7 +52,7 @@ def test_epoch_ends_see_the_moving_average_of_the_trained_weights():
 
 
 def test_a_run_resumed_from_an_epoch_end_save_trains_exactly_as_one_that_never_stopped(tmp_path):
-    from segexp.callbacks import EmaWeights
+    from segexp.training.callbacks import EmaWeights
 
     (x, y) = toy_data()
     straight = toy_model(0.5)
@@ -75,8 +75,8 @@ def test_a_run_resumed_from_an_epoch_end_save_trains_exactly_as_one_that_never_s
 def test_ema_trains_end_to_end_and_the_saved_model_keeps_it(store, tmp_path):
     import mlflow
 
-    from segexp.models import load_model
-    from segexp.train import train
+    from segexp.models.loading import load_model
+    from segexp.training.train import train
 
     cfg = compose_config("train", *TINY, "data=synthetic", "data.size=48", "trainer.preview_slices=0",
                          "trainer.epochs=2", "optimizer.ema=0.9", "tracking.log_model=false", f"tracking.uri={store}")
@@ -93,7 +93,7 @@ def test_ema_trains_end_to_end_and_the_saved_model_keeps_it(store, tmp_path):
 
 @pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.1"])
 def test_an_ema_momentum_outside_0_1_is_refused_before_training(value):
-    from segexp.schema import validate
+    from segexp.config.schema import validate
 
     with pytest.raises(ConfigError, match=r"optimizer\.ema: must be null \(off\) or in \(0, 1\)"):
         validate(compose_config("train", *TINY, f"optimizer.ema={value}"))

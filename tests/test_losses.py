@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segexp.keras_metrics import DiceScore, IoUScore, PixelAccuracy
-from segexp.losses import SegmentationLoss
+from segexp.models.metrics import DiceScore, IoUScore, PixelAccuracy
+from segexp.models.losses import SegmentationLoss
 
 RNG = np.random.default_rng(0)
 MASK = (RNG.random((2, 8, 8, 1)) > 0.3).astype(np.float32)
@@ -71,7 +71,7 @@ def membrane_grid(size: int = 48, width: int = 3) -> np.ndarray:
 
 
 def test_soft_skeleton_thins_a_thick_bar_to_its_centreline():
-    from segexp.losses import soft_skeleton
+    from segexp.models.losses import soft_skeleton
 
     bar = np.zeros((1, 32, 32, 1), np.float32)
     bar[:, 12:19, 4:28] = 1.0  # 7 pixels thick

@@ -1,4 +1,4 @@
-"""Tests of segexp.metrics: hand-computed cases that pin each convention of the Fiji reference,
+"""Tests of segexp.evaluation.metrics: hand-computed cases that pin each convention of the Fiji reference,
 scikit-image's independent implementations where the conventions coincide, and agreement with
 a literal transcription of the Java (tests/fiji_reference.py) on crops of real ISBI labels.
 
@@ -21,17 +21,7 @@ from skimage.metrics import adapted_rand_error, contingency_table, variation_of_
 
 import fiji_reference as fiji
 from conftest import REPO
-from segexp.metrics import (
-    DEFAULT_THRESHOLDS,
-    binarize_proposal,
-    evaluate_slices,
-    fiji_thresholds,
-    isbi_scores,
-    label_cells,
-    pixel_scores,
-    slice_scores,
-    watershed_segments,
-)
+from segexp.evaluation.metrics import DEFAULT_THRESHOLDS, binarize_proposal, evaluate_slices, fiji_thresholds, isbi_scores, label_cells, pixel_scores, slice_scores, watershed_segments
 
 SHAPE = (8, 12)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from segexp.config import config_groups
+from segexp.config.files import config_groups
 from segexp.models.unet import build_unet
 
 # every build_unet argument spelled out: the function holds no defaults (conf/model/*.yaml does)
@@ -44,8 +44,8 @@ def test_seed_unet_has_the_seed_parameter_count(make_cfg):
 
 @pytest.mark.parametrize("upsampling", ["transpose", "bilinear", "upsample_conv"])
 def test_save_and_reload_gives_identical_predictions(tmp_path, upsampling):
-    from segexp.keras_metrics import segmentation_metrics
-    from segexp.losses import SegmentationLoss
+    from segexp.models.metrics import segmentation_metrics
+    from segexp.models.losses import SegmentationLoss
 
     model = build_unet(**{**TINY, "dropout": 0.3, "upsampling": upsampling, "head_filters": 2})
     model.compile(optimizer="adam", loss=SegmentationLoss(bce=1.0, dice=0.5), metrics=segmentation_metrics(0),

@@ -10,12 +10,12 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from segexp.provenance import process_alive, process_identity
+from segexp.tracking.processes import process_alive, process_identity
 
 # the tracker a training job uses, opening a run and then stalling, as a job does mid-training
 OPEN_AND_STALL = """
 import sys, time
-from segexp.tracking import MlflowTracker
+from segexp.tracking.trackers import MlflowTracker
 tracker = MlflowTracker(sys.argv[1], "segexp", False)
 context = tracker.run("doomed", {})  # kept referenced: a collected context would end the run
 context.__enter__()
@@ -35,7 +35,7 @@ def orphan(uri: str) -> str:
 
 
 def test_a_killed_process_leaves_a_run_that_the_next_segexp_use_ends_as_killed(tmp_path, capsys):
-    from segexp.tracking import MlflowTracker
+    from segexp.tracking.trackers import MlflowTracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     dead = orphan(uri)

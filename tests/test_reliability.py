@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient
 
 from conftest import TINY, compose_config, free_port
 from segexp.errors import TrackingError, TrainingDiverged
-from segexp.models import load_model
-from segexp.train import train
+from segexp.models.loading import load_model
+from segexp.training.train import train
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 SYNTHETIC = [*TINY, "data=synthetic", "data.size=48", "trainer.preview_slices=0"]
@@ -118,9 +118,9 @@ def test_sigterm_saves_a_checkpoint_ends_killed_and_resume_continues_the_same_ru
 def test_a_run_killed_after_its_last_epoch_resumes_by_scoring_it_without_training_again(store, tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    from segexp.resume import read_state, resumed_config
+    from segexp.training.resume import read_state, resumed_config
     from segexp.rundir import RunDir
-    from segexp.schema import TrainConfig
+    from segexp.config.schema import TrainConfig
 
     overrides = [*SYNTHETIC, "trainer.epochs=2", "tracking.log_model=false", f"tracking.uri={store}"]
     train(compose_config("train", *overrides), tmp_path / "run")
@@ -142,7 +142,7 @@ def test_a_run_killed_after_its_last_epoch_resumes_by_scoring_it_without_trainin
 
 
 def test_a_kill_during_a_save_never_corrupts_the_checkpoint(tmp_path):
-    script = ("import sys, keras\nfrom segexp.callbacks import save_atomically\n"
+    script = ("import sys, keras\nfrom segexp.training.callbacks import save_atomically\n"
               "from segexp.models.unet import build_unet\nfrom pathlib import Path\n"
               "m = build_unet(depth=2, base_filters=8, batch_norm=False, dropout=0.0, dropout_levels=0, "
               "upsampling='transpose', activation='relu', head_filters=0, channels=1)\npath = Path(sys.argv[1])\nsave_atomically(m, path)\n"
@@ -172,8 +172,8 @@ def test_a_diverged_prediction_scores_nan_instead_of_raising():
 
     import numpy as np
 
-    from segexp.scoring import slice_scores
-    from segexp.losses import SegmentationLoss
+    from segexp.evaluation.scoring import slice_scores
+    from segexp.models.losses import SegmentationLoss
 
     probs, masks = [np.full((8, 8), np.nan, np.float32)], [np.ones((8, 8), np.uint8)]
     scores = slice_scores(SegmentationLoss(bce=1.0, dice=1.0), probs, masks, foreground=0, topology=True)
@@ -185,9 +185,9 @@ def test_resume_keeps_the_protocol_and_refuses_new_group_options(tmp_path):
     from omegaconf import OmegaConf
 
     from segexp.errors import ConfigError
-    from segexp.resume import resumed_config
+    from segexp.training.resume import resumed_config
     from segexp.rundir import RunDir
-    from segexp.schema import TrainConfig
+    from segexp.config.schema import TrainConfig
 
     run = RunDir(tmp_path)
     run.write_config(compose_config("train", *SYNTHETIC))

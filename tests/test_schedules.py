@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from segexp.schedules import BudgetedCosine, cosine, cosine_rate
+from segexp.training.schedules import BudgetedCosine, cosine, cosine_rate
 
 
 @pytest.mark.parametrize("warmup", [0, 5])
@@ -57,7 +57,7 @@ def test_without_a_budget_the_optimizer_keeps_its_keras_schedule():
     ("warmup_cosine", None, keras.optimizers.schedules.CosineDecay), ("cosine", 5, float), ("plateau", None, float),
 ])
 def test_every_schedule_option_gives_the_optimizer_its_rate(make_cfg, option, budget, kind):
-    from segexp.config import instantiate
+    from segexp.config.instantiate import instantiate
 
     cfg = make_cfg("optimizer=adamw", f"optimizer/schedule={option}", f"trainer.max_minutes={budget or 'null'}")
     schedule = instantiate(cfg.optimizer.schedule)

@@ -8,10 +8,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import TINY
-from segexp import speed_probe
+from segexp.training import speed_probe
 from segexp.errors import ConfigError
-from segexp.schema import validate
-from segexp.train import train
+from segexp.config.schema import validate
+from segexp.training.train import train
 
 
 def test_the_fastest_setting_wins_only_by_a_clear_margin():

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import TINY
-from segexp.sweep import objective_metric, parent_status
+from segexp.experiments.sweeps import objective_metric, parent_status
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 ENV.pop("MLFLOW_TRACKING_URI", None)
@@ -227,7 +227,7 @@ def test_submitit_local_launcher_runs_jobs_in_their_own_processes(tmp_path):
 
 
 def test_a_child_is_named_by_the_swept_overrides_alone():
-    from segexp.train import run_name
+    from segexp.tracking.tags import run_name
 
     overrides = ["optimizer.lr=0.001", "debug=smoke", "model=unet", "hydra.job.chdir=false"]
     assert run_name(overrides, ["optimizer.lr", "model"]) == "optimizer.lr=0.001,model=unet"

@@ -13,8 +13,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import TINY, compose_config
-from segexp.evaluate import evaluate
-from segexp.train import prepare_data, train
+from segexp.evaluation.evaluate import evaluate
+from segexp.training.build import prepare_data
+from segexp.training.train import train
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -79,7 +80,7 @@ def assert_mlflow_native(client, run, logged_model, parts, cfg, tmp_path) -> Non
     augmentation preview."""
     from PIL import Image
 
-    from segexp.data import combined_digest
+    from segexp.data.images import combined_digest
 
     inputs = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i
               for i in client.get_run(run.info.run_id).inputs.dataset_inputs}
@@ -181,7 +182,7 @@ def test_tensorflow_notices_stay_when_the_user_sets_the_log_level():
 
 def test_reproduce_a_deterministic_run_gives_zero_difference_and_refuses_other_code(make_cfg, store, tmp_path):
     from segexp.errors import ConfigError
-    from segexp.reproduce import reproduce
+    from segexp.experiments.reproduce import reproduce
 
     cfg = make_cfg(*TINY, "trainer.epochs=2", "trainer.deterministic=true", f"tracking.uri={store}",
                    "tracking.log_model=false")

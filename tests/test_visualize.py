@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segexp.visualize import FALSE_BLACK, FALSE_WHITE, error_overlay, mask_panel, prediction_overlay
+from segexp.evaluation.visualize import FALSE_BLACK, FALSE_WHITE, error_overlay, mask_panel, prediction_overlay
 
 IMAGE = np.full((4, 5, 1), 0.5, np.float32)
 MASK = np.array([[1, 1, 0, 0, 1]] * 4, np.uint8)          # 1 = white (cell), 0 = black (membrane)

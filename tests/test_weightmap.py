@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segexp.weightmap import border_weight_map, class_balance_weights
+from segexp.data.weightmap import border_weight_map, class_balance_weights
 
 
 def two_cells(gap: int) -> np.ndarray:

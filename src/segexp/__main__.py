@@ -1,7 +1,7 @@
 """Command line: `segexp COMMAND [Hydra overrides]`.
 
-Dispatches to the Hydra task functions in segexp.tasks, after a pre-flight composition of the
-config (segexp.config.preflight) that reports any mistake in it as one line. The config directory
+Dispatches to the command modules in segexp.cli (each a Hydra task), after a pre-flight composition of
+the config (segexp.config.preflight) that reports any mistake in it as one line. The config directory
 is found at run time, so the same code serves a checkout and an installed wheel. Nothing here
 imports TensorFlow: `--help` and `train --cfg job` stay instant.
 """
@@ -29,7 +29,7 @@ VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-dir", "-cd", "--confi
 
 
 def usage() -> str:
-    from segexp.config import config_groups
+    from segexp.config.files import config_groups
 
     lines = ["usage: segexp COMMAND [overrides ...] [-m] [--cfg job] [--help]", "", "commands:"]
     lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
@@ -83,27 +83,6 @@ def bare_as_override(argv: list[str], key: str) -> list[str]:
     return [*kept, f"{key}={value}"]
 
 
-def require_values(command: str, cfg) -> None:
-    """Raises ConfigError naming the command's required values (`???` in its config) left unset."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    from segexp.errors import ConfigError
-
-    def missing(node, prefix: str = ""):  # walks the nodes without resolving interpolations (${hydra:...})
-        keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
-        for key in keys:
-            path = f"{prefix}{key}" if isinstance(node, DictConfig) else f"{prefix.rstrip('.')}[{key}]"
-            child = node._get_node(key)
-            if OmegaConf.is_missing(node, key):
-                yield path
-            elif isinstance(child, (DictConfig, ListConfig)) and not child._is_none() and not child._is_interpolation():
-                yield from missing(child, f"{path}.")
-
-    missing = sorted(m for m in missing(cfg) if not m.startswith("hydra."))
-    if missing:
-        raise ConfigError(f"{', '.join(missing)}: required; segexp {command}: {COMMANDS[command]}")
-
-
 def sweep_to_resume(argv: list[str]) -> list[str]:
     """Returns `train -m resume=<sweep dir> [...]` as the sweep's own command line - its recorded overrides
     (multirun.yaml) into the same directory, with resume_sweep=true - and any other argv unchanged."""
@@ -114,7 +93,9 @@ def sweep_to_resume(argv: list[str]) -> list[str]:
         return argv
     sweep_dir = Path(resume[-1].split("=", 1)[1]).expanduser()
     record = sweep_dir / "multirun.yaml"
-    if not (sweep_dir / "sweep.json").is_file() and not record.is_file():
+    from segexp.rundir import SWEEP_RECORD
+
+    if not (sweep_dir / SWEEP_RECORD).is_file() and not record.is_file():
         return argv  # not a sweep directory: each job resumes the run it names, as without -m
     if not record.is_file():
         from segexp.errors import ConfigError
@@ -163,17 +144,37 @@ def is_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def command_task(command: str):
+    """Returns the Hydra task of a command: its segexp.cli module's `task`."""
+    if command == "train":
+        from segexp.cli.train import task
+    elif command == "predict":
+        from segexp.cli.predict import task
+    elif command == "evaluate":
+        from segexp.cli.evaluate import task
+    elif command == "compare":
+        from segexp.cli.compare import task
+    elif command == "reproduce":
+        from segexp.cli.reproduce import task
+    elif command == "orphans":
+        from segexp.cli.orphans import task
+    elif command == "upload":
+        from segexp.cli.upload import task
+    else:
+        from segexp.cli.export import task
+    return task
+
+
 def run_hydra(command: str, argv: list[str]) -> None:
     import hydra
 
-    from segexp import tasks
-    from segexp.config import config_dir
-    from segexp.schema import register_configs
+    from segexp.config.files import config_dir
+    from segexp.config.schema import register_configs
 
     register_configs()
     sys.argv = [f"segexp {command}", *argv]
     main = hydra.main(config_path=str(config_dir()), config_name=command, version_base="1.3")
-    main(report_errors(getattr(tasks, f"{command}_task")))()
+    main(report_errors(command_task(command)))()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -196,13 +197,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"segexp: error: {err}", file=sys.stderr)
             sys.exit(2)
     if not any(a in HELP_FLAGS for a in rest):
-        from segexp.config import preflight
+        from segexp.config.preflight import preflight, require_values
         from segexp.errors import ConfigError
 
         overrides, config_dirs, multirun, other_config = split_argv(rest)
         try:  # every config mistake is one line here, before Hydra, data or TensorFlow
             if not other_config:  # a config of the user's own is checked by Hydra alone
-                require_values(command, preflight(command, overrides, multirun, config_dirs))
+                require_values(command, preflight(command, overrides, multirun, config_dirs), COMMANDS[command])
         except ConfigError as err:
             print(f"segexp: error: {err}", file=sys.stderr)
             sys.exit(2)

@@ -1,5 +1,5 @@
-"""A training run's folder: the one place that knows its file names, and what "a path or an MLflow
-run id" names. No TensorFlow here, so resume and evaluate can check their inputs in milliseconds.
+"""A training run's folder and a sweep's: the one place that knows their file names (a leaf: no
+TensorFlow, no MLflow, so resume and evaluate can check their inputs in milliseconds).
 
     outputs/runs/<date>/<time>/
       model.keras    the chosen checkpoint (best by trainer.monitor, or the last epoch)
@@ -8,6 +8,10 @@ run id" names. No TensorFlow here, so resume and evaluate can check their inputs
       split.json     which slices trained, selected and report (names and pixel digests)
       config.yaml    the composed config the run trained with (also when train() is called from Python)
       .hydra/        Hydra's record of the composed config and overrides (CLI runs)
+
+    outputs/multirun/<date>/<time>/
+      sweep.json     the sweep's parent MLflow run and swept keys, for its jobs
+      <n>/           one run folder per job
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segexp.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -88,32 +91,6 @@ def write_json_atomically(path: Path, data: Any) -> None:
     os.replace(temporary, path)
 
 
-def _tagged_path(reference: str, tag: str, tracking_uri: str | None) -> Path | None:
-    """Returns the path an MLflow run's `tag` holds when `reference` looks like a run id, else None."""
-    if Path(reference).exists() or "/" in reference:
-        return None
-    from segexp.tracking import run_tag
-
-    tagged = run_tag(reference, tag, tracking_uri)
-    return Path(tagged) if tagged else None
-
-
-def resolve_checkpoint(reference: str, tracking_uri: str | None = None) -> tuple[Path, RunDir | None]:
-    """Returns (the .keras file, its run folder or None) that `reference` names: a .keras file, a run
-    folder, or an MLflow run id (its `checkpoint` tag). A file outside a run folder has no split record."""
-    path = Path(reference)
-    if not path.is_file() and (path / "model.keras").is_file():
-        path = path / "model.keras"
-    elif not path.exists():
-        path = _tagged_path(reference, "checkpoint", tracking_uri) or path
-    if not path.is_file():
-        raise ConfigError(f"ckpt={reference}: no model.keras there; pass a .keras file, a run directory or an "
-                          "MLflow run id")
-    path = path.resolve()
-    run = RunDir(path.parent)
-    return path, (run if run.split_file.is_file() or run.saved_config() is not None else None)
-
-
 @dataclass(frozen=True)
 class ModelSource:
     """What a `ckpt=` names: one checkpoint, or the checkpoints of a sweep's finished jobs (an ensemble,
@@ -152,27 +129,26 @@ def sweep_members(directory: Path) -> list[Path]:
     return sorted(jobs, key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
 
 
-def resolve_model_source(reference: str, tracking_uri: str | None = None) -> ModelSource:
-    """Returns the ModelSource `reference` names: anything resolve_checkpoint takes, or a sweep - its
-    directory or its parent run's MLflow id - whose finished jobs' checkpoints form an ensemble."""
-    path = Path(reference)
-    if not path.exists():
-        path = _tagged_path(reference, "sweep_dir", tracking_uri) or path
-    if path.is_dir() and not (path / "model.keras").is_file() and (jobs := sweep_members(path)):
-        record = path / "sweep.json"
-        parent = json.loads(record.read_text()).get("parent_run_id") if record.is_file() else None
-        return ModelSource(tuple(resolve_checkpoint(str(job)) for job in jobs), parent)
-    return ModelSource((resolve_checkpoint(reference, tracking_uri),))
+SWEEP_RECORD = "sweep.json"  # in a sweep directory: how its jobs find their parent run
 
 
-def resolve_resumable(reference: str, tracking_uri: str | None = None) -> RunDir:
-    """Returns the run folder `reference` names (a folder, or an MLflow run id's output_dir tag) that
-    has a state file to continue from."""
-    path = Path(reference)
-    if not RunDir(path).state_file.is_file():
-        path = _tagged_path(reference, "output_dir", tracking_uri) or path
-    run = RunDir(path)
-    if not run.state_file.is_file():
-        raise ConfigError(f"resume={reference}: no {run.state_file.name} there; pass a run directory that finished "
-                          "at least one epoch or was interrupted, or its MLflow run id")
-    return run
+@dataclass(frozen=True)
+class SweepJob:
+    """What a job of a multirun knows of its sweep (its sweep directory's sweep.json)."""
+
+    parent_run_id: str
+    swept_keys: tuple[str, ...] = ()
+
+
+def read_sweep_record(sweep_dir: Path) -> SweepJob | None:
+    """Returns the SweepJob the sweep in `sweep_dir` recorded for its jobs, or None (no tracking)."""
+    path = Path(sweep_dir) / SWEEP_RECORD
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return SweepJob(record["parent_run_id"], tuple(record["swept_keys"]))
+
+
+def write_sweep_record(sweep_dir: Path, job: SweepJob) -> None:
+    write_json_atomically(Path(sweep_dir) / SWEEP_RECORD,
+                          {"parent_run_id": job.parent_run_id, "swept_keys": list(job.swept_keys)})

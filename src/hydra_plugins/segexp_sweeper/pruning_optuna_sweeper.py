@@ -1,5 +1,5 @@
 """segexp's Optuna sweeper (hparams_search=optuna): Hydra loads sweepers only from the hydra_plugins
-package, so the class lives here; what it does is in segexp.optuna_sweeper."""
+package, so the class lives here; what it does is in segexp.experiments.optuna_sweeper."""
 
 from typing import Any
 
@@ -13,6 +13,6 @@ if optuna_plugin is not None:
         """The plugin's OptunaSweeper with pruning and a study that continues from its storage."""
 
         def __init__(self, **kwargs: Any) -> None:
-            from segexp.optuna_sweeper import PruningOptunaSweeperImpl  # optuna: only when a sweep runs
+            from segexp.experiments.optuna_sweeper import PruningOptunaSweeperImpl  # optuna: only when a sweep runs
 
             self.sweeper = PruningOptunaSweeperImpl(**kwargs)

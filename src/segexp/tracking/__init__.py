@@ -1,12 +1,8 @@
 """Experiment tracking: the only package that imports mlflow.
 
-trackers: the per-run trackers the `tracking` config group builds; store: the store's location,
-checks and read-back; sweeps: a multirun's parent run and its children.
+tags: the vocabulary of tag and artifact names; store: the store's location, checks and read-back;
+trackers: the per-run trackers the `tracking` config group builds, over spool (the journal that keeps
+a run's logging alive through an outage); sweeps: a multirun's parent run and its children;
+references: a `ckpt=`/`resume=` that names an MLflow run id; provenance and processes: where a run comes
+from and which process holds it.
 """
-
-from segexp.tracking.store import (PROCESS_TAG, end_orphaned_runs, find_runs, log_artifact, metric_history,
-                                   resolve_uri, run_tag, timed_metric_history)
-from segexp.tracking.trackers import MlflowTracker, NullTracker
-
-__all__ = ["PROCESS_TAG", "MlflowTracker", "NullTracker", "end_orphaned_runs", "find_runs", "log_artifact", "metric_history", "resolve_uri", "run_tag",
-           "timed_metric_history"]

@@ -21,7 +21,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from segexp.tracking.store import ORPHANED, ping_server
+from segexp.tracking.store import ping_server
+from segexp.tracking.tags import FAILURE_REASON, ORPHANED
 
 JOURNAL = "journal.jsonl"  # one record per line: {"seq", "kind", "time", ...}; the first is the header
 SENT = "sent.txt"  # seq of every record the store took (or refused for good), one per line
@@ -212,8 +213,8 @@ def dataset_inputs(record: Mapping[str, Any]) -> list:
     return inputs
 
 
-def log_model(client, run_id: str, record: Mapping[str, Any], model: Any = None) -> None:
-    """Logs a Keras model (the live object, or the checkpoint the record names) to the run, with the
+def log_model(client, run_id: str, record: Mapping[str, Any], model: Any) -> None:
+    """Logs a Keras model (the live object, or the checkpoint the record names, loaded) to the run, with the
     signature and input example the record gives. MLflow's model logging reads the store and experiment
     from its global state: both are pointed at the run's."""
     import logging
@@ -223,10 +224,6 @@ def log_model(client, run_id: str, record: Mapping[str, Any], model: Any = None)
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    if model is None:  # an upload from another process: the checkpoint the run chose
-        from segexp.models import load_model
-
-        model = load_model(Path(record["checkpoint"]))
     mlflow.set_tracking_uri(client.tracking_uri)
     mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
     channels_in, channels_out = record["channels"]
@@ -259,9 +256,11 @@ def unsent(directory: Path) -> tuple[dict, list[dict]]:
     return records[0], [r for r in records[1:] if r["seq"] not in sent]
 
 
-def upload(directory: Path, uri: str | None = None, say: Callable[[str], None] = print) -> int:
+def upload(directory: Path, load_model: Callable[[Path], Any], uri: str | None = None,
+           say: Callable[[str], None] = print) -> int:
     """Sends what a run's journal holds and its store has not taken, in order, to `uri` (default: the
-    store the run was made in); returns how many records were sent. A record the store refuses outright is
+    store the run was made in); returns how many records were sent. `load_model` loads the checkpoint a
+    `model` record names (segexp.models.loading.load_model: the tracking layer knows no model code). A record the store refuses outright is
     skipped with a warning; any other failure stops it, and a second upload continues where this one stopped. A run that segexp had ended as KILLED because its
     process was gone, and whose journal says it finished, becomes FINISHED again."""
     from mlflow import MlflowClient
@@ -272,10 +271,10 @@ def upload(directory: Path, uri: str | None = None, say: Callable[[str], None] =
     with (Path(directory) / SENT).open("a") as sent:
         for record in records:
             if record["kind"] == "status" and record["status"] == "FINISHED" and \
-                    client.get_run(run_id).data.tags.get("failure_reason", "").startswith(ORPHANED):
-                client.delete_tag(run_id, "failure_reason")
+                    client.get_run(run_id).data.tags.get(FAILURE_REASON, "").startswith(ORPHANED):
+                client.delete_tag(run_id, FAILURE_REASON)
             try:
-                send(client, run_id, record)
+                send(client, run_id, record, load_model(Path(record["checkpoint"])) if record["kind"] == "model" else None)
             except Exception as err:  # noqa: BLE001 - as the live sender: a refusal is skipped, the rest stops it
                 if transient(err):
                     raise

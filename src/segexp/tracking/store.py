@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import urllib.request
 from pathlib import Path
+from typing import Mapping, Sequence
 
 from segexp.errors import ConfigError, TrackingError
+from segexp.rundir import read_sweep_record
+from segexp.tracking.processes import process_alive
+from segexp.tracking.tags import FAILURE_REASON, ORPHANED, OUTPUT_DIR, PROCESS_TAG
 
 DEFAULT_STORE = Path("outputs") / "mlflow.db"
 RUN_ID_LENGTH = 32
-ORPHANED = "its process ("  # how the failure_reason of a run ended by end_orphaned_runs begins
-REPORT_SLICES = "report_slices"  # run artifacts: <slice>.image.png, <slice>.truth.png, <slice>.probability.png
 
 
 def resolve_uri(configured: str | None) -> str:
@@ -167,18 +168,21 @@ def all_experiment_ids(client) -> list[str]:
     return [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
 
 
-def find_run(client, ref: str):
-    """Returns the MLflow run `ref` names: a run id, a sweep directory (its sweep.json) or a run directory
-    (the run tagged with it as output_dir); raises ConfigError naming the ref otherwise."""
+def find_run(uri: str, ref: str):
+    """Returns the MLflow run `ref` names in the store at uri: a run id, a sweep directory (its sweep.json) or
+    a run directory (the run tagged with it as output_dir); raises ConfigError naming the ref otherwise."""
     from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
 
     path = Path(ref).expanduser()
     if path.is_dir():
-        record = path / "sweep.json"
-        if record.is_file():
-            ref_id = json.loads(record.read_text())["parent_run_id"]
+        record = read_sweep_record(path)
+        if record is not None:
+            ref_id = record.parent_run_id
         else:
-            runs = client.search_runs(all_experiment_ids(client), f"tags.output_dir = '{path.resolve()}'",
+            runs = client.search_runs(all_experiment_ids(client), f"tags.{OUTPUT_DIR} = '{path.resolve()}'",
                                       max_results=1)
             if not runs:
                 raise ConfigError(f"{ref}: no run in the tracking store was trained in this directory; "
@@ -195,16 +199,11 @@ def find_run(client, ref: str):
                           "that holds it") from None
 
 
-PROCESS_TAG = "process"  # provenance.process_identity() of the process that has the run open
-
-
 def end_orphaned_runs(uri: str) -> tuple[list, list]:
     """Ends, as KILLED with a failure_reason, every RUNNING run whose process is known dead (it ran on this
     host and is gone: SIGKILL, OOM, power loss). Returns (the runs ended, the RUNNING runs of other hosts
     or without a process tag, which only their own host can judge)."""
     from mlflow.tracking import MlflowClient
-
-    from segexp.provenance import process_alive
 
     client = MlflowClient(uri)
     running = client.search_runs(all_experiment_ids(client), "attributes.status = 'RUNNING'", max_results=10000)
@@ -214,9 +213,48 @@ def end_orphaned_runs(uri: str) -> tuple[list, list]:
         if alive is None:
             unknown.append(run)
         elif not alive:
-            client.set_tag(run.info.run_id, "failure_reason",
+            client.set_tag(run.info.run_id, FAILURE_REASON,
                            f"{ORPHANED}{run.data.tags[PROCESS_TAG]}) ended without closing the run "
                            "(killed, out of memory or power loss); found and ended by segexp")
             client.set_terminated(run.info.run_id, "KILLED")
             ended.append(run)
     return ended, unknown
+
+
+def report_orphans(uri: str) -> None:
+    """Ends the store's RUNNING runs whose process died on this host, saying so in one line."""
+    ended, _ = end_orphaned_runs(uri)
+    if ended:
+        print(f"[segexp] ended {len(ended)} run(s) left RUNNING by a process that died, as KILLED: "
+              + ", ".join(f"{r.info.run_name} ({r.info.run_id})" for r in ended), flush=True)
+
+
+def artifact_names(uri: str, run_id: str, folder: str) -> list[str]:
+    """Returns the file names a run logged under an artifact folder (none: [])."""
+    from mlflow.tracking import MlflowClient
+
+    return [Path(a.path).name for a in MlflowClient(uri).list_artifacts(run_id, folder)]
+
+
+def download_artifacts(uri: str, run_id: str, path: str, destination: Path) -> Path:
+    """Downloads a run's artifact file or folder into destination; returns the local path."""
+    from mlflow.tracking import MlflowClient
+
+    destination.mkdir(parents=True, exist_ok=True)
+    return Path(MlflowClient(uri).download_artifacts(run_id, path, str(destination)))
+
+
+def log_finished_run(uri: str, experiment_name: str, name: str, tags: Mapping[str, str],
+                     metrics: Mapping[str, float], files: Sequence[Path]) -> str:
+    """Logs a run that is complete at once (a comparison, a report): tags, metrics and files, FINISHED;
+    returns its id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    run = client.create_run(ensure_experiment(uri, experiment_name), run_name=name, tags=dict(tags))
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key, float(value))
+    for file in files:
+        client.log_artifact(run.info.run_id, str(file))
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id

@@ -1,11 +1,12 @@
-"""Sweeps in the store: one parent run per multirun, its jobs' runs as children (used by segexp.sweep)."""
+"""Sweeps in the store: one parent run per multirun, its jobs' runs as children (used by segexp.experiments.sweeps)."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 from segexp.errors import TrackingError
-from segexp.tracking.store import check_store, ensure_experiment
+from segexp.tracking.store import check_store, ensure_experiment, report_orphans
+from segexp.tracking.tags import FAILURE_REASON, OUTPUT_DIR, PROCESS_TAG
 
 
 def start_parent_run(uri: str, experiment_name: str, name: str, tags: Mapping[str, str]) -> str:
@@ -20,8 +21,6 @@ def start_parent_run(uri: str, experiment_name: str, name: str, tags: Mapping[st
     try:
         # a new sqlite store gets its schema here, once, before any job starts
         experiment_id = ensure_experiment(uri, experiment_name)
-        from segexp.tracking.trackers import report_orphans
-
         report_orphans(uri)
         return MlflowClient(uri).create_run(experiment_id, run_name=name, tags=dict(tags)).info.run_id
     except Exception as err:  # mlflow raises many types for a broken store; report one line
@@ -51,7 +50,7 @@ def record_failed_child(uri: str, parent_run_id: str, name: str, tags: Mapping[s
     client = MlflowClient(uri)
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     run = client.create_run(experiment_id, run_name=name, tags={
-        **tags, "mlflow.parentRunId": parent_run_id, "failure_reason": reason[:5000]})
+        **tags, "mlflow.parentRunId": parent_run_id, FAILURE_REASON: reason[:5000]})
     client.set_terminated(run.info.run_id, "FAILED")
     return run.info.run_id
 
@@ -90,8 +89,6 @@ def reopen_parent_run(uri: str, run_id: str, process: str) -> None:
     """Marks a sweep's parent run RUNNING again, held by `process` (a resumed sweep)."""
     from mlflow.tracking import MlflowClient
 
-    from segexp.tracking.store import PROCESS_TAG
-
     try:
         client = MlflowClient(uri)
         client.set_tag(run_id, PROCESS_TAG, process)
@@ -103,7 +100,7 @@ def reopen_parent_run(uri: str, run_id: str, process: str) -> None:
 
 def job_runs(uri: str, parent_run_id: str, output_dir: str) -> list:
     """Returns the parent's child runs that the job writing to output_dir made, oldest first."""
-    return [r for r in child_runs(uri, parent_run_id) if r.data.tags.get("output_dir") == output_dir]
+    return [r for r in child_runs(uri, parent_run_id) if r.data.tags.get(OUTPUT_DIR) == output_dir]
 
 
 def delete_runs(uri: str, runs) -> None:

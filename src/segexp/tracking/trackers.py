@@ -17,23 +17,17 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from segexp.errors import TrackingError, TrainingInterrupted
-from segexp.provenance import process_identity, tf_version
+from segexp.tracking.processes import process_identity
+from segexp.tracking.provenance import tf_version
 from segexp.tracking.spool import Spool
-from segexp.tracking.store import PROCESS_TAG, check_store, end_orphaned_runs, ensure_experiment, resolve_uri
+from segexp.tracking.store import check_store, ensure_experiment, report_orphans, resolve_uri
+from segexp.tracking.tags import PROCESS_TAG
 
 DATASET_DIGEST = 16  # hex characters of a role's pixel digest shown in the UI's Dataset column (all in its tag)
 SPOOL = "tracking_spool"  # the journal's folder inside the run's directory
 # MLflow's own HTTP retries back off for minutes; a few quick ones suffice, the spool retries for good
 HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
-
-
-def report_orphans(uri: str) -> None:
-    """Ends the store's RUNNING runs whose process died on this host, saying so in one line."""
-    ended, _ = end_orphaned_runs(uri)
-    if ended:
-        print(f"[segexp] ended {len(ended)} run(s) left RUNNING by a process that died, as KILLED: "
-              + ", ".join(f"{r.info.run_name} ({r.info.run_id})" for r in ended), flush=True)
 
 
 class NullTracker:

@@ -1,0 +1,12 @@
+"""`segexp predict`: probability maps (masks, overlays) for images of any size, from a checkpoint."""
+
+from __future__ import annotations
+
+
+def task(cfg):
+    from segexp.native_logs import import_tensorflow
+
+    import_tensorflow()
+    from segexp.evaluation.predict import predict
+
+    predict(cfg)

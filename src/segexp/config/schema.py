@@ -1,0 +1,372 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+Hydra merges the YAML files in conf/ into these dataclasses, so a misspelled key or a
+value of the wrong type fails at composition time, before TensorFlow is even imported.
+Value ranges (lr > 0, epochs >= 1, ...) are checked by `validate`, also before any work.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from segexp.errors import ConfigError
+
+# Closed sets of choices: OmegaConf rejects any other value while composing, naming the key and
+# the allowed values, before TensorFlow is imported. StrEnum members compare equal to their strings.
+class Upsampling(StrEnum):
+    transpose = "transpose"
+    bilinear = "bilinear"
+    upsample_conv = "upsample_conv"
+
+
+class Precision(StrEnum):
+    float32 = "float32"
+    mixed_bfloat16 = "mixed_bfloat16"
+    mixed_float16 = "mixed_float16"
+    auto = "auto"
+
+
+class Normalization(StrEnum):
+    dtype = "dtype"
+    percentile = "percentile"
+
+
+class Strategy(StrEnum):
+    default = "default"
+    mirrored = "mirrored"
+    multi_worker_mirrored = "multi_worker_mirrored"
+
+
+class CheckpointChoice(StrEnum):
+    best = "best"
+    last = "last"
+
+
+class Mode(StrEnum):
+    max = "max"
+    min = "min"
+
+
+@dataclass
+class ModelConfig:
+    # values: conf/model/*.yaml (one place for defaults); the types here
+    _target_: str = "segexp.models.unet.build_unet"
+    depth: int = MISSING
+    base_filters: int = MISSING
+    batch_norm: bool = MISSING
+    dropout: float = MISSING
+    dropout_levels: int = MISSING  # dropout applies to this many deepest levels
+    upsampling: Upsampling = MISSING
+    activation: str = MISSING
+    head_filters: int = MISSING  # >0: an extra 3x3 conv before the 1x1 classifier (the seed has 2)
+
+
+@dataclass
+class LossFnConfig:
+    # values: conf/loss/*.yaml
+    _target_: str = "segexp.models.losses.SegmentationLoss"
+    bce: float = MISSING
+    dice: float = MISSING
+    focal_gamma: float = MISSING
+    foreground: int = MISSING  # mask value the Dice and clDice terms are computed on (0 = membrane)
+    cldice: float = 0.0  # weight of soft clDice (topology of the foreground's centrelines); 0: off
+    skeleton_iterations: int = 10  # clDice's soft skeleton thins structures up to 2x this many pixels thick
+
+
+@dataclass
+class WeightMapConfig:
+    """U-Net paper border weights: w = w_class + w0 * exp(-(d1 + d2)^2 / (2 sigma^2)); built as a
+    function mask -> weights (`_partial_`), applied to every training mask."""
+
+    _target_: str = "segexp.data.weightmap.border_weight_map"
+    _partial_: bool = True
+    w0: float = MISSING
+    sigma: float = MISSING
+    class_balance: bool = MISSING
+
+
+@dataclass
+class LossConfig:
+    fn: LossFnConfig = field(default_factory=LossFnConfig)
+    weight_map: Optional[WeightMapConfig] = None
+
+
+@dataclass
+class OptimizerConfig:
+    """The optimizer and its learning-rate schedule, each a `_target_` node the composition root
+    builds: `schedule` (conf/optimizer/schedule/) gives the rate, `fn` is the Keras optimizer
+    built with it. `lr` stays a key of its own, so `optimizer.lr=...` sweeps every optimizer."""
+
+    lr: float = MISSING
+    fn: Any = MISSING  # {_target_: keras.optimizers.X, ...}: built with learning_rate=<the schedule's rate>
+    schedule: Any = MISSING  # {_target_: a function returning schedules.Schedule, ...}
+    # null: off; e.g. 0.99: the optimizer keeps an exponential moving average of the weights (Keras use_ema), and
+    # the selection scores, checkpoints and saved model use it (keras.callbacks.SwapEMAWeights)
+    ema: Optional[float] = None
+
+
+@dataclass
+class AugConfig:
+    _target_: str = "albumentations.Compose"  # the pipeline, built once by the composition root
+    transforms: List[Any] = MISSING  # albumentations transforms, each a {_target_: albumentations.X, ...} node
+
+
+@dataclass
+class DataConfig:
+    _target_: str = MISSING
+    name: str = MISSING
+    channels: Optional[int] = None  # None: inferred from the first image
+    normalize: Normalization = Normalization.dtype
+    foreground: int = 0  # mask value that Dice/IoU score (0 = membrane in ISBI)
+    mask_threshold: Optional[int] = None  # binarize non-binary masks at this value
+    resize: Optional[List[int]] = None  # [height, width] to resize every slice to at load time
+    # contiguous-block cross-validation: fold i reports block i and selects on block i-1 (replaces split.*)
+    folds: Optional[int] = None
+    fold: Optional[int] = None
+
+
+@dataclass
+class Isbi2012DataConfig(DataConfig):
+    _target_: str = "segexp.data.datasets.load_isbi2012"
+    name: str = "isbi2012"
+    root: Optional[str] = None
+    verify: bool = True
+
+
+@dataclass
+class FolderDataConfig(DataConfig):
+    _target_: str = "segexp.data.datasets.load_folder"
+    name: str = "folder"
+    images: str = MISSING
+    masks: str = MISSING
+    foreground: int = 1
+
+
+@dataclass
+class SyntheticDataConfig(DataConfig):
+    _target_: str = "segexp.data.datasets.make_synthetic"
+    name: str = "synthetic"
+    count: int = 12
+    size: int = 128
+    cells: int = 40
+    seed: int = 0
+
+
+@dataclass
+class SplitConfig:
+    """Three disjoint roles for the labelled slices, by position in sorted order (negative from the end).
+
+    `select` is all that any choice may look at (best checkpoint, early stopping, plateau schedule,
+    sweep objective); `report` is scored once, at the end, on the chosen checkpoint; training uses
+    every other slice. Contiguous blocks, since adjacent EM sections are correlated.
+    """
+
+    select: List[int] = MISSING
+    report: List[int] = MISSING
+
+
+@dataclass
+class TrainerConfig:
+    # values: conf/trainer/default.yaml (one place for defaults); the types here
+    epochs: int = MISSING
+    steps_per_epoch: int = MISSING
+    batch_size: int = MISSING
+    crop_size: int = MISSING
+    seed: int = MISSING
+    deterministic: bool = MISSING
+    precision: Precision = MISSING
+    checkpoint: CheckpointChoice = MISSING  # best: by `monitor` on the selection slices; last: the final epoch
+    monitor: str = MISSING
+    monitor_mode: Mode = MISSING
+    max_minutes: Optional[float] = MISSING  # wall-clock budget: stop training (mid-epoch) once it is spent
+    preview_slices: int = MISSING  # selection slices drawn into the per-epoch mask image
+    aug_preview: int = MISSING  # first training samples (augmented crop, mask) logged as one image at the start
+    topology_metrics: bool = MISSING  # V_rand / V_info on the selection slices every epoch
+    aug_workers: int = MISSING  # tf.data parallel calls; -1 = AUTOTUNE
+    jit_compile: Any = MISSING  # true, false or auto (timed per machine: speed_probe)
+    speed_cache: Optional[str] = MISSING  # where auto's timings are cached; None: probe every run
+    strategy: Strategy = MISSING  # tf.distribute
+    verbose: Optional[int] = MISSING  # null: a progress bar on a terminal, one line per epoch otherwise
+
+
+@dataclass
+class TrackingConfig:
+    _target_: str = MISSING  # segexp.tracking.trackers.MlflowTracker or NullTracker (conf/tracking/)
+    uri: Optional[str] = MISSING  # None: sqlite:///<cwd>/outputs/mlflow.db (or $MLFLOW_TRACKING_URI)
+    experiment_name: str = MISSING
+    log_model: bool = MISSING
+    system_metrics: Optional[float] = MISSING  # seconds between system-metric samples (psutil); None: off
+    register_as: Optional[str] = MISSING  # registered model name for each run's model (None: not registered)
+    outage_wait: float = MISSING  # seconds a run's end waits for an unreachable store before leaving the rest to upload
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = MISSING
+    loss: LossConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    aug: AugConfig = MISSING
+    data: Any = MISSING
+    split: SplitConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    callbacks: Dict[str, Any] = field(default_factory=dict)  # extra Keras callbacks: {name: _target_ node}
+    inference: "InferenceConfig" = MISSING  # how the report slices are predicted at the end, as evaluate does
+    objective: str = "select_v_rand"  # metric the Hydra entry point returns to sweepers: a selection score
+    run_name: Optional[str] = None  # None: made from the command-line overrides
+    resume: Optional[str] = None  # a run directory or MLflow run id to continue
+    resume_sweep: bool = False  # this multirun continues the sweep in hydra.sweep.dir (see sweep.py)
+    pruner: Optional[Any] = None  # an optuna.pruners node: with hparams_search=optuna, stop hopeless trials early
+    optuna_trial: Optional[int] = None  # set by optuna_sweeper.PruningOptunaSweeper: this job's trial number
+
+
+@dataclass
+class InferenceConfig:
+    # values: conf/inference/default.yaml, shared by predict and evaluate
+    tile: int = MISSING  # largest tile: images up to tile - overlap go through in one pass
+    overlap: int = MISSING
+    batch_size: int = MISSING
+    tta: bool = MISSING  # average over the 8 flips/rotations
+    threshold: float = MISSING
+    # [height, width] the model sees; the probabilities go back to each image's own size. null: the
+    # training run's data.resize when the checkpoint's run directory records one, else native size
+    resize: Optional[List[int]] = MISSING
+
+
+@dataclass
+class PredictConfig:
+    ckpt: str = MISSING  # model.keras, a run directory, or an MLflow run id
+    input: str = MISSING  # an image file or a directory of images
+    output: str = MISSING
+    inference: InferenceConfig = MISSING
+    normalize: Normalization = Normalization.dtype
+    save_mask: bool = True
+    save_overlay: bool = False
+
+
+@dataclass
+class EvaluateConfig:
+    ckpt: str = MISSING
+    data: Any = None  # None: the data the checkpoint's run trained on
+    tracking: TrackingConfig = MISSING
+    # slices to score, by position (negative from the end); null: the training run's report slices
+    # when `data` holds them, else every slice of `data` the checkpoint never saw
+    slices: Optional[List[int]] = None
+    allow_seen: bool = False  # score slices the checkpoint trained or was selected on (keys eval_seen_*)
+    inference: InferenceConfig = MISSING
+    log_images: int = 5  # prediction panels logged to MLflow
+
+
+@dataclass
+class CompareConfig:
+    runs: List[str] = MISSING  # MLflow run ids or run / sweep directories; the first is the baseline A
+    metrics: List[str] = MISSING  # final metrics compared (report_* : scored where no choice looked)
+    curves: List[str] = MISSING  # per-epoch metrics overlaid
+    tracking: TrackingConfig = MISSING
+
+
+class ExportFormat(StrEnum):
+    onnx = "onnx"
+    saved_model = "saved_model"
+    litert = "litert"
+
+
+@dataclass
+class ExportConfig:
+    ckpt: str = MISSING  # model.keras, a run directory, or an MLflow run id
+    format: ExportFormat = MISSING
+    output: str = MISSING
+    size: Optional[List[int]] = None
+    tolerance: float = MISSING
+
+
+@dataclass
+class ReproduceConfig:
+    run: str = MISSING  # an MLflow run id or a run directory
+    tracking: TrackingConfig = MISSING
+
+
+@dataclass
+class OrphansConfig:
+    tracking: TrackingConfig = MISSING
+
+
+@dataclass
+class UploadConfig:
+    run: str = MISSING  # a run or sweep directory, or any folder above them
+    uri: Optional[str] = None  # None: each run's own store, from its journal
+
+
+def register_configs() -> None:
+    """Register the schemas so YAML files can extend them by name."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="compare_schema", node=CompareConfig)
+    cs.store(name="export_schema", node=ExportConfig)
+    cs.store(name="reproduce_schema", node=ReproduceConfig)
+    cs.store(name="orphans_schema", node=OrphansConfig)
+    cs.store(name="upload_schema", node=UploadConfig)
+    cs.store(group="data", name="isbi2012_schema", node=Isbi2012DataConfig)
+    cs.store(group="data", name="folder_schema", node=FolderDataConfig)
+    cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def validate(cfg: Any) -> None:
+    """Raise ConfigError for the first out-of-range value; returns None when all are fine."""
+    m, t, o = cfg.model, cfg.trainer, cfg.optimizer
+    _check(m.depth >= 1, "model.depth", f"must be >= 1, got {m.depth}")
+    _check(m.base_filters >= 1, "model.base_filters", f"must be >= 1, got {m.base_filters}")
+    _check(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
+    _check(0 < o.lr < math.inf, "optimizer.lr", f"must be > 0 and finite, got {o.lr}")
+    _check(o.ema is None or 0 < o.ema < 1, "optimizer.ema", f"must be null (off) or in (0, 1), e.g. 0.99, got {o.ema}")
+    loss = cfg.loss.fn
+    for term in ("bce", "dice", "cldice"):
+        _check(loss[term] >= 0, f"loss.fn.{term}", f"is a weight: must be >= 0 (0 turns the term off), got {loss[term]}")
+    _check(loss.skeleton_iterations >= 1, "loss.fn.skeleton_iterations",
+           f"must be >= 1 (about half the thickness of the structures), got {loss.skeleton_iterations}")
+    _check(t.epochs >= 1, "trainer.epochs", f"must be >= 1, got {t.epochs}")
+    _check(t.steps_per_epoch >= 1, "trainer.steps_per_epoch", f"must be >= 1, got {t.steps_per_epoch}")
+    _check(t.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {t.batch_size}")
+    _check(t.crop_size >= 1, "trainer.crop_size", f"must be >= 1, got {t.crop_size}")
+    _check(isinstance(t.jit_compile, bool) or t.jit_compile == "auto", "trainer.jit_compile",
+           f"must be true, false or auto, got {t.jit_compile}")
+    _check(t.checkpoint == "last" or len(cfg.split.select) >= 1, "split.select",
+           "is empty, so nothing can choose the best checkpoint; name selection slices or set trainer.checkpoint=last")
+    watchers = {key: str(node.get("monitor")) for key, node in
+                [("optimizer.schedule", o.schedule), *((f"callbacks.{k}", v) for k, v in cfg.callbacks.items())]
+                if node is not None and "monitor" in node}
+    _check(len(cfg.split.select) >= 1 or not any(m.startswith("select_") for m in watchers.values()), "split.select",
+           f"is empty, but {', '.join(watchers)} watch(es) the selection slices; name some")
+    for key, metric in {"objective": str(cfg.objective), "trainer.monitor": str(t.monitor),
+                        **{f"{k}.monitor": m for k, m in watchers.items()}}.items():
+        _check(not metric.startswith("report_"), key,
+               f"{metric} would choose on the report slices; use a selection score such as select_v_rand")
+    for key, metric in (("trainer.monitor", str(t.monitor)), ("objective", str(cfg.objective))):
+        _check(t.topology_metrics or metric not in ("select_v_rand", "select_v_info"), key,
+               f"{metric} needs trainer.topology_metrics=true (or choose by select_dice / select_loss)")
+    _check(len(cfg.split.select) >= 1 or not str(cfg.objective).startswith("select_"), "objective",
+           f"{cfg.objective} is a selection score, but split.select is empty; name selection slices")
+    folds, fold = cfg.data.folds, cfg.data.fold
+    _check((folds is None) == (fold is None), "data.fold" if fold is None else "data.folds",
+           "data.folds and data.fold go together, e.g. data.folds=6 data.fold=0 (or -m data.fold=range(6))")
+    _check(folds is None or folds >= 3, "data.folds", f"must be >= 3 (train, select and report blocks), got {folds}")
+    _check(folds is None or 0 <= fold < folds, "data.fold", f"must be in 0..{folds - 1 if folds else 0}, got {fold}")
+    _check(0 <= cfg.tracking.outage_wait < math.inf, "tracking.outage_wait",
+           f"must be >= 0 seconds, got {cfg.tracking.outage_wait}")
+    _check(cfg.data.channels in (None, 1, 3), "data.channels", f"must be null, 1 or 3, got {cfg.data.channels}")
+    _check(cfg.data.foreground in (0, 1), "data.foreground", f"must be 0 or 1, got {cfg.data.foreground}")
+    _check(cfg.data.resize is None or (len(cfg.data.resize) == 2 and min(cfg.data.resize) >= 1), "data.resize",
+           f"must be null or [height, width] with both >= 1, got {cfg.data.resize}")

@@ -1,0 +1,169 @@
+"""The data sets a `data` config group names: ISBI 2012, any folder of image/mask pairs, and synthetic
+cells (numpy only, no TensorFlow).
+
+Every loader returns a `SegmentationSet`: float32 images (H, W, C) in [0, 1] and binary uint8 masks
+(H, W) with 1 = white. All problems with the files are raised as `DataError` naming the file and the
+fix, before any model is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from segexp.data.images import (SegmentationSet, list_images, match_by_stem, pixel_digest, read_image, resize_pair,
+                                to_binary_mask, to_channels, to_unit_float)
+from segexp.errors import DataError
+
+MANIFEST = "SHA256SUMS"
+
+
+def default_isbi_root() -> Path:
+    """Returns data/isbi2012 of the checkout this package runs from, else of the cwd."""
+    checkout = Path(__file__).resolve().parents[3] / "data" / "isbi2012"
+    return checkout if checkout.is_dir() else Path.cwd() / "data" / "isbi2012"
+
+
+def load_pairs(
+    image_paths: Sequence[Path],
+    mask_paths: Sequence[Path],
+    channels: int | None,
+    normalize: str,
+    mask_threshold: int | None,
+    resize: Sequence[int] | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Returns (images, masks, pixel digests of the images as read), validated and optionally resized."""
+    images, masks = [], []
+    for image_path, mask_path in zip(image_paths, mask_paths):
+        raw = read_image(image_path)
+        mask = to_binary_mask(read_image(mask_path), mask_path, mask_threshold)
+        if raw.shape[:2] != mask.shape:
+            raise DataError(
+                f"{image_path}: image is {raw.shape[1]}x{raw.shape[0]} but its mask {mask_path} is "
+                f"{mask.shape[1]}x{mask.shape[0]}; image and mask must have the same size"
+            )
+        images.append(raw)
+        masks.append(mask)
+    if channels is None:  # the data decides: RGB if any image has color
+        channels = 3 if any(img.ndim == 3 for img in images) else 1
+    pairs = [resize_pair(to_channels(to_unit_float(img, normalize), channels), m, resize) for img, m in zip(images, masks)]
+    return [p[0] for p in pairs], [p[1] for p in pairs], [pixel_digest(img) for img in images]
+
+
+def load_folder(
+    images: str,
+    masks: str,
+    channels: int | None = None,
+    normalize: str = "dtype",
+    foreground: int = 1,
+    mask_threshold: int | None = None,
+    resize: Sequence[int] | None = None,
+    name: str = "folder",
+) -> SegmentationSet:
+    """Returns the image/mask pairs of two directories, matched by file stem."""
+    image_files = list_images(Path(images), "images")
+    mask_files = list_images(Path(masks), "masks")
+    stems = match_by_stem(image_files, mask_files)
+    imgs, msks, digests = load_pairs(
+        [image_files[s] for s in stems], [mask_files[s] for s in stems], channels, normalize, mask_threshold, resize
+    )
+    return SegmentationSet(imgs, msks, stems, foreground, name, digests)
+
+
+def verify_manifest(root: Path) -> None:
+    """Raises DataError unless every file listed in root/SHA256SUMS has its recorded hash."""
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        raise DataError(f"{manifest}: checksum manifest missing; restore it with `git checkout {manifest}`")
+    for line in manifest.read_text().splitlines():
+        if not line.strip():
+            continue
+        expected, relative = line.split(maxsplit=1)
+        path = root / relative.lstrip("*")
+        if not path.is_file():
+            raise DataError(f"{path}: listed in {manifest} but missing; restore it with `git checkout {root}`")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+            raise DataError(
+                f"{path}: sha256 differs from {manifest}; the file was modified - restore it with "
+                f"`git checkout {path}` or set data.verify=false to use it anyway"
+            )
+
+
+def load_isbi2012(
+    root: str | None = None,
+    verify: bool = True,
+    channels: int | None = None,
+    normalize: str = "dtype",
+    foreground: int = 0,
+    mask_threshold: int | None = None,
+    resize: Sequence[int] | None = None,
+    name: str = "isbi2012",
+) -> SegmentationSet:
+    """Returns the 30 labeled ISBI 2012 training slices (train/image, train/label)."""
+    base = Path(root) if root else default_isbi_root()
+    if not base.is_dir():
+        raise DataError(f"{base}: ISBI 2012 data not found; set data.root to the folder holding train/ and test/")
+    if verify:
+        verify_manifest(base)
+    return load_folder(str(base / "train" / "image"), str(base / "train" / "label"), channels, normalize,
+                       foreground, mask_threshold, resize, name)
+
+
+def voronoi_cells(size: int, cells: int, rng: np.random.Generator) -> np.ndarray:
+    """Returns (size, size) int labels of the nearest of `cells` random seed points."""
+    seeds = rng.uniform(0, size, (cells, 2))
+    yy, xx = np.mgrid[0:size, 0:size]
+    dist = (yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2
+    return dist.argmin(axis=-1)
+
+
+def make_synthetic(
+    count: int = 12,
+    size: int = 128,
+    cells: int = 40,
+    seed: int = 0,
+    channels: int | None = None,
+    normalize: str = "dtype",
+    foreground: int = 0,
+    mask_threshold: int | None = None,
+    resize: Sequence[int] | None = None,
+    name: str = "synthetic",
+) -> SegmentationSet:
+    """Returns EM-like Voronoi cells: 1-px dark membranes (mask 0) between bright cells (mask 1)."""
+    rng = np.random.default_rng(seed)
+    images, masks, digests = [], [], []
+    for _ in range(count):
+        labels = voronoi_cells(size, cells, rng)
+        boundary = np.zeros_like(labels, dtype=bool)
+        boundary[:-1] |= labels[:-1] != labels[1:]
+        boundary[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+        mask = (~boundary).astype(np.uint8)
+        texture = rng.uniform(0.55, 0.85, cells)[labels]  # each cell its own brightness
+        image = np.clip(np.where(boundary, 0.15, texture) + rng.normal(0, 0.05, labels.shape), 0, 1).astype(np.float32)
+        digests.append(pixel_digest(image))
+        image, mask = resize_pair(to_channels(image, channels or 1), mask, resize)
+        images.append(image)
+        masks.append(mask)
+    return SegmentationSet(images, masks, [f"synthetic_{i}" for i in range(count)], foreground, name, digests)
+
+
+SPLIT_KEYS = ("folds", "fold")  # keys of the data group that choose held-out slices, not how to read them
+
+
+def load(data_cfg, at_labels: bool = False) -> SegmentationSet:
+    """Returns the data set a data group node describes (its loader instantiated without the split keys);
+    with `at_labels`, data.resize off: the slices as their labels are drawn, the resolution every
+    reported score is taken at."""
+    from omegaconf import OmegaConf
+
+    from segexp.config.instantiate import instantiate
+
+    node = OmegaConf.masked_copy(data_cfg, [k for k in data_cfg if k not in SPLIT_KEYS])
+    if at_labels:
+        node.resize = None
+    return instantiate(node, _convert_="all")
+
+

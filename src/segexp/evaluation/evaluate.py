@@ -1,0 +1,141 @@
+"""`segexp evaluate`: scores a checkpoint on slices it never saw (ISBI V_rand/V_info and pixel scores).
+
+Which slices: by default the training run's report slices (its split.json names them by pixel
+digest, so they are found in any copy of the data), or, on other data, every slice the checkpoint
+never trained or was selected on. Slices it did see are refused unless `allow_seen=true`, and
+their scores are then logged under `eval_seen_*`, never beside the clean `eval_*` ones.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import DictConfig
+
+from segexp.data.datasets import load
+from segexp.data.images import SegmentationSet, to_channels
+from segexp.data.splits import resolve_indices, roles_of
+from segexp.config.instantiate import instantiate
+from segexp.errors import ConfigError
+from segexp.evaluation.metrics import evaluate_slices
+from segexp.evaluation.predictor import load_source_predictor
+from segexp.rundir import RunDir
+from segexp.tracking.references import resolve_model_source
+from segexp.evaluation.visualize import mask_panel
+
+# how the scored slices relate to the checkpoint -> the prefix of their MLflow keys
+KEY_PREFIX = {"report": "eval_", "unseen": "eval_", "seen": "eval_seen_", "unknown": "eval_unverified_"}
+
+
+def metrics_table(metrics: dict[str, float]) -> str:
+    """Returns a two-column markdown table of the metrics."""
+    rows = [f"| {name} | {value:.4f} |" for name, value in metrics.items()]
+    return "\n".join(["| metric | value |", "|---|---|", *rows])
+
+
+def data_to_score(cfg: DictConfig, run: RunDir | None) -> SegmentationSet:
+    """Returns the data to score: `data=...` if given, else the data the checkpoint's run trained on, at
+    the labels' own resolution (the predictor resizes its input to the run's data.resize itself)."""
+    if cfg.data is not None:
+        return load(cfg.data)
+    saved = run.saved_config() if run else None
+    if saved is None or "data" not in saved:
+        raise ConfigError(f"ckpt={cfg.ckpt}: no run config beside the checkpoint to take the data from; "
+                          "name the data, e.g. data=isbi2012 or data=folder data.images=DIR data.masks=DIR")
+    return load(saved.data, at_labels=True)
+
+
+def report_set(run: RunDir) -> SegmentationSet:
+    """Returns the report slices of the run's own data at the labels' resolution, found by pixel digest."""
+    data = load(run.saved_config().data, at_labels=True)
+    return data.subset([i for i, role in enumerate(roles_of(run.read_split(), data.digests)) if role == "report"])
+
+
+def choose_slices(data: SegmentationSet, record: dict | None, slices: Sequence[int] | None,
+                  allow_seen: bool, ckpt: str, same_data: bool = False) -> tuple[list[int], str]:
+    """Returns (positions to score, how they relate to the checkpoint: report | unseen | seen | unknown).
+
+    Raises ConfigError for slices the checkpoint trained or was selected on, or whose history is
+    unknown (no split record, or slices without pixel digests), unless allow_seen. With `same_data`
+    (the data is the run's own), every slice the record names must still be there, pixel for pixel.
+    """
+    count = len(data.images)
+    if record is not None and data.digests is not None and all_digested(record):
+        roles = roles_of(record, data.digests)
+    else:
+        if slices is None or not allow_seen:
+            why = ("no split.json beside the checkpoint" if record is None else
+                   "the split record or this data has no pixel digests")
+            raise ConfigError(f"ckpt={ckpt}: {why}, so which slices it trained on is unknown; pass its run "
+                              "directory, or name slices=[...] with allow_seen=true (logged as eval_unverified_*)")
+        return resolve_indices(slices, count, "slices"), "unknown"
+    if same_data:
+        missing = sorted(set(d for d in digests_of(record)) - set(data.digests))
+        if missing:
+            raise ConfigError(f"ckpt={ckpt}: {len(missing)} slices of the run's split.json are not in data "
+                              f"'{data.name}' any more (files changed?); restore the data or name it with data=...")
+    if slices is None:
+        report = [i for i, role in enumerate(roles) if role == "report"]
+        unseen = [i for i, role in enumerate(roles) if role is None]
+        if report:
+            return report, "report"
+        if unseen:
+            return unseen, "unseen"
+        raise ConfigError(f"ckpt={ckpt}: the checkpoint trained or was selected on every slice of data "
+                          f"'{data.name}'; evaluate it on other data, or name slices=[...] with allow_seen=true")
+    indices = resolve_indices(slices, count, "slices")
+    seen = [f"{data.names[i]} ({roles[i]})" for i in indices if roles[i] in ("train", "select")]
+    if seen and not allow_seen:
+        raise ConfigError(f"slices={list(slices)}: {', '.join(seen)} trained or selected the checkpoint {ckpt}; "
+                          "leave slices=null for its report slices, or set allow_seen=true to score them anyway "
+                          "(logged as eval_seen_*)")
+    if seen:
+        return indices, "seen"
+    return indices, "report" if all(roles[i] == "report" for i in indices) else "unseen"
+
+
+def digests_of(record: dict) -> list:
+    return [entry["digest"] for entries in record["roles"].values() for entry in entries]
+
+
+def all_digested(record: dict) -> bool:
+    """True when every slice of the split record has a pixel digest to be recognised by."""
+    return all(digest is not None for digest in digests_of(record))
+
+
+def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+    """Predicts the chosen slices, scores them, writes metrics.json; returns the metrics."""
+    source = resolve_model_source(cfg.ckpt, cfg.tracking.uri)
+    checkpoint, run = source.members[0]  # an ensemble's members share their data
+    data = data_to_score(cfg, run)
+    indices, status = choose_slices(data, source.split_record(), cfg.slices, cfg.allow_seen, cfg.ckpt,
+                                    same_data=cfg.data is None)
+    tracker = instantiate(cfg.tracking)
+    channels, predictor = load_source_predictor(source, cfg.inference)
+    names = [data.names[i] for i in indices]
+    print(f"[segexp] scoring {len(names)} slices of '{data.name}' ({status}): {','.join(names)}", flush=True)
+    images = [to_channels(data.images[i], channels) for i in indices]
+    truths = [data.masks[i] for i in indices]
+    probs = [predictor(image) for image in images]
+    metrics = evaluate_slices(probs, truths, cfg.inference.threshold, data.foreground)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(
+        {**metrics, "slices": names, "slices_status": status,
+         "checkpoints": [str(c) for c, _ in source.members]}, indent=2))
+    # logged into the run that trained the checkpoint, or the sweep whose jobs form the ensemble
+    source_run = source.parent_run_id if source.is_ensemble else tracker.run_for_checkpoint(checkpoint)
+    tags = {"checkpoint": ",".join(str(c) for c, _ in source.members), "evaluated_slices": ",".join(names),
+            "evaluated_slices_status": status, **({"ensemble_size": str(len(source.members))}
+                                                  if source.is_ensemble else {})}
+    prefix, suffix = ("ensemble_" if source.is_ensemble else "") + KEY_PREFIX[status], "_tta" if cfg.inference.tta else ""
+    with tracker.run("evaluate", tags, run_id=source_run):
+        tracker.log_metrics({f"{prefix}{k}{suffix}": v for k, v in metrics.items()})
+        for name, image, truth, prob in list(zip(names, images, truths, probs))[: cfg.log_images]:
+            tracker.log_image(mask_panel(image, truth, prob), f"{prefix.rstrip('_')}{suffix}/{name}", 0)
+    print(metrics_table(metrics))
+    print(f"[segexp] {len(probs)} slices scored; metrics in {output_dir / 'metrics.json'}"
+          + (f"; logged to run {source_run}" if source_run else ""), flush=True)
+    return metrics

@@ -1,0 +1,344 @@
+"""`segexp compare A B [C ...]`: is B really better than A? Read from the tracking store alone.
+
+Each argument is an MLflow run id or a run / sweep directory. A single run is one draw; a sweep
+parent contributes each recipe it holds, its seeds or folds as replicates. Every recipe after the
+first is compared with the first: per metric the means ± std, the difference with its 95% CI, a
+paired t-test when both sides hold the same seeds or folds (Welch's test otherwise) and a one-line
+verdict. Differences that make a comparison unfair (budget, held-out slices, data, code) are
+named. The result is printed, written as a self-contained report.html (and report.md with its
+pictures) in the output directory, and logged as an MLflow run of its own, tagged with the runs
+it compares.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from segexp.experiments import replicates
+from segexp.errors import ConfigError
+from segexp.tracking import sweeps as sweep_store
+from segexp.tracking.store import (artifact_names, download_artifacts, existing_store, find_run, log_finished_run,
+                                   metric_history, resolve_uri)
+from segexp.tracking.tags import DATA_DIGEST, HOSTNAME, REPORT_SLICES, split_digest_tag, split_tag
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# what makes two recipes' scores incomparable, as (what it is, the tags that hold it)
+FAIRNESS = (("held-out (report) slices", (split_digest_tag("report"), split_tag("report"))),
+            ("data", (DATA_DIGEST,)),
+            ("code version", ("git_commit",)),
+            ("uncommitted code changes", ("git_dirty",)),
+            ("TensorFlow version", ("version.tensorflow",)),
+            ("Keras version", ("version.keras",)))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One side of a comparison: a recipe and its runs (one, or replicates by seed or fold)."""
+
+    letter: str
+    name: str
+    ref: str
+    runs: tuple
+
+    @property
+    def label(self) -> str:
+        return f"{self.letter} ({self.name})"
+
+    def values(self, metric: str) -> dict[tuple[str, str], float]:
+        return {replicates.replicate_key(r): r.data.metrics.get(metric, math.nan) for r in self.runs}
+
+
+def recipe_name(runs: Sequence[Any], label: str, ref: str) -> str:
+    """Returns a short name for a recipe: its own run name when its runs share one, else what sets it apart."""
+    names = {r.info.run_name for r in runs}
+    if len(names) == 1 and not any(o in next(iter(names)) for o in ("=", "sweep ")):
+        return next(iter(names))
+    return label or ref[:12]
+
+
+def entries_of(uri: str, refs: Sequence[str]) -> list[Entry]:
+    """Returns the compared recipes in argument order: a sweep parent gives one per recipe it holds."""
+    groups = []
+    for ref in refs:
+        run = find_run(uri, ref)
+        children = sweep_store.child_runs(uri, run.info.run_id)
+        if not children:
+            if run.info.status != "FINISHED":
+                raise ConfigError(f"{ref}: run {run.info.run_id} is {run.info.status}, not FINISHED")
+            groups.append((ref, "", [run]))
+            continue
+        finished = [r for r in children if r.info.status == "FINISHED"]
+        if not finished:
+            raise ConfigError(f"{ref}: none of the {len(children)} runs of sweep {run.info.run_id} finished")
+        groups += [(ref, label, runs) for label, runs in replicates.group_by_recipe(finished).items()]
+    if len(groups) < 2:
+        raise ConfigError("compare needs two recipes: name two runs or sweeps, or one sweep over several recipes")
+    if len(groups) > len(LETTERS):
+        raise ConfigError(f"compare takes at most {len(LETTERS)} recipes, got {len(groups)}")
+    # name each recipe by what sets it apart from the other compared ones: several sweeps of one experiment
+    # share its run name, and a sweep of seeds alone has no label of its own
+    recipes = [replicates.recipe_overrides(runs[0]) for _, _, runs in groups]
+    shared = set.intersection(*map(set, recipes))
+    entries = []
+    for letter, (ref, label, runs), recipe in zip(LETTERS, groups, recipes):
+        runs = sorted(runs, key=replicates.replicate_key)
+        own = " ".join(o for o in recipe if o not in shared)
+        entries.append(Entry(letter, own or recipe_name(runs, label, ref), ref, tuple(runs)))
+    return entries
+
+
+def tag_values(entry: Entry, tags: Sequence[str]) -> set[str] | None:
+    """Returns the set of values the first of `tags` that every run carries takes, or None if none does."""
+    for tag in tags:
+        if all(tag in r.data.tags for r in entry.runs):
+            return {r.data.tags[tag] for r in entry.runs}
+    return None
+
+
+def budget(run) -> str:
+    """Returns a run's training budget: its wall-clock minutes, else its epochs x steps x batch."""
+    p = run.data.params
+    minutes = p.get("trainer.max_minutes")
+    if minutes not in (None, "None"):
+        return f"{float(minutes):g} min"
+    return f"{p.get('trainer.epochs')} epochs x {p.get('trainer.steps_per_epoch')} steps x batch {p.get('trainer.batch_size')}"
+
+
+def fairness_warnings(base: Entry, other: Entry) -> list[str]:
+    """Returns one line for each way `other` was not trained or scored like `base`."""
+    warnings = []
+    budgets = ({budget(r) for r in base.runs}, {budget(r) for r in other.runs})
+    if budgets[0] != budgets[1]:
+        warnings.append(f"training budget differs: {base.letter} {', '.join(sorted(budgets[0]))}; "
+                        f"{other.letter} {', '.join(sorted(budgets[1]))}")
+    for what, tags in FAIRNESS:
+        mine, theirs = tag_values(base, tags), tag_values(other, tags)
+        if mine is None or theirs is None:
+            warnings.append(f"cannot check the {what}: some runs lack the tag {tags[0]} (made by an older segexp?)")
+        elif mine != theirs:
+            shown = lambda values: ", ".join(v[:12] for v in sorted(values))  # noqa: E731
+            warnings.append(f"{what} differ: {base.letter} {shown(mine)}; {other.letter} {shown(theirs)}")
+    if any(budget(r).endswith(" min") for r in (*base.runs, *other.runs)):
+        hosts = ({r.data.tags.get(HOSTNAME) for r in base.runs}, {r.data.tags.get(HOSTNAME) for r in other.runs})
+        if hosts[0] != hosts[1]:
+            warnings.append("a wall-clock budget on different machines: "
+                            f"{base.letter} on {', '.join(map(str, sorted(hosts[0])))}; "
+                            f"{other.letter} on {', '.join(map(str, sorted(hosts[1])))}")
+    return warnings
+
+
+def read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L"), np.float32) / 255.0
+
+
+def report_slices(uri: str, run, workdir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Returns {slice: {"image", "truth", "probability": (H, W) in [0, 1]}} a run logged, or {}."""
+    names = set(artifact_names(uri, run.info.run_id, REPORT_SLICES))
+    if not names:
+        return {}
+    local = download_artifacts(uri, run.info.run_id, REPORT_SLICES, workdir / run.info.run_id)
+    slices: dict[str, dict[str, np.ndarray]] = {}
+    for name in sorted(names):
+        stem, kind, _ = name.rsplit(".", 2)
+        slices.setdefault(stem, {})[kind] = read_png(local / name)
+    return {k: v for k, v in slices.items() if {"image", "truth", "probability"} <= set(v)}
+
+
+def disagreement(truth: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Returns RGB: where A and B (thresholded at 0.5) disagree, orange if A is right, blue if B is; else gray."""
+    ma, mb, mt = a >= 0.5, b >= 0.5, truth >= 0.5
+    out = np.full((*truth.shape, 3), 0.15, np.float32)
+    out[(ma != mb) & (ma == mt)] = (1.0, 0.6, 0.1)
+    out[(ma != mb) & (mb == mt)] = (0.2, 0.5, 1.0)
+    return out
+
+
+def panel_figure(entries: Sequence[Entry], uri: str, workdir: Path, max_slices: int = 3):
+    """Returns (a matplotlib Figure: per report slice image | truth | each recipe | where the first two
+    disagree, or None, and a line saying what it shows or why it is missing)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    shown = [entry.runs[0] for entry in entries]  # the first seed or fold of each recipe
+    if len({r.data.tags.get(split_digest_tag("report")) for r in shown}) != 1:
+        return None, "no slice panel: the compared runs report on different slices"
+    per_run = [report_slices(uri, run, workdir) for run in shown]
+    common = sorted(set.intersection(*(set(s) for s in per_run)), key=lambda s: (len(s), s))[:max_slices]
+    if not common:
+        return None, "no slice panel: the runs did not log their report slices (made by an older segexp?)"
+    columns = ["image", "truth", *(e.label for e in entries), f"{entries[0].letter} vs {entries[1].letter}"]
+    figure = Figure(figsize=(2.6 * len(columns), 2.8 * len(common)), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(common), len(columns), squeeze=False)
+    for row, name in zip(axes, common):
+        first = per_run[0][name]
+        pictures = [first["image"], first["truth"], *(s[name]["probability"] for s in per_run),
+                    disagreement(first["truth"], per_run[0][name]["probability"], per_run[1][name]["probability"])]
+        for ax, picture, title in zip(row, pictures, columns):
+            ax.imshow(picture, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(f"{title}" if title != "image" else f"slice {name}", fontsize=9)
+            ax.set_axis_off()
+    seeds = ", ".join(f"{e.letter}: {'/'.join(replicates.replicate_key(e.runs[0]))}" for e in entries)
+    return figure, (f"report slices {', '.join(common)} predicted by the first replicate of each recipe ({seeds}); "
+                    f"last column: orange where only {entries[0].letter} is right, blue where only "
+                    f"{entries[1].letter} is")
+
+
+def curves_figure(entries: Sequence[Entry], uri: str, metrics: Sequence[str]):
+    """Returns a Figure of each metric per epoch, one line per recipe (mean over its replicates, band = min..max)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.5 * len(metrics), 4.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    drawn = False
+    for ax, metric in zip(figure.subplots(1, len(metrics), squeeze=False)[0], metrics):
+        for entry in entries:
+            histories = [dict(metric_history(uri, r.info.run_id, metric)) for r in entry.runs]
+            epochs = sorted(set.intersection(*(set(h) for h in histories))) if histories else []
+            if not epochs:
+                continue
+            values = np.array([[h[e] for e in epochs] for h in histories])
+            x = [e + 1 for e in epochs]
+            ax.plot(x, values.mean(0), marker="o", markersize=3, label=f"{entry.label}, n={len(histories)}")
+            if len(histories) > 1:
+                ax.fill_between(x, values.min(0), values.max(0), alpha=0.2)
+            drawn = True
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch (mean; band: min..max over replicates)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return figure if drawn else None
+
+
+def metric_rows(entries: Sequence[Entry], metrics: Sequence[str]) -> list[tuple[Entry, replicates.Difference, str]]:
+    """Returns (recipe, its Difference from the first recipe, the verdict line) per later recipe and metric."""
+    base = entries[0]
+    rows = []
+    for other in entries[1:]:
+        for metric in metrics:
+            d = replicates.difference(metric, base.values(metric), other.values(metric))
+            rows.append((other, d, replicates.verdict(d, base.label, other.label, metric.removeprefix("report_"))))
+    return rows
+
+
+def markdown(entries: Sequence[Entry], rows, warnings: dict[str, list[str]], pictures: dict[str, str],
+             notes: Sequence[str]) -> str:
+    """Returns the report as markdown; `pictures` maps a caption to an image file beside it."""
+    lines = ["# segexp compare", "", "| | recipe | argument | runs | replicates |", "|---|---|---|---|---|"]
+    for e in entries:
+        keys = ", ".join("=".join(replicates.replicate_key(r)) for r in e.runs)
+        lines.append(f"| {e.letter} | {e.name} | `{e.ref}` | {len(e.runs)} | {keys} |")
+    lines += ["", "Scores on each run's report slices (no choice saw them): mean ± std [95% CI of the mean] (n). "
+              "Differences are the later recipe minus A, with the 95% CI of the difference; p from a paired "
+              "t-test when both hold the same seeds or folds, else Welch's; p < 0.05 counts as a difference "
+              "(per metric, not corrected for the several metrics).", "",
+              "| metric | A | other | other - A | p | verdict |", "|---|---|---|---|---|---|"]
+    for other, d, line in rows:
+        ci = f" ± {d.ci95:.4f}" if math.isfinite(d.ci95) else ""
+        p = f"{d.p:.2g}" if math.isfinite(d.p) else "-"
+        lines.append(f"| {d.metric} | {replicates.format_summary(d.a)} | {other.letter}: "
+                     f"{replicates.format_summary(d.b)} | {d.diff:+.4f}{ci} | {p} | {line} |")
+    lines += ["", "## Is the comparison fair?", ""]
+    for letter, found in warnings.items():
+        lines += [f"- WARNING {line}" for line in found] or [f"- A and {letter}: same budget, held-out slices, "
+                                                             "data, code and versions"]
+    for caption, file in pictures.items():
+        lines += ["", f"## {caption}", "", f"![{caption}]({file})"]
+    lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def self_contained_html(text: str, directory: Path) -> str:
+    """Returns the markdown report as one HTML page, its pictures embedded (opens without MLflow or files)."""
+    body = []
+    table: list[str] = []
+
+    def flush_table():
+        if table:
+            cells = [[c.strip() for c in row.strip("|").split("|")] for row in table if not set(row) <= set("|-")]
+            body.append("<table>" + "".join(
+                "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c)}</{'th' if i == 0 else 'td'}>"
+                                 for c in row) + "</tr>" for i, row in enumerate(cells)) + "</table>")
+            table.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush_table()
+        if line.startswith("!["):
+            file = line[line.index("(") + 1:-1]
+            data = base64.b64encode((directory / file).read_bytes()).decode()
+            body.append(f'<img src="data:image/png;base64,{data}" style="max-width:100%">')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
+        elif line.startswith("- "):
+            body.append(f"<p>&bull; {html.escape(line[2:])}</p>")
+        elif line:
+            body.append(f"<p>{html.escape(line)}</p>")
+    flush_table()
+    style = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}")
+    return f"<!doctype html><meta charset='utf-8'><title>segexp compare</title><style>{style}</style>" + "".join(body)
+
+
+def log_comparison(cfg, entries: Sequence[Entry], rows, files: Sequence[Path]) -> str | None:
+    """Logs the comparison as its own MLflow run, tagged with every compared run; returns its id."""
+    if not cfg.tracking.get("_target_", "").endswith("MlflowTracker"):
+        return None
+    name = " vs ".join(e.name for e in entries)
+    tags = {"compared_runs": ",".join(r.info.run_id for e in entries for r in e.runs),
+            **{f"compare.{e.letter}": f"{e.name} ({e.ref})" for e in entries},
+            "mlflow.note.content": "\n".join(line for _, _, line in rows)}
+    metrics = {f"{other.letter}_minus_A/{d.metric}_{suffix}": value for other, d, _ in rows
+               for suffix, value in (("diff", d.diff), ("ci95", d.ci95), ("p", d.p)) if math.isfinite(value)}
+    return log_finished_run(resolve_uri(cfg.tracking.uri), cfg.tracking.experiment_name, f"compare {name}", tags,
+                            metrics, files)
+
+
+def compare(cfg, output_dir: Path) -> list[replicates.Difference]:
+    """Compares the runs cfg.runs names; prints and writes the report; returns the differences."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download is noise here
+    uri = existing_store(cfg.tracking.uri)
+    entries = entries_of(uri, list(cfg.runs))
+    rows = metric_rows(entries, list(cfg.metrics))
+    warnings = {e.letter: fairness_warnings(entries[0], e) for e in entries[1:]}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    pictures, notes = {}, []
+    panel, note = panel_figure(entries, uri, output_dir / "artifacts")
+    notes.append(note)
+    if panel is not None:
+        panel.savefig(output_dir / "panel.png", dpi=110)
+        pictures["The same report slices across the compared recipes"] = "panel.png"
+    curves = curves_figure(entries, uri, list(cfg.curves))
+    if curves is not None:
+        curves.savefig(output_dir / "curves.png", dpi=100)
+        pictures["Learning curves"] = "curves.png"
+    text = markdown(entries, rows, warnings, pictures, notes)
+    (output_dir / "report.md").write_text(text)
+    (output_dir / "report.html").write_text(self_contained_html(text, output_dir))
+    files = [output_dir / f for f in ("report.html", "report.md", *pictures.values())]
+    run_id = log_comparison(cfg, entries, rows, files)
+
+    for e in entries:
+        print(f"[segexp] {e.label}: {e.ref}, {len(e.runs)} run(s)", flush=True)
+    for other, d, line in rows:
+        print(f"[segexp] {line}", flush=True)
+    for letter, found in warnings.items():
+        for line in found:
+            print(f"[segexp] WARNING A vs {letter}: {line}", flush=True)
+    where = f"; MLflow run {run_id}" if run_id else ""
+    print(f"[segexp] report: {output_dir / 'report.html'}{where}", flush=True)
+    return [d for _, d, _ in rows]

@@ -1,0 +1,130 @@
+"""The pieces the composition root (training.train) builds from a config, each on its own so benchmarks
+and tests can build exactly what a run builds: the checked data split, the compiled model, the speed
+setting (precision, XLA), the augmentation pipeline and schedule, the augmented training stream, and
+the fit loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from segexp.config.instantiate import instantiate
+from segexp.data import datasets, splits
+from segexp.data.images import SegmentationSet
+
+
+def prepare_data(cfg: DictConfig) -> tuple[dict[str, SegmentationSet], list | None]:
+    """Returns ({"train", "select", "report": SegmentationSet}, border weight maps of the training
+    slices or None), all validated. Training and selection slices come at the training resolution
+    (data.resize); report slices always at the labels' own, as `segexp evaluate` scores them."""
+    dataset = datasets.load(cfg.data)
+    select, report = splits.held_out(cfg.split.select, cfg.split.report, len(dataset.images), cfg.data.folds,
+                                       cfg.data.fold)
+    parts = splits.split(dataset, select, report)
+    if cfg.data.resize is not None:
+        parts["report"] = splits.split(datasets.load(cfg.data, at_labels=True), select, report)["report"]
+    splits.check_crop_fits(parts["train"], cfg.trainer.crop_size)
+    weights = None
+    if cfg.loss.weight_map is not None:
+        weigh = instantiate(cfg.loss.weight_map)  # mask -> weight map
+        weights = [weigh(m) for m in parts["train"].masks]
+    return parts, weights
+
+
+def build_model(cfg: DictConfig, channels: int, foreground: int, learning_rate, jit_compile: bool):
+    """Returns the Keras model of the model group, compiled with the loss group's loss and the
+    optimizer group's optimizer at `learning_rate` (the schedule's), with XLA if `jit_compile`."""
+    from segexp.models.metrics import segmentation_metrics
+
+    model = instantiate(cfg.model, channels=channels)
+    ema = {"use_ema": True, "ema_momentum": cfg.optimizer.ema} if cfg.optimizer.ema is not None else {}
+    optimizer = instantiate(cfg.optimizer.fn, learning_rate=learning_rate, **ema)
+    model.compile(optimizer=optimizer, loss=instantiate(cfg.loss.fn), metrics=segmentation_metrics(foreground),
+                  jit_compile=jit_compile)
+    return model
+
+
+def choose_speed(cfg: DictConfig, strategy, channels: int, foreground: int, weighted: bool):
+    """Returns the speed_probe.SpeedChoice for trainer.precision and trainer.jit_compile: as set, or for
+    `auto` the fastest by a timed probe of this model at this crop and batch (cached per machine)."""
+    import numpy as np
+
+    from segexp.training import speed_probe
+
+    t = cfg.trainer
+    shape = (t.batch_size, t.crop_size, t.crop_size)
+    rng = np.random.default_rng(0)
+    targets = (rng.random((*shape, 1)) < 0.5).astype(np.float32)
+    batch = (rng.random((*shape, channels), np.float32),
+             np.concatenate([targets, np.ones_like(targets)], -1) if weighted else targets)
+
+    def build(jit: bool):
+        with strategy.scope():
+            return build_model(cfg, channels, foreground, 1e-3, jit)
+
+    workload = {"model": OmegaConf.to_container(cfg.model, resolve=True), "batch_shape": [*shape, channels],
+                "weighted": weighted, "strategy": t.strategy, "replicas": strategy.num_replicas_in_sync}
+    return speed_probe.resolve(str(t.precision), t.jit_compile, build, batch, workload,
+                               Path(t.speed_cache) if t.speed_cache else None,
+                               multi_worker=t.strategy == "multi_worker_mirrored",
+                               log=lambda line: print(f"[segexp] {line}", flush=True))
+
+
+@dataclass(frozen=True)
+class Components:
+    """The configured pieces built once the data is checked and TensorFlow is loaded."""
+
+    pipeline: Any  # the aug group's albumentations pipeline
+    schedule: Any  # the optimizer.schedule node's schedules.Schedule: the rate and its callbacks
+    callbacks: list  # the schedule's callbacks, then the callbacks group's, in config order
+
+
+def build_components(cfg: DictConfig) -> Components:
+    """Returns the augmentation pipeline, the learning-rate schedule and the extra callbacks of the config."""
+    schedule = instantiate(cfg.optimizer.schedule)
+    return Components(pipeline=instantiate(cfg.aug, _convert_="all"), schedule=schedule,
+                      callbacks=[*schedule.callbacks,
+                                 *(instantiate(node) for node in cfg.callbacks.values() if node is not None)])
+
+
+def training_stream(cfg: DictConfig, train_set, weights, pipeline, first_sample: int = 0):
+    """Returns the endless tf.data stream of augmented training crops that fit consumes: `pipeline`
+    (the built aug group) applied to random crops, samples numbered from `first_sample`."""
+    from segexp.data.augment import CropSampler
+    from segexp.data.stream import training_dataset
+
+    t = cfg.trainer
+    sampler = CropSampler(train_set.images, train_set.masks, pipeline, t.crop_size, t.seed, weights)
+    return training_dataset(sampler, train_set.channels, 2 if weights is not None else 1, t.batch_size,
+                            first_sample=first_sample, parallel_calls=t.aug_workers)
+
+
+def fit(cfg: DictConfig, model, stream, callbacks, initial_epoch: int = 0) -> dict[str, list[float]]:
+    """Runs model.fit on the training stream from `initial_epoch` on; returns the Keras history."""
+    t = cfg.trainer
+    # no validation_data: SliceValidation (in callbacks) predicts the selection slices once per epoch
+    verbose = fit_verbosity(t.verbose)
+    if verbose is None:  # not a terminal: our own line per epoch, after every callback has added its scores
+        from segexp.training.callbacks import EpochLine
+
+        callbacks, verbose = [*callbacks, EpochLine(t.epochs, t.max_minutes, lambda line: print(line, flush=True))], 0
+    if t.strategy == "multi_worker_mirrored":
+        from segexp.training.runtime import build_before_multi_worker_fit
+
+        build_before_multi_worker_fit(model, stream)
+    history = model.fit(stream, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=t.steps_per_epoch,
+                        callbacks=callbacks, verbose=verbose, shuffle=False)  # the sampler draws random crops
+    return history.history
+
+
+def fit_verbosity(verbose: int | None, stream=None) -> int | None:
+    """Returns Keras' verbose for trainer.verbose: as set, or for null Keras' live progress bar (1) on a
+    terminal and None - segexp's one line per epoch - when output goes to a file, a pipe, CI or a scheduler."""
+    import sys
+
+    if verbose is not None:
+        return verbose
+    return 1 if (stream or sys.stdout).isatty() else None
