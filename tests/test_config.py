@@ -164,6 +164,39 @@ def test_cfg_job_rejects_a_bad_choice_in_every_group_in_one_line_without_tensorf
     assert exits == ["EXIT 2"] * len(BAD_CHOICES)  # how fast: bench.startup times `train --cfg job` with a bad choice
 
 
+NODE_MISTAKES = [  # a value typed where the config holds a node, and a key of an option not selected
+    ("optimizer.schedule=cosine", "optimizer.schedule=cosine: optimizer/schedule is a config group; write "
+     "optimizer/schedule=cosine (options: constant, cosine, plateau, warmup_cosine)"),
+    ("optimizer.fn=adam", "optimizer.fn=adam: optimizer.fn is a `_target_` node (keras.optimizers.Adam), not a "
+     "value; choose another option of its group, optimizer=OPTION (options: adam, adamw, sgd), or set its keys"),
+    ("callbacks.early_stop.patience=3", "callbacks.early_stop.patience=3: callbacks.early_stop.patience belongs to "
+     "callbacks=early_stop, which is not selected; add callbacks=early_stop to set it"),
+]
+
+
+def test_a_value_for_a_config_node_and_a_key_of_an_unselected_option_end_in_one_line_without_tensorflow(tmp_path):
+    code = ENV_CODE + (
+        "import sys; from segexp.__main__ import main\n"
+        f"cases = {[bad for bad, _ in NODE_MISTAKES]!r}\n"
+        "for case in cases:\n"
+        "    try:\n        main(['train', case])\n    except SystemExit as exit:\n"
+        "        print('EXIT', exit.code, file=sys.stderr)\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'heavy import'\n"
+        "print('CLEAN')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "CLEAN" in out.stdout, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert lines[0::2] == [f"segexp: error: {expected}" for _, expected in NODE_MISTAKES]
+    assert lines[1::2] == ["EXIT 2"] * len(NODE_MISTAKES)
+
+
+def test_the_right_spelling_of_each_node_mistake_composes(make_cfg):
+    cfg = make_cfg("optimizer/schedule=cosine", "optimizer=adamw", "callbacks=early_stop",
+                   "callbacks.early_stop.patience=3")
+    assert cfg.callbacks.early_stop.patience == 3 and cfg.optimizer.fn._target_ == "keras.optimizers.AdamW"
+    assert cfg.optimizer.schedule._target_.endswith(".cosine")
+
+
 def test_a_sweep_value_is_checked_too(tmp_path):
     out = cli("train", "-m", "--cfg", "job", "optimizer.lr=1e-4,0", cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.strip() == "segexp: error: optimizer.lr: must be > 0 and finite, got 0.0"

@@ -78,7 +78,9 @@ def preflight(config_name: str, overrides: Sequence[str], multirun: bool,
         try:
             cfg = compose(config_name, variant, extra_dirs, with_hydra=True)
         except (HydraException, OmegaConfBaseException) as err:
-            raise ConfigError(one_line(err)) from None
+            hint = unselected_option_hint(config_name, variant, extra_dirs)
+            raise ConfigError(hint or one_line(err)) from None
+        check_config_nodes(config_name, variant, extra_dirs)
         if config_name == "train":
             validate(cfg)
         first = first if first is not None else cfg
@@ -124,3 +126,92 @@ def require_values(command: str, cfg, usage: str) -> None:
     missing = sorted(m for m in missing(cfg) if not m.startswith("hydra."))
     if missing:
         raise ConfigError(f"{', '.join(missing)}: required; segexp {command}: {usage}")
+
+
+def value_overrides(overrides: Sequence[str]) -> list[tuple[str, str, Any]]:
+    """Returns (override as typed, dotted key, value) of the overrides that set a key (`a.b=1`, `++a.b=1`)
+    rather than choose a group option (`model=unet`, `optimizer/schedule=cosine`) or delete (`~a`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    found = []
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.get_key_element()
+        if override.type == OverrideType.DEL or "." not in key or "/" in key or key.startswith("hydra"):
+            continue
+        found.append((override.input_line, key.lstrip("+"), override.value()))
+    return found
+
+
+def group_of(key: str, groups: dict[str, list[str]]) -> tuple[str, str] | None:
+    """Returns (the config group a dotted key lies in, the rest of the key), the deepest group first:
+    optimizer.schedule.lr -> ("optimizer/schedule", "lr"); None outside every group."""
+    parts = key.split(".")
+    for cut in range(len(parts), 0, -1):
+        group = "/".join(parts[:cut])
+        if group in groups:
+            return group, ".".join(parts[cut:])
+    return None
+
+
+def check_config_nodes(config_name: str, overrides: Sequence[str], extra_dirs: Sequence[Path] = ()) -> None:
+    """Raises ConfigError when an override gives a plain value where the config holds a node that must be
+    a config - a group's option (`optimizer.schedule=cosine` for `optimizer/schedule=cosine`) or a
+    `_target_` node (`optimizer.fn=adam`): Hydra composes it, and it fails only when instantiated."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from segexp.config.files import config_groups
+
+    given = [(line, key, value) for line, key, value in value_overrides(overrides)
+             if value is not None and not isinstance(value, (dict, list))]
+    if not given:
+        return
+    lines = {line for line, _, _ in given}
+    structure = compose(config_name, [o for o in overrides if o not in lines], extra_dirs)
+    groups = config_groups(extra_dirs)
+    for line, key, value in given:
+        node = OmegaConf.select(structure, key, throw_on_missing=False)
+        if not isinstance(node, DictConfig):
+            continue
+        as_group = key.replace(".", "/")
+        if as_group in groups:
+            raise ConfigError(f"{line}: {as_group} is a config group; write {as_group}={value} "
+                              f"(options: {', '.join(groups[as_group])})")
+        target = node.get("_target_")
+        what = f"a `_target_` node ({target})" if target else "a config node"
+        owner = group_of(key, groups)
+        choose = (f"choose another option of its group, {owner[0]}=OPTION (options: {', '.join(groups[owner[0]])}), "
+                  if owner else "")
+        example = next((k for k in node if k != "_target_"), None)
+        keys = f"set one of its keys, e.g. {key}.{example}=..." if example else "set its keys"
+        raise ConfigError(f"{line}: {key} is {what}, not a value; {choose}or {keys}")
+
+
+def unselected_option_hint(config_name: str, overrides: Sequence[str], extra_dirs: Sequence[Path] = ()) -> str | None:
+    """Returns one line for an override of a key that only a group option not selected holds
+    (`callbacks.early_stop.patience=3` without `callbacks=early_stop`), or None."""
+    from omegaconf import OmegaConf
+
+    from segexp.config.files import config_dirs, config_groups
+
+    groups = config_groups(extra_dirs)
+    for line, key, _ in value_overrides(overrides):
+        owner = group_of(key, groups)
+        if owner is None or not owner[1]:
+            continue
+        group, rest = owner
+        holders = [option for option in groups[group] for root in config_dirs(extra_dirs)
+                   if (root / group / f"{option}.yaml").is_file()
+                   and OmegaConf.select(OmegaConf.load(root / group / f"{option}.yaml"), rest,
+                                        default="\0missing") != "\0missing"]
+        if not holders:
+            continue
+        try:
+            structure = compose(config_name, [o for o in overrides if o != line], extra_dirs)
+        except Exception:  # noqa: BLE001 - another override is wrong too: leave the message to Hydra's
+            return None
+        if OmegaConf.select(structure, key, default="\0missing") != "\0missing":
+            continue  # the selected option has the key: the value is what is wrong
+        choices = " or ".join(f"{group}={option}" for option in dict.fromkeys(holders))
+        return f"{line}: {key} belongs to {choices}, which is not selected; add {choices.split(' or ')[0]} to set it"
+    return None
