@@ -27,11 +27,15 @@ def without_notices(text: bytes) -> bytes:
 
 
 def import_tensorflow() -> None:
-    """Imports TensorFlow (once per process), dropping its C++ start-up notices unless
-    TF_CPP_MIN_LOG_LEVEL is set."""
+    """Imports TensorFlow (once per process), dropping its C++ start-up notices and its later C++ INFO
+    lines (XLA's "service.cc ... StreamExecutor", "Compiled cluster using XLA!" when a speed probe or a
+    run compiles with XLA) unless TF_CPP_MIN_LOG_LEVEL is set."""
     if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
         import tensorflow  # noqa: F401
         return
+    # read by TensorFlow's C++ logging when it starts: INFO off, warnings and errors kept. The start-up
+    # notices below are written before it is read, hence the capture.
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "1"
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import threading
 import urllib.request
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from segexp.errors import ConfigError, TrackingError
 from segexp.rundir import read_sweep_record
@@ -40,6 +42,20 @@ def ping_server(uri: str, timeout: float) -> None:
     urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).read()
 
 
+@contextlib.contextmanager
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Raises the named loggers to WARNING for the block: MLflow's INFO notices are not the user's news."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def create_sqlite_store(path: Path) -> None:
     """Gives a sqlite store that does not exist yet its full MLflow schema, atomically.
 
@@ -55,7 +71,8 @@ def create_sqlite_store(path: Path) -> None:
     private = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.creating")
     private.unlink(missing_ok=True)
     try:
-        mlflow.MlflowClient(f"sqlite:///{private}").search_experiments(max_results=1)  # runs the migrations
+        with quiet_loggers("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..."
+            mlflow.MlflowClient(f"sqlite:///{private}").search_experiments(max_results=1)  # runs the migrations
         try:
             os.link(private, path)
         except FileExistsError:
