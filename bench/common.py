@@ -1,4 +1,5 @@
-"""What every benchmark shares: machine facts, the command line, interleaved repeats, memory, result files.
+"""What every benchmark and study shares: machine facts, the command line, interleaved repeats, memory, result
+files (bench/results/, for the quality studies in studies/ too).
 
 Numbers from different machines (or from one machine at different loads) are not comparable,
 so every result carries the machine, the library versions and the exact command, and every
@@ -100,17 +101,18 @@ def code_version() -> str:
         return "unknown"
 
 
-def command_line(name: str, argv: Sequence[str]) -> str:
-    """Returns the shell command that reruns this benchmark with these arguments."""
-    return shlex.join([sys.executable, "-m", f"bench.{name}", *argv])
+def command_line(name: str, argv: Sequence[str], package: str = "bench") -> str:
+    """Returns the shell command that reruns this benchmark (or, with package="studies", study) with these
+    arguments."""
+    return shlex.join([sys.executable, "-m", f"{package}.{name}", *argv])
 
 
 # --- arguments -------------------------------------------------------------------------------
 
 
-def parse_args(name: str, description: str, argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(name: str, description: str, argv: Sequence[str] | None, package: str = "bench") -> argparse.Namespace:
     """Returns the options every benchmark takes: --quick, --repeats, --out."""
-    parser = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=description)
+    parser = argparse.ArgumentParser(prog=f"python -m {package}.{name}", description=description)
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes and one repeat: finishes in well under a minute (for CI)")
     parser.add_argument("--repeats", type=int, default=None, help="override the number of interleaved repeats")
@@ -120,13 +122,14 @@ def parse_args(name: str, description: str, argv: Sequence[str] | None) -> argpa
 
 
 def begin(name: str, title: str, method: str, argv: Sequence[str] | None, full, quick,
-          set_repeats: Callable[[Any, int], Any] | None = None) -> tuple[argparse.Namespace, Any, dict[str, Any]]:
+          set_repeats: Callable[[Any, int], Any] | None = None,
+          package: str = "bench") -> tuple[argparse.Namespace, Any, dict[str, Any]]:
     """Returns (options, settings, result skeleton): full or quick settings, with --repeats applied."""
-    args = parse_args(name, title, argv)
+    args = parse_args(name, title, argv, package)
     settings = quick if args.quick else full
     if args.repeats:
         settings = (set_repeats or (lambda s, n: dataclasses.replace(s, repeats=n)))(settings, args.repeats)
-    return args, settings, new_result(name, title, method, args, argv, dataclasses.asdict(settings))
+    return args, settings, new_result(name, title, method, args, argv, dataclasses.asdict(settings), package)
 
 
 def log(message: str) -> None:
@@ -229,7 +232,7 @@ class PeakMemory:
 
 
 def new_result(name: str, title: str, method: str, args: argparse.Namespace, argv: Sequence[str] | None,
-               settings: dict[str, Any]) -> dict[str, Any]:
+               settings: dict[str, Any], package: str = "bench") -> dict[str, Any]:
     """Returns the result skeleton every benchmark fills: what ran, where, with which versions."""
     argv = list(argv) if argv is not None else sys.argv[1:]
     return {
@@ -237,8 +240,9 @@ def new_result(name: str, title: str, method: str, args: argparse.Namespace, arg
         "title": title,
         "method": method,
         "mode": "quick" if args.quick else "full",
-        "command": command_line(name, argv),
+        "command": command_line(name, argv, package),
         "process_argv": list(getattr(sys, "orig_argv", sys.argv)),  # differs when run in-process (pytest)
+        "cwd": os.getcwd(),  # bench.render names the paths in the command relative to it
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "code": code_version(),
         "machine": machine_info(),
@@ -257,7 +261,7 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
 
 def write_results(result: dict[str, Any], out_dir: Path) -> Path:
     """Writes <out>/<name>.json and <out>/<name>.md; returns the JSON path."""
-    from bench.report import render_result
+    from bench.render import render_result
 
     result = dict(result)
     result["wall_seconds"] = round(time.monotonic() - result.pop("_started"), 2)

@@ -46,9 +46,9 @@ QUICK = Settings(("experiment=isbi_best", *TINY_MODEL, "trainer.crop_size=64", "
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from bench import training
-    from segexp.scoring import predict_slices, slice_scores
-    from segexp.metrics import isbi_scores
-    from segexp.train import prepare_data
+    from segexp.evaluation.scoring import predict_slices, slice_scores
+    from segexp.evaluation.metrics import isbi_scores
+    from segexp.training.build import prepare_data
 
     args, settings, result = common.begin(NAME, TITLE, METHOD, argv, FULL, QUICK)
     training.fresh_session()

@@ -1,6 +1,6 @@
 """B3: 512x512 slices/s of overlap-tile prediction, with and without 8-way TTA, vs one whole-image pass.
 
-Tiled prediction is `segexp predict`'s own predictor (segexp.predict.make_predictor: segexp.inference
+Tiled prediction is `segexp predict`'s own predictor (segexp.evaluation.predictor.make_predictor: segexp.evaluation.tiling
 .predict_image over the model's predict_on_batch) with conf/inference/default.yaml's tile, overlap and batch
 size; naive is model.predict_on_batch on the whole slice. Arms interleaved per repeat, each
 sample under its own peak-RSS window.
@@ -56,7 +56,8 @@ QUICK = Settings(cases=(
 
 def load_test_slices() -> list[np.ndarray]:
     """Returns the ISBI test slices as float32 (512, 512, 1) in [0, 1]."""
-    from segexp.data import default_isbi_root, list_images, natural_key, read_image, to_channels, to_unit_float
+    from segexp.data.datasets import default_isbi_root
+    from segexp.data.images import list_images, natural_key, read_image, to_channels, to_unit_float
 
     found = list_images(default_isbi_root() / "test" / "image", "images")
     return [to_channels(to_unit_float(read_image(found[stem])), 1) for stem in sorted(found, key=natural_key)]
@@ -64,7 +65,7 @@ def load_test_slices() -> list[np.ndarray]:
 
 def tiling_note(shape: Sequence[int], inference: dict[str, Any], multiple: int) -> str:
     """Returns how overlap-tile prediction covers a slice of `shape`: tiles per axis and pixels vs one pass."""
-    from segexp.inference import plan_axis
+    from segexp.evaluation.tiling import plan_axis
 
     plans = [plan_axis(length, inference["tile"], inference["overlap"], multiple) for length in shape]
     covered = np.prod([len(p.starts) * p.tile for p in plans])
@@ -85,7 +86,7 @@ def measure_case(case: Case, slices: list[np.ndarray], repeats: int) -> dict[str
     """Returns seconds per slice and peak memory per arm for one model."""
     from omegaconf import OmegaConf
 
-    from segexp.predict import make_predictor, model_channels_and_multiple
+    from segexp.evaluation.predictor import make_predictor, model_channels_and_multiple
 
     from bench import training
 

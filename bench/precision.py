@@ -54,7 +54,7 @@ ARMS = {  # name: (precision, seed offset)
 
 def train_arm(name: str, precision: str, seed_offset: int, settings: Settings, store: str, workdir: Path) -> dict:
     """Trains one arm in a fresh process; returns its speed and last-epoch report scores from the store."""
-    from segexp.tracking import find_runs, timed_metric_history
+    from segexp.tracking.store import find_runs, timed_metric_history
 
     seed = 42 + seed_offset
     overrides = [*settings.overrides, f"trainer.precision={precision}", f"trainer.seed={seed}",
@@ -78,7 +78,7 @@ def train_arm(name: str, precision: str, seed_offset: int, settings: Settings, s
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from segexp.runtime import cpu_has_bf16
+    from segexp.training.runtime import cpu_has_bf16
 
     args, settings, result = common.begin(NAME, TITLE, METHOD, argv, FULL, QUICK)
     if not cpu_has_bf16():

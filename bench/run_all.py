@@ -1,35 +1,31 @@
-"""Runs every benchmark (each in its own process, as `python -m bench.<name>`) and writes BENCHMARKS.md.
+"""Runs every speed benchmark (each in its own process, as `python -m bench.<name>`) and writes BENCHMARKS.md.
 
 Separate processes keep each benchmark's peak-memory figures and TensorFlow state its own.
 Startup runs first, while nothing else has warmed the file cache beyond what a user would see.
-The results of the long runs started on their own - `python -m bench.quality` (an hour) and
-its `--name quality_default` run of the default recipe, `python -m bench.replicates`, `python -m bench.levers`,
-`python -m bench.study`, `python -m bench.suite` - go into BENCHMARKS.md too when present. Nothing in it is written by hand.
+The results of the long runs started on their own - the quality studies of studies/ (`python -m studies.quality`,
+an hour, and its `--name quality_default` run of the default recipe, `studies.replicates`, `studies.levers`,
+`studies.study`, `studies.metric_agreement`) and `python -m bench.suite` - go into BENCHMARKS.md too when present.
+Nothing in it is written by hand; `python -m bench.render` renders the docs from the same results.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from bench import common
-from bench.report import render_benchmarks
+from bench import common, render
 
-BENCHMARKS = ("startup", "compute", "precision", "throughput", "epoch_profile", "inference", "scaling", "outage")
-ON_THEIR_OWN = ("quality_default", "quality", "replicates", "isbi_best_30", "levers", "levers_more",
-                "study", "study_30", "metric_agreement", "suite")  # rendered when present, never run from here
-BENCHMARKS_MD = common.REPO / "BENCHMARKS.md"
+BENCHMARKS = render.SPEED
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="run every benchmark in quick mode")
     parser.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="results directory (default: bench/results)")
-    parser.add_argument("--benchmarks-md", type=Path, default=BENCHMARKS_MD, help="where to write BENCHMARKS.md")
+    parser.add_argument("--benchmarks-md", type=Path, default=render.BENCHMARKS_MD, help="where to write BENCHMARKS.md")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS),
                         help="run only these benchmarks (BENCHMARKS.md still lists every result found)")
     parser.add_argument("--render-only", action="store_true", help="run nothing; rebuild BENCHMARKS.md from the results")
@@ -43,12 +39,6 @@ def run_benchmark(name: str, quick: bool, out: Path) -> bool:
     return subprocess.run(command, cwd=common.REPO).returncode == 0
 
 
-def load_results(out: Path) -> list[dict[str, Any]]:
-    """Returns the results found in `out`, in BENCHMARKS order."""
-    paths = [out / f"{name}.json" for name in (*BENCHMARKS, *ON_THEIR_OWN)]
-    return [json.loads(path.read_text()) for path in paths if path.is_file()]
-
-
 def main(argv: Sequence[str] | None = None) -> list[str]:
     """Runs the benchmarks and writes BENCHMARKS.md; returns the names that failed (exit status 1 if any)."""
     args = parse_args(argv)
@@ -57,8 +47,9 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
     command = common.command_line("run_all", [a for a in given if a != "--render-only"])
     if args.render_only:  # the figures came from an earlier full run; say so instead of naming this one
         command += "` (this file re-rendered from its results with `--render-only"
-    args.benchmarks_md.write_text(render_benchmarks(load_results(args.out), command))
-    common.log(f"wrote {args.benchmarks_md}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    render.write_benchmarks_md(args.out, args.benchmarks_md, command)
+    if failed:
+        common.log(f"FAILED: {', '.join(failed)}")
     return failed
 
 

@@ -1,10 +1,10 @@
-"""The test suite's size and wall time, as README.md quotes it: `make test` in a checkout, which on a
+"""The test suite's size and wall time, as docs/results.md quotes it: `make test` in a checkout, which on a
 fresh clone includes creating its venv and installing, exactly as a new user (and CI) runs it.
 
     python -m bench.suite --repo /tmp/fresh-clone    # `make test` there (git clone main first)
     python -m bench.suite --quick                    # one small test file here, to check this script
 
-Writes bench/results/suite.{json,md}; `python -m bench.readme` puts the figure into README.md.
+Writes bench/results/suite.{json,md}; `python -m bench.render` puts the figure into docs/results.md.
 """
 
 from __future__ import annotations

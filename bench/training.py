@@ -35,14 +35,14 @@ def fresh_session() -> None:
 
 def compose(*overrides: str, config_name: str = "train"):
     """Returns conf/<config_name>.yaml composed with the overrides, as the CLI would build it."""
-    from segexp.config import compose as segexp_compose
+    from segexp.config.compose import compose as segexp_compose
 
     return segexp_compose(config_name, overrides)
 
 
 def load_data(cfg):
     """Returns (train set, border weights or None): train.fit's inputs (validation is a callback's job)."""
-    from segexp.train import prepare_data
+    from segexp.training.build import prepare_data
 
     parts, weights = prepare_data(cfg)
     train_set = parts["train"]
@@ -54,9 +54,9 @@ def build_compiled_model(cfg, train_set):
     resolved by the same speed probe and cache)."""
     import tensorflow as tf
 
-    from segexp import runtime
-    from segexp.config import instantiate
-    from segexp.train import build_model, choose_speed
+    from segexp.training import runtime
+    from segexp.config.instantiate import instantiate
+    from segexp.training.build import build_model, choose_speed
 
     speed = choose_speed(cfg, tf.distribute.get_strategy(), train_set.channels, train_set.foreground,
                          cfg.loss.weight_map is not None)
@@ -76,8 +76,8 @@ def sample_batch(cfg, train_set, weights) -> tuple[np.ndarray, np.ndarray]:
 
 def segexp_training_stream(cfg, train_set, weights):
     """Returns the tf.data stream train() feeds to model.fit (its augmentation pipeline and sampler)."""
-    from segexp.config import instantiate
-    from segexp.train import training_stream
+    from segexp.config.instantiate import instantiate
+    from segexp.training.build import training_stream
 
     return training_stream(cfg, train_set, weights, instantiate(cfg.aug, _convert_="all"))
 
@@ -108,8 +108,8 @@ def seconds_per_step(fit: FitCall, steps: int, warmup: int) -> float:
 
 
 def segexp_fit(cfg, model, train_set, weights) -> FitCall:
-    """Returns a FitCall running segexp.train.fit (augmented crop stream, no selection pass) for one epoch."""
-    from segexp.train import fit
+    """Returns a FitCall running segexp.training.train.fit (augmented crop stream, no selection pass) for one epoch."""
+    from segexp.training.build import fit
 
     stream = segexp_training_stream(cfg, train_set, weights)
 

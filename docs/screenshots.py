@@ -1,4 +1,5 @@
-"""Refreshes the README's MLflow UI screenshots from a real sweep shown by a real `mlflow ui`.
+"""Refreshes the docs' MLflow UI screenshots from a real sweep shown by a real `mlflow ui`.
+(docs/training.md and docs/sweeps-and-compare.md show them.)
 
     apt-get install chromium chromium-driver      # Debian; any Chrome + matching chromedriver works
     pip install -e ".[docs]"                      # selenium
@@ -6,7 +7,7 @@
 
 It runs a small 3-LR sweep (`debug=smoke`, a few epochs) into a temporary sqlite store,
 serves it with `mlflow ui` on a free loopback port, and drives headless Chromium through
-the views the README shows: the sweep as one expandable parent row with its children, the
+the views the docs show: the sweep as one expandable parent row with its children, the
 children's selection-score curves side by side, and the mask images of one run.
 """
 
@@ -116,7 +117,7 @@ def shoot(driver, path: Path, settle: float = 3.0) -> None:
 
 
 def shoot_all(driver, base: str, experiment_id: str, parent_id: str, child_id: str, out: Path) -> None:
-    """Takes the README's pictures: the sweep's runs, their selection-score curves, one run's mask panel, its
+    """Takes the docs' pictures: the sweep's runs, their selection-score curves, one run's mask panel, its
     overview (dataset inputs, logged model), its augmentation preview and its system metrics."""
     driver.get(f"{base}/#/experiments/{experiment_id}/runs")
     wait_for_text(driver, "sweep optimizer.lr")

@@ -1,9 +1,9 @@
 """Which changes to isbi_best move the held-out scores, and by how much (issue 13's lever study).
 
-    python -m bench.levers                                       # every lever: a 5-minute sweep over seeds 1, 2, 3
-    python -m bench.levers --reuse-training --store DIR          # compare the sweeps already in DIR again
-    python -m bench.levers --quick                               # tiny models: checks the script only
-    python -m bench.levers --store DIR --levers auto ema --only ema --name levers_ema   # one more lever beside
+    python -m studies.levers                                     # every lever: a 5-minute sweep over seeds 1, 2, 3
+    python -m studies.levers --reuse-training --store DIR        # compare the sweeps already in DIR again
+    python -m studies.levers --quick                             # tiny models: checks the script only
+    python -m studies.levers --store DIR --levers auto ema --only ema --name levers_ema   # one more lever beside
                                                                  # a sweep already in DIR (A = the first lever)
 
 Each lever is one `segexp train -m experiment=isbi_best trainer.max_minutes=B <lever> trainer.seed=...` sweep,
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench import common
-from bench.replicates import METRICS, compare_table, segexp
-from bench.thresholds import threshold_lever, threshold_table, threshold_verdicts
+from studies.replicates import METRICS, compare_table, segexp
+from studies.thresholds import threshold_lever, threshold_table, threshold_verdicts
 
 NAME = "levers"
 TITLE = "Levers: what moves isbi_best's held-out scores (sweeps over seeds, segexp compare)"
@@ -78,7 +78,7 @@ def sweep_runs(store: Path, name: str) -> list:
 
 def recipe_label(run) -> str:
     """Returns what a run changes in isbi_best, e.g. "loss=weighted_bce", or "as shipped"."""
-    from segexp.replicates import recipe_overrides
+    from segexp.experiments.replicates import recipe_overrides
 
     common = ("experiment=", "trainer.max_minutes=", "tracking.uri=", "debug=", "trainer.crop_size=64")
     own = [o for o in recipe_overrides(run) if not o.startswith(common)]
@@ -87,11 +87,11 @@ def recipe_label(run) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     known, rest = parse_args(argv)
-    args = common.parse_args(NAME, TITLE, rest)
+    args = common.parse_args(NAME, TITLE, rest, package="studies")
     levers = {name: LEVERS[name] for name in known.levers}
     result = common.new_result(known.name, TITLE, METHOD, args, argv, {
         "levers": levers, "seeds": known.seeds, "budget_minutes": known.budget_minutes})
-    result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:])
+    result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:], package="studies")
     store = known.store.resolve()
     store.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)

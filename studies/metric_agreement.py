@@ -1,8 +1,8 @@
 """segexp's V_rand/V_info against a literal transcription of the Fiji reference, on a trained model's
 predictions of its report slices:
 
-    python -m bench.metric_agreement --run bench/results/quality_default/default
-    python -m bench.metric_agreement --quick --run RUN_DIR     # 64x64 crops: seconds
+    python -m studies.metric_agreement --run bench/results/quality_default/default
+    python -m studies.metric_agreement --quick --run RUN_DIR     # 64x64 crops: seconds
 
 The transcription (tests/fiji_reference.py) follows the Java line by line and is far too slow for
 training, so this runs it once, on real probability maps, threshold by threshold.
@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from bench import common
 
 NAME = "metric_agreement"
-TITLE = "Metric agreement: segexp.metrics vs a literal transcription of Fiji's reference"
+TITLE = "Metric agreement: segexp.evaluation.metrics vs a literal transcription of Fiji's reference"
 METHOD = ("The run's checkpoint predicts its report slices (segexp's own predictor, inference defaults); both "
           "implementations score the same probability maps at the reference's 11 thresholds, averaged per slice; "
           "the table gives each threshold's scores and their largest absolute difference.")
@@ -46,11 +46,11 @@ def report_predictions(run_dir: Path, crop: int | None) -> tuple[list, list, lis
     """Returns (probability maps, truths, slice names) of the run's report slices."""
     from omegaconf import OmegaConf
 
-    from segexp.config import compose
-    from segexp.data import to_channels
-    from segexp.evaluate import report_set
-    from segexp.predict import load_predictor
-    from segexp.rundir import resolve_checkpoint
+    from segexp.config.compose import compose
+    from segexp.data.images import to_channels
+    from segexp.evaluation.evaluate import report_set
+    from segexp.evaluation.predictor import load_predictor
+    from segexp.tracking.references import resolve_checkpoint
 
     checkpoint, run = resolve_checkpoint(str(run_dir))
     report = report_set(run)  # at the labels' resolution, as evaluate scores them
@@ -67,12 +67,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--run", type=Path, required=True)
     known, rest = pre.parse_known_args(argv)
-    args, settings, result = common.begin(NAME, TITLE, METHOD, rest, FULL, QUICK)
-    result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:])
-    from segexp.metrics import isbi_scores
+    args, settings, result = common.begin(NAME, TITLE, METHOD, rest, FULL, QUICK, package="studies")
+    result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:], package="studies")
+    from segexp.evaluation.metrics import isbi_scores
 
     probs, truths, names = report_predictions(known.run, settings.crop)
-    common.log(f"scoring slices {names} with segexp.metrics")
+    common.log(f"scoring slices {names} with segexp.evaluation.metrics")
     ours = isbi_scores(probs, truths)
     fiji = oracle()
     rows = []

@@ -1,9 +1,9 @@
 """Segmentation quality of whole recipes, trained as a user would and scored on slices no choice saw.
 
-    python -m bench.quality                                  # seed_replica vs isbi_best, 30 minutes each
-    python -m bench.quality --name quality_default --recipes default --budget-minutes 0   # `segexp train` as shipped
-    python -m bench.quality --quick                          # seconds: checks the script end to end
-    python -m bench.quality --reuse-training                 # score the checkpoints of an earlier run again
+    python -m studies.quality                                # seed_replica vs isbi_best, 30 minutes each
+    python -m studies.quality --name quality_default --recipes default --budget-minutes 0   # `segexp train` as shipped
+    python -m studies.quality --quick                        # seconds: checks the script end to end
+    python -m studies.quality --reuse-training               # score the checkpoints of an earlier run again
 
 For each recipe: `segexp train [experiment=<recipe>] [trainer.max_minutes=<budget>]` (the default
 split: train on slices 0-19, choose the checkpoint by V_rand on 20-24), then `segexp evaluate` of that
@@ -64,7 +64,7 @@ def evaluate_checkpoint(workdir: Path, store: str, tta: bool, extra: list[str]) 
 
 def training_run(store: str, workdir: Path):
     """Returns the MLflow run that trained in `workdir` (the newest, if it was trained more than once)."""
-    from segexp.tracking import find_runs
+    from segexp.tracking.store import find_runs
 
     (run,) = find_runs(store, EXPERIMENT, f"tags.output_dir = '{workdir.resolve()}'", max_results=1)
     return run
@@ -77,7 +77,7 @@ def learning_curve(store: str, run, png: Path, title: str) -> list[dict]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from segexp.tracking import log_artifact, timed_metric_history
+    from segexp.tracking.store import log_artifact, timed_metric_history
 
     start = run.info.start_time
     points, figure = [], plt.figure(figsize=(7, 4))
@@ -101,7 +101,7 @@ def learning_curve(store: str, run, png: Path, title: str) -> list[dict]:
 def training_facts(store: str, run) -> dict:
     """Returns minutes from the run's start to its last selection pass, epochs run, the chosen epoch and
     its selection score (read from MLflow; evaluate logs into the same run later, so not its end time)."""
-    from segexp.tracking import timed_metric_history
+    from segexp.tracking.store import timed_metric_history
 
     history = timed_metric_history(store, run.info.run_id, "select_loss")
     metrics = run.data.metrics
@@ -118,8 +118,8 @@ def all_cell_baseline(workdir: Path) -> dict:
     must beat (pixel accuracy is then the cell fraction)."""
     import numpy as np
 
-    from segexp.evaluate import report_set
-    from segexp.metrics import evaluate_slices
+    from segexp.evaluation.evaluate import report_set
+    from segexp.evaluation.metrics import evaluate_slices
     from segexp.rundir import RunDir
 
     report = report_set(RunDir(workdir))
@@ -146,7 +146,7 @@ COLUMNS = ["recipe", "budget (min)", "trained (min)", "epochs", "checkpoint epoc
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.quality", description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", nargs="+", default=["seed_replica", "isbi_best"],
                         help="experiment names; `default` is plain `segexp train`")
     parser.add_argument("--budget-minutes", type=float, default=30.0, help="trainer.max_minutes; 0: as shipped")
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     name = f"{args.name}_quick" if args.quick else args.name
     train_extra, eval_extra = (QUICK, QUICK_EVAL) if args.quick else ([], [])
     result = common.new_result(name, TITLE, METHOD, args, argv, {"recipes": args.recipes, "budget_minutes": budget})
-    result["command"] = common.command_line("quality", argv if argv is not None else sys.argv[1:])
+    result["command"] = common.command_line("quality", argv if argv is not None else sys.argv[1:], package="studies")
     args.out.mkdir(parents=True, exist_ok=True)
     store = f"sqlite:///{(args.out / f'{name}.db').resolve()}"
     recipes = []

@@ -1,10 +1,10 @@
 """Is one recipe really better than another? Each recipe trained over several seeds (a `segexp train -m
 ... trainer.seed=...` sweep per recipe, as a user would run it), then `segexp compare` of the sweeps:
 
-    python -m bench.replicates                                   # isbi_best vs seed_replica, 3 seeds, 5 min each
-    python -m bench.replicates --budget-minutes 30 --seeds 1 2 3 4 5 6
-    python -m bench.replicates --reuse-training                  # compare the sweeps already in --store again
-    python -m bench.replicates --quick                           # debug=smoke recipes: seconds, numbers are noise
+    python -m studies.replicates                                 # isbi_best vs seed_replica, 3 seeds, 5 min each
+    python -m studies.replicates --budget-minutes 30 --seeds 1 2 3 4 5 6
+    python -m studies.replicates --reuse-training                # compare the sweeps already in --store again
+    python -m studies.replicates --quick                         # debug=smoke recipes: seconds, numbers are noise
 
 The store (sqlite + artifacts) stays in --store, outside git; the comparison's report, panel and
 curves are copied to bench/results/.
@@ -91,15 +91,15 @@ def spread(values: Sequence[float]) -> list[float]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from bench.thresholds import threshold_lever
+    from studies.thresholds import threshold_lever
 
     known, rest = parse_args(argv)
     title = TITLE if known.recipes == ["seed_replica", "isbi_best"] else \
         f"Replicates: {' vs '.join(known.recipes)} over seeds, {known.budget_minutes:g} training minutes each"
-    args = common.parse_args(known.name, title, rest)
+    args = common.parse_args(known.name, title, rest, package="studies")
     result = common.new_result(known.name, title, METHOD, args, argv, {
         "recipes": known.recipes, "seeds": known.seeds, "budget_minutes": known.budget_minutes})
-    result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:])
+    result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:], package="studies")
     store = known.store.resolve()
     store.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

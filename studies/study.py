@@ -1,17 +1,17 @@
 """Issue 13's search, with segexp's own tools: an Optuna study of budgeted trials around isbi_best, then its
 winner confirmed over seeds against today's recipes by `segexp compare`.
 
-    python -m bench.study --store DIR                            # the study, the winner over seeds 1 2 3, compare
-    python -m bench.study --store DIR --reuse-training           # render what DIR holds again
-    python -m bench.study --quick                                # tiny models and 2 trials: checks the script only
-    python -m bench.study --study-from DIR --store DIR30 --budget-minutes 30 --name study_30
+    python -m studies.study --store DIR                          # the study, the winner over seeds 1 2 3, compare
+    python -m studies.study --store DIR --reuse-training         # render what DIR holds again
+    python -m studies.study --quick                              # tiny models and 2 trials: checks the script only
+    python -m studies.study --study-from DIR --store DIR30 --budget-minutes 30 --name study_30
                                             # DIR's study winner (and baselines) retrained at another budget
 
 1. The study: `segexp train -m experiment=isbi_best hparams_search=isbi_best trainer.max_minutes=B`, as a user
    would run it - TPE with median pruning, maximizing V_rand on the selection slices; one parent run.
 2. The winner (the study's best unpruned trial) is retrained on fresh seeds as its own sweep.
 3. `segexp compare` of the baselines (--against, each a `segexp train -m experiment=R trainer.seed=...` sweep as
-   bench.replicates trains them; a sweep already in the store is reused) and the winner, on the report slices
+   studies.replicates trains them; a sweep already in the store is reused) and the winner, on the report slices
    no choice saw: the study chose on the selection slices only, so the winner's report scores are unbiased.
 """
 
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench import common
-from bench.levers import sweep_runs
-from bench.replicates import METRICS, children, compare_table, segexp, train_recipe
-from bench.thresholds import threshold_lever, threshold_table, threshold_verdicts
+from studies.levers import sweep_runs
+from studies.replicates import METRICS, children, compare_table, segexp, train_recipe
+from studies.thresholds import threshold_lever, threshold_table, threshold_verdicts
 
 NAME = "study"
 TITLE = "Study: an Optuna search around isbi_best, its winner against today's recipes"
@@ -76,7 +76,7 @@ def recorded_command(store: Path, sweep: str) -> list[str]:
     """Returns the `segexp train -m ...` arguments that ran sweep_<sweep> in store, from its parent run's tags."""
     from mlflow.tracking import MlflowClient
 
-    from segexp.sweep import read_sweep_record
+    from segexp.rundir import read_sweep_record
 
     sweep_dir = store / f"sweep_{sweep}"
     parent = MlflowClient(uri(store)).get_run(read_sweep_record(sweep_dir).parent_run_id)
@@ -85,7 +85,7 @@ def recorded_command(store: Path, sweep: str) -> list[str]:
 
 def recipe_of(run) -> list[str]:
     """Returns the overrides a trial chose (what it changes in isbi_best), without the study's own settings."""
-    from segexp.replicates import recipe_overrides
+    from segexp.experiments.replicates import recipe_overrides
 
     return [o for o in recipe_overrides(run) if not o.startswith(NOT_RECIPE)]
 
@@ -99,15 +99,15 @@ def winner_command(recipe: Sequence[str], seeds: Sequence[int], minutes: float, 
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from segexp.replicates import difference, verdict
-    from segexp.sweep import best_child, is_pruned
+    from segexp.experiments.replicates import difference, verdict
+    from segexp.experiments.sweeps import best_child, is_pruned
 
     known, rest = parse_args(argv)
-    args = common.parse_args(NAME, TITLE, rest)
+    args = common.parse_args(NAME, TITLE, rest, package="studies")
     result = common.new_result(known.name, TITLE, METHOD, args, argv, {
         "trials": known.trials, "budget_minutes": known.budget_minutes, "seeds": known.seeds,
         "against": known.against, "study_from": str(known.study_from) if known.study_from else None})
-    result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:])
+    result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:], package="studies")
     store = known.store.resolve()
     study_store = known.study_from.resolve() if known.study_from else store
     store.mkdir(parents=True, exist_ok=True)
@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"Winner: `{' '.join(winner)}` (trial {[t.info.run_id for t in trials].index(best.info.run_id)}, "
         f"selection V_rand "
         f"{best.data.metrics['ckpt_select_v_rand']:.4f}), retrained by `python -m segexp {' '.join(confirmed)}`.",
-        "Baselines: `bench.replicates`' sweeps of " + ", ".join(known.against) + " in the same store (reused when "
+        "Baselines: `studies.replicates`' sweeps of " + ", ".join(known.against) + " in the same store (reused when "
         "present; their commit is in the table).",
         "(trained in an earlier invocation: --reuse-training)" if known.reuse_training else "One run after the other.",
         *known.note,

@@ -1,6 +1,6 @@
 """The pixel threshold as a lever: each finished run's checkpoint re-predicted on its selection and report
 slices, the threshold with the best accuracy on the selection slices applied to the report slices, against
-0.5 (bench.levers, bench.replicates)."""
+0.5 (studies.levers, studies.replicates, studies.study)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ THRESHOLDS = [round(0.05 * i, 2) for i in range(1, 20)]
 def threshold_lever(runs: Sequence, label: Callable[[Any], str]) -> list[dict[str, Any]]:
     """For each finished run: report accuracy and Dice at 0.5 and at the threshold with the best accuracy on
     the selection slices (re-predicted from its checkpoint as `segexp evaluate` predicts); `label` names a run."""
-    from segexp.metrics import pixel_scores
-    from segexp.models import load_model
-    from segexp.predict import inference_size, make_predictor
+    from segexp.evaluation.metrics import pixel_scores
+    from segexp.models.loading import load_model
+    from segexp.evaluation.predictor import inference_size, make_predictor
     from segexp.rundir import RunDir
-    from segexp.train import prepare_data
+    from segexp.training.build import prepare_data
 
     rows = []
     for run in runs:
@@ -42,7 +42,7 @@ def threshold_lever(runs: Sequence, label: Callable[[Any], str]) -> list[dict[st
 
 def threshold_verdicts(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Returns segexp compare's verdicts of the chosen threshold against 0.5 on accuracy and Dice, paired by run."""
-    from segexp.replicates import difference, verdict
+    from segexp.experiments.replicates import difference, verdict
 
     return [verdict(difference(metric, {("run", r["run_id"]): r[f"{metric}@0.5"] for r in rows},
                                {("run", r["run_id"]): r[f"{metric}@chosen"] for r in rows}),

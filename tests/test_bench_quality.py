@@ -1,4 +1,4 @@
-"""bench.quality end to end in quick mode: a real (tiny) training under a budget, evaluation of the
+"""studies.quality end to end in quick mode: a real (tiny) training under a budget, evaluation of the
 report slices with and without TTA, the learning curve, the table; then --reuse-training scores the
 same checkpoint again."""
 
@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import metric_agreement, quality  # noqa: E402
+from studies import metric_agreement, quality  # noqa: E402
 
 
 @pytest.mark.slow
@@ -36,7 +36,7 @@ def test_quality_trains_evaluates_and_rescoring_reuses_the_checkpoint(tmp_path, 
     assert (tmp_path / "quality_quick_curve_seed_replica.png").read_bytes()[:4] == b"\x89PNG"
     table = (tmp_path / "quality_quick.md").read_text()
     assert "| seed_replica | 0.2 |" in table and "| 8-way |" in table and "| all cell (no model) |" in table
-    assert first["command"].endswith("-m bench.quality --quick --recipes seed_replica --out " + str(tmp_path))
+    assert first["command"].endswith("-m studies.quality --quick --recipes seed_replica --out " + str(tmp_path))
 
     again = quality.main(["--quick", "--reuse-training", "--recipes", "seed_replica", "--out", str(tmp_path)])
     (rescored,) = again["recipes"]
@@ -47,7 +47,7 @@ def test_quality_trains_evaluates_and_rescoring_reuses_the_checkpoint(tmp_path, 
     saved = json.loads((tmp_path / "quality_quick.json").read_text())
     assert saved["recipes"][0]["eval"]["v_rand"] == pytest.approx(row["eval"]["v_rand"])
 
-    # the same run's report slices, scored by segexp.metrics and by the literal Fiji transcription
+    # the same run's report slices, scored by segexp.evaluation.metrics and by the literal Fiji transcription
     agreement = metric_agreement.main(["--quick", "--run", str(tmp_path / "quality_quick" / "seed_replica"),
                                        "--out", str(tmp_path)])
     assert agreement["slices"] == ["29"] and len(agreement["tables"][0]["rows"]) == 11

@@ -1,0 +1,83 @@
+"""The docs a reader opens name no machine's absolute paths, link only to files and sections that exist, and
+give each BENCHMARKS.md heading once; the renderer writes paths relative to where a command ran, and its forest
+plots read the differences `segexp compare` printed."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import render  # noqa: E402
+
+PAGES = [REPO / "README.md", REPO / "BENCHMARKS.md", *sorted((REPO / "docs").rglob("*.md"))]
+# a path of one machine: a home, a temporary or a work folder after a blank, a quote, "(", "=" or ":"
+MACHINE_PATH = re.compile(r"(^|[\s`(=:'\"])/(work|tmp|root|home|opt|usr|var|mnt|Users)/", re.M)
+LINK = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_page_names_an_absolute_path_of_a_machine(page):
+    found = [line for line in page.read_text().splitlines() if MACHINE_PATH.search(line)]
+    assert not found, f"{page.name}: {found[:3]}"
+
+
+def anchors(page: Path) -> set[str]:
+    """Returns the fragments GitHub gives a page's headings: lower case, punctuation dropped, blanks as "-"."""
+    headings = [line.lstrip("#").strip() for line in page.read_text().splitlines() if line.startswith("#")]
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_relative_link_picture_and_section_exists(page):
+    links = [(target, fragment) for target, fragment in LINK.findall(page.read_text()) if "://" not in target]
+    missing = [target for target, _ in links if target and not (page.parent / target).exists()]
+    assert not missing, f"{page.name}: {missing}"
+    unknown = [f"{target}#{fragment}" for target, fragment in links
+               if fragment and (target or page.name).endswith(".md")
+               and fragment not in anchors(page.parent / target if target else page)]
+    assert not unknown, f"{page.name}: {unknown}"
+
+
+def test_each_benchmarks_heading_is_unique():
+    headings = [line for line in (REPO / "BENCHMARKS.md").read_text().splitlines() if line.startswith("#")]
+    assert headings and len(headings) == len(set(headings)), sorted(h for h in headings if headings.count(h) > 1)
+
+
+def test_the_renderer_names_paths_from_where_the_command_ran():
+    root = "/work/checkout"
+    assert render.portable_text("/work/checkout/.venv/bin/python -m bench.levers --store /work/bench-study "
+                                "--out /work/checkout/bench/results", root) == \
+        ".venv/bin/python -m studies.levers --store ../bench-study --out bench/results"
+    assert render.portable_text("tracking.uri=sqlite:////work/bench-study/mlflow.db", root) == \
+        "tracking.uri=sqlite:///../bench-study/mlflow.db"
+    assert render.portable_text("--repo /tmp/fresh --out=/work/checkout", root) == "--repo $TMPDIR/fresh --out=."
+    # a URL, a rate and a system file are not paths of the machine that ran the command
+    kept = "http://127.0.0.1:5000/health at 8 images/s, read from /proc/cpuinfo"
+    assert render.portable_text(kept, root) == kept
+    # a result recorded before results carried their cwd: the checkout whose .venv ran it
+    old = {"command": "/work/other/.venv/bin/python -m bench.quality --out /work/other/bench/results",
+           "notes": ["store in /work/other/outputs"]}
+    assert render.portable(old) == {"command": ".venv/bin/python -m studies.quality --out bench/results",
+                                    "notes": ["store in outputs"]}
+
+
+def test_the_forest_plot_reads_the_differences_compare_printed(tmp_path):
+    rows = [["report_v_rand", "0.9 ± 0.01", "B: 0.91 ± 0.01", "+0.0100 ± 0.0200", "0.31", ""],
+            ["report_dice", "0.8 ± 0.01", "B: 0.75 ± 0.01", "-0.0500 ± 0.0100", "0.002", ""]]
+    result = {"verdicts": ["A (isbi_best): ../s/sweep_a, 3 run(s)", "B (loss=dice): ../s/sweep_b, 3 run(s)",
+                           "no detectable difference on v_rand (+0.0100 ± 0.0200, p = 0.31, n = 3, ...)"],
+              "tables": [{"title": "compare", "columns": ["metric", "A", "other", "other - A", "p", "verdict"],
+                          "rows": rows}]}
+    assert render.recipe_labels(result) == {"A": "isbi_best", "B": "loss=dice"}
+    assert render.differences(result) == {"B": {"report_v_rand": (0.01, 0.02, 0.31),
+                                                "report_dice": (-0.05, 0.01, 0.002)}}
+    path = render.forest_plot([("group", None), ("loss=dice", render.differences(result)["B"])], "title",
+                              tmp_path / "forest.png", "note")
+    assert path.read_bytes()[:4] == b"\x89PNG"
