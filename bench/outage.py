@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench import common
+from segexp.tracking.local_server import MlflowServer
 
 NAME = "outage"
 TITLE = "Tracking outage: epoch time with the journal, with a live server and through a server outage"
@@ -55,7 +56,7 @@ def epoch_seconds(output: str) -> list[float]:
     return [float(m.group(2)) for line in output.splitlines() if (m := EPOCH_LINE.match(line)) and m.group(1) != "1"]
 
 
-def train(settings: Settings, arm: str, server: common.MlflowServer, workdir: Path) -> dict[str, Any]:
+def train(settings: Settings, arm: str, server: MlflowServer, workdir: Path) -> dict[str, Any]:
     """Runs one arm; returns its epoch times and what the run printed about the store."""
     tracking = ["tracking=none"] if arm == "none" else [f"tracking.uri={server.uri}", "tracking.outage_wait=5"]
     if arm != "none" and server.process is None:
@@ -83,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     arms = ("none", "server", "outage")
     runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
     with tempfile.TemporaryDirectory(prefix="segexp-outage-") as tmp:
-        server = common.MlflowServer(Path(tmp) / "server")
+        server = MlflowServer(Path(tmp) / "server")
         try:
             for repeat in range(settings.repeats):
                 for arm in arms:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +10,11 @@ import pytest
 from PIL import Image
 
 from segexp.config.compose import compose
+from segexp.tracking.local_server import MlflowServer, free_port  # noqa: F401  (tests import them from here)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # bench/ is a package of the checkout, not of the installed segexp; a test's
-    sys.path.insert(0, str(REPO))  # subprocess that imports this file finds it too
-from bench.common import MlflowServer, free_port  # noqa: E402,F401  (tests import free_port from here)
 
 TINY = [  # smallest model and run that still exercise every code path
     "debug=smoke", "trainer.verbose=0", "trainer.crop_size=32", "trainer.steps_per_epoch=2",

@@ -5,16 +5,13 @@ same checkpoint again."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from studies import metric_agreement, quality
 
-from studies import metric_agreement, quality  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow

@@ -9,19 +9,16 @@ thread meanwhile.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # bench/ is a package of the checkout, not of the installed segexp
-    sys.path.insert(0, str(REPO))
-
-from bench import (compute, epoch_profile, inference, outage, precision, run_all, scaling, seed_replica,  # noqa: E402
+from bench import (compute, epoch_profile, inference, outage, precision, run_all, scaling, seed_replica,
                    startup, suite, throughput)
+
+REPO = Path(__file__).resolve().parents[1]
 
 IN_PROCESS = {"throughput": throughput, "compute": compute, "inference": inference, "scaling": scaling,
               "epoch_profile": epoch_profile}

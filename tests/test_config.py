@@ -18,8 +18,8 @@ from conftest import TINY
 from segexp.config.compose import compose
 from segexp.config.files import config_groups
 from segexp.config.instantiate import instantiate
-from segexp.errors import ConfigError
 from segexp.config.schema import validate
+from segexp.errors import ConfigError
 
 ENV_CODE = "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'\n"
 TRAIN_GROUPS = {g: opts for g, opts in config_groups().items() if g != "hparams_search"}

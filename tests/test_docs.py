@@ -5,16 +5,13 @@ plots read the differences `segexp compare` printed."""
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from bench import render
 
-from bench import render  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 PAGES = [REPO / "README.md", REPO / "BENCHMARKS.md", *sorted((REPO / "docs").rglob("*.md"))]
 # a path of one machine: a home, a temporary or a work folder after a blank, a quote, "(", "=" or ":"

@@ -4,14 +4,11 @@ is still marked, once, in the file `python -m bench.render` rewrites it in."""
 from __future__ import annotations
 
 import re
-import sys
 
 from conftest import REPO
 
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-from bench import render  # noqa: E402
+from bench import render
 
 README = (REPO / "README.md").read_text()
 DOCS = {path: path.read_text() for path in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]}

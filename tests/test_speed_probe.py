@@ -11,9 +11,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import TINY
-from segexp.training import speed_probe
-from segexp.errors import ConfigError
 from segexp.config.schema import validate
+from segexp.errors import ConfigError
+from segexp.training import speed_probe
 from segexp.training.train import train
 
 

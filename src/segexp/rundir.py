@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 @dataclass(frozen=True)
 class RunDir:
     path: Path

@@ -22,7 +22,8 @@ def task(cfg: DictConfig) -> int:
     """Uploads every pending journal below cfg.run to its run's store (or to cfg.uri); returns the number of
     records sent. A store that is still unreachable stops it with one line; nothing is lost."""
     from segexp.models.loading import load_model
-    from segexp.tracking.spool import unsent, upload as upload_journal
+    from segexp.tracking.spool import unsent
+    from segexp.tracking.spool import upload as upload_journal
     from segexp.tracking.store import check_store
 
     root = Path(cfg.run)

@@ -17,6 +17,7 @@ from omegaconf import MISSING
 
 from segexp.errors import ConfigError
 
+
 # Closed sets of choices: OmegaConf rejects any other value while composing, naming the key and
 # the allowed values, before TensorFlow is imported. StrEnum members compare equal to their strings.
 class Upsampling(StrEnum):

@@ -14,8 +14,17 @@ from typing import Sequence
 
 import numpy as np
 
-from segexp.data.images import (SegmentationSet, list_images, match_by_stem, pixel_digest, read_image, resize_pair,
-                                to_binary_mask, to_channels, to_unit_float)
+from segexp.data.images import (
+    SegmentationSet,
+    list_images,
+    match_by_stem,
+    pixel_digest,
+    read_image,
+    resize_pair,
+    to_binary_mask,
+    to_channels,
+    to_unit_float,
+)
 from segexp.errors import DataError
 
 MANIFEST = "SHA256SUMS"

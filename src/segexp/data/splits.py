@@ -10,6 +10,7 @@ import numpy as np
 from segexp.data.images import SegmentationSet
 from segexp.errors import DataError
 
+
 def resolve_indices(positions: Sequence[int], count: int, key: str) -> list[int]:
     """Returns the positions made non-negative and sorted; raises DataError if any is out of range or repeated."""
     resolved = [i + count if i < 0 else i for i in positions]

@@ -14,16 +14,16 @@ from typing import Sequence
 
 from omegaconf import DictConfig
 
+from segexp.config.instantiate import instantiate
 from segexp.data.datasets import load
 from segexp.data.images import SegmentationSet, to_channels
 from segexp.data.splits import resolve_indices, roles_of
-from segexp.config.instantiate import instantiate
 from segexp.errors import ConfigError
 from segexp.evaluation.metrics import evaluate_slices
 from segexp.evaluation.predictor import load_source_predictor
+from segexp.evaluation.visualize import mask_panel
 from segexp.rundir import RunDir
 from segexp.tracking.references import resolve_model_source
-from segexp.evaluation.visualize import mask_panel
 
 # how the scored slices relate to the checkpoint -> the prefix of their MLflow keys
 KEY_PREFIX = {"report": "eval_", "unseen": "eval_", "seen": "eval_seen_", "unknown": "eval_unverified_"}

@@ -6,9 +6,9 @@ never imports TensorFlow/Keras and can be tested with plain NumPy functions.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from collections.abc import Callable, Iterator
 
 import numpy as np
 

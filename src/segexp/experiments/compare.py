@@ -22,11 +22,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from segexp.experiments import replicates
 from segexp.errors import ConfigError
+from segexp.experiments import replicates
 from segexp.tracking import sweeps as sweep_store
-from segexp.tracking.store import (artifact_names, download_artifacts, existing_store, find_run, log_finished_run,
-                                   metric_history, resolve_uri)
+from segexp.tracking.store import (
+    artifact_names,
+    download_artifacts,
+    existing_store,
+    find_run,
+    log_finished_run,
+    metric_history,
+    resolve_uri,
+)
 from segexp.tracking.tags import DATA_DIGEST, HOSTNAME, REPORT_SLICES, split_digest_tag, split_tag
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -28,11 +28,15 @@ from pathlib import Path
 from typing import Any, List, Mapping, Sequence
 
 import optuna
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
-from optuna.distributions import BaseDistribution, CategoricalDistribution, IntLogUniformDistribution
-from optuna.distributions import IntUniformDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    IntLogUniformDistribution,
+    IntUniformDistribution,
+)
 from optuna.trial import TrialState
 
+from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from segexp.tracking.tags import OVERRIDES, PRUNED
 from segexp.training.pruning import PRUNED_AT, register_study, running_study, unregister_study
 
@@ -119,7 +123,6 @@ class PruningOptunaSweeperImpl(OptunaSweeperImpl):
     def _continue(self, arguments: List[str]) -> None:
         """Adds the sweep's finished MLflow children to the study as its earlier trials; fewer trials to go."""
         from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-
         from segexp.experiments.sweeps import objective_metric
         from segexp.rundir import read_sweep_record
         from segexp.tracking import sweeps

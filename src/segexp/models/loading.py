@@ -9,8 +9,8 @@ def load_model(path: Path):
     """Returns the Keras model saved at path; raises DataError naming the file if it cannot be read."""
     import keras
 
-    import segexp.models.metrics  # noqa: F401  (importing registers the classes for deserialization)
     import segexp.models.losses  # noqa: F401
+    import segexp.models.metrics  # noqa: F401  (importing registers the classes for deserialization)
     import segexp.models.unet  # noqa: F401
     from segexp.errors import DataError
 

@@ -274,7 +274,8 @@ def upload(directory: Path, load_model: Callable[[Path], Any], uri: str | None =
                     client.get_run(run_id).data.tags.get(FAILURE_REASON, "").startswith(ORPHANED):
                 client.delete_tag(run_id, FAILURE_REASON)
             try:
-                send(client, run_id, record, load_model(Path(record["checkpoint"])) if record["kind"] == "model" else None)
+                model = load_model(Path(record["checkpoint"])) if record["kind"] == "model" else None
+                send(client, run_id, record, model)
             except Exception as err:  # noqa: BLE001 - as the live sender: a refusal is skipped, the rest stops it
                 if transient(err):
                     raise

@@ -11,7 +11,6 @@ from omegaconf.errors import OmegaConfBaseException
 from segexp.errors import ConfigError
 from segexp.rundir import RunDir
 
-
 # what decides which slices train, choose and report, and how: fixed for the life of a run, or its
 # split.json and its best-so-far would describe another protocol than the one the run followed
 FIXED_ON_RESUME = ("data", "split", "trainer.monitor", "trainer.monitor_mode", "trainer.checkpoint", "objective",

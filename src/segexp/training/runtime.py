@@ -7,7 +7,6 @@ import signal
 from pathlib import Path
 from typing import Iterator
 
-
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

@@ -23,10 +23,42 @@ from segexp.data.splits import split_record
 from segexp.errors import TrainingDiverged, TrainingInterrupted
 from segexp.rundir import RunDir, SweepJob
 from segexp.tracking.provenance import flatten, run_tags
-from segexp.tracking.tags import CHECKPOINT, DATA_DIGEST, OUTPUT_DIR, OVERRIDES, PRUNED, run_name, split_digest_tag, split_tag
+from segexp.tracking.tags import (
+    CHECKPOINT,
+    DATA_DIGEST,
+    OUTPUT_DIR,
+    OVERRIDES,
+    PRUNED,
+    run_name,
+    split_digest_tag,
+    split_tag,
+)
 from segexp.training.build import build_components, build_model, choose_speed, fit, prepare_data, training_stream
 from segexp.training.modelcard import model_card
-from segexp.training.pruning import trial_pruning
+
+
+def trial_pruning(cfg: DictConfig):
+    """Returns the callbacks.TrialPruning of an Optuna sweep's job when cfg.pruner is set, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from segexp.training.pruning import running_study
+
+    if cfg.optuna_trial is None or cfg.pruner is None or not HydraConfig.initialized():
+        return None
+    if HydraConfig.get().mode != RunMode.MULTIRUN:  # a trial's run resumed or reproduced on its own
+        return None
+
+    study_name = str(HydraConfig.get().sweeper.get("study_name"))
+    study = running_study(study_name)
+    if study is None:  # a launcher that runs jobs in other processes: see optuna_sweeper
+        print(f"[segexp] trial {cfg.optuna_trial} runs unpruned: pruning needs the job in the sweeper's process "
+              "(the basic launcher)", flush=True)
+        return None
+    from segexp.training.callbacks import TrialPruning
+
+    study.pruner = instantiate(cfg.pruner)
+    return TrialPruning(study, cfg.optuna_trial, str(cfg.objective))
 
 
 def build_callbacks(cfg: DictConfig, select_set, tracker, run: RunDir, extra: Sequence, resume=None) -> tuple[list, Any]:
@@ -83,8 +115,8 @@ def log_aug_preview(cfg: DictConfig, train_set, weights, pipeline, tracker) -> N
 def log_report_slices(tracker, report, probs) -> None:
     """Logs each report slice's image, truth and predicted probability as PNGs under `report_slices/`, so
     `segexp compare` can show runs side by side from the tracking store alone."""
-    from segexp.tracking.tags import REPORT_SLICES
     from segexp.evaluation.visualize import to_rgb8
+    from segexp.tracking.tags import REPORT_SLICES
 
     for name, image, mask, prob in zip(report.names, report.images, report.masks, probs):
         for kind, picture in (("image", image), ("truth", mask.astype(np.float32)), ("probability", prob)):
@@ -105,8 +137,8 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     validate(cfg)
     parts, weights = prepare_data(cfg)
     train_set = parts["train"]
-    from segexp.training.runtime import is_chief
     from segexp.tracking.trackers import NullTracker
+    from segexp.training.runtime import is_chief
 
     # fails fast on an unwritable store or unreachable server; of several workers only the chief tracks
     tracker = instantiate(cfg.tracking) if is_chief(cfg.trainer.strategy) else NullTracker()
