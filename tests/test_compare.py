@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 import subprocess
 import sys
@@ -103,8 +104,9 @@ def test_compare_names_the_working_recipe_and_finds_no_difference_of_a_recipe_wi
     assert f"by {np.mean(diff):.4f} ± " in v_rand[0] and f"p = {expected_p:.2g}," in v_rand[0]
 
     # its own MLflow run, tagged with the compared runs, holding the report that opens without MLflow
-    experiment = client.get_experiment_by_name("segexp-compare")
-    (run,) = client.search_runs([experiment.experiment_id])
+    (run_id,) = re.findall(r"MLflow run ([0-9a-f]{32})", out.stdout)  # the run this command logged, not any other
+    run = client.get_run(run_id)
+    assert run.info.experiment_id == client.get_experiment_by_name("segexp-compare").experiment_id
     compared = set(run.data.tags["compared_runs"].split(","))
     assert compared == {r.info.run_id for runs in recipes.values() for r in runs}
     assert run.data.metrics["B_minus_A/report_v_rand_diff"] == pytest.approx(np.mean(diff))

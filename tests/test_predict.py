@@ -61,6 +61,14 @@ def test_predict_with_tta_accepts_a_run_directory(trained, tmp_path):
     assert np.asarray(Image.open(path)).shape == SIZES[1]
 
 
+def training_run(store: str, checkpoint: Path):
+    """Returns the one MLflow run that trained `checkpoint` (found by its tag, whatever else the store holds)."""
+    client = MlflowClient(store)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (run,) = client.search_runs(experiments, f"tags.checkpoint = '{checkpoint.resolve()}'")
+    return run
+
+
 def evaluate_cfg(checkpoint, store, *overrides):
     return compose_config("evaluate", f"ckpt={checkpoint}", f"tracking.uri={store}", "inference.tile=32",
                           "inference.overlap=8", *overrides)
@@ -76,7 +84,7 @@ def test_evaluate_scores_the_runs_report_slices_and_logs_into_the_training_run(t
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert written["slices"] == ["s3", "s4"] and written["slices_status"] == "report"
     assert {k: written[k] for k in metrics} == pytest.approx(metrics)
-    (run,) = MlflowClient(store).search_runs(MlflowClient(store).search_experiments()[0].experiment_id.split())
+    run = training_run(store, checkpoint)  # evaluate logs into the run that trained the checkpoint
     assert run.info.status == "FINISHED"
     assert run.data.metrics["eval_v_rand"] == pytest.approx(metrics["v_rand"])
     assert run.data.tags["evaluated_slices"] == "s3,s4" and run.data.tags["evaluated_slices_status"] == "report"
@@ -99,8 +107,7 @@ def test_evaluate_scores_seen_slices_only_when_allowed_and_keeps_them_apart(trai
     monkeypatch.chdir(tmp_path)
     metrics = evaluate(evaluate_cfg(checkpoint, store, "slices=[0,1]", "allow_seen=true"), tmp_path / "eval")
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["slices_status"] == "seen"
-    client = MlflowClient(store)
-    run = client.get_run(client.search_runs([client.get_experiment_by_name("segexp").experiment_id])[0].info.run_id)
+    run = training_run(store, checkpoint)
     assert run.data.metrics["eval_seen_v_rand"] == pytest.approx(metrics["v_rand"])
 
 

@@ -17,7 +17,8 @@ from segexp.errors import TrackingError, TrainingDiverged
 from segexp.models.loading import load_model
 from segexp.training.train import train
 
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+# the caller's MLFLOW_TRACKING_URI must not reach the runs: on a developer's machine it names their real store
+ENV = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "TF_CPP_MIN_LOG_LEVEL": "2"}
 SYNTHETIC = [*TINY, "data=synthetic", "data.size=48", "trainer.preview_slices=0"]
 
 
@@ -142,16 +143,22 @@ def test_a_run_killed_after_its_last_epoch_resumes_by_scoring_it_without_trainin
 
 
 def test_a_kill_during_a_save_never_corrupts_the_checkpoint(tmp_path):
-    script = ("import sys, keras\nfrom segexp.training.callbacks import save_atomically\n"
+    # the child saves in a loop, saying when each save starts; it is killed at several points of one save,
+    # placed by the save time it measured itself (a fixed delay may always land between saves)
+    script = ("import sys, time, keras\nfrom segexp.training.callbacks import save_atomically\n"
               "from segexp.models.unet import build_unet\nfrom pathlib import Path\n"
               "m = build_unet(depth=2, base_filters=8, batch_norm=False, dropout=0.0, dropout_levels=0, "
-              "upsampling='transpose', activation='relu', head_filters=0, channels=1)\npath = Path(sys.argv[1])\nsave_atomically(m, path)\n"
-              "print('saved', flush=True)\nwhile True:\n    save_atomically(m, path)\n")
+              "upsampling='transpose', activation='relu', head_filters=0, channels=1)\npath = Path(sys.argv[1])\n"
+              "started = time.monotonic()\nsave_atomically(m, path)\n"
+              "print('saved', time.monotonic() - started, flush=True)\n"
+              "while True:\n    print('saving', flush=True)\n    save_atomically(m, path)\n")
     target = tmp_path / "model.keras"
-    for delay in (0.07, 0.23):
+    for phase in (0.1, 0.4, 0.7, 0.95):
         job = subprocess.Popen([sys.executable, "-c", script, str(target)], env=ENV, stdout=subprocess.PIPE, text=True)
-        assert job.stdout.readline().strip() == "saved"
-        time.sleep(delay)
+        word, seconds = job.stdout.readline().split()
+        assert word == "saved"
+        assert job.stdout.readline().strip() == "saving"  # a save has just begun
+        time.sleep(phase * float(seconds))
         job.kill()
         job.wait()
         load_model(target)  # would raise on a half-written zip

@@ -160,7 +160,7 @@ def test_parent_status(statuses, interrupted, expected):
 
 
 @pytest.mark.slow
-def test_optuna_search_trials_are_children_and_the_study_reports_its_best(tmp_path):
+def test_optuna_search_trials_are_children_and_the_study_reports_its_best(tmp_path, make_cfg):
     # quoted: the search space is a string for the sweeper, not a sweep of this command line
     out = sweep(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
                 "hydra.sweeper.params.loss='choice(bce,dice)'", "hydra.sweeper.params.aug='choice(light)'")
@@ -168,7 +168,9 @@ def test_optuna_search_trials_are_children_and_the_study_reports_its_best(tmp_pa
     client, parent, children = sweep_tree(tmp_path)
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
     lrs = [float(r.data.params["optimizer.lr"]) for r in children]
-    assert all(1e-4 <= lr <= 3e-3 for lr in lrs)  # sampled from the search space, not the default
+    # sampled from the search space (log-uniform on [1e-4, 3e-3]): two draws, neither the config's default 1e-4
+    default = make_cfg().optimizer.lr
+    assert all(1e-4 <= lr <= 3e-3 and lr != default for lr in lrs) and len(set(lrs)) == 2, lrs
     (results,) = (tmp_path / "outputs" / "multirun").glob("*/*/optimization_results.yaml")
     text = results.read_text()
     assert "best_params" in text and "best_value" in text
