@@ -38,19 +38,22 @@ from optuna.trial import TrialState
 
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from segexp.tracking.tags import OVERRIDES, PRUNED
-from segexp.training.pruning import PRUNED_AT, register_study, running_study, unregister_study
+from segexp.training.pruning import PRUNED_AT, register_trials, running_study, unregister_study
 
 log = logging.getLogger(__name__)
-_CREATE_STUDY = optuna.create_study
 
 
 def prune_aware_tell(study: optuna.Study):
-    """Returns study.tell, except that a trial whose job was pruned is told PRUNED, whatever it returned."""
+    """Returns study.tell, except that a trial whose job was pruned is told PRUNED, whatever it returned.
+
+    The plugin calls study.tell(trial=..., state=..., values=...) itself once a job returns (see
+    tests/test_optuna_plugin.py, which fails if it stops doing so), with no hook to change the state: the
+    study it runs gets this function as its `tell`."""
     tell = study.tell
 
     def told(trial, state: TrialState = TrialState.COMPLETE, values=None):
-        frozen = study._storage.get_trial(trial._trial_id)
-        if state == TrialState.COMPLETE and PRUNED_AT in frozen.user_attrs:
+        attrs = trial.user_attrs if isinstance(trial, optuna.trial.Trial) else study.trials[trial].user_attrs
+        if state == TrialState.COMPLETE and PRUNED_AT in attrs:
             return tell(trial, state=TrialState.PRUNED)
         return tell(trial, state=state, values=values)
     return told
@@ -88,11 +91,19 @@ def earlier_trial(run: Any, distributions: Mapping[str, BaseDistribution], objec
 class PruningOptunaSweeperImpl(OptunaSweeperImpl):
     restored = 0  # trials a resumed sweep took over from its MLflow children
 
+    @property
+    def registry_name(self) -> str:
+        """The study's name as the jobs read it from their config (hydra.sweeper.study_name, "None" if unset)."""
+        return str(self.config.hydra.sweeper.get("study_name")) if self.config is not None else str(self.study_name)
+
+    # _configure_trials is the plugin's own step from the trials it asked to the jobs' overrides (a method
+    # of its implementation, no public hook): the one place that sees both, so each job gets its trial number
+    # and the trial waits for it in the registry (tests/test_optuna_plugin.py fails if the plugin changes it)
     def _configure_trials(self, trials: List[Any], search_space_distributions, fixed_params) -> Sequence[Sequence[str]]:
         study = trials[0].study
-        if running_study(str(self.study_name)) is not study:  # the configured name, None too: as jobs ask
-            register_study(str(self.study_name), study)
+        if running_study(self.registry_name) is not study:
             study.tell = prune_aware_tell(study)
+        register_trials(self.registry_name, study, trials)
         return [(*o, f"optuna_trial={trial.number}") for o, trial in
                 zip(super()._configure_trials(trials, search_space_distributions, fixed_params), trials)]
 
@@ -111,8 +122,7 @@ class PruningOptunaSweeperImpl(OptunaSweeperImpl):
                     return
             super().sweep(arguments)
         finally:
-            optuna.create_study = _CREATE_STUDY
-            study = unregister_study(str(self.study_name))
+            study = unregister_study(self.registry_name)
             if study is not None and self.config is not None:  # the study's own record, beside MLflow's
                 from segexp.experiments.sweeps import OPTUNA_TRIALS
 
@@ -146,14 +156,17 @@ class PruningOptunaSweeperImpl(OptunaSweeperImpl):
         self.restored = len(earlier)
         if hasattr(self.sampler, "reseed_rng"):  # a seeded sampler would propose the earlier trials again
             self.sampler.reseed_rng()
-        # the plugin creates the study inside sweep() and offers no hook: hand it the earlier trials as it
-        # is created (sweep() puts optuna.create_study back)
-        def create_with_history(*args, **kwargs):
-            study = _CREATE_STUDY(*args, **kwargs)
+        # the plugin creates its study in sweep() from self.storage with load_if_exists=True: a storage that
+        # already holds a study of that name, with the earlier trials, is loaded and continued
+        if self.storage is None:
+            self.study_name = self.study_name or f"segexp-{sweep_dir.name}"
+            self.storage = optuna.storages.InMemoryStorage()
+            study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=self.sampler,
+                                        directions=self._get_directions())
             for trial in earlier:
                 study.add_trial(trial)
-            return study
-        optuna.create_study = create_with_history
+        else:  # a storage of the user's own holds the study and its trials already
+            log.info(f"Study {self.study_name} continues from hydra.sweeper.storage={self.storage}")
         self.n_trials = max(self.n_trials - len(earlier), 0)
         self.job_idx = max((int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()),
                            default=-1) + 1  # new jobs get new directories

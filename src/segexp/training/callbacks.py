@@ -59,12 +59,9 @@ class TrialPruning(keras.callbacks.Callback):
     says the trial is clearly worse than the others at that epoch (segexp.experiments.optuna_sweeper has the whole story).
     Afterwards `pruned_at` is the epoch (0-based) it stopped after, or None."""
 
-    def __init__(self, study, trial_number: int, objective: str):
-        import optuna
-
+    def __init__(self, trial, objective: str):
         super().__init__()
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, trial_number)
-        self.trial, self.objective, self.pruned_at = optuna.trial.Trial(study, trial_id), objective, None
+        self.trial, self.objective, self.pruned_at = trial, objective, None  # trial: the optuna.Trial the sweeper asked
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.objective)

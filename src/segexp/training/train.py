@@ -42,7 +42,7 @@ def trial_pruning(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from segexp.training.pruning import running_study
+    from segexp.training.pruning import running_study, running_trial
 
     if cfg.optuna_trial is None or cfg.pruner is None or not HydraConfig.initialized():
         return None
@@ -50,15 +50,15 @@ def trial_pruning(cfg: DictConfig):
         return None
 
     study_name = str(HydraConfig.get().sweeper.get("study_name"))
-    study = running_study(study_name)
-    if study is None:  # a launcher that runs jobs in other processes: see optuna_sweeper
+    study, trial = running_study(study_name), running_trial(study_name, cfg.optuna_trial)
+    if study is None or trial is None:  # a launcher that runs jobs in other processes: see optuna_sweeper
         print(f"[segexp] trial {cfg.optuna_trial} runs unpruned: pruning needs the job in the sweeper's process "
               "(the basic launcher)", flush=True)
         return None
     from segexp.training.callbacks import TrialPruning
 
     study.pruner = instantiate(cfg.pruner)
-    return TrialPruning(study, cfg.optuna_trial, str(cfg.objective))
+    return TrialPruning(trial, str(cfg.objective))
 
 
 def build_callbacks(cfg: DictConfig, select_set, tracker, run: RunDir, extra: Sequence, resume=None) -> tuple[list, Any]:
