@@ -2,7 +2,7 @@
 
 Reference: fp32 GFLOP/s of a large tf.matmul. Model cost: training FLOPs per image counted
 from the convolutions' shapes (forward 2*H*W*k*k*Cin*Cout per conv, training ~3x forward).
-Achieved: images/s of segexp.training.train.fit (real augmented pipeline) x FLOPs per image. Variants
+Achieved: images/s of segexp.training.build.fit (real augmented pipeline) x FLOPs per image. Variants
 (jit_compile, batch size, mixed_bfloat16 where the CPU has native bf16) are interleaved with
 the matmul reference in one process.
 """
@@ -20,7 +20,7 @@ NAME = "compute"
 TITLE = "B2 compute efficiency: achieved training FLOP/s vs fp32 matmul"
 METHOD = (
     "Matmul: n x n fp32 tf.matmul repeated, 2n^3 FLOPs each. U-Net: conv FLOPs from layer shapes, training = 3x "
-    "forward. Achieved = steady-state images/s of segexp.training.train.fit x training FLOPs/image. Variants and the "
+    "forward. Achieved = steady-state images/s of segexp.training.build.fit x training FLOPs/image. Variants and the "
     "matmul reference are interleaved per repeat; effects are ratios to the variant's baseline, paired per repeat."
 )
 
@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["notes"] += [
         "FLOPs count convolutions only (batch norm, activations, pooling, loss and optimizer excluded), so "
         "achieved/matmul slightly understates the work done.",
-        "Fit loop = segexp.training.train.fit with its augmented tf.data pipeline (conf/train.yaml's default aug): the "
+        "Fit loop = segexp.training.build.fit with its augmented tf.data pipeline (conf/train.yaml's default aug): the "
         "pipeline's CPU time is part of the cost, as in a real run.",
     ]
     common.write_results(result, args.out)

@@ -3,7 +3,7 @@
 (a) the seed example's loop: a Keras-2-style Python generator reading whole slices from disk,
     resizing them and applying the seed's random affine with scipy, in the training process
     (bench/seed_replica.py);
-(b) segexp's pipeline (CropSampler + training_dataset, via segexp.training.train.fit) with aug=seed;
+(b) segexp's pipeline (CropSampler + training_dataset, via segexp.training.build.fit) with aug=seed;
 (c) the same with aug=heavy;
 (d) the model alone on one pre-made in-memory batch: the upper bound.
 Plus each input path alone, with no model, against what the model consumes (d).
@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "faster than (d) alone can still slow training.",
         "(a) reads and resizes whole 512x512 slices from disk every batch and runs in one producer thread, "
         "as the seed's fit_generator(workers=1, max_queue_size=10) did.",
-        "(b) and (c) run segexp.training.train.fit; the per-epoch validation (a callback in a real run) is not part of it.",
+        "(b) and (c) run segexp.training.build.fit; the per-epoch validation (a callback in a real run) is not part of it.",
     ]
     common.write_results(result, args.out)
     return result

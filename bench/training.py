@@ -108,7 +108,7 @@ def seconds_per_step(fit: FitCall, steps: int, warmup: int) -> float:
 
 
 def segexp_fit(cfg, model, train_set, weights) -> FitCall:
-    """Returns a FitCall running segexp.training.train.fit (augmented crop stream, no selection pass) for one epoch."""
+    """Returns a FitCall running segexp.training.build.fit (augmented crop stream, no selection pass) for one epoch."""
     from segexp.training.build import fit
 
     stream = segexp_training_stream(cfg, train_set, weights)

@@ -1,6 +1,6 @@
 """A literal, slow Python transcription of the Fiji code that computes the ISBI 2012 scores.
 
-Test oracle only: it never imports segexp.metrics, so agreeing with it checks the fast code
+Test oracle only: it never imports segexp.evaluation.metrics, so agreeing with it checks the fast code
 against the Java it claims to follow. Each function names the Java method it transcribes
 (github.com/fiji/Trainable_Segmentation, package trainableSegmentation; connected components
 from github.com/fiji/VIB-lib, util.FindConnectedRegions). Loops, loop order, the Java double
