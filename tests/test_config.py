@@ -143,21 +143,26 @@ BAD_CHOICES = [
 ]
 
 
-def test_cfg_job_rejects_a_bad_choice_in_every_group_in_one_line_without_tensorflow(tmp_path):
-    groups = {bad.split("=")[0].split(".")[0] for bad, _ in BAD_CHOICES}
-    assert set(TRAIN_GROUPS) <= groups, "a new config group needs a bad-choice case here"
+def errors_without_tensorflow(tmp_path, command: list[str], cases: list[str]) -> tuple[list[str], list[str]]:
+    """Runs `segexp <command> <case>` for each case in one fresh Python process, which must not import
+    TensorFlow or Keras; returns (the stderr line of each case, each case's "EXIT <code>")."""
     code = ENV_CODE + (
         "import sys; from segexp.__main__ import main\n"
-        f"cases = {[bad for bad, _ in BAD_CHOICES]!r}\n"
-        "for case in cases:\n"
-        "    try:\n        main(['train', '--cfg', 'job', case])\n    except SystemExit as exit:\n"
+        f"for case in {cases!r}:\n"
+        f"    try:\n        main([*{command!r}, case])\n    except SystemExit as exit:\n"
         "        print('EXIT', exit.code, file=sys.stderr)\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'heavy import'\n"
         "print('CLEAN')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert "CLEAN" in out.stdout, out.stderr
     lines = out.stderr.strip().splitlines()
-    messages, exits = lines[0::2], lines[1::2]
+    return lines[0::2], lines[1::2]
+
+
+def test_cfg_job_rejects_a_bad_choice_in_every_group_in_one_line_without_tensorflow(tmp_path):
+    groups = {bad.split("=")[0].split(".")[0] for bad, _ in BAD_CHOICES}
+    assert set(TRAIN_GROUPS) <= groups, "a new config group needs a bad-choice case here"
+    messages, exits = errors_without_tensorflow(tmp_path, ["train", "--cfg", "job"], [bad for bad, _ in BAD_CHOICES])
     assert messages == [f"segexp: error: {expected}" + ("" if "no such option" in expected else
                                                         "; `segexp train --cfg job` shows the composed config")
                         for _, expected in BAD_CHOICES]
@@ -175,19 +180,9 @@ NODE_MISTAKES = [  # a value typed where the config holds a node, and a key of a
 
 
 def test_a_value_for_a_config_node_and_a_key_of_an_unselected_option_end_in_one_line_without_tensorflow(tmp_path):
-    code = ENV_CODE + (
-        "import sys; from segexp.__main__ import main\n"
-        f"cases = {[bad for bad, _ in NODE_MISTAKES]!r}\n"
-        "for case in cases:\n"
-        "    try:\n        main(['train', case])\n    except SystemExit as exit:\n"
-        "        print('EXIT', exit.code, file=sys.stderr)\n"
-        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'heavy import'\n"
-        "print('CLEAN')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert "CLEAN" in out.stdout, out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert lines[0::2] == [f"segexp: error: {expected}" for _, expected in NODE_MISTAKES]
-    assert lines[1::2] == ["EXIT 2"] * len(NODE_MISTAKES)
+    messages, exits = errors_without_tensorflow(tmp_path, ["train"], [bad for bad, _ in NODE_MISTAKES])
+    assert messages == [f"segexp: error: {expected}" for _, expected in NODE_MISTAKES]
+    assert exits == ["EXIT 2"] * len(NODE_MISTAKES)
 
 
 def test_the_right_spelling_of_each_node_mistake_composes(make_cfg):
