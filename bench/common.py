@@ -40,26 +40,12 @@ PACKAGES = {
 # --- machine and command ---------------------------------------------------------------------
 
 
-def cpu_facts(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:
-    """Returns (CPU model name, set of CPU flags) of the first processor listed in cpuinfo."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return platform.processor() or "unknown", set()
-    model, flags = "unknown", set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and model == "unknown":
-            model = value.strip()
-        elif key == "flags" and not flags:
-            flags = set(value.split())
-    return model, flags
-
-
 def machine_info() -> dict[str, Any]:
     """Returns the CPU model, the flags that decide matmul speed, core counts and memory."""
+    from segexp.training.runtime import cpu_facts  # the one reading of /proc/cpuinfo, as the speed probe keys on it
+
     model, flags = cpu_facts()
+    model = platform.processor() or model if model == "unknown" else model
     pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
     return {
         "cpu_model": model,
