@@ -22,6 +22,7 @@ from segexp.errors import ConfigError
 from segexp.evaluation.metrics import evaluate_slices
 from segexp.evaluation.predictor import load_source_predictor
 from segexp.evaluation.visualize import mask_panel
+from segexp.reports import markdown_table
 from segexp.rundir import RunDir
 from segexp.tracking.references import resolve_model_source
 
@@ -31,8 +32,7 @@ KEY_PREFIX = {"report": "eval_", "unseen": "eval_", "seen": "eval_seen_", "unkno
 
 def metrics_table(metrics: dict[str, float]) -> str:
     """Returns a two-column markdown table of the metrics."""
-    rows = [f"| {name} | {value:.4f} |" for name, value in metrics.items()]
-    return "\n".join(["| metric | value |", "|---|---|", *rows])
+    return markdown_table(["metric", "value"], [(name, f"{value:.4f}") for name, value in metrics.items()])
 
 
 def data_to_score(cfg: DictConfig, run: RunDir | None) -> SegmentationSet:

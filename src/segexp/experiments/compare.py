@@ -12,8 +12,6 @@ it compares.
 
 from __future__ import annotations
 
-import base64
-import html
 import math
 import os
 from dataclasses import dataclass
@@ -22,8 +20,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from segexp import reports
 from segexp.errors import ConfigError
 from segexp.experiments import replicates
+from segexp.reports import Curve, html_page, markdown_table
 from segexp.tracking import sweeps as sweep_store
 from segexp.tracking.store import (
     artifact_names,
@@ -203,29 +203,22 @@ def panel_figure(entries: Sequence[Entry], uri: str, workdir: Path, max_slices: 
 
 
 def curves_figure(entries: Sequence[Entry], uri: str, metrics: Sequence[str]):
-    """Returns a Figure of each metric per epoch, one line per recipe (mean over its replicates, band = min..max)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6.5 * len(metrics), 4.2), layout="constrained")
-    FigureCanvasAgg(figure)
-    drawn = False
-    for ax, metric in zip(figure.subplots(1, len(metrics), squeeze=False)[0], metrics):
+    """Returns a Figure of each metric per epoch, one line per recipe (mean over its replicates, band = min..max),
+    or None when no recipe logged any of them."""
+    panels = {}
+    for metric in metrics:
+        curves = []
         for entry in entries:
             histories = [dict(metric_history(uri, r.info.run_id, metric)) for r in entry.runs]
             epochs = sorted(set.intersection(*(set(h) for h in histories))) if histories else []
-            if not epochs:
-                continue
-            values = np.array([[h[e] for e in epochs] for h in histories])
-            x = [e + 1 for e in epochs]
-            ax.plot(x, values.mean(0), marker="o", markersize=3, label=f"{entry.label}, n={len(histories)}")
-            if len(histories) > 1:
-                ax.fill_between(x, values.min(0), values.max(0), alpha=0.2)
-            drawn = True
-        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch (mean; band: min..max over replicates)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    return figure if drawn else None
+            if epochs:
+                values = np.array([[h[e] for e in epochs] for h in histories])
+                curves.append(Curve(f"{entry.label}, n={len(histories)}", epochs, values.mean(0),
+                                    (values.min(0), values.max(0)) if len(histories) > 1 else None))
+        panels[metric] = curves
+    if not any(panels.values()):
+        return None
+    return reports.curves_figure(panels, "{metric} per epoch (mean; band: min..max over replicates)")
 
 
 def metric_rows(entries: Sequence[Entry], metrics: Sequence[str]) -> list[tuple[Entry, replicates.Difference, str]]:
@@ -242,20 +235,18 @@ def metric_rows(entries: Sequence[Entry], metrics: Sequence[str]) -> list[tuple[
 def markdown(entries: Sequence[Entry], rows, warnings: dict[str, list[str]], pictures: dict[str, str],
              notes: Sequence[str]) -> str:
     """Returns the report as markdown; `pictures` maps a caption to an image file beside it."""
-    lines = ["# segexp compare", "", "| | recipe | argument | runs | replicates |", "|---|---|---|---|---|"]
-    for e in entries:
-        keys = ", ".join("=".join(replicates.replicate_key(r)) for r in e.runs)
-        lines.append(f"| {e.letter} | {e.name} | `{e.ref}` | {len(e.runs)} | {keys} |")
+    recipes = markdown_table(["", "recipe", "argument", "runs", "replicates"], [
+        [e.letter, e.name, f"`{e.ref}`", len(e.runs), ", ".join("=".join(replicates.replicate_key(r)) for r in e.runs)]
+        for e in entries])
+    lines = ["# segexp compare", "", recipes]
     lines += ["", "Scores on each run's report slices (no choice saw them): mean ± std [95% CI of the mean] (n). "
               "Differences are the later recipe minus A, with the 95% CI of the difference; p from a paired "
               "t-test when both hold the same seeds or folds, else Welch's; p < 0.05 counts as a difference "
-              "(per metric, not corrected for the several metrics).", "",
-              "| metric | A | other | other - A | p | verdict |", "|---|---|---|---|---|---|"]
-    for other, d, line in rows:
-        ci = f" ± {d.ci95:.4f}" if math.isfinite(d.ci95) else ""
-        p = f"{d.p:.2g}" if math.isfinite(d.p) else "-"
-        lines.append(f"| {d.metric} | {replicates.format_summary(d.a)} | {other.letter}: "
-                     f"{replicates.format_summary(d.b)} | {d.diff:+.4f}{ci} | {p} | {line} |")
+              "(per metric, not corrected for the several metrics).", ""]
+    lines.append(markdown_table(["metric", "A", "other", "other - A", "p", "verdict"], [
+        [d.metric, replicates.format_summary(d.a), f"{other.letter}: {replicates.format_summary(d.b)}",
+         f"{d.diff:+.4f}" + (f" ± {d.ci95:.4f}" if math.isfinite(d.ci95) else ""),
+         f"{d.p:.2g}" if math.isfinite(d.p) else "-", line] for other, d, line in rows]))
     lines += ["", "## Is the comparison fair?", ""]
     for letter, found in warnings.items():
         lines += [f"- WARNING {line}" for line in found] or [f"- A and {letter}: same budget, held-out slices, "
@@ -264,41 +255,6 @@ def markdown(entries: Sequence[Entry], rows, warnings: dict[str, list[str]], pic
         lines += ["", f"## {caption}", "", f"![{caption}]({file})"]
     lines += ["", *notes]
     return "\n".join(lines) + "\n"
-
-
-def self_contained_html(text: str, directory: Path) -> str:
-    """Returns the markdown report as one HTML page, its pictures embedded (opens without MLflow or files)."""
-    body = []
-    table: list[str] = []
-
-    def flush_table():
-        if table:
-            cells = [[c.strip() for c in row.strip("|").split("|")] for row in table if not set(row) <= set("|-")]
-            body.append("<table>" + "".join(
-                "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c)}</{'th' if i == 0 else 'td'}>"
-                                 for c in row) + "</tr>" for i, row in enumerate(cells)) + "</table>")
-            table.clear()
-
-    for line in text.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush_table()
-        if line.startswith("!["):
-            file = line[line.index("(") + 1:-1]
-            data = base64.b64encode((directory / file).read_bytes()).decode()
-            body.append(f'<img src="data:image/png;base64,{data}" style="max-width:100%">')
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
-        elif line.startswith("- "):
-            body.append(f"<p>&bull; {html.escape(line[2:])}</p>")
-        elif line:
-            body.append(f"<p>{html.escape(line)}</p>")
-    flush_table()
-    style = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}")
-    return f"<!doctype html><meta charset='utf-8'><title>segexp compare</title><style>{style}</style>" + "".join(body)
 
 
 def log_comparison(cfg, entries: Sequence[Entry], rows, files: Sequence[Path]) -> str | None:
@@ -335,7 +291,7 @@ def compare(cfg, output_dir: Path) -> list[replicates.Difference]:
         pictures["Learning curves"] = "curves.png"
     text = markdown(entries, rows, warnings, pictures, notes)
     (output_dir / "report.md").write_text(text)
-    (output_dir / "report.html").write_text(self_contained_html(text, output_dir))
+    (output_dir / "report.html").write_text(html_page(text, output_dir, "segexp compare"))
     files = [output_dir / f for f in ("report.html", "report.md", *pictures.values())]
     run_id = log_comparison(cfg, entries, rows, files)
 

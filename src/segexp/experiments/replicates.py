@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from segexp.reports import markdown_table
 from segexp.tracking.tags import OVERRIDES
 
 REPLICATE_KEYS = ("trainer.seed", "data.fold")  # overrides that repeat a recipe rather than change it
@@ -111,11 +112,9 @@ def aggregate_table(groups: Mapping[str, Sequence[Any]], metrics: Sequence[str])
     rows = [(label or "(all runs)", runs) for label, runs in groups.items() if len(runs) >= 2]
     if not rows:
         return ""
-    lines = ["| recipe | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
-    for label, runs in rows:
-        cells = [format_summary(summarize([r.data.metrics.get(m, math.nan) for r in runs])) for m in metrics]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(["recipe", *metrics], [
+        [label, *(format_summary(summarize([r.data.metrics.get(m, math.nan) for r in runs])) for m in metrics)]
+        for label, runs in rows]) + "\n"
 
 
 @dataclass(frozen=True)

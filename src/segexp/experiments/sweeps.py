@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 
 from segexp.errors import SegexpError
 from segexp.experiments import replicates
+from segexp.reports import Curve, curves_figure, markdown_table
 from segexp.rundir import SWEEP_RECORD, RunDir, SweepJob, read_sweep_record, write_sweep_record
 from segexp.tracking import sweeps as sweep_store
 from segexp.tracking.processes import process_identity
@@ -118,38 +119,15 @@ def to_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
             return "-"
         if isinstance(value, float):
             return f"{value:.4f}"
-        text = " ".join(str(value).split()).replace("|", "\\|")
+        text = " ".join(str(value).split())
         if column == "failure_reason" and len(text) > SHOWN_REASON:
             text = text[:SHOWN_REASON - 3] + "..."
         return text
 
     columns = list(rows[0]) if rows else ["run_name", "status"]
-    lines = [f"overrides of every run: {' '.join(shared) or '(none)'}", "",
-             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(c, own if c == "overrides" else row[c]) for c in columns) + " |"
-              for row, own in zip(rows, varying)]
-    return "\n".join(lines) + "\n"
-
-
-def curves_figure(curves: Mapping[str, Sequence[tuple[str, Sequence[tuple[int, float]]]]]):
-    """Returns a matplotlib Figure (Agg canvas, no pyplot state): a panel per metric, a line per child."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    figure = Figure(figsize=(7 * len(curves), 4.5), layout="constrained")
-    FigureCanvasAgg(figure)
-    for axes, (metric, lines) in zip(figure.subplots(1, len(curves), squeeze=False)[0], curves.items()):
-        for label, points in lines:
-            steps, values = zip(*points)
-            axes.plot([s + 1 for s in steps], values, marker="o", label=label)
-        last = max(step for _, points in lines for step, _ in points) + 1
-        axes.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch, one line per sweep job",
-                 xlim=(0.5, last + 0.5))
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize="small")
-    return figure
+    table = markdown_table(columns, [[cell(c, own if c == "overrides" else row[c]) for c in columns]
+                                     for row, own in zip(rows, varying)])
+    return f"overrides of every run: {' '.join(shared) or '(none)'}\n\n{table}\n"
 
 
 def sweep_results(children: Sequence[Any], cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
@@ -313,7 +291,9 @@ class MlflowSweepCallback(Callback):
                                      if replicated else "")
         curves = {m: lines for m in dict.fromkeys([CURVES, config.objective])
                   if (lines := learning_curves(self.uri, children, m))}
-        figures = {"summary/learning_curves.png": curves_figure(curves)} if curves else {}
+        figures = {"summary/learning_curves.png": curves_figure(
+            {metric: [Curve(label, *zip(*points)) for label, points in lines] for metric, lines in curves.items()},
+            "{metric} per epoch, one line per sweep job")} if curves else {}
         texts = {"summary/children.md": table, "summary/children.csv": to_csv(rows)}
         study = Path(str(config.hydra.sweep.dir)) / OPTUNA_TRIALS
         if study.is_file():
