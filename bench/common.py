@@ -12,7 +12,6 @@ import argparse
 import ctypes
 import dataclasses
 import gc
-import json
 import os
 import platform
 import resource
@@ -243,21 +242,6 @@ def new_result(name: str, title: str, method: str, args: argparse.Namespace, arg
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
     """Returns a table for the markdown report: a title, column names and rows of values."""
     return {"title": title, "columns": list(columns), "rows": [list(row) for row in rows]}
-
-
-def write_results(result: dict[str, Any], out_dir: Path) -> Path:
-    """Writes <out>/<name>.json and <out>/<name>.md; returns the JSON path."""
-    from bench.render import render_result
-
-    result = dict(result)
-    result["wall_seconds"] = round(time.monotonic() - result.pop("_started"), 2)
-    result["peak_rss_mb"] = round(lifetime_peak_rss_mb(), 1)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{result['benchmark']}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / f"{result['benchmark']}.md").write_text(render_result(result, with_machine=True))
-    log(f"wrote {path} and {path.with_suffix('.md')} ({result['wall_seconds']:.0f} s)")
-    return path
 
 
 # --- a real tracking server -------------------------------------------------------------------

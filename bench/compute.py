@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from bench import common
+from bench import common, render
 from bench.training import TINY_MODEL
 
 NAME = "compute"
@@ -113,9 +113,8 @@ def variant_arm(variant: Variant, crop_size: int) -> tuple:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from segexp.training.runtime import cpu_has_bf16
-
     from bench.training import fresh_session
+    from segexp.training.runtime import cpu_has_bf16
 
     args, settings, result = common.begin(NAME, TITLE, METHOD, argv, FULL, QUICK)
     bf16 = cpu_has_bf16()  # native bf16 advertised: worth timing at all
@@ -171,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "Fit loop = segexp.training.build.fit with its augmented tf.data pipeline (conf/train.yaml's default aug): the "
         "pipeline's CPU time is part of the cost, as in a real run.",
     ]
-    common.write_results(result, args.out)
+    render.write_results(result, args.out)
     return result
 
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from bench import common
+from bench import common, render
 from bench.training import TINY_MODEL
 
 NAME = "epoch_profile"
@@ -46,8 +46,8 @@ QUICK = Settings(("experiment=isbi_best", *TINY_MODEL, "trainer.crop_size=64", "
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from bench import training
-    from segexp.evaluation.scoring import predict_slices, slice_scores
     from segexp.evaluation.metrics import isbi_scores
+    from segexp.evaluation.scoring import predict_slices, slice_scores
     from segexp.training.build import prepare_data
 
     args, settings, result = common.begin(NAME, TITLE, METHOD, argv, FULL, QUICK)
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "for the same CPUs, so the two do not simply overlap).",
         "cProfile times are with the profiler's overhead; read them as shares.",
     ]
-    common.write_results(result, args.out)
+    render.write_results(result, args.out)
     return result
 
 

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bench import common
+from bench import common, render
 from bench.training import TINY_MODEL
 
 NAME = "inference"
@@ -86,9 +86,8 @@ def measure_case(case: Case, slices: list[np.ndarray], repeats: int) -> dict[str
     """Returns seconds per slice and peak memory per arm for one model."""
     from omegaconf import OmegaConf
 
-    from segexp.evaluation.predictor import make_predictor, model_channels_and_multiple
-
     from bench import training
+    from segexp.evaluation.predictor import make_predictor, model_channels_and_multiple
 
     cfg = training.compose(*case.model_overrides, "tracking=none")
     inference_cfg = training.compose(config_name="predict").inference
@@ -163,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "RSS growth = peak during the sample minus RSS at its start (after gc and malloc_trim); models built "
         "earlier in the process stay resident.",
     ]
-    common.write_results(result, args.out)
+    render.write_results(result, args.out)
     return result
 
 

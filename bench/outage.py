@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench import common
+from bench import common, render
 from segexp.tracking.local_server import MlflowServer
 
 NAME = "outage"
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         [[arm, r["median"], r["min"], r["max"]] for arm, r in ratios.items()]))
     result["notes"] = [f"Recipe: `segexp train {' '.join(settings.recipe)}`. In `outage` the server was down from "
                        "the end of epoch 1 to the end of the run, so every later epoch ran without a store."]
-    common.write_results(result, args.out)
+    render.write_results(result, args.out)
     return result
 
 

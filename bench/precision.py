@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench import common
+from bench import common, render
 
 NAME = "precision"
 TITLE = "B2b mixed_bfloat16 vs float32 at equal steps: speed and held-out quality"
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result["notes"].append("not run: the CPU has neither avx512_bf16 nor amx_bf16, so TensorFlow would emulate "
                                "bfloat16 (trainer.precision=auto times it anyway and would keep float32 unless bf16 is 10% faster)")
         result["tables"] = [common.table("Arms", ["arm", "status"], [[arm, "skipped (no native bf16)"] for arm in ARMS])]
-        common.write_results(result, args.out)
+        render.write_results(result, args.out)
         return result
     with tempfile.TemporaryDirectory(prefix="segexp-precision-") as tmp:
         store = f"sqlite:///{Path(tmp).resolve() / 'mlflow.db'}"
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ]
     result["notes"].append("Target (issue 7): bf16 >= 1.5x float32 images/s with held-out Dice within 0.01 of "
                            "float32 at equal steps; the other-seed row shows how far two float32 runs differ.")
-    common.write_results(result, args.out)
+    render.write_results(result, args.out)
     return result
 
 

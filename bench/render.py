@@ -19,6 +19,7 @@ import re
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -169,6 +170,19 @@ def render_result(result: dict[str, Any], with_machine: bool = False, level: int
     if result["notes"]:
         parts += ["", *[f"- {note}" for note in result["notes"]]]
     return "\n".join(parts) + "\n"
+
+
+def write_results(result: dict[str, Any], out_dir: Path) -> Path:
+    """Writes <out>/<name>.json and <out>/<name>.md; returns the JSON path."""
+    result = dict(result)
+    result["wall_seconds"] = round(time.monotonic() - result.pop("_started"), 2)
+    result["peak_rss_mb"] = round(common.lifetime_peak_rss_mb(), 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{result['benchmark']}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / f"{result['benchmark']}.md").write_text(render_result(result, with_machine=True))
+    common.log(f"wrote {path} and {path.with_suffix('.md')} ({result['wall_seconds']:.0f} s)")
+    return path
 
 
 def section_titles(results: Sequence[dict[str, Any]]) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bench import common
+from bench import common, render
 
 NAME = "scaling"
 TITLE = "B4 scaling: step time and memory vs crop size, depth, base filters"
@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "overhead still matters at that size.",
         "RSS growth = peak during the timed steps minus RSS at their start (after gc and malloc_trim).",
     ]
-    common.write_results(result, args.out)
+    render.write_results(result, args.out)
     return result
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench import common
+from bench import common, render
 
 NAME = "startup"
 TITLE = "B5 startup: CLI wall time"
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["notes"] = ["The smoke run (conf/debug/smoke.yaml) trains a tiny model for a few steps, validates, "
                        "saves and reloads its checkpoint: nearly all of its time is fixed cost (imports, graph "
                        "tracing)."]
-    common.write_results(result, args.out)
+    render.write_results(result, args.out)
     return result
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench import common
+from bench import common, render
 
 NAME = "suite"
 TITLE = "Test suite: size and wall time"
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                      [[settings.command, str(known.repo), done.returncode, result["summary"]]]),
                         common.table("Where the time goes: pytest's slowest phases (--durations)",
                                      ["seconds", "phase", "test"], result["slowest"])]
-    common.write_results(result, args.out)
+    render.write_results(result, args.out)
     return result
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench import common
+from bench import common, render
 from bench.training import TINY_MODEL
 
 NAME = "throughput"
@@ -78,9 +78,8 @@ QUICK = Settings(
 
 def seed_loop_dataset(cfg, train_set):
     """Returns the seed replica over the same training slices, read from disk as the seed did."""
-    from segexp.data.datasets import default_isbi_root
-
     from bench.seed_replica import seed_dataset
+    from segexp.data.datasets import default_isbi_root
 
     root = default_isbi_root() if cfg.data.root is None else Path(cfg.data.root)
     images = [root / "train" / "image" / f"{name}.png" for name in train_set.names]
@@ -186,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "as the seed's fit_generator(workers=1, max_queue_size=10) did.",
         "(b) and (c) run segexp.training.build.fit; the per-epoch validation (a callback in a real run) is not part of it.",
     ]
-    common.write_results(result, args.out)
+    render.write_results(result, args.out)
     return result
 
 

@@ -54,8 +54,8 @@ def build_compiled_model(cfg, train_set):
     resolved by the same speed probe and cache)."""
     import tensorflow as tf
 
-    from segexp.training import runtime
     from segexp.config.instantiate import instantiate
+    from segexp.training import runtime
     from segexp.training.build import build_model, choose_speed
 
     speed = choose_speed(cfg, tf.distribute.get_strategy(), train_set.channels, train_set.foreground,

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench import common
+from bench import common, render
 from studies.replicates import METRICS, compare_table, segexp
 from studies.thresholds import threshold_lever, threshold_table, threshold_verdicts
 
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"one sweep after the other{'' if known.only is None else '; in this invocation only ' + ', '.join(known.only)}.",
         *(f"`segexp compare`: {v}" for v in verdicts),
         *(f"Threshold: {v}" for v in shifts)]
-    common.write_results(result, args.out)
+    render.write_results(result, args.out)
     return result
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench import common
+from bench import common, render
 
 NAME = "metric_agreement"
 TITLE = "Metric agreement: segexp.evaluation.metrics vs a literal transcription of Fiji's reference"
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["notes"] = [f"Largest difference over all thresholds: {result['max_abs_difference']:.2e}; segexp's "
                        f"maxima: V_rand {ours['v_rand']:.4f} at {ours['v_rand_threshold']:.1f}, V_info "
                        f"{ours['v_info']:.4f} at {ours['v_info_threshold']:.1f}."]
-    common.write_results(result, args.out)
+    render.write_results(result, args.out)
     return result
 
 

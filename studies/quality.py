@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import common
+from bench import common, render
 
 CURVE_METRICS = ("select_v_rand", "select_v_info", "select_dice", "select_accuracy")
 QUICK = ["model.depth=2", "model.base_filters=4", "trainer.epochs=1", "trainer.steps_per_epoch=2",
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
         "pass; learning curves: "
         f"bench/results/{name}_curve_<recipe>.png.",
     ]
-    common.write_results(result, args.out)
+    render.write_results(result, args.out)
     return result
 
 

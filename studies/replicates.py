@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench import common
+from bench import common, render
 
 NAME = "replicates"
 TITLE = "Replicates: isbi_best vs seed_replica over seeds, by segexp compare"
@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                           "curves)."] if table else []),
                        "Threshold: the pixel threshold with the best accuracy on the selection slices (0.05 steps), "
                        "re-predicted from each checkpoint as `segexp evaluate` predicts, applied to the report slices."]
-    common.write_results(result, args.out)
+    render.write_results(result, args.out)
     return result
 
 

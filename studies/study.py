@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench import common
+from bench import common, render
 from studies.levers import sweep_runs
 from studies.replicates import METRICS, children, compare_table, segexp, train_recipe
 from studies.thresholds import threshold_lever, threshold_table, threshold_verdicts
@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         *known.note,
         *(f"`segexp compare`: {v}" for v in verdicts),
         *(f"Threshold: {v}" for v in shifts)]
-    common.write_results(result, args.out)
+    render.write_results(result, args.out)
     return result
 
 
