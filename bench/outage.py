@@ -59,7 +59,7 @@ def epoch_seconds(output: str) -> list[float]:
 def train(settings: Settings, arm: str, server: MlflowServer, workdir: Path) -> dict[str, Any]:
     """Runs one arm; returns its epoch times and what the run printed about the store."""
     tracking = ["tracking=none"] if arm == "none" else [f"tracking.uri={server.uri}", "tracking.outage_wait=5"]
-    if arm != "none" and server.process is None:
+    if arm != "none" and server.process is None:  # first use, or back after the outage arm killed it
         server.start()
     command = [sys.executable, "-m", "segexp", "train", *settings.recipe, *tracking, "trainer.verbose=null",
                f"hydra.run.dir={workdir / arm / str(time.time_ns())}"]
@@ -74,8 +74,6 @@ def train(settings: Settings, arm: str, server: MlflowServer, workdir: Path) -> 
     output = "".join(lines)
     if job.returncode:
         raise RuntimeError(f"{' '.join(command)} exited {job.returncode}:\n{output[-3000:]}")
-    if arm == "outage":
-        server.start()  # back for the next arm; this run's rest stays in its journal
     return {"epoch_s": epoch_seconds(output), "left_for_upload": "segexp upload" in output}
 
 
