@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from scipy import stats
+from statsmodels.stats.power import TTestIndPower, TTestPower
 
-from segexp.experiments import replicates
 from segexp.data.splits import held_out
+from segexp.experiments import replicates
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 ENV.pop("MLFLOW_TRACKING_URI", None)
@@ -87,7 +88,8 @@ def test_compare_names_the_working_recipe_and_finds_no_difference_of_a_recipe_wi
     root, client, parent, recipes, _ = store
     parent_id = parent.info.run_id
     # the sweep twice: A broken, B working, C broken again, D working again - each later one against A
-    out = segexp(root, "compare", parent_id, str(root / "sweep"), f"hydra.run.dir={root / 'cmp'}")
+    out = segexp(root, "compare", parent_id, str(root / "sweep"), f"hydra.run.dir={root / 'cmp'}",
+                 "target_difference=0.005")
     lines = [line for line in out.stdout.splitlines() if line.startswith("[segexp] ")]
     assert any(f"A ({BROKEN})" in line for line in lines) and any(f"B ({WORKING})" in line for line in lines)
     v_rand = [line for line in lines if " v_rand " in line]
@@ -102,6 +104,19 @@ def test_compare_names_the_working_recipe_and_finds_no_difference_of_a_recipe_wi
     expected_p = stats.ttest_rel([r.data.metrics["report_v_rand"] for r in recipes[WORKING]],
                                  [r.data.metrics["report_v_rand"] for r in recipes[BROKEN]]).pvalue
     assert f"by {np.mean(diff):.4f} ± " in v_rand[0] and f"p = {expected_p:.2g}," in v_rand[0]
+
+    # what 3 paired seeds could have seen, and what a 0.005 difference would need (statsmodels' power figures)
+    spread = np.std(diff, ddof=1)
+    detectable = TTestPower().solve_power(effect_size=None, nobs=3, alpha=0.05, power=0.8) * spread
+    needed = math.ceil(TTestPower().solve_power(effect_size=0.005 / spread, nobs=None, alpha=0.05, power=0.8))
+    (power,) = [line for line in lines if line.startswith("[segexp] B vs A on v_rand: ")]
+    assert f"3 pairs by seed with spread {spread:.4f} detect a difference of {detectable:.4f} or more" in power
+    assert power.endswith(f"; 0.005 would need {needed} pairs by seed")
+    # what the resolved configs differ in: the learning rate alone, read from the runs' own params
+    # (the schedule's rate interpolates optimizer.lr, so the resolved configs differ there too)
+    assert [line for line in lines if line.startswith("[segexp] config ")] == [
+        "[segexp] config optimizer.lr: A 1e-09, B 0.01, C 1e-09, D 0.01",
+        "[segexp] config optimizer.schedule.lr: A 1e-09, B 0.01, C 1e-09, D 0.01"]
 
     # its own MLflow run, tagged with the compared runs, holding the report that opens without MLflow
     (run_id,) = re.findall(r"MLflow run ([0-9a-f]{32})", out.stdout)  # the run this command logged, not any other
@@ -118,8 +133,8 @@ def test_compare_names_the_working_recipe_and_finds_no_difference_of_a_recipe_wi
 
 @pytest.mark.slow
 def test_compare_warns_when_the_runs_held_out_different_slices(store, tmp_path):
-    from segexp.experiments.compare import compare
     from segexp.config.compose import compose
+    from segexp.experiments.compare import compare
 
     root, _, _, recipes, other = store
     uri = f"tracking.uri=sqlite:///{root / 'outputs' / 'mlflow.db'}"
@@ -240,3 +255,25 @@ def test_a_cross_validation_parent_aggregates_its_folds_and_predicts_as_a_fold_e
     logged = client.get_run(parent_id)
     assert logged.data.metrics["ensemble_eval_v_rand"] == pytest.approx(scores["v_rand"])
     assert logged.data.tags["ensemble_size"] == "3" and logged.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10, 30])
+def test_detectable_differences_and_replicates_needed_match_statsmodels(n):
+    spread = 0.0123
+    paired = TTestPower().solve_power(effect_size=None, nobs=n, alpha=0.05, power=0.8) * spread
+    assert replicates.detectable_difference(spread, n, paired=True) == pytest.approx(paired, rel=1e-5)
+    # unpaired sides: spread is the std of one difference, sqrt(2) times each side's std
+    unpaired = TTestIndPower().solve_power(effect_size=None, nobs1=n, ratio=1.0, alpha=0.05, power=0.8) * spread
+    assert replicates.detectable_difference(spread * math.sqrt(2), n, paired=False) == pytest.approx(unpaired, rel=1e-5)
+    # half those differences need more replicates than n: as many as statsmodels solves for, rounded up
+    assert replicates.replicates_needed(paired / 2, spread, paired=True) == math.ceil(
+        TTestPower().solve_power(effect_size=paired / 2 / spread, nobs=None, alpha=0.05, power=0.8))
+    assert replicates.replicates_needed(unpaired / 2, spread * math.sqrt(2), paired=False) == math.ceil(
+        TTestIndPower().solve_power(effect_size=unpaired / 2 / spread, nobs1=None, alpha=0.05, power=0.8))
+
+
+def test_a_comparison_without_a_spread_has_no_power_figure():
+    assert math.isnan(replicates.detectable_difference(math.nan, 3, paired=True))
+    assert math.isnan(replicates.detectable_difference(0.01, 1, paired=True))
+    assert replicates.replicates_needed(0.01, math.nan, paired=True) is None
+    assert replicates.replicates_needed(1e-9, 1.0, paired=True) is None  # beyond MOST_REPLICATES

@@ -269,6 +269,7 @@ class CompareConfig:
     runs: List[str] = MISSING  # MLflow run ids or run / sweep directories; the first is the baseline A
     metrics: List[str] = MISSING  # final metrics compared (report_* : scored where no choice looked)
     curves: List[str] = MISSING  # per-epoch metrics overlaid
+    target_difference: Optional[float] = None  # a difference to plan for: how many pairs would detect it
     tracking: TrackingConfig = MISSING
 
 

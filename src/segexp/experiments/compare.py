@@ -221,6 +221,32 @@ def curves_figure(entries: Sequence[Entry], uri: str, metrics: Sequence[str]):
     return reports.curves_figure(panels, "{metric} per epoch (mean; band: min..max over replicates)")
 
 
+def config_differences(entries: Sequence[Entry]) -> list[tuple[str, list[str]]]:
+    """Returns (config key, its value in each recipe) for every key of the resolved configs (the runs' MLflow
+    params) whose value is not the same in all recipes, seeds and folds aside; "-" where a recipe lacks it."""
+    configs = [{k: v for k, v in e.runs[0].data.params.items() if "." in k and k not in replicates.REPLICATE_KEYS}
+               for e in entries]
+    keys = sorted(set().union(*configs))
+    return [(key, values) for key in keys
+            if len(set(values := [config.get(key, "-") for config in configs])) > 1]
+
+
+def power_line(other: Entry, d: replicates.Difference, target: float | None) -> str:
+    """Returns one line on what this comparison could have seen: the smallest difference detectable with
+    POWER at its n and spread, and how many pairs (or replicates per side) `target` would need."""
+    shown = d.metric.removeprefix("report_")
+    if not math.isfinite(d.detectable):
+        return f"{other.letter} vs A on {shown}: no power figure (fewer than two replicates per side)"
+    unit = f"pairs by {d.paired_by}" if d.paired_by else "replicates per side"
+    line = (f"{other.letter} vs A on {shown}: {d.n} {unit} with spread {d.spread:.4f} detect a difference of "
+            f"{d.detectable:.4f} or more ({replicates.POWER:.0%} power, alpha {replicates.ALPHA})")
+    if target:
+        needed = d.needed(target)
+        line += (f"; {target:g} would need {needed} {unit}" if needed
+                 else f"; {target:g} would need more than {replicates.MOST_REPLICATES} {unit}")
+    return line
+
+
 def metric_rows(entries: Sequence[Entry], metrics: Sequence[str]) -> list[tuple[Entry, replicates.Difference, str]]:
     """Returns (recipe, its Difference from the first recipe, the verdict line) per later recipe and metric."""
     base = entries[0]
@@ -233,7 +259,7 @@ def metric_rows(entries: Sequence[Entry], metrics: Sequence[str]) -> list[tuple[
 
 
 def markdown(entries: Sequence[Entry], rows, warnings: dict[str, list[str]], pictures: dict[str, str],
-             notes: Sequence[str]) -> str:
+             notes: Sequence[str], differences: Sequence[tuple[str, list[str]]] = ()) -> str:
     """Returns the report as markdown; `pictures` maps a caption to an image file beside it."""
     recipes = markdown_table(["", "recipe", "argument", "runs", "replicates"], [
         [e.letter, e.name, f"`{e.ref}`", len(e.runs), ", ".join("=".join(replicates.replicate_key(r)) for r in e.runs)]
@@ -243,10 +269,14 @@ def markdown(entries: Sequence[Entry], rows, warnings: dict[str, list[str]], pic
               "Differences are the later recipe minus A, with the 95% CI of the difference; p from a paired "
               "t-test when both hold the same seeds or folds, else Welch's; p < 0.05 counts as a difference "
               "(per metric, not corrected for the several metrics).", ""]
-    lines.append(markdown_table(["metric", "A", "other", "other - A", "p", "verdict"], [
+    lines.append(markdown_table(["metric", "A", "other", "other - A", "p", "detectable (80% power)", "verdict"], [
         [d.metric, replicates.format_summary(d.a), f"{other.letter}: {replicates.format_summary(d.b)}",
          f"{d.diff:+.4f}" + (f" ± {d.ci95:.4f}" if math.isfinite(d.ci95) else ""),
-         f"{d.p:.2g}" if math.isfinite(d.p) else "-", line] for other, d, line in rows]))
+         f"{d.p:.2g}" if math.isfinite(d.p) else "-", f"{d.detectable:.4f}" if math.isfinite(d.detectable) else "-",
+         line] for other, d, line in rows]))
+    lines += ["", "## What the recipes' configs differ in", "",
+              markdown_table(["key", *(e.letter for e in entries)], [[key, *values] for key, values in differences])
+              if differences else "Their resolved configs are the same, seeds and folds aside."]
     lines += ["", "## Is the comparison fair?", ""]
     for letter, found in warnings.items():
         lines += [f"- WARNING {line}" for line in found] or [f"- A and {letter}: same budget, held-out slices, "
@@ -289,7 +319,8 @@ def compare(cfg, output_dir: Path) -> list[replicates.Difference]:
     if curves is not None:
         curves.savefig(output_dir / "curves.png", dpi=100)
         pictures["Learning curves"] = "curves.png"
-    text = markdown(entries, rows, warnings, pictures, notes)
+    differences = config_differences(entries)
+    text = markdown(entries, rows, warnings, pictures, notes, differences)
     (output_dir / "report.md").write_text(text)
     (output_dir / "report.html").write_text(html_page(text, output_dir, "segexp compare"))
     files = [output_dir / f for f in ("report.html", "report.md", *pictures.values())]
@@ -299,6 +330,10 @@ def compare(cfg, output_dir: Path) -> list[replicates.Difference]:
         print(f"[segexp] {e.label}: {e.ref}, {len(e.runs)} run(s)", flush=True)
     for other, d, line in rows:
         print(f"[segexp] {line}", flush=True)
+    for other, d, _ in rows:
+        print(f"[segexp] {power_line(other, d, cfg.target_difference)}", flush=True)
+    for key, values in differences:
+        print(f"[segexp] config {key}: " + ", ".join(f"{e.letter} {v}" for e, v in zip(entries, values)), flush=True)
     for letter, found in warnings.items():
         for line in found:
             print(f"[segexp] WARNING A vs {letter}: {line}", flush=True)

@@ -18,6 +18,8 @@ from segexp.tracking.tags import OVERRIDES
 
 REPLICATE_KEYS = ("trainer.seed", "data.fold")  # overrides that repeat a recipe rather than change it
 ALPHA = 0.05  # two-sided: 95% confidence intervals, "beats" at p < 0.05
+POWER = 0.8  # the chance of seeing a real difference that power figures plan for
+MOST_REPLICATES = 10_000  # pairs_needed's answer is capped here: beyond, "more than"
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,19 @@ class Difference:
     paired_by: str | None
     n: int
     b_ahead: int | None = None  # pairs in which B scored better (paired comparisons only)
+    # the spread a power figure rests on: the std of the paired differences, or for unpaired sides the
+    # per-replicate std of a difference, sqrt(std_a^2 + std_b^2); nan with fewer than two per side
+    spread: float = math.nan
+
+    @property
+    def detectable(self) -> float:
+        """The smallest difference this comparison's n and spread would detect (POWER, two-sided ALPHA)."""
+        return detectable_difference(self.spread, self.n, self.paired_by is not None)
+
+    def needed(self, delta: float) -> int | None:
+        """Pairs (or replicates per side) that a difference of `delta` would need at this spread; None
+        beyond MOST_REPLICATES or without a spread."""
+        return replicates_needed(delta, self.spread, self.paired_by is not None)
 
 
 def difference(metric: str, a: Mapping[tuple[str, str], float], b: Mapping[tuple[str, str], float]) -> Difference:
@@ -150,17 +165,58 @@ def difference(metric: str, a: Mapping[tuple[str, str], float], b: Mapping[tuple
         else:
             p = float(stats.ttest_rel([b[k] for k in keys], [a[k] for k in keys]).pvalue)
         better = deltas > 0 if higher_is_better(metric) else deltas < 0
-        return Difference(metric, sa, sb, d.mean, d.ci95, p, keys[0][0], len(keys), int(better.sum()))
+        return Difference(metric, sa, sb, d.mean, d.ci95, p, keys[0][0], len(keys), int(better.sum()), d.std)
     diff = sb.mean - sa.mean
     if sa.n < 2 or sb.n < 2:
         return Difference(metric, sa, sb, diff, math.nan, math.nan, None, min(sa.n, sb.n))
     va, vb = sa.std ** 2 / sa.n, sb.std ** 2 / sb.n
+    spread = math.sqrt(sa.std ** 2 + sb.std ** 2)
     if va + vb == 0:
-        return Difference(metric, sa, sb, diff, 0.0, 1.0 if diff == 0 else 0.0, None, min(sa.n, sb.n))
+        return Difference(metric, sa, sb, diff, 0.0, 1.0 if diff == 0 else 0.0, None, min(sa.n, sb.n), spread=0.0)
     dof = (va + vb) ** 2 / (va ** 2 / (sa.n - 1) + vb ** 2 / (sb.n - 1))  # Welch-Satterthwaite
     ci = float(stats.t.ppf(1 - ALPHA / 2, dof) * math.sqrt(va + vb))
     p = float(stats.ttest_ind(list(b.values()), list(a.values()), equal_var=False).pvalue)
-    return Difference(metric, sa, sb, diff, ci, p, None, min(sa.n, sb.n))
+    return Difference(metric, sa, sb, diff, ci, p, None, min(sa.n, sb.n), spread=spread)
+
+
+def t_test_power(effect: float, n: int, paired: bool, alpha: float = ALPHA) -> float:
+    """Returns the power of a two-sided t-test at `alpha` for a difference of `effect` standard deviations:
+    paired (one-sample on the n differences, df n - 1) or unpaired with n per side (pooled, df 2n - 2)."""
+    from scipy import stats
+
+    df, noncentrality = (n - 1, effect * math.sqrt(n)) if paired else (2 * n - 2, effect * math.sqrt(n / 2))
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    upper, lower = stats.nct.sf(critical, df, noncentrality), stats.nct.cdf(-critical, df, noncentrality)
+    return float(upper + (lower if math.isfinite(lower) else 0.0))  # scipy's nct: nan where the far tail is ~0
+
+
+def detectable_difference(spread: float, n: int, paired: bool, power: float = POWER, alpha: float = ALPHA) -> float:
+    """Returns the smallest difference a two-sided t-test of n pairs (or n per side) detects with `power`
+    when replicates spread by `spread` (the std of a difference); nan without a spread or with n < 2."""
+    from scipy.optimize import brentq
+
+    if not math.isfinite(spread) or n < 2:
+        return math.nan
+    if spread == 0:
+        return 0.0
+    effect = brentq(lambda e: t_test_power(e, n, paired, alpha) - power, 1e-9, 100.0)
+    scale = spread if paired else spread / math.sqrt(2)  # unpaired: in units of the pooled per-side std
+    return effect * scale
+
+
+def replicates_needed(delta: float, spread: float, paired: bool, power: float = POWER,
+                      alpha: float = ALPHA) -> int | None:
+    """Returns the fewest pairs (or replicates per side) with which a two-sided t-test detects a difference
+    of `delta` with `power`; None beyond MOST_REPLICATES, without a spread or for delta 0."""
+    if not math.isfinite(spread) or delta == 0:
+        return None
+    if spread == 0:
+        return 2
+    effect = abs(delta) / (spread if paired else spread / math.sqrt(2))
+    for n in range(2, MOST_REPLICATES + 1):
+        if t_test_power(effect, n, paired, alpha) >= power:
+            return n
+    return None
 
 
 def higher_is_better(metric: str) -> bool:
