@@ -25,6 +25,7 @@ from segexp.evaluation.visualize import mask_panel
 from segexp.reports import markdown_table
 from segexp.rundir import RunDir
 from segexp.tracking.references import resolve_model_source
+from segexp.tracking.tags import CHECKPOINT
 
 # how the scored slices relate to the checkpoint -> the prefix of their MLflow keys
 KEY_PREFIX = {"report": "eval_", "unseen": "eval_", "seen": "eval_seen_", "unknown": "eval_unverified_"}
@@ -127,7 +128,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
          "checkpoints": [str(c) for c, _ in source.members]}, indent=2))
     # logged into the run that trained the checkpoint, or the sweep whose jobs form the ensemble
     source_run = source.parent_run_id if source.is_ensemble else tracker.run_for_checkpoint(checkpoint)
-    tags = {"checkpoint": ",".join(str(c) for c, _ in source.members), "evaluated_slices": ",".join(names),
+    tags = {CHECKPOINT: ",".join(str(c) for c, _ in source.members), "evaluated_slices": ",".join(names),
             "evaluated_slices_status": status, **({"ensemble_size": str(len(source.members))}
                                                   if source.is_ensemble else {})}
     prefix, suffix = ("ensemble_" if source.is_ensemble else "") + KEY_PREFIX[status], "_tta" if cfg.inference.tta else ""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from segexp.config.files import PACKAGE_DIR, config_dir
+from segexp.tracking.tags import HOSTNAME, OVERRIDES
 
 
 def git_state(directory: Path) -> dict[str, str]:
@@ -79,8 +80,8 @@ def run_tags(overrides: list[str], code_dir: Path = PACKAGE_DIR) -> dict[str, st
             versions[f"version.{dist}"] = version(dist)
     return {
         "segexp_version": __version__,
-        "overrides": " ".join(overrides) or "(none)",
-        "hostname": socket.gethostname(),
+        OVERRIDES: " ".join(overrides) or "(none)",
+        HOSTNAME: socket.gethostname(),
         "version.tensorflow": tf_version(),
         **versions,
         **git_state(code_dir),

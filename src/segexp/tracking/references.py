@@ -8,6 +8,7 @@ from pathlib import Path
 from segexp.errors import ConfigError
 from segexp.rundir import ModelSource, RunDir, read_sweep_record, sweep_members
 from segexp.tracking.store import run_tag
+from segexp.tracking.tags import CHECKPOINT, OUTPUT_DIR, SWEEP_DIR
 
 
 def _tagged_path(reference: str, tag: str, tracking_uri: str | None) -> Path | None:
@@ -25,7 +26,7 @@ def resolve_checkpoint(reference: str, tracking_uri: str | None = None) -> tuple
     if not path.is_file() and (path / "model.keras").is_file():
         path = path / "model.keras"
     elif not path.exists():
-        path = _tagged_path(reference, "checkpoint", tracking_uri) or path
+        path = _tagged_path(reference, CHECKPOINT, tracking_uri) or path
     if not path.is_file():
         raise ConfigError(f"ckpt={reference}: no model.keras there; pass a .keras file, a run directory or an "
                           "MLflow run id")
@@ -39,7 +40,7 @@ def resolve_model_source(reference: str, tracking_uri: str | None = None) -> Mod
     directory or its parent run's MLflow id - whose finished jobs' checkpoints form an ensemble."""
     path = Path(reference)
     if not path.exists():
-        path = _tagged_path(reference, "sweep_dir", tracking_uri) or path
+        path = _tagged_path(reference, SWEEP_DIR, tracking_uri) or path
     if path.is_dir() and not (path / "model.keras").is_file() and (jobs := sweep_members(path)):
         record = read_sweep_record(path)
         parent = record.parent_run_id if record else None
@@ -52,7 +53,7 @@ def resolve_resumable(reference: str, tracking_uri: str | None = None) -> RunDir
     has a state file to continue from."""
     path = Path(reference)
     if not RunDir(path).state_file.is_file():
-        path = _tagged_path(reference, "output_dir", tracking_uri) or path
+        path = _tagged_path(reference, OUTPUT_DIR, tracking_uri) or path
     run = RunDir(path)
     if not run.state_file.is_file():
         raise ConfigError(f"resume={reference}: no {run.state_file.name} there; pass a run directory that finished "

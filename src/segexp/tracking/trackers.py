@@ -21,7 +21,7 @@ from segexp.tracking.processes import process_identity
 from segexp.tracking.provenance import tf_version
 from segexp.tracking.spool import Spool
 from segexp.tracking.store import check_store, ensure_experiment, report_orphans, resolve_uri
-from segexp.tracking.tags import PROCESS_TAG
+from segexp.tracking.tags import FAILURE_REASON, PROCESS_TAG
 
 DATASET_DIGEST = 16  # hex characters of a role's pixel digest shown in the UI's Dataset column (all in its tag)
 SPOOL = "tracking_spool"  # the journal's folder inside the run's directory
@@ -117,11 +117,11 @@ class MlflowTracker:
         try:
             yield self
         except (KeyboardInterrupt, TrainingInterrupted):
-            self.set_tags({"failure_reason": "interrupted (SIGINT/SIGTERM)"})
+            self.set_tags({FAILURE_REASON: "interrupted (SIGINT/SIGTERM)"})
             status = "KILLED"
             raise
         except BaseException as err:
-            self.set_tags({"failure_reason": f"{type(err).__name__}: {err}"[:5000]})
+            self.set_tags({FAILURE_REASON: f"{type(err).__name__}: {err}"[:5000]})
             status = "FAILED"
             raise
         finally:
