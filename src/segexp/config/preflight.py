@@ -12,6 +12,8 @@ from typing import Any, Sequence
 from segexp.config.compose import compose
 from segexp.errors import ConfigError
 
+_ABSENT = object()  # OmegaConf.select's default: a key no config sets
+
 
 def one_line(err: BaseException) -> str:
     """Returns a composition error as one line: the key or group, and what is allowed."""
@@ -154,37 +156,53 @@ def group_of(key: str, groups: dict[str, list[str]]) -> tuple[str, str] | None:
     return None
 
 
+def option_values(group: str, rest: str, extra_dirs: Sequence[Path] = ()) -> list[tuple[str, Any]]:
+    """Returns (option, the value its YAML file gives the dotted key `rest`) for each option of a config
+    group whose file sets that key; read from the files alone, without composing."""
+    from omegaconf import OmegaConf
+
+    from segexp.config.files import config_dirs
+
+    files = [(path.stem, path) for root in config_dirs(extra_dirs) for path in sorted((root / group).glob("*.yaml"))]
+    found = [(option, OmegaConf.select(OmegaConf.load(path), rest, default=_ABSENT)) for option, path in files]
+    return [(option, value) for option, value in found if value is not _ABSENT]
+
+
 def check_config_nodes(config_name: str, overrides: Sequence[str], extra_dirs: Sequence[Path] = ()) -> None:
     """Raises ConfigError when an override gives a plain value where the config holds a node that must be
     a config - a group's option (`optimizer.schedule=cosine` for `optimizer/schedule=cosine`) or a
-    `_target_` node (`optimizer.fn=adam`): Hydra composes it, and it fails only when instantiated."""
+    `_target_` node (`optimizer.fn=adam`): Hydra composes it, and it fails only when instantiated.
+    Composes again (without those overrides) only when an option file holds a node at one of their keys."""
     from omegaconf import DictConfig, OmegaConf
 
     from segexp.config.files import config_groups
 
-    given = [(line, key, value) for line, key, value in value_overrides(overrides)
-             if value is not None and not isinstance(value, (dict, list))]
-    if not given:
-        return
-    lines = {line for line, _, _ in given}
-    structure = compose(config_name, [o for o in overrides if o not in lines], extra_dirs)
     groups = config_groups(extra_dirs)
-    for line, key, value in given:
-        node = OmegaConf.select(structure, key, throw_on_missing=False)
-        if not isinstance(node, DictConfig):
+    given = []
+    for line, key, value in value_overrides(overrides):
+        if value is None or isinstance(value, (dict, list)):
             continue
         as_group = key.replace(".", "/")
         if as_group in groups:
             raise ConfigError(f"{line}: {as_group} is a config group; write {as_group}={value} "
                               f"(options: {', '.join(groups[as_group])})")
+        owner = group_of(key, groups)
+        if owner and any(isinstance(v, DictConfig) for _, v in option_values(*owner, extra_dirs)):
+            given.append((line, key, owner[0]))
+    if not given:
+        return
+    lines = {line for line, _, _ in given}
+    structure = compose(config_name, [o for o in overrides if o not in lines], extra_dirs)
+    for line, key, group in given:
+        node = OmegaConf.select(structure, key, throw_on_missing=False)
+        if not isinstance(node, DictConfig):
+            continue
         target = node.get("_target_")
         what = f"a `_target_` node ({target})" if target else "a config node"
-        owner = group_of(key, groups)
-        choose = (f"choose another option of its group, {owner[0]}=OPTION (options: {', '.join(groups[owner[0]])}), "
-                  if owner else "")
         example = next((k for k in node if k != "_target_"), None)
         keys = f"set one of its keys, e.g. {key}.{example}=..." if example else "set its keys"
-        raise ConfigError(f"{line}: {key} is {what}, not a value; {choose}or {keys}")
+        raise ConfigError(f"{line}: {key} is {what}, not a value; choose another option of its group, "
+                          f"{group}=OPTION (options: {', '.join(groups[group])}), or {keys}")
 
 
 def unselected_option_hint(config_name: str, overrides: Sequence[str], extra_dirs: Sequence[Path] = ()) -> str | None:
@@ -192,25 +210,22 @@ def unselected_option_hint(config_name: str, overrides: Sequence[str], extra_dir
     (`callbacks.early_stop.patience=3` without `callbacks=early_stop`), or None."""
     from omegaconf import OmegaConf
 
-    from segexp.config.files import config_dirs, config_groups
+    from segexp.config.files import config_groups
 
     groups = config_groups(extra_dirs)
     for line, key, _ in value_overrides(overrides):
         owner = group_of(key, groups)
         if owner is None or not owner[1]:
             continue
-        group, rest = owner
-        holders = [option for option in groups[group] for root in config_dirs(extra_dirs)
-                   if (root / group / f"{option}.yaml").is_file()
-                   and OmegaConf.select(OmegaConf.load(root / group / f"{option}.yaml"), rest,
-                                        default="\0missing") != "\0missing"]
+        group = owner[0]
+        holders = [option for option, _ in option_values(*owner, extra_dirs)]
         if not holders:
             continue
         try:
             structure = compose(config_name, [o for o in overrides if o != line], extra_dirs)
         except Exception:  # noqa: BLE001 - another override is wrong too: leave the message to Hydra's
             return None
-        if OmegaConf.select(structure, key, default="\0missing") != "\0missing":
+        if OmegaConf.select(structure, key, default=_ABSENT) is not _ABSENT:
             continue  # the selected option has the key: the value is what is wrong
         choices = " or ".join(f"{group}={option}" for option in dict.fromkeys(holders))
         return f"{line}: {key} belongs to {choices}, which is not selected; add {choices.split(' or ')[0]} to set it"
