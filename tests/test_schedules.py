@@ -44,6 +44,17 @@ def test_budgeted_cosine_anneals_to_the_floor_when_the_budget_runs_out():
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-5)
 
 
+def test_budgeted_cosine_warms_up_by_steps_however_many_epochs_are_planned():
+    # a budgeted recipe plans more epochs than fit, so the warmup must not shrink with the plan
+    for planned in (600, 60_000):
+        schedule = BudgetedCosine(1e-3, planned, warmup_steps=50, min_lr_ratio=0.01, minutes=30.0)
+        assert schedule.rate(0, 0.0) == pytest.approx(1e-5)
+        assert schedule.rate(25, 10.0) == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5)
+        assert schedule.rate(50, 20.0) == pytest.approx(1e-3, rel=1e-3)
+        assert schedule.rate(51, 15 * 60.0) == pytest.approx(cosine_rate(1e-3, 0.5, 0, 0.01), rel=1e-3)
+        assert schedule.rate(52, 30 * 60.0) == pytest.approx(1e-5)
+
+
 def test_without_a_budget_the_optimizer_keeps_its_keras_schedule():
     schedule = cosine(1e-3, 10, 2, warmup_epochs=0, min_lr_ratio=0.01, max_minutes=None)
     assert schedule.callbacks == []

@@ -61,22 +61,31 @@ def cosine_rate(lr: float, progress: float, warmup_fraction: float, min_lr_ratio
 
 
 class BudgetedCosine(keras.callbacks.Callback):
-    """Cosine decay that ends when training does. Progress is the larger of steps done / steps planned
-    and minutes spent / `minutes`, so a run its wall-clock budget cuts short (a slower machine) still
-    anneals to the floor instead of stopping at a high rate. Where the budget binds, the rate depends
-    on the machine's speed: set trainer.max_minutes=null for a step-exact schedule."""
+    """Cosine decay that ends when training does. The warmup is `warmup_steps` steps, as planned; after
+    it, progress is the larger of steps done / steps planned and minutes spent / `minutes`, so a run its
+    wall-clock budget cuts short (a slower machine) still anneals to the floor instead of stopping at a
+    high rate, and a budgeted recipe may plan more epochs than fit (the budget ends it) without
+    shortening its warmup. Where the budget binds, the rate depends on the machine's speed: set
+    trainer.max_minutes=null for a step-exact schedule."""
 
     def __init__(self, lr: float, total_steps: int, warmup_steps: int, min_lr_ratio: float, minutes: float):
         super().__init__()
         self.lr, self.total, self.min_lr_ratio = lr, max(total_steps, 1), min_lr_ratio
-        self.warmup_fraction, self.seconds = warmup_steps / self.total, minutes * 60.0
+        self.warmup, self.seconds = min(warmup_steps, self.total), minutes * 60.0
         self.started, self.step = None, 0
+
+    def rate(self, step: int, seconds: float) -> float:
+        """The rate at `step`, `seconds` into training: the warmup by steps, then the decay by the larger
+        of step and time progress."""
+        if step < self.warmup:
+            return cosine_rate(self.lr, step / self.total, self.warmup / self.total, self.min_lr_ratio)
+        by_steps = (step - self.warmup) / max(self.total - self.warmup, 1)
+        return cosine_rate(self.lr, max(by_steps, seconds / self.seconds), 0.0, self.min_lr_ratio)
 
     def on_train_begin(self, logs=None):
         self.started, self.step = time.monotonic(), int(self.model.optimizer.iterations.numpy())
         try:  # a checkpoint from a run without the budget carries its Keras schedule: keep that
-            self.model.optimizer.learning_rate = cosine_rate(self.lr, self.step / self.total, self.warmup_fraction,
-                                                             self.min_lr_ratio)
+            self.model.optimizer.learning_rate = self.rate(self.step, 0.0)
         except TypeError:
             self.started = None
             print("[segexp] the resumed optimizer has a step schedule; trainer.max_minutes only stops training")
@@ -84,6 +93,5 @@ class BudgetedCosine(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self.started is None:
             return
-        progress = max(self.step / self.total, (time.monotonic() - self.started) / self.seconds)
-        self.model.optimizer.learning_rate = cosine_rate(self.lr, progress, self.warmup_fraction, self.min_lr_ratio)
+        self.model.optimizer.learning_rate = self.rate(self.step, time.monotonic() - self.started)
         self.step += 1
