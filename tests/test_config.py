@@ -35,7 +35,8 @@ def default_choices() -> dict[str, str]:
 # Choosing an option a tiny run already picks trains the very same configuration: it is trained once, as
 # "the defaults", rather than once per group (each training costs seconds of tracing).
 DEFAULTS = default_choices()
-TRAINED_OPTIONS = [(g, o) for g, o in OPTIONS if DEFAULTS.get(g) != o] + [("defaults", "")]
+# The postprocess stage runs after training and builds nothing in it: test_postprocess runs each option instead.
+TRAINED_OPTIONS = [(g, o) for g, o in OPTIONS if DEFAULTS.get(g) != o and g != "postprocess"] + [("defaults", "")]
 
 
 def option_overrides(group: str, option: str, folder_data) -> list[str]:
@@ -131,6 +132,7 @@ BAD_CHOICES = [
     ("experiment=best", "experiment=best: no such option; choose one of isbi_best, isbi_quick, seed_replica"),
     ("debug=tiny", "debug=tiny: no such option; choose one of smoke"),
     ("inference=fast", "inference=fast: no such option; choose one of default"),
+    ("postprocess=graphcut", "postprocess=graphcut: no such option; choose one of agglomerate, none, watershed"),
     ("model.upsampling=pixelshuffle", "model.upsampling: Invalid value 'pixelshuffle', choose one of transpose, "
                                       "bilinear, upsample_conv"),
     ("trainer.precision=fp8", "trainer.precision: Invalid value 'fp8', choose one of float32, mixed_bfloat16, "

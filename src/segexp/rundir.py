@@ -6,6 +6,7 @@ TensorFlow, no MLflow, so resume and evaluate can check their inputs in millisec
       last.keras     the newest epoch, with optimizer state, for resuming
       last.json      epochs done and best score so far
       split.json     which slices trained, selected and report (names and pixel digests)
+      postprocess.json  the segmentation stage's parameters and the selection slices that chose them
       config.yaml    the composed config the run trained with (also when train() is called from Python)
       .hydra/        Hydra's record of the composed config and overrides (CLI runs)
 
@@ -42,6 +43,14 @@ class RunDir:
     @property
     def split_file(self) -> Path:
         return self.path / "split.json"
+
+    @property
+    def postprocess_file(self) -> Path:
+        return self.path / "postprocess.json"
+
+    def read_postprocess(self) -> dict[str, Any] | None:
+        """Returns the segmentation stage the run chose (evaluation.stage.Stage.record), or None."""
+        return json.loads(self.postprocess_file.read_text()) if self.postprocess_file.is_file() else None
 
     @property
     def config_file(self) -> Path:

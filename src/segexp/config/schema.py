@@ -49,6 +49,12 @@ class CheckpointChoice(StrEnum):
     last = "last"
 
 
+class PostprocessMethod(StrEnum):
+    none = "none"
+    watershed = "watershed"
+    agglomerate = "agglomerate"
+
+
 class Mode(StrEnum):
     max = "max"
     min = "min"
@@ -219,6 +225,7 @@ class TrainConfig:
     tracking: TrackingConfig = MISSING
     callbacks: Dict[str, Any] = field(default_factory=dict)  # extra Keras callbacks: {name: _target_ node}
     inference: "InferenceConfig" = MISSING  # how the report slices are predicted at the end, as evaluate does
+    postprocess: "PostprocessConfig" = MISSING  # the segmentation stage after the network (conf/postprocess/)
     objective: str = "select_v_rand"  # metric the Hydra entry point returns to sweepers: a selection score
     run_name: Optional[str] = None  # None: made from the command-line overrides
     resume: Optional[str] = None  # a run directory or MLflow run id to continue
@@ -241,12 +248,24 @@ class InferenceConfig:
 
 
 @dataclass
+class PostprocessConfig:
+    # values: conf/postprocess/*.yaml; the segmentation stage after the network (evaluation/postprocess.py)
+    method: PostprocessMethod = MISSING
+    # null: train chooses the parameters on its selection slices, evaluate and predict reuse the run's choice;
+    # true: choose on the run's selection slices again; false: take `params` as given
+    tune: Optional[bool] = None
+    params: Dict[str, Any] = field(default_factory=dict)  # used with tune=false (and shown as the default)
+    grid: Dict[str, List[Any]] = field(default_factory=dict)  # the values the choice tries, every combination
+
+
+@dataclass
 class PredictConfig:
     ckpt: str = MISSING  # model.keras, a run directory, or an MLflow run id
     input: str = MISSING  # an image file or a directory of images
     output: str = MISSING
     inference: InferenceConfig = MISSING
     normalize: Normalization = Normalization.dtype
+    postprocess: Optional[PostprocessConfig] = None  # None: the checkpoint run's stage, with the parameters it chose
     save_mask: bool = True
     save_overlay: bool = False
 
@@ -261,6 +280,7 @@ class EvaluateConfig:
     slices: Optional[List[int]] = None
     allow_seen: bool = False  # score slices the checkpoint trained or was selected on (keys eval_seen_*)
     inference: InferenceConfig = MISSING
+    postprocess: Optional[PostprocessConfig] = None  # None: the checkpoint run's stage, with the parameters it chose
     log_images: int = 5  # prediction panels logged to MLflow
 
 

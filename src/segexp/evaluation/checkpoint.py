@@ -1,33 +1,60 @@
 """Scoring a run's chosen checkpoint at the end of training, reloaded from disk as a user would: on the
-selection slices (what chose it) and on the report slices (what no choice saw)."""
+selection slices (what chose it, and what chooses the segmentation stage) and on the report slices (what
+no choice saw)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig
 
+from segexp.evaluation import stage as stages
 from segexp.evaluation.predictor import inference_size, make_predictor
 from segexp.evaluation.scoring import predict_slices, slice_scores
 from segexp.models.loading import load_model
-from segexp.rundir import RunDir
+from segexp.rundir import RunDir, write_json_atomically
 
 
-def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> tuple[dict[str, float], Any, list]:
-    """Returns (metrics, model, the report slices' probability maps) of the chosen checkpoint, reloaded from disk as a user would: `select_*`
-    on the selection slices (what chose it, scored as during training) and `report_*` on the report
-    slices (what no choice saw), predicted exactly as `segexp evaluate` predicts them (the inference
-    group, at the training resolution, probabilities back at the labels'), with the ISBI scores always."""
+@dataclass
+class ScoredCheckpoint:
+    metrics: dict[str, float]
+    model: Any
+    report_probs: list[np.ndarray] = field(default_factory=list)
+    report_labels: list[np.ndarray] = field(default_factory=list)  # the stage's segments ([] without one)
+    stage: stages.Stage = field(default_factory=stages.Stage)
+
+
+def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> ScoredCheckpoint:
+    """Scores the chosen checkpoint, reloaded from disk as a user would: `select_*` on the selection slices
+    (what chose it, scored as during training) and `report_*` on the report slices (what no choice saw),
+    predicted exactly as `segexp evaluate` predicts them (the inference group, at the training resolution,
+    probabilities back at the labels'), with the ISBI scores always. A postprocess stage is chosen on the
+    selection slices, predicted as the report ones are (`postprocess_select_*`, selected there), written to
+    the run's postprocess.json, and applied once to the report slices."""
     model = load_model(run.checkpoint)
-    metrics, probs = {}, []
+    metrics = {}
     select, report = parts["select"], parts["report"]
     if select.images:
         scores = slice_scores(model.loss, predict_slices(model, select.images), select.masks, select.foreground,
                               cfg.trainer.topology_metrics)
         metrics.update({f"select_{k}": float(v) for k, v in scores.items()})
+    predictor = make_predictor(model, cfg.inference, inference_size(cfg.inference, run))
+
+    def selection():
+        return list(select.names), [predictor(image) for image in select.images], list(select.masks)
+
+    stage = stages.resolve(cfg.postprocess, None, selection if select.images else None,
+                           stages.objective_of(cfg.trainer.monitor), "training")
+    if stage.chosen_on:
+        metrics[f"postprocess_select_{stage.objective}"] = float(stage.score)
+    if stage.active:
+        write_json_atomically(run.postprocess_file, stage.record())
+    probs, labels = [], []
     if report.images:
-        predictor = make_predictor(model, cfg.inference, inference_size(cfg.inference, run))
         probs = [predictor(image) for image in report.images]
-        scores = slice_scores(model.loss, probs, report.masks, report.foreground, True)
+        scores, labels = stages.scores(stage, probs, report.masks,
+                                       slice_scores(model.loss, probs, report.masks, report.foreground, True))
         metrics.update({f"report_{k}": float(v) for k, v in scores.items()})
-    return metrics, model, probs
+    return ScoredCheckpoint(metrics, model, probs, labels, stage)

@@ -12,18 +12,19 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from segexp.config.instantiate import instantiate
 from segexp.data.datasets import load
 from segexp.data.images import SegmentationSet, to_channels
 from segexp.data.splits import resolve_indices, roles_of
 from segexp.errors import ConfigError
+from segexp.evaluation import stage as stages
 from segexp.evaluation.metrics import evaluate_slices
 from segexp.evaluation.predictor import load_source_predictor
 from segexp.evaluation.visualize import mask_panel
 from segexp.reports import markdown_table
-from segexp.rundir import RunDir
+from segexp.rundir import ModelSource, RunDir
 from segexp.tracking.references import resolve_model_source
 from segexp.tracking.tags import CHECKPOINT
 
@@ -50,8 +51,37 @@ def data_to_score(cfg: DictConfig, run: RunDir | None) -> SegmentationSet:
 
 def report_set(run: RunDir) -> SegmentationSet:
     """Returns the report slices of the run's own data at the labels' resolution, found by pixel digest."""
+    return role_set(run, "report")
+
+
+def role_set(run: RunDir, role: str, record: dict | None = None) -> SegmentationSet:
+    """Returns the slices of the run's own data that had `role` (train, select, report) in `record` (default:
+    the run's split.json) at the labels' resolution, found by pixel digest."""
     data = load(run.saved_config().data, at_labels=True)
-    return data.subset([i for i, role in enumerate(roles_of(run.read_split(), data.digests)) if role == "report"])
+    roles = roles_of(record or run.read_split(), data.digests)
+    return data.subset([i for i, r in enumerate(roles) if r == role])
+
+
+def run_stage(node: DictConfig | None, source: ModelSource, predictor, channels: int, where: str) -> stages.Stage:
+    """Returns the segmentation stage for a checkpoint: `node` (postprocess=...) or its run's own, with the
+    parameters the run chose (for an ensemble: that all its members chose), or chosen again on the selection
+    slices (for an ensemble: those no member trained on), predicted by `predictor`, when tune=true or no
+    choice of that method was recorded."""
+    run = source.members[0][1]
+    saved = run.saved_config() if run else None
+    node = stages.of_run(node, saved)
+    choices = [stages.from_record(r.read_postprocess()) if r else None for _, r in source.members]
+    recalled = choices[0] if all(c == choices[0] for c in choices) else None
+    record = source.split_record()
+
+    def selection():
+        chosen = role_set(run, "select", record)
+        return (list(chosen.names), [predictor(to_channels(image, channels)) for image in chosen.images],
+                list(chosen.masks))
+    monitor = OmegaConf.select(saved, "trainer.monitor", default="select_v_rand") if saved is not None else "select_v_rand"
+    has_selection = saved is not None and record is not None
+    return stages.resolve(node, recalled, selection if has_selection else None, stages.objective_of(str(monitor)),
+                          where)
 
 
 def choose_slices(data: SegmentationSet, record: dict | None, slices: Sequence[int] | None,
@@ -113,29 +143,36 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     data = data_to_score(cfg, run)
     indices, status = choose_slices(data, source.split_record(), cfg.slices, cfg.allow_seen, cfg.ckpt,
                                     same_data=cfg.data is None)
+    stages.check(cfg.postprocess)
     tracker = instantiate(cfg.tracking)
     channels, predictor = load_source_predictor(source, cfg.inference)
+    stage = run_stage(cfg.postprocess, source, predictor, channels, "evaluate")
     names = [data.names[i] for i in indices]
-    print(f"[segexp] scoring {len(names)} slices of '{data.name}' ({status}): {','.join(names)}", flush=True)
+    print(f"[segexp] scoring {len(names)} slices of '{data.name}' ({status}): {','.join(names)}"
+          + (f"; postprocess: {stage.describe()}" if stage.active else ""), flush=True)
     images = [to_channels(data.images[i], channels) for i in indices]
     truths = [data.masks[i] for i in indices]
     probs = [predictor(image) for image in images]
-    metrics = evaluate_slices(probs, truths, cfg.inference.threshold, data.foreground)
+    metrics, labels = stages.scores(stage, probs, truths,
+                                    evaluate_slices(probs, truths, cfg.inference.threshold, data.foreground))
 
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps(
-        {**metrics, "slices": names, "slices_status": status,
+        {**metrics, "slices": names, "slices_status": status, "postprocess": stage.record(),
          "checkpoints": [str(c) for c, _ in source.members]}, indent=2))
     # logged into the run that trained the checkpoint, or the sweep whose jobs form the ensemble
     source_run = source.parent_run_id if source.is_ensemble else tracker.run_for_checkpoint(checkpoint)
     tags = {CHECKPOINT: ",".join(str(c) for c, _ in source.members), "evaluated_slices": ",".join(names),
             "evaluated_slices_status": status, **({"ensemble_size": str(len(source.members))}
-                                                  if source.is_ensemble else {})}
-    prefix, suffix = ("ensemble_" if source.is_ensemble else "") + KEY_PREFIX[status], "_tta" if cfg.inference.tta else ""
+                                                  if source.is_ensemble else {}),
+            **({"evaluated_postprocess": stage.describe()} if stage.active else {})}
+    prefix = ("ensemble_" if source.is_ensemble else "") + KEY_PREFIX[status]
+    suffix = ("_tta" if cfg.inference.tta else "") + (f"_{stage.method}" if stage.active else "")
     with tracker.run("evaluate", tags, run_id=source_run):
         tracker.log_metrics({f"{prefix}{k}{suffix}": v for k, v in metrics.items()})
-        for name, image, truth, prob in list(zip(names, images, truths, probs))[: cfg.log_images]:
-            tracker.log_image(mask_panel(image, truth, prob), f"{prefix.rstrip('_')}{suffix}/{name}", 0)
+        for i, (name, image, truth, prob) in enumerate(list(zip(names, images, truths, probs))[: cfg.log_images]):
+            tracker.log_image(mask_panel(image, truth, prob, labels[i] if labels else None),
+                              f"{prefix.rstrip('_')}{suffix}/{name}", 0)
     print(metrics_table(metrics))
     print(f"[segexp] {len(probs)} slices scored; metrics in {output_dir / 'metrics.json'}"
           + (f"; logged to run {source_run}" if source_run else ""), flush=True)

@@ -24,6 +24,14 @@ def prediction_overlay(image: np.ndarray, prob: np.ndarray, threshold: float = 0
     return overlay
 
 
+def segment_colors(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Returns uint8 RGB of a label image: each segment a random colour (so neighbours rarely match and a
+    merge or a split shows), boundaries (label 0) black."""
+    colors = np.random.default_rng(seed).integers(60, 256, size=(int(labels.max()) + 1, 3), dtype=np.uint8)
+    colors[0] = 0
+    return colors[labels]
+
+
 def error_overlay(image: np.ndarray, mask: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """Returns the image with wrongly classified pixels colored (red: false white, blue: false black)."""
     overlay = to_rgb8(image)
@@ -33,9 +41,12 @@ def error_overlay(image: np.ndarray, mask: np.ndarray, prob: np.ndarray, thresho
     return overlay
 
 
-def mask_panel(image: np.ndarray, mask: np.ndarray, prob: np.ndarray, gap: int = 4) -> np.ndarray:
-    """Returns image | ground truth | prediction | error overlay side by side, uint8 RGB."""
-    tiles = [to_rgb8(image), to_rgb8(mask.astype(np.float32)), to_rgb8(prob), error_overlay(image, mask, prob)]
+def mask_panel(image: np.ndarray, mask: np.ndarray, prob: np.ndarray, segments: np.ndarray | None = None,
+               gap: int = 4) -> np.ndarray:
+    """Returns image | ground truth | prediction | error overlay (| segments of a postprocess stage, random
+    colours) side by side, uint8 RGB."""
+    tiles = [to_rgb8(image), to_rgb8(mask.astype(np.float32)), to_rgb8(prob), error_overlay(image, mask, prob),
+             *([segment_colors(segments)] if segments is not None else [])]
     spacer = np.full((tiles[0].shape[0], gap, 3), 255, np.uint8)
     row = []
     for tile in tiles:

@@ -16,6 +16,8 @@ PRUNED = "pruned"  # set on a job the Optuna pruner stopped early
 PROCESS_TAG = "process"  # processes.process_identity() of the process that has the run open
 HOSTNAME = "hostname"
 DATA_DIGEST = "data_digest"
+POSTPROCESS = "postprocess"  # the segmentation stage applied after the network (none: the tag is absent)
+POSTPROCESS_CHOSEN_ON = "postprocess.chosen_on"  # the selection slices that chose its parameters
 
 
 def split_tag(role: str) -> str:
@@ -29,7 +31,8 @@ def split_digest_tag(role: str) -> str:
 
 
 ORPHANED = "its process ("  # how the failure_reason of a run ended by store.end_orphaned_runs begins
-REPORT_SLICES = "report_slices"  # run artifacts: <slice>.image.png, <slice>.truth.png, <slice>.probability.png
+REPORT_SLICES = "report_slices"  # run artifacts: <slice>.image.png, <slice>.truth.png, <slice>.probability.png,
+# and <slice>.segments.png after a postprocess stage
 
 
 def run_name(overrides: Sequence[str], swept_keys: Sequence[str] = ()) -> str:

@@ -7,8 +7,9 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig
 
-SCORES = (("report_v_rand", "V_rand"), ("report_v_info", "V_info"), ("report_dice", "Dice"),
-          ("report_iou", "IoU"), ("report_accuracy", "pixel accuracy"))
+SCORES = (("report_v_rand", "V_rand"), ("report_v_info", "V_info"), ("report_map_v_rand", "V_rand of the map"),
+          ("report_map_v_info", "V_info of the map"), ("report_dice", "Dice"), ("report_iou", "IoU"),
+          ("report_accuracy", "pixel accuracy"))
 
 
 def slices_line(role: str, names: list[str], what: str) -> str:
@@ -16,8 +17,9 @@ def slices_line(role: str, names: list[str], what: str) -> str:
 
 
 def model_card(cfg: DictConfig, run_name: str, run_id: str | None, parts: Mapping[str, Any],
-               metrics: Mapping[str, float], tags: Mapping[str, str], source: str) -> str:
-    """Returns the run's model card as Markdown."""
+               metrics: Mapping[str, float], tags: Mapping[str, str], source: str, postprocess: str = "") -> str:
+    """Returns the run's model card as Markdown; `postprocess` describes the segmentation stage, if any
+    (evaluation.stage.Stage.describe)."""
     t, m = cfg.trainer, cfg.model
     chosen = (f"best `{t.monitor}` ({t.monitor_mode}) on the selection slices" if t.checkpoint == "best"
               else "the last epoch")
@@ -44,6 +46,7 @@ def model_card(cfg: DictConfig, run_name: str, run_id: str | None, parts: Mappin
         f"at lr {cfg.optimizer.lr} "
         f"({cfg.optimizer.schedule._target_.rsplit('.', 1)[-1]} schedule)"
         + (f", moving average of the weights (momentum {cfg.optimizer.ema}) scored and saved" if cfg.optimizer.ema else ""),
+        f"- segmentation stage after the network: {postprocess or 'none (the probability map)'}",
         f"- augmentation: {', '.join(n._target_.rsplit('.', 1)[-1] for n in cfg.aug.transforms) or 'none'}",
         f"- crops {t.crop_size} px, batch {t.batch_size}, {t.steps_per_epoch} steps per epoch, seed {t.seed}, "
         f"precision {tags.get('precision', t.precision)}",
@@ -63,7 +66,10 @@ def model_card(cfg: DictConfig, run_name: str, run_id: str | None, parts: Mappin
                   f"{cfg.inference.tta}), scored at the labels' resolution. V_rand and V_info follow the ISBI 2012 "
                   "reference (Fiji): best over its 11 thresholds, averaged per slice; Dice/IoU of the "
                   f"{'membrane (black)' if cfg.data.foreground == 0 else 'white'} class and accuracy at "
-                  f"{cfg.inference.threshold}."]
+                  f"{cfg.inference.threshold}."
+                  + (" With a segmentation stage, V_rand and V_info score its segments (one binary map, so one "
+                     "threshold) and `of the map` the probability map; the pixel scores are the map's."
+                     if postprocess else "")]
     else:
         lines += ["No report slices (split.report is empty): this run has no unbiased score."]
     lines += ["", "## Use", "",

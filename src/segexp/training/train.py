@@ -28,6 +28,8 @@ from segexp.tracking.tags import (
     DATA_DIGEST,
     OUTPUT_DIR,
     OVERRIDES,
+    POSTPROCESS,
+    POSTPROCESS_CHOSEN_ON,
     PRUNED,
     run_name,
     split_digest_tag,
@@ -112,16 +114,32 @@ def log_aug_preview(cfg: DictConfig, train_set, weights, pipeline, tracker) -> N
     tracker.log_image_file(pair_grid([sampler(i) for i in range(t.aug_preview)]), "augmentation_preview.png")
 
 
-def log_report_slices(tracker, report, probs) -> None:
-    """Logs each report slice's image, truth and predicted probability as PNGs under `report_slices/`, so
-    `segexp compare` can show runs side by side from the tracking store alone."""
-    from segexp.evaluation.visualize import to_rgb8
+def check_postprocess(cfg: DictConfig) -> None:
+    """Raises ConfigError for a postprocess stage that cannot run: bad parameters, or nothing to choose on."""
+    from segexp.errors import ConfigError
+    from segexp.evaluation import stage
+
+    stage.check(cfg.postprocess)
+    if stage.needs_selection(cfg.postprocess) and len(cfg.split.select) == 0:
+        raise ConfigError(f"postprocess={cfg.postprocess.method} chooses its parameters on the selection slices, "
+                          "but split.select is empty; name selection slices or set postprocess.tune=false")
+
+
+def log_report_slices(tracker, report, probs, labels) -> None:
+    """Logs each report slice's image, truth, predicted probability and, after a postprocess stage, its
+    segments (random colours) as PNGs under `report_slices/`, so `segexp compare` can show runs side by
+    side, splits and merges included, from the tracking store alone."""
+    from segexp.evaluation.visualize import segment_colors, to_rgb8
     from segexp.tracking.tags import REPORT_SLICES
 
-    for name, image, mask, prob in zip(report.names, report.images, report.masks, probs):
-        for kind, picture in (("image", image), ("truth", mask.astype(np.float32)), ("probability", prob)):
-            tracker.log_image_file(to_rgb8(picture)[..., 0] if picture.ndim == 2 else to_rgb8(picture),
-                                   f"{REPORT_SLICES}/{name}.{kind}.png")
+    def gray(picture: np.ndarray) -> np.ndarray:
+        return to_rgb8(picture)[..., 0] if picture.ndim == 2 else to_rgb8(picture)
+
+    for i, (name, image, mask, prob) in enumerate(zip(report.names, report.images, report.masks, probs)):
+        pictures = [("image", gray(image)), ("truth", gray(mask.astype(np.float32))), ("probability", gray(prob)),
+                    *([("segments", segment_colors(labels[i]))] if labels else [])]
+        for kind, picture in pictures:
+            tracker.log_image_file(picture, f"{REPORT_SLICES}/{name}.{kind}.png")
 
 
 def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resume=None,
@@ -135,6 +153,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     the run is a child of the sweep's parent run.
     """
     validate(cfg)
+    check_postprocess(cfg)
     parts, weights = prepare_data(cfg)
     train_set = parts["train"]
     from segexp.tracking.trackers import NullTracker
@@ -221,15 +240,22 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
                                    f"(now {cfg.optimizer.lr}); {kept}")
         if checkpoints.best_epoch is None:
             raise TrainingDiverged(f"trainer.monitor={cfg.trainer.monitor} was never finite; no checkpoint saved")
-        metrics, chosen, report_probs = score_checkpoint(cfg, run, parts)
+        scored = score_checkpoint(cfg, run, parts)
+        metrics, chosen = scored.metrics, scored.model
         metrics.update(checkpoint_epoch=float(checkpoints.best_epoch), epochs_run=float(first_epoch + len(losses)),
                        train_minutes=(time.monotonic() - started) / 60)
         tracker.log_metrics(final_metric_keys(metrics))
         tracker.set_tags({CHECKPOINT: str(run.checkpoint.resolve())})
-        log_report_slices(tracker, parts["report"], report_probs)
+        log_report_slices(tracker, parts["report"], scored.report_probs, scored.report_labels)
+        if scored.stage.active:
+            tracker.log_params(scored.stage.tracking_params())
+            tracker.set_tags({POSTPROCESS: scored.stage.method,
+                              POSTPROCESS_CHOSEN_ON: ",".join(scored.stage.chosen_on) or "(as configured)"})
+            tracker.log_text(run.postprocess_file.read_text(), run.postprocess_file.name)
         tracker.log_model(chosen, input_example(train_set), run.checkpoint)
         tracker.log_text(model_card(cfg, name, tracker.run_id, parts, metrics, {**tags, **setup},
-                                    data_source(cfg.data)), "model_card.md")
+                                    data_source(cfg.data), scored.stage.describe() if scored.stage.active else ""),
+                        "model_card.md")
     print_summary(metrics, cfg, parts, tracker, run.checkpoint)
     return metrics
 
@@ -256,8 +282,10 @@ def print_summary(metrics: dict[str, float], cfg: DictConfig, parts: dict, track
     how = (f"best {cfg.trainer.monitor} on slices {','.join(parts['select'].names)}"
            if cfg.trainer.checkpoint == "best" else "the last epoch")
     scores = ", ".join(f"{k.removeprefix('report_')}={metrics[k]:.4f}" for k in
-                       ("report_v_rand", "report_v_info", "report_dice", "report_iou", "report_accuracy") if k in metrics)
-    reported = (f"report slices {','.join(parts['report'].names)}: {scores}" if scores
+                       ("report_v_rand", "report_v_info", "report_map_v_rand", "report_map_v_info", "report_dice",
+                        "report_iou", "report_accuracy") if k in metrics)
+    stage = f" (v_rand, v_info after postprocess={cfg.postprocess.method})" if cfg.postprocess.method != "none" else ""
+    reported = (f"report slices {','.join(parts['report'].names)}{stage}: {scores}" if scores
                 else "no report slices (split.report is empty)")
     where = f"run {tracker.run_id} - open with `mlflow ui --backend-store-uri {tracker.uri}`" if tracker.run_id \
         else "tracking off"

@@ -1,0 +1,159 @@
+"""The segmentation stage as configured (conf/postprocess/): its parameters chosen on selection slices or
+recalled from the run that chose them, applied to probability maps, and its scores named for what they
+scored. Pure numpy + config: the model and the predictor stay with the callers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from segexp.errors import ConfigError
+from segexp.evaluation.postprocess import OBJECTIVES, SEGMENTERS, choose, grid_points, segment, segmentation_scores
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One segmentation stage: a method, its parameters and, when they were chosen, where and by what."""
+
+    method: str = "none"
+    params: dict[str, Any] = field(default_factory=dict)
+    chosen_on: tuple[str, ...] = ()  # the selection slices that chose the parameters; () when given
+    objective: str | None = None
+    score: float | None = None  # the objective on chosen_on: selected there, so never a reported score
+
+    @property
+    def active(self) -> bool:
+        return self.method != "none"
+
+    def apply(self, prob: np.ndarray) -> np.ndarray:
+        """Returns the label image of a probability map (0 on boundaries)."""
+        return segment(prob, self.method, self.params)
+
+    def record(self) -> dict[str, Any]:
+        return {"method": self.method, "params": self.params, "chosen_on": list(self.chosen_on),
+                "objective": self.objective, "score": self.score}
+
+    def describe(self) -> str:
+        if not self.active:
+            return "none (the probability map)"
+        params = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        chosen = (f", chosen on slices {','.join(self.chosen_on)} ({self.objective} {self.score:.4f} there)"
+                  if self.chosen_on else ", as configured")
+        return f"{self.method} ({params}{chosen})"
+
+    def tracking_params(self) -> dict[str, Any]:
+        """MLflow params of the stage as applied (the config's postprocess.params are only its defaults)."""
+        return {"postprocess_applied.method": self.method,
+                **{f"postprocess_applied.{k}": v for k, v in self.params.items()}}
+
+
+def from_record(record: dict[str, Any] | None) -> Stage | None:
+    if record is None:
+        return None
+    return Stage(record["method"], dict(record["params"]), tuple(record.get("chosen_on") or ()),
+                 record.get("objective"), record.get("score"))
+
+
+def of_run(node: DictConfig | None, saved: DictConfig | None) -> DictConfig | None:
+    """Returns the postprocess node to use: `node` if given (postprocess=... on the command line), else the
+    stage of the run's saved config (None for a run from before the stage existed)."""
+    if node is not None:
+        return node
+    return OmegaConf.select(saved, "postprocess") if saved is not None else None
+
+
+def objective_of(monitor: str) -> str:
+    """Returns the segmentation score the stage is chosen by: the topology score trainer.monitor names
+    (select_v_info -> v_info), else V_rand (a pixel score says nothing about segments)."""
+    name = monitor.removeprefix("select_")
+    return name if name in OBJECTIVES else "v_rand"
+
+
+def configured(node: DictConfig | None) -> tuple[str, dict, dict, bool | None]:
+    """Returns (method, params, grid, tune) of a postprocess node (None: no stage)."""
+    if node is None or str(node.method) == "none":
+        return "none", {}, {}, None
+    plain = OmegaConf.to_container(node, resolve=True)
+    return str(node.method), dict(plain.get("params") or {}), dict(plain.get("grid") or {}), plain.get("tune")
+
+
+RANGES = {"seed_threshold": (0.0, 1.0), "merge_threshold": (0.0, 1.0), "min_seed_size": (0, None), "sigma": (0.0, None)}
+
+
+def check(node: DictConfig | None) -> None:
+    """Raises ConfigError, naming the key, for a parameter the method does not take or lacks, an empty grid
+    value, or a value out of range; before any model loads."""
+    method, params, grid, _ = configured(node)
+    if method == "none":
+        return
+    import inspect
+
+    takes = [n for n in inspect.signature(SEGMENTERS[method]).parameters if n != "prob"]
+    for key, given in (("params", params), ("grid", grid)):
+        unknown, missing = sorted(set(given) - set(takes)), sorted(set(takes) - set(given))
+        if unknown or missing:
+            raise ConfigError(f"postprocess.{key}: {method} takes {', '.join(takes)}"
+                              + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+                              + (f"; missing: {', '.join(missing)}" if missing else ""))
+    for name, values in [*((f"grid.{k}", list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in grid.items()),
+                         *((f"params.{k}", [v]) for k, v in params.items())]:
+        low, high = RANGES[name.split(".")[1]]
+        if not values:
+            raise ConfigError(f"postprocess.{name}: is empty; give at least one value")
+        bad = [v for v in values if not isinstance(v, (int, float)) or v < low or (high is not None and v > high)]
+        if bad:
+            bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise ConfigError(f"postprocess.{name}: must be numbers {bounds}, got {bad}")
+
+
+def needs_selection(node: DictConfig | None, recalled: Stage | None = None) -> bool:
+    """True when the stage must be chosen on selection slices (nothing given or recalled to apply)."""
+    method, _, _, tune = configured(node)
+    if method == "none" or tune is False:
+        return False
+    return tune is True or recalled is None or recalled.method != method
+
+
+def resolve(node: DictConfig | None, recalled: Stage | None, select: Callable[[], tuple[list, list, list]] | None,
+            objective: str, where: str) -> Stage:
+    """Returns the stage to apply: none; `params` as given (tune=false); the `recalled` choice of the same
+    method (tune=null); else chosen on the selection slices `select()` returns as (names, probability maps,
+    truths). `where` names the command for the error when there is nothing to choose on."""
+    method, params, grid, tune = configured(node)
+    if method == "none":
+        return Stage()
+    if tune is False:
+        return Stage(method, params)
+    if not needs_selection(node, recalled):
+        return recalled
+    if select is None:
+        raise ConfigError(f"postprocess={method}: {where} has no selection slices with labels to choose its "
+                          "parameters on; set postprocess.tune=false to apply postprocess.params as given")
+    names, probs, truths = select()
+    if not names:
+        raise ConfigError(f"postprocess={method}: the run has no selection slices to choose its parameters on; "
+                          "set postprocess.tune=false to apply postprocess.params as given")
+    print(f"[segexp] choosing postprocess={method} on selection slices {','.join(names)} "
+          f"({len(grid_points(grid))} settings, by {objective})", flush=True)
+    chosen = choose(probs, truths, method, grid, objective)
+    stage = Stage(method, chosen.params, tuple(names), objective, chosen.score)
+    print(f"[segexp] postprocess: {stage.describe()}", flush=True)
+    return stage
+
+
+def scores(stage: Stage, probs: Sequence[np.ndarray], truths: Sequence[np.ndarray],
+           map_scores: dict[str, float]) -> tuple[dict[str, float], list[np.ndarray]]:
+    """Returns (scores, label images): with an active stage, v_rand / v_info become those of its segmentation
+    and the map's move to map_v_rand / map_v_info (map_v_rand_threshold, ...); pixel scores stay the map's.
+    Without one, unchanged."""
+    if not stage.active:
+        return dict(map_scores), []
+    labels = [stage.apply(p) for p in probs]
+    of_map = [k for k in map_scores if k.startswith(("v_rand", "v_info"))]  # v_rand_threshold too
+    named = {k: v for k, v in map_scores.items() if k not in of_map}
+    named.update({f"map_{k}": map_scores[k] for k in of_map})
+    named.update(segmentation_scores(labels, truths))
+    return named, labels
