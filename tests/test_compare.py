@@ -149,6 +149,29 @@ def test_compare_warns_when_the_runs_held_out_different_slices(store, tmp_path):
         assert "not testable with n = 1" in text  # single runs: a difference, but no error bar
 
 
+def test_variants_compare_two_evaluations_of_the_same_checkpoints_paired(store, tmp_path):
+    """As `segexp evaluate ... postprocess=watershed` logs eval_*_watershed beside eval_* in the same runs."""
+    from segexp.config.compose import compose
+    from segexp.errors import ConfigError
+    from segexp.experiments.compare import compare
+
+    root, client, _, recipes, _ = store
+    uri = f"tracking.uri=sqlite:///{root / 'outputs' / 'mlflow.db'}"
+    shifts = [0.010, 0.012, 0.014]  # what the second evaluation adds, seed by seed
+    for runs in recipes.values():
+        for run, shift in zip(runs, shifts):
+            client.log_metric(run.info.run_id, "report_v_rand_later", run.data.metrics["report_v_rand"] + shift)
+    with pytest.raises(ConfigError, match="compare needs two recipes"):  # one run, one variant: nothing to compare
+        compare(compose("compare", [f"runs=[{recipes[WORKING][0].info.run_id}]", uri]), tmp_path / "none")
+    cfg = compose("compare", [f"runs=[{root / 'sweep'}]", uri, "metrics=[report_v_rand]", "variants=['',_later]"])
+    differences = compare(cfg, tmp_path / "out")
+    later = differences[0]  # B: the first recipe's runs, read as their _later evaluation, against A: as logged
+    assert later.paired_by == "seed" and later.n == 3
+    assert later.diff == pytest.approx(np.mean(shifts))
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "[as logged]" in text and "[later]" in text
+
+
 def test_paired_difference_matches_scipy():
     a = {("seed", "1"): 0.90, ("seed", "2"): 0.92, ("seed", "3"): 0.91}
     b = {("seed", "1"): 0.93, ("seed", "2"): 0.94, ("seed", "3"): 0.95}

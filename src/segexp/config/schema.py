@@ -290,6 +290,9 @@ class CompareConfig:
     metrics: List[str] = MISSING  # final metrics compared (report_* : scored where no choice looked)
     curves: List[str] = MISSING  # per-epoch metrics overlaid
     target_difference: Optional[float] = None  # a difference to plan for: how many pairs would detect it
+    # metric-name suffixes: each recipe once per suffix, e.g. variants=[_tta,_tta_watershed] with
+    # metrics=[eval_v_rand] compares two `segexp evaluate` runs of the same checkpoints, paired
+    variants: List[str] = field(default_factory=lambda: [""])
     tracking: TrackingConfig = MISSING
 
 

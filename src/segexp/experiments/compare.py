@@ -54,13 +54,14 @@ class Entry:
     name: str
     ref: str
     runs: tuple
+    variant: str = ""  # a suffix of every metric name: one evaluation of these runs (e.g. _tta_watershed)
 
     @property
     def label(self) -> str:
         return f"{self.letter} ({self.name})"
 
     def values(self, metric: str) -> dict[tuple[str, str], float]:
-        return {replicates.replicate_key(r): r.data.metrics.get(metric, math.nan) for r in self.runs}
+        return {replicates.replicate_key(r): r.data.metrics.get(metric + self.variant, math.nan) for r in self.runs}
 
 
 def recipe_name(runs: Sequence[Any], label: str, ref: str) -> str:
@@ -71,8 +72,9 @@ def recipe_name(runs: Sequence[Any], label: str, ref: str) -> str:
     return label or ref[:12]
 
 
-def entries_of(uri: str, refs: Sequence[str]) -> list[Entry]:
-    """Returns the compared recipes in argument order: a sweep parent gives one per recipe it holds."""
+def entries_of(uri: str, refs: Sequence[str], variants: Sequence[str] = ("",)) -> list[Entry]:
+    """Returns the compared recipes in argument order: a sweep parent gives one per recipe it holds, and each
+    recipe one entry per variant (a metric-name suffix: the same checkpoints evaluated another way)."""
     groups = []
     for ref in refs:
         run = find_run(uri, ref)
@@ -86,19 +88,24 @@ def entries_of(uri: str, refs: Sequence[str]) -> list[Entry]:
         if not finished:
             raise ConfigError(f"{ref}: none of the {len(children)} runs of sweep {run.info.run_id} finished")
         groups += [(ref, label, runs) for label, runs in replicates.group_by_recipe(finished).items()]
-    if len(groups) < 2:
-        raise ConfigError("compare needs two recipes: name two runs or sweeps, or one sweep over several recipes")
-    if len(groups) > len(LETTERS):
-        raise ConfigError(f"compare takes at most {len(LETTERS)} recipes, got {len(groups)}")
+    variants = list(variants) or [""]
+    if len(groups) * len(variants) < 2:
+        raise ConfigError("compare needs two recipes: name two runs or sweeps, one sweep over several recipes, or "
+                          "variants=[...] of the same runs' metrics")
+    if len(groups) * len(variants) > len(LETTERS):
+        raise ConfigError(f"compare takes at most {len(LETTERS)} recipes, got {len(groups) * len(variants)}")
     # name each recipe by what sets it apart from the other compared ones: several sweeps of one experiment
     # share its run name, and a sweep of seeds alone has no label of its own
     recipes = [replicates.recipe_overrides(runs[0]) for _, _, runs in groups]
     shared = set.intersection(*map(set, recipes))
     entries = []
-    for letter, (ref, label, runs), recipe in zip(LETTERS, groups, recipes):
+    letters = iter(LETTERS)
+    for (ref, label, runs), recipe in zip(groups, recipes):
         runs = sorted(runs, key=replicates.replicate_key)
-        own = " ".join(o for o in recipe if o not in shared)
-        entries.append(Entry(letter, own or recipe_name(runs, label, ref), ref, tuple(runs)))
+        name = " ".join(o for o in recipe if o not in shared) or recipe_name(runs, label, ref)
+        for variant in variants:
+            shown = f"{name} [{variant.strip('_') or 'as logged'}]" if len(variants) > 1 else name
+            entries.append(Entry(next(letters), shown, ref, tuple(runs), variant))
     return entries
 
 
@@ -177,6 +184,12 @@ def panel_figure(entries: Sequence[Entry], uri: str, workdir: Path, max_slices: 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    # one column per distinct run: variants of a recipe (evaluations of the same checkpoints) share theirs
+    firsts = [entry.runs[0].info.run_id for entry in entries]
+    entries = [entry for i, entry in enumerate(entries) if firsts[i] not in firsts[:i]]
+    if len(entries) < 2:
+        return None, ("no slice panel: the variants score the same runs; their evaluations' pictures are in each "
+                      "run's eval_* images in MLflow")
     shown = [entry.runs[0] for entry in entries]  # the first seed or fold of each recipe
     if len({r.data.tags.get(split_digest_tag("report")) for r in shown}) != 1:
         return None, "no slice panel: the compared runs report on different slices"
@@ -305,7 +318,7 @@ def compare(cfg, output_dir: Path) -> list[replicates.Difference]:
     """Compares the runs cfg.runs names; prints and writes the report; returns the differences."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download is noise here
     uri = existing_store(cfg.tracking.uri)
-    entries = entries_of(uri, list(cfg.runs))
+    entries = entries_of(uri, list(cfg.runs), list(cfg.variants))
     rows = metric_rows(entries, list(cfg.metrics))
     warnings = {e.letter: fairness_warnings(entries[0], e) for e in entries[1:]}
     output_dir.mkdir(parents=True, exist_ok=True)
