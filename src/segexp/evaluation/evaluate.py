@@ -22,7 +22,7 @@ from segexp.errors import ConfigError
 from segexp.evaluation import stage as stages
 from segexp.evaluation.metrics import evaluate_slices
 from segexp.evaluation.predictor import load_source_predictor
-from segexp.evaluation.visualize import mask_panel
+from segexp.evaluation.visualize import mask_panel, write_png
 from segexp.reports import markdown_table
 from segexp.rundir import ModelSource, RunDir
 from segexp.tracking.references import resolve_model_source
@@ -171,8 +171,9 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     with tracker.run("evaluate", tags, run_id=source_run):
         tracker.log_metrics({f"{prefix}{k}{suffix}": v for k, v in metrics.items()})
         for i, (name, image, truth, prob) in enumerate(list(zip(names, images, truths, probs))[: cfg.log_images]):
-            tracker.log_image(mask_panel(image, truth, prob, labels[i] if labels else None),
-                              f"{prefix.rstrip('_')}{suffix}/{name}", 0)
+            panel = mask_panel(image, truth, prob, labels[i] if labels else None)
+            tracker.log_image(panel, f"{prefix.rstrip('_')}{suffix}/{name}", 0)
+            write_png(output_dir / "panels" / f"{name}.png", panel)
     print(metrics_table(metrics))
     print(f"[segexp] {len(probs)} slices scored; metrics in {output_dir / 'metrics.json'}"
           + (f"; logged to run {source_run}" if source_run else ""), flush=True)

@@ -11,7 +11,7 @@ from segexp.data.images import IMAGE_SUFFIXES, natural_key, read_image, to_chann
 from segexp.errors import DataError
 from segexp.evaluation.postprocess import boundary_map
 from segexp.evaluation.predictor import load_source_predictor
-from segexp.evaluation.visualize import prediction_overlay
+from segexp.evaluation.visualize import prediction_overlay, write_png
 from segexp.tracking.references import resolve_model_source
 
 
@@ -25,12 +25,6 @@ def list_inputs(source: Path) -> list[Path]:
             return files
         raise DataError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) in the input directory")
     raise DataError(f"{source}: input does not exist; pass input=FILE_OR_DIRECTORY")
-
-
-def write_png(path: Path, array: np.ndarray) -> None:
-    from PIL import Image
-
-    Image.fromarray(array).save(path)
 
 
 def write_labels(path: Path, labels: np.ndarray) -> Path:

@@ -8,6 +8,16 @@ FALSE_WHITE = np.array([255, 60, 60], np.uint8)  # predicted white (cell), truly
 FALSE_BLACK = np.array([60, 140, 255], np.uint8)  # predicted black, truly white: blue
 
 
+def write_png(path, array: np.ndarray) -> None:
+    """Writes a uint8 (or uint16) image as PNG, creating its folder."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
 def to_rgb8(image: np.ndarray) -> np.ndarray:
     """Returns uint8 (H, W, 3) from a float image in [0, 1] of shape (H, W) or (H, W, C)."""
     if image.ndim == 3 and image.shape[-1] != 3:
