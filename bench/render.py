@@ -33,7 +33,7 @@ BENCHMARKS_MD = common.REPO / "BENCHMARKS.md"
 # studies (studies/, each started on its own), then the test suite's time
 SPEED = ("startup", "compute", "precision", "throughput", "epoch_profile", "inference", "scaling", "outage")
 STUDIES = ("quality_default", "quality", "replicates", "isbi_best_30", "levers", "levers_more", "study", "study_30",
-           "metric_agreement")
+           "postprocess", "metric_agreement")
 ORDER = (*SPEED, *STUDIES, "suite")
 # the modules that ran as bench.<name> until they moved to studies/: results name today's module
 MOVED_TO_STUDIES = re.compile(r"\bbench\.(quality|replicates|levers|study|thresholds|metric_agreement)\b")
@@ -44,7 +44,8 @@ DEFAULT_KEYS = ("split.select", "split.report", "trainer.checkpoint", "trainer.m
 GROUPS = ("model", "aug", "loss", "optimizer", "data", "split", "trainer", "tracking")
 # where each generated block lives: the README keeps the small one, the study logs live in docs/results.md
 BLOCKS = {"defaults": README, "default-recipe": RESULTS_MD, "compare-example": RESULTS_MD, "levers": RESULTS_MD,
-          "levers-more": RESULTS_MD, "study": RESULTS_MD, "study-30": RESULTS_MD, "test-suite": RESULTS_MD}
+          "levers-more": RESULTS_MD, "study": RESULTS_MD, "study-30": RESULTS_MD, "postprocess": RESULTS_MD,
+          "test-suite": RESULTS_MD}
 METRICS = (("report_v_rand", "V_rand"), ("report_v_info", "V_info"), ("report_dice", "membrane Dice"),
            ("report_accuracy", "pixel accuracy"))
 
@@ -322,6 +323,21 @@ def compare_block(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def postprocess_block(result: dict[str, Any]) -> str:
+    """Returns the on-vs-off comparison of `python -m studies.postprocess`: segexp compare's verdicts on the same
+    checkpoints, and each run's scores with the parameters its selection slices chose."""
+    runs, comparison = result["tables"][:2]
+    methods = result["settings"]["methods"]
+    lines = [f"`python -m {result['command'].split(' -m ', 1)[-1]}` on {machine_line(result)}. {result['method']}",
+             "", f"**{comparison['title']}**", "", markdown_table(comparison["columns"], comparison["rows"]), "",
+             f"**{runs['title']}**", "", markdown_table(runs["columns"], [[cell(v) for v in row] for row in runs["rows"]]),
+             "", *(f"{note}" for note in result["notes"] if not note.startswith("`segexp compare`")), "",
+             "Report slice panels of the first checkpoint (image | truth | probability | errors at 0.5 | segments, "
+             "random colours): " + ", ".join(f"[{m}](../bench/results/postprocess_{m}_panel.png)" for m in methods)
+             + ".", source_line(result, "each evaluation")]
+    return "\n".join(lines)
+
+
 def levers_block(result: dict[str, Any], a_is: str = "isbi_best as it was when the study began") -> str:
     """Returns the lever study's verdicts and comparison table from `python -m studies.levers` results."""
     runs, comparison, _ = result["tables"]
@@ -400,6 +416,7 @@ RESULT_BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "levers-more": ("levers_more", lambda r: levers_block(r, "isbi_best as shipped, precision by the speed probe")),
     "study": ("study", study_block),
     "study-30": ("study_30", confirmation_block),
+    "postprocess": ("postprocess", postprocess_block),
 }
 
 

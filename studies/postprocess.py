@@ -119,6 +119,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["notes"] = [*known.note, *(f"`segexp compare`: {line}" for line in verdicts),
                        "Selected there: the 'V_rand on the selection slices' column is where each stage's parameters "
                        "were chosen, so it is not a reported score; the report columns are."]
+    first = runs[0].name  # its report slices' panels, one picture per stage
+    for method in known.methods:
+        panels = sorted((store / "evaluations" / f"{first}_{method}" / "panels").glob("*.png"))
+        if panels:
+            shutil.copy(panels[0], args.out / f"{NAME}_{method}_panel.png")
     render.write_results(result, args.out)
     return result
 
