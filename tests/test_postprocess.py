@@ -169,6 +169,25 @@ def test_evaluate_reuses_the_runs_choice_and_scores_segments_and_map_apart(train
     assert plain["v_rand"] == pytest.approx(trained["report_map_v_rand"]) and "map_v_rand" not in plain
 
 
+def test_evaluate_with_another_stage_chooses_it_on_the_runs_selection_slices(trained_with_stage, tmp_path, monkeypatch):
+    from segexp.evaluation.evaluate import evaluate
+
+    _, run, store, _ = trained_with_stage
+    monkeypatch.chdir(tmp_path)
+    grid = ["postprocess.grid.seed_threshold=[0.6]", "postprocess.grid.min_seed_size=[5]",
+            "postprocess.grid.merge_threshold=[0.3,0.5]"]
+    cfg = compose_config("evaluate", f"ckpt={run}", f"tracking.uri={store}", "postprocess=agglomerate", *grid,
+                         "inference.tile=32", "inference.overlap=8")
+    metrics = evaluate(cfg, tmp_path / "eval")
+    chosen = json.loads((tmp_path / "eval" / "metrics.json").read_text())["postprocess"]
+    assert chosen["method"] == "agglomerate" and chosen["chosen_on"] == ["s3"]  # the selection slice, not s4
+    assert chosen["params"]["merge_threshold"] in (0.3, 0.5) and 0 <= metrics["v_rand"] <= 1
+    assert sorted(p.name for p in (tmp_path / "eval" / "panels").iterdir()) == ["s4.png"]
+    client = MlflowClient(store)
+    (logged,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert logged.data.metrics["eval_v_rand_agglomerate"] == pytest.approx(metrics["v_rand"])
+
+
 def test_predict_writes_label_images_and_boundary_maps(trained_with_stage, tmp_path):
     from segexp.evaluation.predict import predict
 
