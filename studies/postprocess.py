@@ -42,6 +42,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser.add_argument("--train", action="store_true", help="train the sweep first (else it must be in --store)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--budget-minutes", type=float, default=30.0)
+    parser.add_argument("--reuse-evaluations", action="store_true",
+                        help="keep the evaluations already in --store (their metrics.json), run only the missing ones")
     parser.add_argument("--note", action="append", default=[], help="a fact about the training to print with it")
     return parser.parse_known_args(argv)
 
@@ -66,9 +68,11 @@ def train(store: Path, sweep: str, seeds: Sequence[int], minutes: float, quick: 
            "run_name=isbi_best", f"hydra.sweep.dir={store / sweep}")
 
 
-def evaluate(store: Path, run: Path, method: str) -> dict[str, Any]:
+def evaluate(store: Path, run: Path, method: str, reuse: bool = False) -> dict[str, Any]:
     """Returns the metrics.json of `segexp evaluate` of the run with postprocess=method (and TTA)."""
     out = store / "evaluations" / f"{run.name}_{method}"
+    if reuse and (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())
     shutil.rmtree(out, ignore_errors=True)
     tune = ["postprocess.tune=true"] if method != "none" else []  # chosen now, on the run's selection slices
     segexp("evaluate", f"ckpt={run}", "inference.tta=true", f"postprocess={method}", *tune,
@@ -92,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not runs:
         raise SystemExit(f"{store / known.sweep}: no finished runs; train them with --train")
     variants = ["none", *known.methods]
-    scores = {(run.name, m): evaluate(store, run, m) for run in runs for m in variants}
+    scores = {(run.name, m): evaluate(store, run, m, known.reuse_evaluations) for run in runs for m in variants}
     seeds = {run.name: seed_of(run) for run in runs}
 
     compare_dir = store / "compare"
