@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench import common, render
+from bench.training import TINY_MODEL
 
 NAME = "precision"
 TITLE = "B2b mixed_bfloat16 vs float32 at equal steps: speed and held-out quality"
@@ -43,7 +44,7 @@ class Settings:
 
 FULL = Settings(("experiment=isbi_best", "trainer.max_minutes=null"), epochs=6, steps_per_epoch=50, batch_size=4,
                 timeout_s=3600)
-QUICK = Settings(("debug=smoke", "trainer.crop_size=32", "data=synthetic", "data.size=48"), epochs=2,
+QUICK = Settings(("debug=smoke", *TINY_MODEL, "trainer.crop_size=32", "data=synthetic", "data.size=48"), epochs=2,
                  steps_per_epoch=2, batch_size=2, timeout_s=600)
 ARMS = {  # name: (precision, seed offset)
     "float32": ("float32", 0),

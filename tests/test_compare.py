@@ -48,8 +48,16 @@ def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
     segexp(root, "train", "-m", *LEARNS, "optimizer.lr=1e-9,1e-2", "trainer.seed=1,2,3",
            f"hydra.sweep.dir={root / 'sweep'}")
-    segexp(root, "train", *LEARNS, "optimizer.lr=1e-2", "split.select=[-4]", "split.report=[-3]",
-           f"hydra.run.dir={root / 'other_split'}")
+    # the single run in this process, as `segexp train <overrides>` from root would run it (its default store
+    # there, not the caller's): the sweep above already runs the CLI, this saves a TensorFlow import
+    from conftest import compose_config
+    from segexp.training.train import train
+
+    overrides = [*LEARNS, "optimizer.lr=1e-2", "split.select=[-4]", "split.report=[-3]"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        train(compose_config("train", *overrides), root / "other_split", overrides)
     client = MlflowClient(f"sqlite:///{root / 'outputs' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("segexp").experiment_id])
     (parent,) = [r for r in runs if r.info.run_name.startswith("sweep ")]
