@@ -19,6 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = [  # smallest model and run that still exercise every code path
     "debug=smoke", "trainer.verbose=0", "trainer.crop_size=32", "trainer.steps_per_epoch=2",
 ]
+# the cheapest U-Net to trace (bench.training.TINY_MODEL's), for tests of what happens around a model: every
+# training traces its model, and a deeper one costs seconds each time
+SHALLOW = ["model.depth=1", "model.batch_norm=false"]
 
 
 def compose_config(config_name: str, *overrides: str):

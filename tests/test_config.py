@@ -14,7 +14,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from conftest import TINY
+from conftest import SHALLOW, TINY
 from segexp.config.compose import compose
 from segexp.config.files import config_groups
 from segexp.config.instantiate import instantiate
@@ -68,7 +68,7 @@ def test_every_option_builds_and_trains_one_step(make_cfg, group, option, folder
     chosen = option_overrides(group, option, folder_data) if option else []
     # an option outside the model (and outside the recipes that choose one) is built the same around any model:
     # the cheapest U-Net to trace (bench.training.TINY_MODEL's) carries it; the defaults train TINY's own model
-    shallow = [] if group in ("model", "experiment", "defaults") else ["model.depth=1", "model.batch_norm=false"]
+    shallow = [] if group in ("model", "experiment", "defaults") else SHALLOW
     cfg = make_cfg(*TINY, "trainer.batch_size=1", *shallow, *chosen)
     if group in ("tracking", "defaults"):  # the tracker itself, for mlflow (a default) and none
         tracker = instantiate(cfg.tracking, uri=f"sqlite:///{folder_data[0].parent / 'mlflow.db'}")

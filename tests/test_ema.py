@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import TINY, compose_config
+from conftest import SHALLOW, TINY, compose_config
 from segexp.errors import ConfigError
 
 keras = pytest.importorskip("keras")
@@ -78,7 +78,7 @@ def test_ema_trains_end_to_end_and_the_saved_model_keeps_it(store, tmp_path):
     from segexp.models.loading import load_model
     from segexp.training.train import train
 
-    cfg = compose_config("train", *TINY, "data=synthetic", "data.size=48", "trainer.preview_slices=0",
+    cfg = compose_config("train", *TINY, *SHALLOW, "data=synthetic", "data.size=48", "trainer.preview_slices=0",
                          "trainer.epochs=2", "optimizer.ema=0.9", "tracking.log_model=false", f"tracking.uri={store}")
     metrics = train(cfg, tmp_path / "run")
     assert 0 <= metrics["report_v_rand"] <= 1

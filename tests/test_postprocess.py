@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import TINY, compose_config, write_blob_pairs
+from conftest import SHALLOW, TINY, compose_config, write_blob_pairs
 from segexp.errors import ConfigError
 from segexp.evaluation import postprocess as pp
 from segexp.evaluation import stage as stages
@@ -126,7 +126,7 @@ def trained_with_stage(tmp_path_factory):
     root = tmp_path_factory.mktemp("stage")
     images, masks = write_blob_pairs(root, [(48, 48)] * 5)
     store = f"sqlite:///{root / 'mlflow.db'}"
-    cfg = compose_config("train", *TINY, "data=folder", f"data.images={images}", f"data.masks={masks}",
+    cfg = compose_config("train", *TINY, *SHALLOW, "data=folder", f"data.images={images}", f"data.masks={masks}",
                          "split.select=[-2]", "split.report=[-1]", f"tracking.uri={store}", "tracking.log_model=false",
                          "postprocess=watershed", "postprocess.grid.seed_threshold=[0.3,0.6]",
                          "postprocess.grid.min_seed_size=[5]", "postprocess.grid.sigma=[0.0]")

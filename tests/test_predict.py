@@ -8,13 +8,14 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from conftest import TINY, compose_config, write_blob_pairs
+from conftest import SHALLOW, TINY, compose_config, write_blob_pairs
 from segexp.errors import ConfigError
 from segexp.evaluation.evaluate import evaluate
 from segexp.evaluation.predict import predict
@@ -32,7 +33,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("rgb")
     images, masks = write_blob_pairs(root, SIZES, rgb=True, suffix=".jpg")
     store = f"sqlite:///{root / 'mlflow.db'}"
-    cfg = compose_config("train", *TINY, "data=folder", f"data.images={images}", f"data.masks={masks}",
+    cfg = compose_config("train", *TINY, *SHALLOW, "data=folder", f"data.images={images}", f"data.masks={masks}",
                          "split.select=[-3]", "split.report=[-2,-1]", f"tracking.uri={store}", "tracking.log_model=false")
     train(cfg, root / "run")
     return root, root / "run" / "model.keras", store

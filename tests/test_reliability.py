@@ -12,7 +12,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, compose_config, free_port
+from conftest import SHALLOW, TINY, compose_config, free_port
 from segexp.errors import TrackingError, TrainingDiverged
 from segexp.models.loading import load_model
 from segexp.training.train import train
@@ -20,7 +20,7 @@ from segexp.training.train import train
 # the caller's MLFLOW_TRACKING_URI must not reach the runs: on a developer's machine it names their real store
 ENV = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "TF_CPP_MIN_LOG_LEVEL": "2"}
 # the cheapest U-Net to trace (bench.training.TINY_MODEL's): the faults around training are under test
-SYNTHETIC = [*TINY, "model.depth=1", "model.batch_norm=false", "data=synthetic", "data.size=48",
+SYNTHETIC = [*TINY, *SHALLOW, "data=synthetic", "data.size=48",
              "trainer.preview_slices=0"]
 
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY
+from conftest import SHALLOW, TINY
 from segexp.config.schema import validate
 from segexp.errors import ConfigError
 from segexp.training import speed_probe
@@ -44,7 +44,7 @@ def test_auto_probes_once_per_machine_and_tags_the_run(make_cfg, store, tmp_path
     cache = tmp_path / "cache" / "speed_probe.json"
     # the cheapest U-Net to trace (bench.training.TINY_MODEL's): the probe's timing, caching and tagging are under
     # test, and each of the four settings (two XLA-compiled) builds and traces the model again
-    overrides = (*TINY, "model.depth=1", "model.batch_norm=false", "trainer.epochs=1", f"tracking.uri={store}",
+    overrides = (*TINY, *SHALLOW, "trainer.epochs=1", f"tracking.uri={store}",
                  "trainer.precision=auto",
                  "trainer.jit_compile=auto", f"trainer.speed_cache={cache}", "tracking.log_model=false")
     # the first run as a user starts it: its whole output, TensorFlow's C++ logging on file descriptor 2 too

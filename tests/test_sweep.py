@@ -14,14 +14,12 @@ from types import SimpleNamespace
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY
+from conftest import SHALLOW, TINY
 from segexp.experiments.sweeps import objective_metric, parent_status
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 ENV.pop("MLFLOW_TRACKING_URI", None)
-# the cheapest U-Net to trace (bench.training.TINY_MODEL's): what is under test is the sweep around the jobs, and
-# every job traces its model again
-SHALLOW = ["model.depth=1", "model.batch_norm=false"]
+# what is under test is the sweep around the jobs, so they train the cheapest model to trace
 FAST = [*TINY, *SHALLOW, "trainer.preview_slices=0", "tracking.log_model=false"]
 SUMMARY = {"summary/children.csv", "summary/children.md", "summary/learning_curves.png"}
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, compose_config
+from conftest import SHALLOW, TINY, compose_config
 from segexp.evaluation.evaluate import evaluate
 from segexp.training.build import prepare_data
 from segexp.training.train import train
@@ -111,7 +111,7 @@ def assert_mlflow_native(client, run, logged_model, parts, cfg, tmp_path) -> Non
 
 def test_tracking_none_trains_on_a_folder_without_a_store(make_cfg, tmp_path, monkeypatch, folder_data):
     monkeypatch.chdir(tmp_path)
-    cfg = make_cfg(*TINY, "data=folder", f"data.images={folder_data[0]}", f"data.masks={folder_data[1]}",
+    cfg = make_cfg(*TINY, *SHALLOW, "data=folder", f"data.images={folder_data[0]}", f"data.masks={folder_data[1]}",
                    "tracking=none", "loss=weighted_bce", "aug=heavy", "split.select=[-2]", "split.report=[-1]")
     metrics = train(cfg, tmp_path / "run")
     assert np.isfinite(metrics["select_loss"]) and np.isfinite(metrics["report_loss"])
@@ -143,7 +143,7 @@ def test_cli_unwritable_output_directory_is_one_line(tmp_path):
 
 def test_without_selection_slices_the_last_epoch_is_reported(make_cfg, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = make_cfg(*TINY, "data=synthetic", "data.size=48", "trainer.epochs=2", "tracking=none",
+    cfg = make_cfg(*TINY, *SHALLOW, "data=synthetic", "data.size=48", "trainer.epochs=2", "tracking=none",
                    "split.select=[]", "trainer.checkpoint=last", "objective=train_minutes")
     metrics = train(cfg, tmp_path / "run")
     assert metrics["checkpoint_epoch"] == 1.0 and np.isfinite(metrics["report_v_rand"])
