@@ -32,8 +32,8 @@ BENCHMARKS_MD = common.REPO / "BENCHMARKS.md"
 # result files in the order BENCHMARKS.md lists them: the speed benchmarks (bench.run_all runs these), the quality
 # studies (studies/, each started on its own), then the test suite's time
 SPEED = ("startup", "compute", "precision", "throughput", "epoch_profile", "inference", "scaling", "outage")
-STUDIES = ("quality_default", "quality", "replicates", "isbi_best_30", "levers", "levers_more", "study", "study_30",
-           "postprocess", "metric_agreement")
+STUDIES = ("quality_default", "quality", "replicates", "isbi_best_30", "isbi_quick_5", "levers", "levers_more", "study",
+           "study_30", "postprocess", "metric_agreement")
 ORDER = (*SPEED, *STUDIES, "suite")
 # the modules that ran as bench.<name> until they moved to studies/: results name today's module
 MOVED_TO_STUDIES = re.compile(r"\bbench\.(quality|replicates|levers|study|thresholds|metric_agreement)\b")
