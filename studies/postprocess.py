@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from bench import common, render
+from studies.replicates import segexp
 
 NAME = "postprocess"
 TITLE = "Post-processing on vs off, paired over the same checkpoints"
@@ -46,16 +45,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
                         help="keep the evaluations already in --store (their metrics.json), run only the missing ones")
     parser.add_argument("--note", action="append", default=[], help="a fact about the training to print with it")
     return parser.parse_known_args(argv)
-
-
-def segexp(*args: str) -> str:
-    """Runs the segexp CLI from the repository root; returns its stdout (raises on failure)."""
-    command = [sys.executable, "-m", "segexp", *args]
-    common.log(" ".join(command[1:]))
-    out = subprocess.run(command, cwd=common.REPO, capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
-    return out.stdout
 
 
 def train(store: Path, sweep: str, seeds: Sequence[int], minutes: float, quick: bool) -> None:
