@@ -252,17 +252,22 @@ def test_a_killed_sweep_resumes_into_the_same_parent_keeping_finished_jobs(tmp_p
     driver_log = tmp_path / "driver.log"  # kept for the failure message: what the killed sweep had done
     with driver_log.open("w") as log:
         driver = subprocess.Popen(args, cwd=tmp_path, env=ENV, stdout=log, stderr=subprocess.STDOUT)
-    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    db = tmp_path / "outputs" / "mlflow.db"
+    # MlflowClient creates and migrates a store that does not exist yet, in place: built before the driver
+    # had created its store, it raced the driver's migrations and the sweep died unseen (CI, 2026-12-06).
+    # The driver builds the store atomically, so once the file exists it is whole and safe to open.
+    client, finished = None, []
     deadline = time.monotonic() + 400
-    while time.monotonic() < deadline:  # kill the driver (no handler runs) once the first job has finished
-        time.sleep(0.5)
-        experiment = client.get_experiment_by_name("segexp") if (tmp_path / "outputs" / "mlflow.db").exists() else None
+    while not finished and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.5)  # kill the driver (no handler runs) once the first job has finished
+        client = client or (MlflowClient(f"sqlite:///{db}") if db.exists() else None)
+        experiment = client.get_experiment_by_name("segexp") if client else None
         runs = client.search_runs([experiment.experiment_id]) if experiment else []
-        if any(r.info.status == "FINISHED" for r in runs):
-            break
+        finished = [r for r in runs if r.info.status == "FINISHED"]
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=60)
-    (first,) = [r for r in client.search_runs([experiment.experiment_id]) if r.info.status == "FINISHED"]
+    assert len(finished) == 1, f"no job of the sweep finished alone before the kill:\n{driver_log.read_text()[-3000:]}"
+    (first,) = finished
 
     out = subprocess.run([sys.executable, "-m", "segexp", "train", "-m", f"resume={sweep_dir}"], cwd=tmp_path, env=ENV,
                          capture_output=True, text=True, timeout=600)
