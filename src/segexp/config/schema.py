@@ -130,8 +130,12 @@ class DataConfig:
     name: str = MISSING
     channels: Optional[int] = None  # None: inferred from the first image
     normalize: Normalization = Normalization.dtype
-    foreground: int = 0  # mask value that Dice/IoU score (0 = membrane in ISBI)
+    foreground: int = 0  # binary data: the class that `dice`/`iou` score (0 = membrane in ISBI)
     mask_threshold: Optional[int] = None  # binarize non-binary masks at this value
+    # class names in index order ([background, nucleus, membrane]: mask value i is class i), or entries
+    # {name: road, value: [128, 64, 128]} / {name: nucleus, value: 2}; null: two classes, masks 0/1 or 0/255
+    classes: Optional[List[Any]] = None
+    ignore: Optional[Any] = None  # mask value (or [r, g, b]) of unlabelled pixels: no loss, no score
     resize: Optional[List[int]] = None  # [height, width] to resize every slice to at load time
     # contiguous-block cross-validation: fold i reports block i and selects on block i-1 (replaces split.*)
     folds: Optional[int] = None
@@ -163,6 +167,17 @@ class SyntheticDataConfig(DataConfig):
     size: int = 128
     cells: int = 40
     seed: int = 0
+
+
+@dataclass
+class ShapesDataConfig(DataConfig):
+    _target_: str = "segexp.data.datasets.make_shapes"
+    name: str = "shapes"
+    count: int = 16
+    size: int = 96
+    shapes: int = 12
+    seed: int = 0
+    foreground: int = 1
 
 
 @dataclass
@@ -342,6 +357,7 @@ def register_configs() -> None:
     cs.store(group="data", name="isbi2012_schema", node=Isbi2012DataConfig)
     cs.store(group="data", name="folder_schema", node=FolderDataConfig)
     cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)
+    cs.store(group="data", name="shapes_schema", node=ShapesDataConfig)
 
 
 def _check(ok: bool, key: str, message: str) -> None:

@@ -1,9 +1,9 @@
 """The data sets a `data` config group names: ISBI 2012, any folder of image/mask pairs, and synthetic
 cells (numpy only, no TensorFlow).
 
-Every loader returns a `SegmentationSet`: float32 images (H, W, C) in [0, 1] and binary uint8 masks
-(H, W) with 1 = white. All problems with the files are raised as `DataError` naming the file and the
-fix, before any model is built.
+Every loader returns a `SegmentationSet`: float32 images (H, W, C) in [0, 1] and uint8 masks (H, W) of
+class indices (binary: 1 = white; classes.IGNORE where unlabelled). All problems with the files are raised
+as `DataError` naming the file and the fix, before any model is built.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from segexp.data.classes import Classes, decode_mask, parse_classes
 from segexp.data.images import (
     SegmentationSet,
     list_images,
@@ -21,7 +22,6 @@ from segexp.data.images import (
     pixel_digest,
     read_image,
     resize_pair,
-    to_binary_mask,
     to_channels,
     to_unit_float,
 )
@@ -43,12 +43,15 @@ def load_pairs(
     normalize: str,
     mask_threshold: int | None,
     resize: Sequence[int] | None = None,
+    classes: Classes | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
-    """Returns (images, masks, pixel digests of the images as read), validated and optionally resized."""
+    """Returns (images, masks as class indices, pixel digests of the images as read), validated and optionally
+    resized."""
+    classes = classes or parse_classes(None)
     images, masks = [], []
     for image_path, mask_path in zip(image_paths, mask_paths):
         raw = read_image(image_path)
-        mask = to_binary_mask(read_image(mask_path), mask_path, mask_threshold)
+        mask = decode_mask(read_image(mask_path, indexed=not classes.palette), mask_path, classes, mask_threshold)
         if raw.shape[:2] != mask.shape:
             raise DataError(
                 f"{image_path}: image is {raw.shape[1]}x{raw.shape[0]} but its mask {mask_path} is "
@@ -71,15 +74,18 @@ def load_folder(
     mask_threshold: int | None = None,
     resize: Sequence[int] | None = None,
     name: str = "folder",
+    classes: Sequence | None = None,
+    ignore=None,
 ) -> SegmentationSet:
-    """Returns the image/mask pairs of two directories, matched by file stem."""
+    """Returns the image/mask pairs of two directories, matched by file stem; masks hold the `classes`."""
+    spec = parse_classes(classes, ignore)
     image_files = list_images(Path(images), "images")
     mask_files = list_images(Path(masks), "masks")
     stems = match_by_stem(image_files, mask_files)
     imgs, msks, digests = load_pairs(
-        [image_files[s] for s in stems], [mask_files[s] for s in stems], channels, normalize, mask_threshold, resize
-    )
-    return SegmentationSet(imgs, msks, stems, foreground, name, digests)
+        [image_files[s] for s in stems], [mask_files[s] for s in stems], channels, normalize, mask_threshold, resize,
+        spec)
+    return SegmentationSet(imgs, msks, stems, foreground, name, digests, spec)
 
 
 def verify_manifest(root: Path) -> None:
@@ -110,6 +116,8 @@ def load_isbi2012(
     mask_threshold: int | None = None,
     resize: Sequence[int] | None = None,
     name: str = "isbi2012",
+    classes: Sequence | None = None,
+    ignore=None,
 ) -> SegmentationSet:
     """Returns the 30 labeled ISBI 2012 training slices (train/image, train/label)."""
     base = Path(root) if root else default_isbi_root()
@@ -118,7 +126,7 @@ def load_isbi2012(
     if verify:
         verify_manifest(base)
     return load_folder(str(base / "train" / "image"), str(base / "train" / "label"), channels, normalize,
-                       foreground, mask_threshold, resize, name)
+                       foreground, mask_threshold, resize, name, classes, ignore)
 
 
 def voronoi_cells(size: int, cells: int, rng: np.random.Generator) -> np.ndarray:
@@ -140,8 +148,14 @@ def make_synthetic(
     mask_threshold: int | None = None,
     resize: Sequence[int] | None = None,
     name: str = "synthetic",
+    classes: Sequence | None = None,
+    ignore=None,
 ) -> SegmentationSet:
     """Returns EM-like Voronoi cells: 1-px dark membranes (mask 0) between bright cells (mask 1)."""
+    spec = parse_classes(classes, ignore)
+    if not spec.binary:
+        raise DataError(f"data=synthetic draws two classes (membrane, cell), not {spec.count}; use data=shapes "
+                        "for several")
     rng = np.random.default_rng(seed)
     images, masks, digests = [], [], []
     for _ in range(count):
@@ -156,7 +170,73 @@ def make_synthetic(
         image, mask = resize_pair(to_channels(image, channels or 1), mask, resize)
         images.append(image)
         masks.append(mask)
-    return SegmentationSet(images, masks, [f"synthetic_{i}" for i in range(count)], foreground, name, digests)
+    return SegmentationSet(images, masks, [f"synthetic_{i}" for i in range(count)], foreground, name, digests, spec)
+
+
+SHAPE_KINDS = ("disc", "square", "ring", "triangle", "bar")
+
+
+def draw_shape(kind: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray, slice, slice] | None:
+    """Returns (boolean footprint, rows, columns) of one shape of `kind` at a random place, or None if it
+    would not fit."""
+    radius = int(rng.integers(max(3, size // 20), max(4, size // 8) + 1))
+    if 2 * radius + 2 >= size:
+        return None
+    cy, cx = (int(v) for v in rng.integers(radius + 1, size - radius - 1, 2))
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    footprint = {
+        "disc": yy ** 2 + xx ** 2 <= radius ** 2,
+        "square": np.maximum(abs(yy), abs(xx)) <= radius * 0.8,
+        "ring": (yy ** 2 + xx ** 2 <= radius ** 2) & (yy ** 2 + xx ** 2 >= (radius * 0.55) ** 2),
+        "triangle": (yy >= -radius * 0.8) & (abs(xx) <= (yy + radius * 0.8) * 0.6) & (yy <= radius * 0.8),
+        "bar": (abs(yy) <= max(1, radius // 4)) & (abs(xx) <= radius),
+    }[kind]
+    return footprint, slice(cy - radius, cy + radius + 1), slice(cx - radius, cx + radius + 1)
+
+
+def make_shapes(
+    count: int = 12,
+    size: int = 96,
+    shapes: int = 12,
+    seed: int = 0,
+    classes: Sequence | None = ("background", "disc", "square", "ring"),
+    ignore=None,
+    channels: int | None = None,
+    normalize: str = "dtype",
+    foreground: int = 1,
+    mask_threshold: int | None = None,
+    resize: Sequence[int] | None = None,
+    name: str = "shapes",
+) -> SegmentationSet:
+    """Returns K-class data: shapes of up to five kinds (data.classes after the first, background, name them in
+    the order disc, square, ring, triangle, bar) on a textured background, each kind its own brightness and
+    texture, masks the class index of every pixel; deterministic from `seed`."""
+    spec = parse_classes(list(classes) if classes is not None else None, ignore)
+    kinds = spec.count - 1
+    if not 1 <= kinds <= len(SHAPE_KINDS):
+        raise DataError(f"data=shapes draws 1 to {len(SHAPE_KINDS)} kinds of shape ({', '.join(SHAPE_KINDS)}) after "
+                        f"the background class; data.classes lists {spec.count} classes")
+    rng = np.random.default_rng(seed)
+    images, masks, digests = [], [], []
+    for _ in range(count):
+        yy, xx = np.mgrid[0:size, 0:size] / size
+        phase = rng.uniform(0, 2 * np.pi, 2)
+        image = 0.35 + 0.08 * np.sin(9 * yy + phase[0]) * np.cos(7 * xx + phase[1])
+        mask = np.zeros((size, size), np.uint8)
+        for _ in range(shapes):
+            kind = int(rng.integers(kinds))
+            drawn = draw_shape(SHAPE_KINDS[kind], size, rng)
+            if drawn is None:
+                continue
+            footprint, rows, cols = drawn
+            mask[rows, cols][footprint] = kind + 1
+            image[rows, cols][footprint] = 0.55 + 0.1 * kind + 0.06 * np.sin(4 * kind * yy[rows, cols])[footprint]
+        image = np.clip(image + rng.normal(0, 0.04, image.shape), 0, 1).astype(np.float32)
+        digests.append(pixel_digest(image))
+        image, mask = resize_pair(to_channels(image, channels or 1), mask, resize)
+        images.append(image)
+        masks.append(mask)
+    return SegmentationSet(images, masks, [f"shapes_{i}" for i in range(count)], foreground, name, digests, spec)
 
 
 SPLIT_KEYS = ("folds", "fold")  # keys of the data group that choose held-out slices, not how to read them

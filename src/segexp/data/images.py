@@ -10,17 +10,19 @@ from typing import Sequence
 
 import numpy as np
 
+from segexp.data.classes import BINARY, Classes
 from segexp.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 @dataclass(frozen=True)
 class SegmentationSet:
     images: list[np.ndarray]  # float32 (H, W, C) in [0, 1]
-    masks: list[np.ndarray]  # uint8 (H, W) in {0, 1}; 1 = white
+    masks: list[np.ndarray]  # uint8 (H, W) class indices (binary: 1 = white), classes.IGNORE where unlabelled
     names: list[str]
-    foreground: int = 0  # mask value whose Dice/IoU is scored
+    foreground: int = 0  # binary data: the class whose Dice/IoU is scored
     name: str = "data"
     digests: list[str] | None = None  # pixel_digest of each image as read, before normalizing or resizing
+    classes: Classes = BINARY
 
     @property
     def channels(self) -> int:
@@ -30,7 +32,7 @@ class SegmentationSet:
         pick = lambda items: [items[i] for i in indices]  # noqa: E731
         digests = pick(self.digests) if self.digests is not None else None
         return SegmentationSet(pick(self.images), pick(self.masks), pick(self.names), self.foreground, self.name,
-                               digests)
+                               digests, self.classes)
 
 
 def pixel_digest(array: np.ndarray) -> str:
@@ -48,8 +50,9 @@ def combined_digest(digests: Sequence[str] | None) -> str:
     return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Returns the file's pixels as an array (H, W) or (H, W, C), in the file's own dtype."""
+def read_image(path: Path, indexed: bool = False) -> np.ndarray:
+    """Returns the file's pixels as an array (H, W) or (H, W, C), in the file's own dtype; with `indexed`, a
+    palette ("P") image as its indices (an index mask saved with a colour table) rather than its colours."""
     from PIL import Image, UnidentifiedImageError
 
     if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -57,7 +60,9 @@ def read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()  # decode now, so a truncated file fails here and not mid-training
-            if img.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr"):
+            if img.mode == "P" and indexed:
+                pass
+            elif img.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr"):
                 img = img.convert("RGB")
             elif img.mode == "1":
                 img = img.convert("L")
@@ -91,24 +96,6 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return np.repeat(image[..., :1], channels, axis=-1)
 
 
-def to_binary_mask(array: np.ndarray, path: Path, threshold: int | None) -> np.ndarray:
-    """Returns uint8 {0, 1}; raises DataError for values other than {0,1} or {0,255} without a threshold."""
-    if array.ndim == 3:
-        array = array[..., :3].max(axis=-1)
-    if threshold is not None:
-        return (array > threshold).astype(np.uint8)
-    values = np.unique(array)
-    if set(values.tolist()) <= {0, 1}:
-        return array.astype(np.uint8)
-    if set(values.tolist()) <= {0, 255}:
-        return (array == 255).astype(np.uint8)
-    shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
-    raise DataError(
-        f"{path}: mask is not binary (values {shown}); store masks as 0/255 or 0/1, "
-        "or set data.mask_threshold=N to binarize at N"
-    )
-
-
 def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Returns an (H, W, C) image area-averaged to size = [height, width], channels kept (cv2 drops a single one)."""
     import cv2
@@ -118,7 +105,7 @@ def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Returns image (area-averaged) and mask (nearest, stays binary) resized to size = [height, width]."""
+    """Returns image (area-averaged) and mask (nearest: class indices stay exact) resized to size = [height, width]."""
     if size is None or tuple(size) == mask.shape:
         return image, mask
     import cv2

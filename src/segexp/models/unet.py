@@ -88,9 +88,11 @@ def build_unet(
     activation: str,
     head_filters: int,
     channels: int,
+    outputs: int = 1,
 ) -> keras.Model:
-    """Returns a U-Net mapping (B, H, W, channels) images to (B, H, W, 1) probabilities of white.
-    Every argument comes from the `model` config group (conf/model/*.yaml holds the defaults)."""
+    """Returns a U-Net mapping (B, H, W, channels) images to (B, H, W, 1) probabilities of class 1 (sigmoid:
+    two classes, white for ISBI) or, with `outputs` = K > 1, (B, H, W, K) class probabilities (softmax).
+    `channels` and `outputs` come from the data; every other argument from the `model` config group."""
     inputs = keras.Input((None, None, channels), name="image")
     x = PadToMultiple(2**depth, name="pad")(inputs)
     skips = []
@@ -111,7 +113,8 @@ def build_unet(
     if head_filters:  # the seed's extra 3x3 conv before the classifier
         x = layers.Conv2D(head_filters, 3, padding="same", activation=activation,
                           kernel_initializer="he_normal", name="head")(x)
-    # float32 output keeps the sigmoid and the loss numerically safe under mixed precision
-    x = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="probability")(x)
+    # float32 output keeps the sigmoid/softmax and the loss numerically safe under mixed precision
+    x = layers.Conv2D(outputs, 1, activation="sigmoid" if outputs == 1 else "softmax", dtype="float32",
+                      name="probability")(x)
     outputs = CropLike(name="crop", dtype="float32")(x, inputs)
     return keras.Model(inputs, outputs, name=f"unet_d{depth}_f{base_filters}")

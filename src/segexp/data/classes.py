@@ -1,0 +1,196 @@
+"""The classes a data set declares (`data.classes`, `data.ignore`) and how its mask files encode them
+(numpy only, no TensorFlow).
+
+Three encodings, one in-memory form (uint8 class indices, IGNORE where a pixel is unlabelled):
+- binary (two classes named, no values): masks 0/1 or 0/255 as always, or data.mask_threshold;
+- index masks (8 or 16 bit, or a PNG palette image read as its indices): value i is the i-th class,
+  or the value a class gives (`{name: nucleus, value: 2}`);
+- palette masks (RGB): each class gives its colour (`{name: road, value: [128, 64, 128]}`).
+A value or colour no class declares stops the run with the file and the values found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from segexp.errors import ConfigError, DataError
+
+IGNORE = 255  # in-memory label of unlabelled pixels: left out of the loss and of every score
+MAX_CLASSES = IGNORE  # indices 0..254
+
+# Distinct colours for up to 10 classes (Tableau 10), then seeded random ones; palette data keeps its own.
+TABLEAU = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+Value = int | tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Classes:
+    names: tuple[str, ...]
+    values: tuple[Value, ...] | None = None  # what marks each class in a mask file; None: index i (or binary)
+    ignore: Value | None = None  # what marks an unlabelled pixel in a mask file
+
+    @property
+    def count(self) -> int:
+        return len(self.names)
+
+    @property
+    def binary(self) -> bool:
+        """Two classes: one sigmoid output (the probability of class 1), as every ISBI checkpoint has."""
+        return self.count == 2
+
+    @property
+    def palette(self) -> bool:
+        return self.values is not None and isinstance(self.values[0], tuple)
+
+    @property
+    def outputs(self) -> int:
+        """The model's output channels: 1 (sigmoid) for two classes, else one per class (softmax)."""
+        return 1 if self.binary else self.count
+
+    def colors(self) -> np.ndarray:
+        """Returns uint8 (count, 3) display colours: a palette's own, else distinct ones."""
+        if self.palette:
+            return np.array(self.values, np.uint8)
+        extra = np.random.default_rng(0).integers(40, 256, size=(max(self.count - len(TABLEAU), 0), 3))
+        return np.concatenate([np.array(TABLEAU, np.uint8), extra.astype(np.uint8)])[: self.count]
+
+
+BINARY = Classes(("background", "foreground"))
+
+
+def _value(raw: Any, what: str) -> Value:
+    if isinstance(raw, bool) or raw is None:
+        raise ConfigError(f"{what}: {raw!r} is not a mask value; give an integer (index masks) or [r, g, b]")
+    if isinstance(raw, int):
+        if raw < 0:
+            raise ConfigError(f"{what}: {raw} is negative; mask values are 0 or more")
+        return raw
+    items = list(raw) if not isinstance(raw, (str, bytes)) and hasattr(raw, "__iter__") else None
+    if items is None or len(items) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in items):
+        raise ConfigError(f"{what}: {raw!r} is not a mask value; give an integer (index masks) or [r, g, b] in 0..255")
+    return tuple(int(c) for c in items)
+
+
+def parse_classes(classes: Sequence[Any] | None, ignore: Any = None) -> Classes:
+    """Returns the Classes of a data node's `classes` (names, or {name, value} entries) and `ignore`;
+    ConfigError in one line for anything that cannot describe masks."""
+    if classes is None:
+        names, values = BINARY.names, None
+    else:
+        entries = list(classes)
+        named = [isinstance(e, str) for e in entries]
+        if all(named):
+            names, values = tuple(entries), None
+        elif not any(named) and all(hasattr(e, "get") and e.get("name") is not None for e in entries):
+            names = tuple(str(e["name"]) for e in entries)
+            values = tuple(_value(e.get("value"), f"data.classes[{i}].value") for i, e in enumerate(entries))
+            kinds = {isinstance(v, tuple) for v in values}
+            if len(kinds) > 1:
+                raise ConfigError("data.classes: give every class an index value or every class an [r, g, b] colour, "
+                                  "not both")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"data.classes: two classes share a mask value ({list(values)})")
+        else:
+            raise ConfigError("data.classes: list class names ([background, nucleus, ...]) or give every class "
+                              "its mask value ({name: nucleus, value: 2} or {name: road, value: [128, 64, 128]})")
+    if len(names) < 2 or len(names) > MAX_CLASSES:
+        raise ConfigError(f"data.classes: {len(names)} classes given; list 2 to {MAX_CLASSES} class names")
+    if len(set(names)) != len(names) or not all(n and n.replace("_", "").replace("-", "").isalnum() for n in names):
+        raise ConfigError(f"data.classes={list(names)}: names must be distinct words (letters, digits, _ or -), "
+                          "as they name MLflow metrics")
+    spec_ignore = _value(ignore, "data.ignore") if ignore is not None else None
+    if spec_ignore is not None and isinstance(spec_ignore, tuple) != (values is not None and isinstance(values[0], tuple)):
+        raise ConfigError(f"data.ignore={ignore}: give an [r, g, b] colour for palette masks and an integer for "
+                          "index or binary masks")
+    if spec_ignore is not None:
+        declared = values if values is not None else tuple(range(len(names)))
+        if spec_ignore in declared:
+            raise ConfigError(f"data.ignore={ignore}: also marks a class; pick a value no class uses (e.g. 255)")
+    return Classes(names, values, spec_ignore)
+
+
+def _shown(values: np.ndarray) -> str:
+    items = [str(tuple(int(c) for c in v)) if np.ndim(v) else str(int(v)) for v in values[:8]]
+    return ", ".join(items) + (", ..." if len(values) > 8 else "")
+
+
+def _binary(array: np.ndarray, path: Path, threshold: int | None, ignored: np.ndarray) -> np.ndarray:
+    if threshold is not None:
+        return (array > threshold).astype(np.uint8)
+    values = set(np.unique(array[~ignored]).tolist())
+    if values <= {0, 1}:
+        return array.astype(np.uint8)
+    if values <= {0, 255}:
+        return (array == 255).astype(np.uint8)
+    raise DataError(f"{path}: mask is not binary (values {_shown(np.array(sorted(values)))}); store masks as 0/255 "
+                    "or 0/1, set data.mask_threshold=N to binarize at N, or list more data.classes")
+
+
+def _colour_keys(array: np.ndarray) -> np.ndarray:
+    rgb = array[..., :3].astype(np.int64)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def decode_mask(array: np.ndarray, path: Path, classes: Classes, threshold: int | None = None) -> np.ndarray:
+    """Returns uint8 (H, W) class indices (IGNORE where unlabelled) of a mask file's pixels; DataError naming
+    the file and the values found when a value or colour is not declared."""
+    if classes.palette:
+        if array.ndim != 3:
+            raise DataError(f"{path}: mask is single-channel, but data.classes gives [r, g, b] colours; store "
+                            "RGB masks or give index values")
+        keys, palette = _colour_keys(array), [(r << 16) | (g << 8) | b for r, g, b in classes.values]
+        ignore_key = None if classes.ignore is None else _colour_keys(np.array([classes.ignore]))[0]
+    else:
+        if array.ndim == 3:
+            if not (array[..., :3] == array[..., :1]).all():
+                raise DataError(f"{path}: mask is in colour, but data.classes gives no colours; declare each class's "
+                                "[r, g, b] in data.classes (palette masks) or store index masks")
+            array = array[..., 0]
+        keys, palette, ignore_key = array.astype(np.int64), None, classes.ignore
+    ignored = keys == ignore_key if ignore_key is not None else np.zeros(keys.shape, bool)
+    if classes.binary and classes.values is None:
+        labels = _binary(array, path, threshold, ignored)
+    else:
+        if threshold is not None:
+            raise DataError(f"{path}: data.mask_threshold binarizes masks, but data.classes lists {classes.count} "
+                            "classes; leave data.mask_threshold=null")
+        palette = palette if palette is not None else list(classes.values or range(classes.count))
+        lookup = {value: index for index, value in enumerate(palette)}
+        found = np.unique(keys[~ignored])
+        unknown = [int(v) for v in found if int(v) not in lookup]
+        if unknown:
+            shown = (_shown(np.array([((v >> 16) & 255, (v >> 8) & 255, v & 255) for v in unknown]))
+                     if classes.palette else _shown(np.array(unknown)))
+            raise DataError(f"{path}: mask has {'colours' if classes.palette else 'values'} {shown} that no class "
+                            f"declares (data.classes={list(classes.names)}"
+                            f"{'' if classes.ignore is None else f', data.ignore={classes.ignore}'}); "
+                            "declare them or fix the mask")
+        table = np.zeros(int(found.max()) + 1 if found.size else 1, np.uint8)
+        for value in found:
+            table[int(value)] = lookup[int(value)]
+        labels = table[np.where(ignored, 0, keys)]
+    labels = labels.astype(np.uint8)
+    labels[ignored] = IGNORE
+    return labels
+
+
+def class_frequencies(masks: Sequence[np.ndarray], count: int) -> np.ndarray:
+    """Returns the pixel count of each class over the masks (ignored pixels left out)."""
+    total = np.zeros(count, np.int64)
+    for mask in masks:
+        total += np.bincount(mask[mask != IGNORE].ravel(), minlength=count)[:count]
+    return total
+
+
+def balanced_weights(masks: Sequence[np.ndarray], count: int) -> list[float]:
+    """Returns per-class loss weights n / (count * n_c) (scikit-learn's `balanced`): a class of a tenth of
+    the pixels weighs ten times one of all of them. A class absent from the masks gets weight 1."""
+    frequencies = class_frequencies(masks, count)
+    n = frequencies.sum()
+    return [float(n / (count * f)) if f else 1.0 for f in frequencies]
