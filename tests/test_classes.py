@@ -50,3 +50,291 @@ def test_binary_scores_and_losses_of_fixed_maps_are_unchanged():
         assert scores["loss"] == pytest.approx(SCORES_PINNED[name], rel=1e-6), name
         for key in ("accuracy", "dice", "iou", "v_rand", "v_info"):
             assert scores[key] == pytest.approx(SCORES_PINNED[key], rel=1e-9), key
+
+
+# --- masks: what a data set's classes look like on disk -------------------------------------------------------
+
+def save(path, array, palette=None):
+    """Writes a mask file: 8 or 16 bit by the array's dtype, a palette ("P") PNG when a palette is given."""
+    from PIL import Image
+
+    image = Image.fromarray(array)
+    if palette is not None:
+        image.putpalette(palette)  # an L image becomes P, its values the indices
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def test_index_masks_8_and_16_bit_and_palette_pngs_decode_to_their_class_indices(tmp_path):
+    from segexp.data.classes import IGNORE, decode_mask, parse_classes
+    from segexp.data.images import read_image
+
+    labels = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
+    three = parse_classes(["background", "nucleus", "membrane"])
+    eight = save(tmp_path / "a.png", labels)
+    sixteen = save(tmp_path / "b.png", labels.astype(np.uint16) * 1000)
+    indexed = save(tmp_path / "c.png", labels, palette=[9, 9, 9, 200, 0, 0, 0, 200, 0] + [0] * 759)
+    assert (decode_mask(read_image(eight), eight, three) == labels).all()
+    assert (decode_mask(read_image(indexed, indexed=True), indexed, three) == labels).all()  # its indices, not colours
+    by_value = parse_classes([{"name": "a", "value": 0}, {"name": "b", "value": 1000}, {"name": "c", "value": 2000}])
+    assert (decode_mask(read_image(sixteen), sixteen, by_value) == labels).all()
+    with_ignore = parse_classes(["background", "nucleus"], ignore=2)
+    decoded = decode_mask(labels, eight, with_ignore)
+    assert (decoded == np.where(labels == 2, IGNORE, labels)).all()
+
+
+def test_palette_masks_map_each_colour_to_its_class_and_the_ignore_colour_to_ignore(tmp_path):
+    from segexp.data.classes import IGNORE, decode_mask, parse_classes
+
+    road, car, void = (128, 64, 128), (0, 0, 142), (0, 0, 0)
+    rgb = np.array([[road, car], [void, road]], np.uint8)
+    classes = parse_classes([{"name": "road", "value": list(road)}, {"name": "car", "value": list(car)}],
+                            ignore=list(void))
+    assert decode_mask(rgb, tmp_path / "m.png", classes).tolist() == [[0, 1], [IGNORE, 0]]
+    assert classes.colors().tolist() == [list(road), list(car)]  # panels draw the data's own colours
+
+
+@pytest.mark.parametrize("classes,ignore,mask,message", [
+    (["a", "b", "c"], None, np.array([[0, 1], [7, 9]], np.uint8), "values 7, 9 that no class declares"),
+    ([{"name": "road", "value": [128, 64, 128]}], None, None, "data.classes: 1 classes given"),
+    ([{"name": "road", "value": [128, 64, 128]}, {"name": "car", "value": [0, 0, 142]}], None,
+     np.array([[[128, 64, 128], [1, 2, 3]]], np.uint8), "colours (1, 2, 3) that no class declares"),
+    (["a", "b", "c"], None, np.array([[[10, 0, 0], [0, 0, 0]]], np.uint8), "mask is in colour"),
+    (["a", "a"], None, None, "names must be distinct"),
+    (["a", "b"], 1, None, "data.ignore=1: also marks a class"),
+])
+def test_masks_and_class_lists_that_do_not_fit_say_so_in_one_line_naming_the_file(tmp_path, classes, ignore, mask,
+                                                                                    message):
+    from segexp.data.classes import decode_mask, parse_classes
+    from segexp.errors import SegexpError
+
+    with pytest.raises(SegexpError) as err:
+        decode_mask(mask, tmp_path / "mask_07.png", parse_classes(classes, ignore))
+    assert message in str(err.value) and "\n" not in str(err.value)
+    if mask is not None:
+        assert "mask_07.png" in str(err.value)
+
+
+def test_shapes_are_deterministic_k_class_data_and_augmentation_keeps_their_labels_exact():
+    from segexp.config.instantiate import instantiate
+    from segexp.data.augment import CropSampler
+    from segexp.data.datasets import load, make_shapes
+
+    first, again = make_shapes(count=3, size=64, seed=5), make_shapes(count=3, size=64, seed=5)
+    assert all((a == b).all() for a, b in zip(first.masks, again.masks)) and first.classes.count == 4
+    assert set(np.unique(np.concatenate([m.ravel() for m in first.masks]))) == {0, 1, 2, 3}
+    data = load(compose_config("train", "data=shapes", "data.count=3").data)
+    pipeline = instantiate(compose_config("train", "aug=heavy").aug, _convert_="all")
+    sampler = CropSampler(data.images, data.masks, pipeline, 48, seed=0)
+    crops = [sampler(i)[1] for i in range(12)]  # elastic, affine, rotations: nearest only, no blended labels
+    assert set(np.unique(np.concatenate([c.ravel() for c in crops]))) <= {0.0, 1.0, 2.0, 3.0}
+
+
+# --- losses and scores of K classes ----------------------------------------------------------------------------
+
+def test_categorical_loss_is_the_weighted_cross_entropy_and_ignores_unlabelled_pixels():
+    from segexp.data.classes import IGNORE
+    from segexp.models.losses import SegmentationLoss
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(1, 6, 5, 3))
+    prob = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)
+    labels = rng.integers(3, size=(1, 6, 5, 1)).astype(np.float32)
+    labels[0, 0, :3, 0] = IGNORE
+    weights = [0.5, 1.0, 2.0]
+    loss = SegmentationLoss(bce=1.0, dice=0.0, classes=3, class_weights=weights)
+    valid = labels[..., 0] != IGNORE
+    index = np.where(valid, labels[..., 0], 0).astype(int)
+    p_true = np.take_along_axis(prob, index[..., None], -1)[..., 0]
+    expected = np.sum(np.where(valid, -np.log(p_true) * np.array(weights)[index], 0)) / valid.size
+    assert float(loss(labels, prob)) == pytest.approx(expected, rel=1e-5)
+    changed = prob.copy()
+    changed[0, 0, :3] = [1.0, 0.0, 0.0]  # what the model says on unlabelled pixels costs nothing
+    assert float(loss(labels, changed)) == pytest.approx(float(loss(labels, prob)), rel=1e-6)
+    dice = SegmentationLoss(bce=0.0, dice=1.0, classes=3, dice_classes=[1])
+    perfect = np.eye(3, dtype=np.float32)[index]
+    assert float(dice(labels, perfect)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_streaming_class_metrics_match_the_numpy_confusion_matrix_scores():
+    from segexp.data.classes import IGNORE, parse_classes
+    from segexp.evaluation.metrics import class_scores, confusion_matrix
+    from segexp.models.metrics import segmentation_metrics
+
+    rng = np.random.default_rng(1)
+    prob = rng.dirichlet(np.ones(4), size=(2, 9, 7)).astype(np.float32)
+    truth = rng.integers(4, size=(2, 9, 7)).astype(np.uint8)
+    truth[0, :2] = IGNORE
+    classes = parse_classes(["a", "b", "c", "d"])
+    matrix = confusion_matrix(list(prob), list(truth), 4)
+    assert matrix.sum() == (truth != IGNORE).sum()
+    expected = class_scores(matrix, classes)
+    for metric in segmentation_metrics(0, classes=4):
+        metric.update_state(truth[..., None].astype(np.float32), prob)
+        assert float(metric.result()) == pytest.approx(expected[metric.name], rel=1e-5), metric.name
+    assert expected["dice"] == pytest.approx(np.mean([expected[f"dice_{n}"] for n in "abcd"]))
+
+
+# --- a K-class folder, end to end: train, MLflow, predict, evaluate, export, compare ---------------------------
+
+PALETTE = {"background": (20, 20, 20), "disc": (230, 60, 60), "square": (60, 200, 60), "ring": (60, 90, 230)}
+UNLABELLED = 9  # index masks: this value marks pixels nobody labelled
+
+
+def write_folder(root, palette: bool):
+    """Writes shapes (4 classes) as image/mask PNG pairs: index masks with a strip of unlabelled pixels, or RGB
+    palette masks; returns (images dir, masks dir)."""
+    from PIL import Image
+
+    from segexp.data.datasets import make_shapes
+
+    data = make_shapes(count=8, size=48, seed=3)
+    for name, image, mask in zip(data.names, data.images, data.masks):
+        save(root / "images" / f"{name}.png", (image[..., 0] * 255).astype(np.uint8))
+        if palette:
+            rgb = np.array(list(PALETTE.values()), np.uint8)[mask]
+            Image.fromarray(rgb).save(root / "masks" / f"{name}.png")
+        else:
+            save(root / "masks" / f"{name}.png", np.where(np.arange(48) < 3, UNLABELLED, mask).astype(np.uint8))
+    return root / "images", root / "masks"
+
+
+def folder_overrides(images, masks, *extra):
+    return ["data=folder", f"data.images={images}", f"data.masks={masks}", "split.select=[-2]", "split.report=[-1]",
+            *extra]
+
+
+KCLASS_RUN = [*TINY, "model.depth=2", "model.base_filters=8", "trainer.epochs=2", "trainer.steps_per_epoch=4",
+              "trainer.crop_size=32", "loss=ce_dice_balanced"]
+
+
+@pytest.fixture(scope="module")
+def kclass_runs(tmp_path_factory):
+    """Two seeds of a 4-class model trained on an index-mask folder with unlabelled pixels, in one store."""
+    import os
+
+    from segexp.training.train import train
+
+    root = tmp_path_factory.mktemp("kclass")
+    images, masks = write_folder(root / "index", palette=False)
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        runs = []
+        for seed in (1, 2):
+            overrides = [*KCLASS_RUN, *folder_overrides(images, masks, "data.classes=[background,disc,square,ring]",
+                                                        f"data.ignore={UNLABELLED}"), f"trainer.seed={seed}"]
+            train(compose_config("train", *overrides, f"tracking.uri={store}"), root / f"run{seed}", overrides)
+            runs.append(root / f"run{seed}")
+    finally:
+        os.chdir(cwd)
+    return root, store, runs, (images, masks)
+
+
+@pytest.mark.slow
+def test_a_k_class_folder_trains_with_per_class_scores_confusion_and_colour_panels_in_mlflow(kclass_runs):
+    from mlflow import MlflowClient
+
+    root, store, runs, _ = kclass_runs
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("segexp").experiment_id],
+                                filter_string="params.`trainer.seed` = '1'")
+    metrics, params = run.data.metrics, run.data.params
+    for role in ("select", "report"):
+        for name in ("background", "disc", "square", "ring"):
+            assert 0.0 <= metrics[f"{role}_dice_{name}"] <= 1.0 and f"{role}_iou_{name}" in metrics
+        assert metrics[f"{role}_dice"] == pytest.approx(np.mean([metrics[f"{role}_dice_{n}"] for n in PALETTE]))
+        assert f"{role}_v_rand" not in metrics  # no topology scores for K classes
+    assert len(client.get_metric_history(run.info.run_id, "select_dice_disc")) == 2  # every epoch
+    assert params["trainer.monitor"] == "select_dice" and len(params["loss.class_weights_used"].split(",")) == 4
+    artifacts = {a.path for folder in ("confusion", "report_slices") for a in client.list_artifacts(run.info.run_id, folder)}
+    assert {"confusion/report.png", "confusion/report.csv", "confusion/select.png"} <= artifacts
+    assert any(p.endswith(".prediction.png") for p in artifacts)
+    table = client.download_artifacts(run.info.run_id, "confusion/report.csv", str(root))
+    counts = np.loadtxt(table, delimiter=",", skiprows=1, usecols=range(1, 5))
+    from PIL import Image
+
+    truth = np.asarray(Image.open(kclass_runs[3][1] / "shapes_7.png"))  # the report slice: split.report=[-1]
+    assert counts.sum() == (truth != UNLABELLED).sum()  # every labelled report pixel, and no unlabelled one
+    card = client.download_artifacts(run.info.run_id, "model_card.md", str(root))
+    assert "4 classes" in open(card).read()
+
+
+@pytest.mark.slow
+def test_predict_evaluate_export_and_compare_understand_k_classes(kclass_runs, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from segexp.evaluation.evaluate import evaluate
+    from segexp.evaluation.export import export
+    from segexp.evaluation.predict import predict
+    from segexp.experiments.compare import compare
+
+    root, store, runs, (images, masks) = kclass_runs
+    out = tmp_path / "predicted"
+    predict(compose_config("predict", f"ckpt={runs[0]}", f"input={images}", f"output={out}"))
+    index = np.asarray(Image.open(out / "shapes_7.png"))
+    assert index.shape == (48, 48) and set(np.unique(index)) <= {0, 1, 2, 3}
+    assert (out / "shapes_7_color.png").exists() and (out / "shapes_7_prob_ring.png").exists()
+
+    metrics = evaluate(compose_config("evaluate", f"ckpt={runs[0]}", f"tracking.uri={store}"), tmp_path / "eval")
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert written["classes"] == ["background", "disc", "square", "ring"] and "dice_ring" in metrics
+    assert np.array(written["confusion"]).shape == (4, 4) and (tmp_path / "eval" / "confusion.png").exists()
+
+    difference = export(compose_config("export", f"ckpt={runs[0]}", "format=saved_model", f"output={tmp_path / 'sm'}"))
+    assert difference <= 1e-4
+
+    capsys.readouterr()
+    compare(compose_config("compare", f"runs=[{runs[0]},{runs[1]}]", f"tracking.uri={store}"), tmp_path / "compare")
+    printed = capsys.readouterr().out
+    for name in ("dice_background", "dice_disc", "dice_square", "dice_ring"):
+        assert name in printed  # a verdict per class
+    assert "v_rand" not in printed.split("report:")[0]
+
+
+@pytest.mark.slow
+def test_a_palette_folder_trains_and_a_colour_no_class_declares_stops_it(tmp_path, monkeypatch, capsys):
+    from segexp.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    images, masks = write_folder(tmp_path / "palette", palette=True)
+    declared = ",".join(f"{{name:{n},value:[{r},{g},{b}]}}" for n, (r, g, b) in PALETTE.items())
+    base = [*TINY, *SHALLOW_K, "tracking=none", *folder_overrides(images, masks)]
+    main(["train", *base, f"data.classes=[{declared}]"])
+    assert "report slices" in capsys.readouterr().out
+
+    missing = ",".join(f"{{name:{n},value:[{r},{g},{b}]}}" for n, (r, g, b) in list(PALETTE.items())[:3])
+    with pytest.raises(SystemExit) as exit:
+        main(["train", *base, f"data.classes=[{missing}]"])
+    err = capsys.readouterr().err.strip()
+    assert exit.value.code == 2 and len(err.splitlines()) == 1
+    assert "colours (60, 90, 230) that no class declares" in err and "shapes_" in err
+
+
+SHALLOW_K = ["model.depth=1", "model.batch_norm=false", "trainer.epochs=1", "trainer.steps_per_epoch=1"]
+
+
+@pytest.mark.slow
+def test_undeclared_values_and_class_lists_that_do_not_match_the_model_exit_2_in_one_line(kclass_runs, tmp_path,
+                                                                                          monkeypatch, capsys):
+    from segexp.__main__ import main
+
+    root, store, runs, (images, masks) = kclass_runs
+    monkeypatch.chdir(tmp_path)
+    cases = {  # command line -> what the one line says
+        ("train", *TINY, "tracking=none", *folder_overrides(images, masks, "data.classes=[background,disc,square]")):
+            "values 3, 9 that no class declares",
+        ("evaluate", f"ckpt={runs[0]}", "tracking=none", *folder_overrides(
+            images, masks, "data.classes=[background,disc,square,ring,extra]", f"data.ignore={UNLABELLED}")):
+            "trained on classes ['background', 'disc', 'square', 'ring']",
+        ("train", f"resume={runs[0]}", "data.classes=[a,b]"): "a resumed run keeps its data",
+    }
+    for argv, message in cases.items():
+        with pytest.raises(SystemExit) as exit:
+            main(list(argv))
+        err = capsys.readouterr().err.strip()
+        assert exit.value.code == 2 and len(err.splitlines()) == 1 and message in err, (argv[0], err)

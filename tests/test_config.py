@@ -63,8 +63,6 @@ def test_the_defaults_a_tiny_run_picks_are_real_options():
 @pytest.mark.parametrize("group,option", TRAINED_OPTIONS, ids=[f"{g}={o}" if o else g for g, o in TRAINED_OPTIONS])
 def test_every_option_builds_and_trains_one_step(make_cfg, group, option, folder_data):
     """timm-style: a new option file is tested by this code, built the way train() builds it."""
-    from segexp.training.build import build_components, build_model, prepare_data, training_stream
-
     chosen = option_overrides(group, option, folder_data) if option else []
     # an option outside the model (and outside the recipes that choose one) is built the same around any model:
     # the cheapest U-Net to trace (bench.training.TINY_MODEL's) carries it; the defaults train TINY's own model
@@ -74,12 +72,34 @@ def test_every_option_builds_and_trains_one_step(make_cfg, group, option, folder
         tracker = instantiate(cfg.tracking, uri=f"sqlite:///{folder_data[0].parent / 'mlflow.db'}")
         with tracker.run("one step", {}):
             tracker.log_metrics({"x": 1.0})
+    assert np.isfinite(train_one_step(cfg))
+
+
+def train_one_step(cfg) -> float:
+    """Returns the loss of one training step of the config, every piece built the way train() builds it."""
+    from segexp.training.build import build_components, build_model, class_weights, prepare_data, training_stream
+
     parts, weights = prepare_data(cfg)
     built = build_components(cfg)
-    model = build_model(cfg, parts["train"].channels, parts["train"].foreground, built.schedule.learning_rate, False)
-    stream = training_stream(cfg, parts["train"], weights, built.pipeline)
+    train_set = parts["train"]
+    model = build_model(cfg, train_set.channels, train_set.foreground, built.schedule.learning_rate, False,
+                        train_set.classes, class_weights(cfg.loss.fn.class_weights, train_set))
+    assert model.output_shape[-1] == train_set.classes.outputs
+    stream = training_stream(cfg, train_set, weights, built.pipeline)
     history = model.fit(stream, epochs=1, steps_per_epoch=1, callbacks=built.callbacks, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+    return history.history["loss"][0]
+
+
+# the losses that make sense for more than two classes (border weights and clDice are two-class terms)
+MULTI_CLASS_LOSSES = [o for o in TRAIN_GROUPS["loss"] if not o.startswith("weighted") and "cldice" not in o]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", MULTI_CLASS_LOSSES)
+def test_every_multi_class_loss_trains_a_softmax_head_one_step(make_cfg, loss):
+    cfg = make_cfg(*TINY, "trainer.batch_size=1", *SHALLOW, "data=shapes", "data.count=4", "data.size=48",
+                   f"loss={loss}", "loss.fn.dice_classes=[disc,ring]" if "dice" in loss else "loss.fn.focal_gamma=1")
+    assert np.isfinite(train_one_step(cfg))
 
 
 def test_misspelled_key_fails_at_composition(make_cfg):

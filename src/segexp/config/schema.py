@@ -84,6 +84,10 @@ class LossFnConfig:
     foreground: int = MISSING  # mask value the Dice and clDice terms are computed on (0 = membrane)
     cldice: float = 0.0  # weight of soft clDice (topology of the foreground's centrelines); 0: off
     skeleton_iterations: int = 10  # clDice's soft skeleton thins structures up to 2x this many pixels thick
+    # per-class weights of the cross-entropy, in data.classes order, or `balanced` (n / (K * n_c) from the
+    # training masks); null: all 1
+    class_weights: Optional[Any] = None
+    dice_classes: Optional[List[str]] = None  # K > 2 classes: Dice averaged over these class names; null: all
 
 
 @dataclass

@@ -22,9 +22,10 @@ from segexp.errors import ConfigError, DataError
 IGNORE = 255  # in-memory label of unlabelled pixels: left out of the loss and of every score
 MAX_CLASSES = IGNORE  # indices 0..254
 
-# Distinct colours for up to 10 classes (Tableau 10), then seeded random ones; palette data keeps its own.
+# Distinct colours for up to 10 classes (Tableau 10, its gray swapped for light orange: gray marks unlabelled
+# pixels in panels), then seeded random ones; palette data keeps its own.
 TABLEAU = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+           (227, 119, 194), (255, 187, 120), (188, 189, 34), (23, 190, 207)]
 
 Value = int | tuple[int, int, int]
 
@@ -43,6 +44,11 @@ class Classes:
     def binary(self) -> bool:
         """Two classes: one sigmoid output (the probability of class 1), as every ISBI checkpoint has."""
         return self.count == 2
+
+    @property
+    def topology(self) -> bool:
+        """True when the ISBI topology scores apply: two classes and every pixel labelled (a boundary map)."""
+        return self.binary and self.ignore is None
 
     @property
     def palette(self) -> bool:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from segexp.evaluation import stage as stages
 from segexp.evaluation.predictor import inference_size, make_predictor
+from segexp.evaluation.metrics import confusion_matrix
 from segexp.evaluation.scoring import predict_slices, slice_scores
 from segexp.models.loading import load_model
 from segexp.rundir import RunDir, write_json_atomically
@@ -24,22 +25,27 @@ class ScoredCheckpoint:
     report_probs: list[np.ndarray] = field(default_factory=list)
     report_labels: list[np.ndarray] = field(default_factory=list)  # the stage's segments ([] without one)
     stage: stages.Stage = field(default_factory=stages.Stage)
+    confusion: dict[str, np.ndarray] = field(default_factory=dict)  # role -> (truth, predicted) pixel counts
 
 
 def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> ScoredCheckpoint:
     """Scores the chosen checkpoint, reloaded from disk as a user would: `select_*` on the selection slices
     (what chose it, scored as during training) and `report_*` on the report slices (what no choice saw),
     predicted exactly as `segexp evaluate` predicts them (the inference group, at the training resolution,
-    probabilities back at the labels'), with the ISBI scores always. A postprocess stage is chosen on the
+    probabilities back at the labels'), with the ISBI scores always for boundary maps, and the confusion
+    matrix of each. A postprocess stage is chosen on the
     selection slices, predicted as the report ones are (`postprocess_select_*`, selected there), written to
     the run's postprocess.json, and applied once to the report slices."""
     model = load_model(run.checkpoint)
-    metrics = {}
+    metrics, confusion = {}, {}
     select, report = parts["select"], parts["report"]
+    classes = select.classes if select.images else report.classes
     if select.images:
-        scores = slice_scores(model.loss, predict_slices(model, select.images), select.masks, select.foreground,
-                              cfg.trainer.topology_metrics)
+        probs = predict_slices(model, select.images)
+        scores = slice_scores(model.loss, probs, select.masks, select.foreground,
+                              cfg.trainer.topology_metrics and classes.topology, classes)
         metrics.update({f"select_{k}": float(v) for k, v in scores.items()})
+        confusion["select"] = confusion_matrix(probs, select.masks, classes.count)
     predictor = make_predictor(model, cfg.inference, inference_size(cfg.inference, run))
 
     def selection():
@@ -54,7 +60,8 @@ def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> ScoredCheckpo
     probs, labels = [], []
     if report.images:
         probs = [predictor(image) for image in report.images]
-        scores, labels = stages.scores(stage, probs, report.masks,
-                                       slice_scores(model.loss, probs, report.masks, report.foreground, True))
+        scores, labels = stages.scores(stage, probs, report.masks, slice_scores(
+            model.loss, probs, report.masks, report.foreground, classes.topology, classes))
         metrics.update({f"report_{k}": float(v) for k, v in scores.items()})
-    return ScoredCheckpoint(metrics, model, probs, labels, stage)
+        confusion["report"] = confusion_matrix(probs, report.masks, classes.count)
+    return ScoredCheckpoint(metrics, model, probs, labels, stage, confusion)

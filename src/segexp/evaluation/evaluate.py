@@ -12,17 +12,19 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from segexp.config.instantiate import instantiate
+from segexp.data.classes import Classes, parse_classes
 from segexp.data.datasets import load
 from segexp.data.images import SegmentationSet, to_channels
 from segexp.data.splits import resolve_indices, roles_of
 from segexp.errors import ConfigError
 from segexp.evaluation import stage as stages
-from segexp.evaluation.metrics import evaluate_slices
+from segexp.evaluation.metrics import class_probabilities, class_scores, confusion_matrix, evaluate_slices
 from segexp.evaluation.predictor import load_source_predictor
-from segexp.evaluation.visualize import mask_panel, write_png
+from segexp.evaluation.visualize import class_panel, confusion_figure, mask_panel, write_png
 from segexp.reports import markdown_table
 from segexp.rundir import ModelSource, RunDir
 from segexp.tracking.references import resolve_model_source
@@ -84,6 +86,38 @@ def run_stage(node: DictConfig | None, source: ModelSource, predictor, channels:
                           where)
 
 
+def check_classes(data: SegmentationSet, run: RunDir | None, ckpt: str) -> None:
+    """Raises ConfigError when the data's classes are not those the checkpoint's run trained on."""
+    saved = run.saved_config() if run else None
+    if saved is None or "data" not in saved:
+        return
+    trained = parse_classes(saved.data.get("classes"), saved.data.get("ignore"))
+    if trained.names != data.classes.names:
+        raise ConfigError(f"ckpt={ckpt}: trained on classes {list(trained.names)}, but data '{data.name}' declares "
+                          f"{list(data.classes.names)}; set data.classes to the same list, in the same order")
+
+
+def check_outputs(prob, classes: Classes, ckpt: str) -> None:
+    """Raises ConfigError when a prediction does not have one map per class of the data (one for binary)."""
+    outputs = 1 if prob.ndim == 2 else prob.shape[-1]
+    if outputs != classes.outputs:
+        raise ConfigError(f"ckpt={ckpt}: the model predicts {outputs} output(s), but the data's "
+                          f"{classes.count} classes {list(classes.names)} need {classes.outputs}; "
+                          "evaluate it on data with the classes it was trained on")
+
+
+def scores_of(probs, truths, data: SegmentationSet, threshold: float) -> tuple[dict[str, float], np.ndarray]:
+    """Returns (scores, confusion matrix): for a binary boundary map the ISBI and pixel scores (at `threshold`),
+    per-class Dice and IoU for every data set, the mean over classes as dice/iou for K classes."""
+    classes = data.classes
+    matrix = confusion_matrix(probs, truths, classes.count, threshold)
+    per_class = class_scores(matrix, classes, data.foreground)
+    if classes.topology:
+        return {**evaluate_slices(probs, truths, threshold, data.foreground),
+                **{k: v for k, v in per_class.items() if k.startswith(("dice_", "iou_"))}}, matrix
+    return {**per_class, "pixel_error": 1.0 - per_class["accuracy"]}, matrix
+
+
 def choose_slices(data: SegmentationSet, record: dict | None, slices: Sequence[int] | None,
                   allow_seen: bool, ckpt: str, same_data: bool = False) -> tuple[list[int], str]:
     """Returns (positions to score, how they relate to the checkpoint: report | unseen | seen | unknown).
@@ -143,6 +177,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     data = data_to_score(cfg, run)
     indices, status = choose_slices(data, source.split_record(), cfg.slices, cfg.allow_seen, cfg.ckpt,
                                     same_data=cfg.data is None)
+    check_classes(data, run, cfg.ckpt)
     stages.check(cfg.postprocess)
     tracker = instantiate(cfg.tracking)
     channels, predictor = load_source_predictor(source, cfg.inference)
@@ -152,13 +187,17 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
           + (f"; postprocess: {stage.describe()}" if stage.active else ""), flush=True)
     images = [to_channels(data.images[i], channels) for i in indices]
     truths = [data.masks[i] for i in indices]
-    probs = [predictor(image) for image in images]
-    metrics, labels = stages.scores(stage, probs, truths,
-                                    evaluate_slices(probs, truths, cfg.inference.threshold, data.foreground))
+    probs = []
+    for image in images:  # the first prediction says whether the model has the data's classes
+        probs.append(predictor(image))
+        check_outputs(probs[0], data.classes, cfg.ckpt)
+    scored, matrix = scores_of(probs, truths, data, cfg.inference.threshold)
+    metrics, labels = stages.scores(stage, probs, truths, scored)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps(
         {**metrics, "slices": names, "slices_status": status, "postprocess": stage.record(),
+         "classes": list(data.classes.names), "confusion": matrix.tolist(),
          "checkpoints": [str(c) for c, _ in source.members]}, indent=2))
     # logged into the run that trained the checkpoint, or the sweep whose jobs form the ensemble
     source_run = source.parent_run_id if source.is_ensemble else tracker.run_for_checkpoint(checkpoint)
@@ -170,8 +209,11 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     suffix = ("_tta" if cfg.inference.tta else "") + (f"_{stage.method}" if stage.active else "")
     with tracker.run("evaluate", tags, run_id=source_run):
         tracker.log_metrics({f"{prefix}{k}{suffix}": v for k, v in metrics.items()})
+        tracker.log_image_file(confusion_figure(matrix, data.classes.names), f"{prefix.rstrip('_')}{suffix}/confusion.png")
+        write_png(output_dir / "confusion.png", confusion_figure(matrix, data.classes.names))
         for i, (name, image, truth, prob) in enumerate(list(zip(names, images, truths, probs))[: cfg.log_images]):
-            panel = mask_panel(image, truth, prob, labels[i] if labels else None)
+            panel = (mask_panel(image, truth, prob, labels[i] if labels else None) if data.classes.topology
+                     else class_panel(image, truth, class_probabilities(prob), data.classes))
             tracker.log_image(panel, f"{prefix.rstrip('_')}{suffix}/{name}", 0)
             write_png(output_dir / "panels" / f"{name}.png", panel)
     print(metrics_table(metrics))

@@ -72,6 +72,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from segexp.data.classes import IGNORE, Classes
+
 Images = np.ndarray | Sequence[np.ndarray]
 
 
@@ -119,6 +121,52 @@ def pixel_scores(prob: Images, truth: Images, threshold: float = 0.5, foreground
     accuracy = float(np.mean(predicted_cell == actual_cell))
     dice, iou = _overlap_scores(predicted_cell == bool(foreground), actual_cell == bool(foreground))
     return {"accuracy": accuracy, "pixel_error": 1.0 - accuracy, "dice": dice, "iou": iou}
+
+
+def predicted_classes(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Returns the class index of each pixel: prob >= threshold (class 1) for an (H, W) map of class 1, the
+    most probable class for (H, W, K) class probabilities."""
+    return (prob >= threshold).astype(np.int64) if prob.ndim == 2 else np.argmax(prob, axis=-1)
+
+
+def class_probabilities(prob: np.ndarray) -> np.ndarray:
+    """Returns (H, W, K) class probabilities: a binary (H, W) map of class 1 as [1 - p, p], else as it is."""
+    return np.stack([1.0 - prob, prob], axis=-1) if prob.ndim == 2 else prob
+
+
+def confusion_matrix(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], count: int,
+                     threshold: float = 0.5) -> np.ndarray:
+    """Returns the (count, count) pixel counts of (true class, predicted class) pooled over the slices;
+    unlabelled pixels (IGNORE) are left out. Truths hold class indices (binary: 0/1)."""
+    matrix = np.zeros((count, count), np.int64)
+    for prob, truth in zip(probs, truths):
+        truth = np.asarray(truth).ravel().astype(np.int64)
+        predicted = predicted_classes(np.asarray(prob), threshold).ravel()
+        labelled = truth != IGNORE
+        pairs = truth[labelled] * count + predicted[labelled]
+        matrix += np.bincount(pairs, minlength=count * count).reshape(count, count)
+    return matrix
+
+
+def class_scores(matrix: np.ndarray, classes: Classes, foreground: int | None = None) -> dict[str, float]:
+    """Returns accuracy and, per class, dice_<name> and iou_<name> of a confusion matrix, and dice and iou: of
+    class `foreground` for two classes (as pixel_scores), else the mean over the classes present in truth or
+    prediction (a class absent from both says nothing). A class absent from both scores 1."""
+    diagonal = np.diag(matrix).astype(np.float64)
+    truth, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
+    total = matrix.sum()
+    present = truth + predicted > 0
+    dice = np.where(present, 2 * diagonal / np.maximum(truth + predicted, 1), 1.0)
+    iou = np.where(present, diagonal / np.maximum(truth + predicted - diagonal, 1), 1.0)
+    scores = {"accuracy": float(diagonal.sum() / total) if total else float("nan")}
+    if classes.binary and foreground is not None:
+        scores.update(dice=float(dice[foreground]), iou=float(iou[foreground]))
+    else:
+        scores.update(dice=float(dice[present].mean()) if present.any() else 1.0,
+                      iou=float(iou[present].mean()) if present.any() else 1.0)
+    for name, d, i in zip(classes.names, dice, iou):
+        scores.update({f"dice_{name}": float(d), f"iou_{name}": float(i)})
+    return scores
 
 
 def cell_mask_from_truth(truth: np.ndarray) -> np.ndarray:

@@ -150,14 +150,16 @@ def fairness_warnings(base: Entry, other: Entry) -> list[str]:
 
 
 def read_png(path: Path) -> np.ndarray:
+    """Returns a picture in [0, 1]: (H, W) for gray, (H, W, 3) for colour (K-class truths and predictions)."""
     from PIL import Image
 
     with Image.open(path) as image:
-        return np.asarray(image.convert("L"), np.float32) / 255.0
+        return np.asarray(image.convert("RGB" if image.mode in ("RGB", "RGBA", "P") else "L"), np.float32) / 255.0
 
 
 def report_slices(uri: str, run, workdir: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Returns {slice: {"image", "truth", "probability": (H, W) in [0, 1]}} a run logged, or {}."""
+    """Returns {slice: {"image", "truth", "probability"}} a run logged ((H, W) in [0, 1]; for K classes the
+    truth and the "prediction" in class colours, filed as "probability"), or {}."""
     names = set(artifact_names(uri, run.info.run_id, REPORT_SLICES))
     if not names:
         return {}
@@ -165,13 +167,17 @@ def report_slices(uri: str, run, workdir: Path) -> dict[str, dict[str, np.ndarra
     slices: dict[str, dict[str, np.ndarray]] = {}
     for name in sorted(names):
         stem, kind, _ = name.rsplit(".", 2)
-        slices.setdefault(stem, {})[kind] = read_png(local / name)
+        slices.setdefault(stem, {})["probability" if kind == "prediction" else kind] = read_png(local / name)
     return {k: v for k, v in slices.items() if {"image", "truth", "probability"} <= set(v)}
 
 
 def disagreement(truth: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Returns RGB: where A and B (thresholded at 0.5) disagree, orange if A is right, blue if B is; else gray."""
-    ma, mb, mt = a >= 0.5, b >= 0.5, truth >= 0.5
+    """Returns RGB: where A and B (thresholded at 0.5, or for K classes their colours) disagree, orange if A is
+    right, blue if B is; else gray."""
+    if truth.ndim == 3:  # class colours: a pixel is right where its colour is the truth's
+        ma, mb, mt = (np.abs(a - truth).sum(-1) < 1e-3), (np.abs(b - truth).sum(-1) < 1e-3), True
+    else:
+        ma, mb, mt = a >= 0.5, b >= 0.5, truth >= 0.5
     out = np.full((*truth.shape, 3), 0.15, np.float32)
     out[(ma != mb) & (ma == mt)] = (1.0, 0.6, 0.1)
     out[(ma != mb) & (mb == mt)] = (0.2, 0.5, 1.0)
@@ -260,6 +266,21 @@ def power_line(other: Entry, d: replicates.Difference, target: float | None) -> 
     return line
 
 
+def compared_metrics(entries: Sequence[Entry], requested: Sequence[str], per_class_prefix: str = "report_dice_",
+                     fallback: str = "report_dice") -> list[str]:
+    """Returns the metrics to compare: those requested that some run logged (V_rand where there are no topology
+    scores, e.g. K-class data, is left out; `fallback` stands in if nothing requested is there), then, for data
+    of more than two classes, each class's score (`per_class_prefix`<class>) that every run logged: a verdict
+    per class."""
+    logged = [set(r.data.metrics) for e in entries for r in e.runs]
+    variants = {e.variant for e in entries}
+    found = [m for m in requested if any(m + v in keys for keys in logged for v in variants)]
+    if not found and any(fallback + v in keys for keys in logged for v in variants):
+        found = [fallback]
+    per_class = sorted(set.intersection(*({k for k in keys if k.startswith(per_class_prefix)} for keys in logged)))
+    return found + (per_class if len(per_class) > 2 else [])
+
+
 def metric_rows(entries: Sequence[Entry], metrics: Sequence[str]) -> list[tuple[Entry, replicates.Difference, str]]:
     """Returns (recipe, its Difference from the first recipe, the verdict line) per later recipe and metric."""
     base = entries[0]
@@ -319,7 +340,7 @@ def compare(cfg, output_dir: Path) -> list[replicates.Difference]:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download is noise here
     uri = existing_store(cfg.tracking.uri)
     entries = entries_of(uri, list(cfg.runs), list(cfg.variants))
-    rows = metric_rows(entries, list(cfg.metrics))
+    rows = metric_rows(entries, compared_metrics(entries, list(cfg.metrics)))
     warnings = {e.letter: fairness_warnings(entries[0], e) for e in entries[1:]}
     output_dir.mkdir(parents=True, exist_ok=True)
     pictures, notes = {}, []
@@ -328,7 +349,7 @@ def compare(cfg, output_dir: Path) -> list[replicates.Difference]:
     if panel is not None:
         panel.savefig(output_dir / "panel.png", dpi=110)
         pictures["The same report slices across the compared recipes"] = "panel.png"
-    curves = curves_figure(entries, uri, list(cfg.curves))
+    curves = curves_figure(entries, uri, compared_metrics(entries, list(cfg.curves), "select_dice_", "select_dice"))
     if curves is not None:
         curves.savefig(output_dir / "curves.png", dpi=100)
         pictures["Learning curves"] = "curves.png"

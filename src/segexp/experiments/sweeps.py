@@ -86,9 +86,17 @@ def best_child(children: Sequence[Any], key: str, mode: str):
     return (max if mode == "max" else min)(scored, key=lambda r: r.data.metrics[key])
 
 
+def summary_metrics(children: Sequence[Any]) -> list[str]:
+    """Returns the report metrics a sweep summarizes: SUMMARY_METRICS and, for data of more than two classes,
+    each class's report Dice (`report_dice_<class>`) the children logged."""
+    logged = set().union(*(r.data.metrics for r in children)) if children else set()
+    per_class = sorted(k for k in logged if k.startswith("report_dice_"))
+    return [*SUMMARY_METRICS, *(per_class if len(per_class) > 2 else [])]
+
+
 def summary_rows(children: Sequence[Any], objective_key: str) -> list[dict[str, Any]]:
     """Returns one {column: value} row per child run (the objective's metric too), metrics None where missing."""
-    metrics = dict.fromkeys([*SUMMARY_METRICS, objective_key])
+    metrics = dict.fromkeys([*summary_metrics(children), objective_key])
     return [{"run_name": r.info.run_name, "status": "PRUNED" if is_pruned(r) else r.info.status, "overrides": r.data.tags.get(OVERRIDES, ""),
              **{m: r.data.metrics.get(m) for m in metrics},
              "run_id": r.info.run_id, "failure_reason": r.data.tags.get(FAILURE_REASON, "")}
@@ -137,13 +145,14 @@ def sweep_results(children: Sequence[Any], cfg: DictConfig) -> tuple[dict[str, f
             "failed_children": str(sum(r.info.status != "FINISHED" for r in children)),
             "pruned_children": str(sum(map(is_pruned, children)))}
     finished = [r for r in children if r.info.status == "FINISHED" and not is_pruned(r)]
-    aggregates = replicates.aggregate_metrics(replicates.group_by_recipe(finished), SUMMARY_METRICS)
+    summarized = summary_metrics(finished)
+    aggregates = replicates.aggregate_metrics(replicates.group_by_recipe(finished), summarized)
     best = best_child(children, key, mode)
     if best is None:
         return aggregates, tags
     tags.update(best_child_run_id=best.info.run_id, best_child_run_name=best.info.run_name)
     # the chosen child's report scores: chosen on the selection slices, so still unbiased
-    reported = {f"best_child_{k}": best.data.metrics[k] for k in SUMMARY_METRICS if k in best.data.metrics}
+    reported = {f"best_child_{k}": best.data.metrics[k] for k in summarized if k in best.data.metrics}
     return {f"best_{cfg.objective}": best.data.metrics[key], **reported, **aggregates}, tags
 
 
@@ -286,7 +295,7 @@ class MlflowSweepCallback(Callback):
             tags[FAILURE_REASON] = "no job reached MLflow; see the sweep's terminal output"
         rows = summary_rows(children, objective_metric(config)[0])
         groups = replicates.group_by_recipe([r for r in children if r.info.status == "FINISHED" and not is_pruned(r)])
-        replicated = replicates.aggregate_table(groups, SUMMARY_METRICS)
+        replicated = replicates.aggregate_table(groups, summary_metrics([r for runs in groups.values() for r in runs]))
         table = to_markdown(rows) + (f"\nreplicates, per recipe: mean ± std [95% CI of the mean] (n)\n\n{replicated}"
                                      if replicated else "")
         curves = {m: lines for m in dict.fromkeys([CURVES, config.objective])

@@ -13,7 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from segexp.config.instantiate import instantiate
 from segexp.data import datasets, splits
+from segexp.data.classes import BINARY, Classes, balanced_weights
 from segexp.data.images import SegmentationSet
+from segexp.errors import ConfigError
 
 
 def prepare_data(cfg: DictConfig) -> tuple[dict[str, SegmentationSet], list | None]:
@@ -34,20 +36,50 @@ def prepare_data(cfg: DictConfig) -> tuple[dict[str, SegmentationSet], list | No
     return parts, weights
 
 
-def build_model(cfg: DictConfig, channels: int, foreground: int, learning_rate, jit_compile: bool):
-    """Returns the Keras model of the model group, compiled with the loss group's loss and the
-    optimizer group's optimizer at `learning_rate` (the schedule's), with XLA if `jit_compile`."""
+def class_weights(setting, train_set: SegmentationSet) -> list[float] | None:
+    """Returns loss.fn.class_weights as one weight per class: as listed, from the training masks' class
+    frequencies for `balanced`, or None (all 1); ConfigError for a list of the wrong length or sign."""
+    if setting is None:
+        return None
+    count = train_set.classes.count
+    if setting == "balanced":
+        return balanced_weights(train_set.masks, count)
+    weights = list(setting) if not isinstance(setting, str) else None
+    if weights is None or len(weights) != count or not all(isinstance(w, (int, float)) and w >= 0 for w in weights):
+        raise ConfigError(f"loss.fn.class_weights={setting}: give `balanced` or {count} weights >= 0, one per class "
+                          f"of data.classes {list(train_set.classes.names)}")
+    return [float(w) for w in weights]
+
+
+def dice_class_indices(names, classes: Classes) -> list[int] | None:
+    """Returns the indices of loss.fn.dice_classes, or None (all); ConfigError naming an unknown class."""
+    if names is None:
+        return None
+    unknown = [n for n in names if n not in classes.names]
+    if unknown:
+        raise ConfigError(f"loss.fn.dice_classes={list(names)}: {unknown} not in data.classes {list(classes.names)}")
+    return [classes.names.index(n) for n in names]
+
+
+def build_model(cfg: DictConfig, channels: int, foreground: int, learning_rate, jit_compile: bool,
+                classes: Classes = BINARY, weights: list[float] | None = None):
+    """Returns the Keras model of the model group with a head for `classes`, compiled with the loss group's
+    loss (per-class `weights`, see class_weights) and the optimizer group's optimizer at `learning_rate`
+    (the schedule's), with XLA if `jit_compile`."""
     from segexp.models.metrics import segmentation_metrics
 
-    model = instantiate(cfg.model, channels=channels)
+    model = instantiate(cfg.model, channels=channels, outputs=classes.outputs)
     ema = {"use_ema": True, "ema_momentum": cfg.optimizer.ema} if cfg.optimizer.ema is not None else {}
     optimizer = instantiate(cfg.optimizer.fn, learning_rate=learning_rate, **ema)
-    model.compile(optimizer=optimizer, loss=instantiate(cfg.loss.fn), metrics=segmentation_metrics(foreground),
+    loss = instantiate(cfg.loss.fn, classes=classes.count, class_weights=weights,
+                       dice_classes=dice_class_indices(cfg.loss.fn.dice_classes, classes))
+    model.compile(optimizer=optimizer, loss=loss, metrics=segmentation_metrics(foreground, classes.count),
                   jit_compile=jit_compile)
     return model
 
 
-def choose_speed(cfg: DictConfig, strategy, channels: int, foreground: int, weighted: bool):
+def choose_speed(cfg: DictConfig, strategy, channels: int, foreground: int, weighted: bool,
+                 classes: Classes = BINARY):
     """Returns the speed_probe.SpeedChoice for trainer.precision and trainer.jit_compile: as set, or for
     `auto` the fastest by a timed probe of this model at this crop and batch (cached per machine)."""
     import numpy as np
@@ -57,16 +89,17 @@ def choose_speed(cfg: DictConfig, strategy, channels: int, foreground: int, weig
     t = cfg.trainer
     shape = (t.batch_size, t.crop_size, t.crop_size)
     rng = np.random.default_rng(0)
-    targets = (rng.random((*shape, 1)) < 0.5).astype(np.float32)
+    targets = rng.integers(classes.count, size=(*shape, 1)).astype(np.float32)
     batch = (rng.random((*shape, channels), np.float32),
              np.concatenate([targets, np.ones_like(targets)], -1) if weighted else targets)
 
     def build(jit: bool):
         with strategy.scope():
-            return build_model(cfg, channels, foreground, 1e-3, jit)
+            return build_model(cfg, channels, foreground, 1e-3, jit, classes)
 
     workload = {"model": OmegaConf.to_container(cfg.model, resolve=True), "batch_shape": [*shape, channels],
-                "weighted": weighted, "strategy": t.strategy, "replicas": strategy.num_replicas_in_sync}
+                "weighted": weighted, "strategy": t.strategy, "replicas": strategy.num_replicas_in_sync,
+                **({"classes": classes.count} if not classes.binary else {})}
     return speed_probe.resolve(str(t.precision), t.jit_compile, build, batch, workload,
                                Path(t.speed_cache) if t.speed_cache else None,
                                multi_worker=t.strategy == "multi_worker_mirrored",

@@ -12,8 +12,10 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
+from segexp.data.classes import BINARY, Classes
+from segexp.evaluation.metrics import class_probabilities
 from segexp.evaluation.scoring import predict_slices, slice_scores
-from segexp.evaluation.visualize import mask_panel
+from segexp.evaluation.visualize import class_panel, mask_panel
 from segexp.rundir import RunDir
 from segexp.training.pruning import PRUNED_AT
 
@@ -30,28 +32,32 @@ class SliceValidation(keras.callbacks.Callback):
 
     This is the only pass over held-out data during training (fit gets no validation_data, and
     the report slices are never scored before training ends): it adds `select_loss`,
-    `select_accuracy`, `select_dice`, `select_iou` and, with `topology`, the ISBI scores
+    `select_accuracy`, `select_dice`, `select_iou`, per class `select_dice_<class>` and
+    `select_iou_<class>` and, with `topology`, the ISBI scores
     `select_v_rand` and `select_v_info` to the epoch logs, so they are tracked and can be
     monitored for checkpoints (list this callback before those that read the logs), and hands
-    image | truth | prediction | error panels of the first `preview` slices to
+    image | truth | prediction | error panels (in class colours for K classes) of the first `preview` slices to
     `log_image(panel, key, step)`. Predicting outside fit also keeps whole slices of any
     size away from a distribution strategy's per-replica batch split.
     """
 
     def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], names: Sequence[str],
                  log_image: Callable[[np.ndarray, str, int], None], preview: int, topology: bool, foreground: int,
-                 prefix: str = "select_"):
+                 classes: Classes = BINARY, prefix: str = "select_"):
         super().__init__()
         self.images, self.masks, self.names, self.log_image = list(images), list(masks), list(names), log_image
         self.preview, self.topology, self.foreground, self.prefix = preview, topology, foreground, prefix
+        self.classes = classes
 
     def on_epoch_end(self, epoch, logs=None):
         probs = predict_slices(self.model, self.images)
         if logs is not None:
-            scores = slice_scores(self.model.loss, probs, self.masks, self.foreground, self.topology)
+            scores = slice_scores(self.model.loss, probs, self.masks, self.foreground, self.topology, self.classes)
             logs.update({f"{self.prefix}{k}": v for k, v in scores.items()})
         for image, mask, prob, name in list(zip(self.images, self.masks, probs, self.names))[: self.preview]:
-            self.log_image(mask_panel(image, mask, prob), f"masks/{name}", epoch)
+            panel = (mask_panel(image, mask, prob) if self.classes.topology
+                     else class_panel(image, mask, class_probabilities(prob), self.classes))
+            self.log_image(panel, f"masks/{name}", epoch)
 
 
 class TrialPruning(keras.callbacks.Callback):

@@ -24,6 +24,9 @@ def model_card(cfg: DictConfig, run_name: str, run_id: str | None, parts: Mappin
     chosen = (f"best `{t.monitor}` ({t.monitor_mode}) on the selection slices" if t.checkpoint == "best"
               else "the last epoch")
     scores = [(label, metrics[key]) for key, label in SCORES if key in metrics]
+    classes = parts["train"].classes
+    per_class = [(f"Dice {n}", metrics[f"report_dice_{n}"]) for n in classes.names if f"report_dice_{n}" in metrics]
+    weights = tags.get("loss.class_weights_used")
     lines = [
         f"# Model card: {run_name}", "",
         f"MLflow run `{run_id or '(tracking off)'}`; segexp {tags.get('segexp_version', '?')} at commit "
@@ -35,10 +38,14 @@ def model_card(cfg: DictConfig, run_name: str, run_id: str | None, parts: Mappin
         slices_line("train", parts["train"].names, "the model learned from these"),
         slices_line("select", parts["select"].names, "every choice (checkpoint, early stopping, schedule) looked here"),
         slices_line("report", parts["report"].names, "scored once, at the end; no choice saw them"),
+        f"- {classes.count} classes: " + ", ".join(f"{i} `{n}`" for i, n in enumerate(classes.names))
+        + (f"; unlabelled pixels marked {classes.ignore} are left out of the loss and the scores"
+           if classes.ignore is not None else ""),
         "", "## Recipe", "",
         f"- model `{m._target_}`: depth {m.depth}, {m.base_filters} base filters, upsampling {m.upsampling}, "
         f"batch norm {m.batch_norm}, dropout {m.dropout}",
-        f"- loss: BCE x{cfg.loss.fn.bce} + Dice x{cfg.loss.fn.dice}"
+        f"- loss: {'BCE' if classes.binary else 'cross-entropy'} x{cfg.loss.fn.bce} + Dice x{cfg.loss.fn.dice}"
+        + (f" (class weights {weights})" if weights else "")
         + (f" + clDice x{cfg.loss.fn.cldice} ({cfg.loss.fn.skeleton_iterations} skeleton iterations)"
            if cfg.loss.fn.cldice else "")
         + f", focal gamma {cfg.loss.fn.focal_gamma}, border "
@@ -65,16 +72,22 @@ def model_card(cfg: DictConfig, run_name: str, run_id: str | None, parts: Mappin
                   f"Predicted as `segexp evaluate` predicts (inference: tile {cfg.inference.tile}, TTA "
                   f"{cfg.inference.tta}), scored at the labels' resolution. V_rand and V_info follow the ISBI 2012 "
                   "reference (Fiji): best over its 11 thresholds, averaged per slice; Dice/IoU of the "
-                  f"{'membrane (black)' if cfg.data.foreground == 0 else 'white'} class and accuracy at "
-                  f"{cfg.inference.threshold}."
+                  + (f"{'membrane (black)' if cfg.data.foreground == 0 else 'white'} class and accuracy at "
+                     f"{cfg.inference.threshold}." if classes.binary else
+                     "mean over the classes (each pixel's most probable class), per class below.")
                   + (" With a segmentation stage, V_rand and V_info score its segments (one binary map, so one "
                      "threshold) and `of the map` the probability map; the pixel scores are the map's."
                      if postprocess else "")]
+        if per_class:
+            lines += ["", "| " + " | ".join(label for label, _ in per_class) + " |", "|---" * len(per_class) + "|",
+                      "| " + " | ".join(f"{value:.4f}" for _, value in per_class) + " |",
+                      "", "The confusion matrix of the report slices is in the run's `confusion/report.png`."]
     else:
         lines += ["No report slices (split.report is empty): this run has no unbiased score."]
     lines += ["", "## Use", "",
               f"    python -m segexp predict ckpt={run_id or '<run dir>'} input=IMAGES output=DIR",
               f"    python -m segexp evaluate ckpt={run_id or '<run dir>'} data=folder data.images=DIR data.masks=DIR",
-              "", "Input: float32 images in [0, 1], (batch, height, width, channels), any size; output: the "
-              "probability that a pixel is white (cell in ISBI)."]
+              "", "Input: float32 images in [0, 1], (batch, height, width, channels), any size; output: "
+              + ("the probability that a pixel is white (cell in ISBI)." if classes.binary else
+                 f"the probability of each of the {classes.count} classes, in the order above (softmax).")]
     return "\n".join(lines) + "\n"

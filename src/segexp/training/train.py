@@ -20,7 +20,8 @@ from segexp.config.schema import validate
 from segexp.data.datasets import default_isbi_root
 from segexp.data.images import combined_digest
 from segexp.data.splits import split_record
-from segexp.errors import TrainingDiverged, TrainingInterrupted
+from segexp.data.classes import parse_classes
+from segexp.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from segexp.rundir import RunDir, SweepJob
 from segexp.tracking.provenance import flatten, run_tags
 from segexp.tracking.tags import (
@@ -35,7 +36,15 @@ from segexp.tracking.tags import (
     split_digest_tag,
     split_tag,
 )
-from segexp.training.build import build_components, build_model, choose_speed, fit, prepare_data, training_stream
+from segexp.training.build import (
+    build_components,
+    build_model,
+    choose_speed,
+    class_weights,
+    fit,
+    prepare_data,
+    training_stream,
+)
 from segexp.training.modelcard import model_card
 
 
@@ -80,7 +89,8 @@ def build_callbacks(cfg: DictConfig, select_set, tracker, run: RunDir, extra: Se
     callbacks.append(keras.callbacks.TerminateOnNaN())
     if select_set.images:
         callbacks.append(SliceValidation(select_set.images, select_set.masks, select_set.names, tracker.log_image,
-                                         t.preview_slices, t.topology_metrics, select_set.foreground))
+                                         t.preview_slices, t.topology_metrics and select_set.classes.topology,
+                                         select_set.foreground, select_set.classes))
     callbacks += [checkpoints, TrackEpochs(tracker)]
     if t.max_minutes:
         callbacks.append(TimeBudget(t.max_minutes))
@@ -116,7 +126,6 @@ def log_aug_preview(cfg: DictConfig, train_set, weights, pipeline, tracker) -> N
 
 def check_postprocess(cfg: DictConfig) -> None:
     """Raises ConfigError for a postprocess stage that cannot run: bad parameters, or nothing to choose on."""
-    from segexp.errors import ConfigError
     from segexp.evaluation import stage
 
     stage.check(cfg.postprocess)
@@ -125,21 +134,72 @@ def check_postprocess(cfg: DictConfig) -> None:
                           "but split.select is empty; name selection slices or set postprocess.tune=false")
 
 
+def check_classes(cfg: DictConfig) -> None:
+    """Raises ConfigError for options that need two fully labelled classes (topology scores, border weights,
+    clDice, a postprocess stage) on data with more classes or unlabelled pixels, and for class weights or Dice
+    classes that do not fit data.classes."""
+    classes = parse_classes(cfg.data.classes, cfg.data.get("ignore"))
+    fn = cfg.loss.fn
+    weights = fn.get("class_weights")
+    check(weights is None or weights == "balanced" or (not isinstance(weights, str) and len(weights) == classes.count),
+          "loss.fn.class_weights", f"give `balanced` or {classes.count} weights, one per class of data.classes "
+          f"{list(classes.names)}, got {weights}")
+    unknown = [n for n in (fn.get("dice_classes") or []) if n not in classes.names]
+    check(not unknown, "loss.fn.dice_classes", f"{unknown} not in data.classes {list(classes.names)}")
+    if classes.binary and classes.ignore is None:
+        return
+    why = (f"data.classes lists {classes.count} classes" if not classes.binary else
+           f"data.ignore={cfg.data.ignore} leaves pixels unlabelled")
+    for key, metric in (("trainer.monitor", str(cfg.trainer.monitor)), ("objective", str(cfg.objective))):
+        check(metric.removeprefix("select_") not in ("v_rand", "v_info"), key,
+              f"{metric} scores binary boundary maps, but {why}; choose by select_dice (the mean over classes), "
+              "select_dice_<class> or select_loss")
+    check(cfg.postprocess.method == "none", "postprocess",
+          f"postprocess={cfg.postprocess.method} segments binary boundary maps, but {why}; use postprocess=none")
+    if not classes.binary:
+        check(cfg.loss.weight_map is None, "loss.weight_map",
+              f"border weights are drawn between two classes, but {why}; use loss=bce_dice or loss=focal_dice")
+        check(not fn.get("cldice"), "loss.fn.cldice",
+              f"clDice scores the centrelines of one foreground class, but {why}; set loss.fn.cldice=0")
+
+
+def check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
 def log_report_slices(tracker, report, probs, labels) -> None:
-    """Logs each report slice's image, truth, predicted probability and, after a postprocess stage, its
-    segments (random colours) as PNGs under `report_slices/`, so `segexp compare` can show runs side by
-    side, splits and merges included, from the tracking store alone."""
-    from segexp.evaluation.visualize import segment_colors, to_rgb8
+    """Logs each report slice's image, truth, predicted probability (K classes: truth and prediction in class
+    colours) and, after a postprocess stage, its segments (random colours) as PNGs under `report_slices/`, so
+    `segexp compare` can show runs side by side, splits and merges included, from the tracking store alone."""
+    from segexp.evaluation.metrics import predicted_classes
+    from segexp.evaluation.visualize import color_labels, segment_colors, to_rgb8
     from segexp.tracking.tags import REPORT_SLICES
 
     def gray(picture: np.ndarray) -> np.ndarray:
         return to_rgb8(picture)[..., 0] if picture.ndim == 2 else to_rgb8(picture)
 
+    classes = report.classes
     for i, (name, image, mask, prob) in enumerate(zip(report.names, report.images, report.masks, probs)):
-        pictures = [("image", gray(image)), ("truth", gray(mask.astype(np.float32))), ("probability", gray(prob)),
-                    *([("segments", segment_colors(labels[i]))] if labels else [])]
+        if classes.topology:
+            pictures = [("image", gray(image)), ("truth", gray(mask.astype(np.float32))), ("probability", gray(prob))]
+        else:
+            colors = classes.colors()
+            pictures = [("image", gray(image)), ("truth", color_labels(mask, colors)),
+                        ("prediction", color_labels(predicted_classes(prob), colors))]
+        pictures += [("segments", segment_colors(labels[i]))] if labels else []
         for kind, picture in pictures:
             tracker.log_image_file(picture, f"{REPORT_SLICES}/{name}.{kind}.png")
+
+
+def log_confusion(tracker, confusion: dict[str, np.ndarray], classes) -> None:
+    """Logs each role's confusion matrix (rows: true class, columns: predicted) as a picture and a CSV table,
+    `confusion/<role>.png` and `confusion/<role>.csv`."""
+    from segexp.evaluation.visualize import confusion_figure, confusion_table
+
+    for role, matrix in confusion.items():
+        tracker.log_image_file(confusion_figure(matrix, classes.names), f"confusion/{role}.png")
+        tracker.log_text(confusion_table(matrix, classes.names), f"confusion/{role}.csv")
 
 
 def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resume=None,
@@ -153,9 +213,11 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     the run is a child of the sweep's parent run.
     """
     validate(cfg)
+    check_classes(cfg)
     check_postprocess(cfg)
     parts, weights = prepare_data(cfg)
     train_set = parts["train"]
+    classes, loss_weights = train_set.classes, class_weights(cfg.loss.fn.class_weights, train_set)
     from segexp.tracking.trackers import NullTracker
     from segexp.training.runtime import is_chief
 
@@ -180,7 +242,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     strategy = runtime.distribution_strategy(cfg.trainer.strategy)
     keras.backend.clear_session()  # jobs of an in-process multirun must not share graph state
     first_epoch = resume.epochs_done if resume else 0
-    speed = choose_speed(cfg, strategy, train_set.channels, train_set.foreground, weights is not None)
+    speed = choose_speed(cfg, strategy, train_set.channels, train_set.foreground, weights is not None, classes)
     policy = runtime.configure(cfg.trainer.seed + first_epoch, cfg.trainer.deterministic, speed.precision)
     built = build_components(cfg)
     pruning = trial_pruning(cfg)  # before the run starts
@@ -194,6 +256,8 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
                         parent_run_id=sweep.parent_run_id if sweep else None, spool_dir=run.path):
         if not resume:
             tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+            if loss_weights is not None:  # `balanced` as the numbers it became
+                tracker.log_params({"loss.class_weights_used": ",".join(f"{w:.4g}" for w in loss_weights)})
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
             tracker.log_artifacts(run.hydra_dir, "config/hydra")
             tracker.log_text(run.split_file.read_text(), f"config/{run.split_file.name}")
@@ -202,7 +266,10 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
         with strategy.scope():  # variables are created once per replica
             model = (load_model(run.last_checkpoint) if resume  # weights and optimizer state
                      else build_model(cfg, train_set.channels, train_set.foreground, built.schedule.learning_rate,
-                                 speed.jit_compile))
+                                      speed.jit_compile, classes, loss_weights))
+        check(int(model.output_shape[-1]) == classes.outputs, "data.classes",
+              f"{list(classes.names)} needs {classes.outputs} model outputs, but {run.last_checkpoint} has "
+              f"{model.output_shape[-1]}; resume with the classes it was trained on")
         setup = {**speed.tags(), "precision": policy, "device": runtime.device_description(),
                  "replicas": str(strategy.num_replicas_in_sync), OUTPUT_DIR: str(run.path.resolve()),
                  **split_tags(parts)}
@@ -247,13 +314,15 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
         tracker.log_metrics(final_metric_keys(metrics))
         tracker.set_tags({CHECKPOINT: str(run.checkpoint.resolve())})
         log_report_slices(tracker, parts["report"], scored.report_probs, scored.report_labels)
+        log_confusion(tracker, scored.confusion, classes)
         if scored.stage.active:
             tracker.log_params(scored.stage.tracking_params())
             tracker.set_tags({POSTPROCESS: scored.stage.method,
                               POSTPROCESS_CHOSEN_ON: ",".join(scored.stage.chosen_on) or "(as configured)"})
             tracker.log_text(run.postprocess_file.read_text(), run.postprocess_file.name)
         tracker.log_model(chosen, input_example(train_set), run.checkpoint)
-        tracker.log_text(model_card(cfg, name, tracker.run_id, parts, metrics, {**tags, **setup},
+        weights_tag = {"loss.class_weights_used": ", ".join(f"{w:.3g}" for w in loss_weights)} if loss_weights else {}
+        tracker.log_text(model_card(cfg, name, tracker.run_id, parts, metrics, {**tags, **setup, **weights_tag},
                                     data_source(cfg.data), scored.stage.describe() if scored.stage.active else ""),
                         "model_card.md")
     print_summary(metrics, cfg, parts, tracker, run.checkpoint)
