@@ -97,6 +97,22 @@ def test_tiling_a_pointwise_model_equals_the_whole_image_prediction(shape, chann
     np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-6)
 
 
+def softmax_of_channels(batch: np.ndarray) -> np.ndarray:
+    """Pointwise K-class model: (N, h, w, C) -> (N, h, w, C) class probabilities."""
+    exp = np.exp(batch - batch.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_tiling_a_pointwise_class_model_keeps_every_class_channel(tta):
+    image = random_image((70, 90, 3)) * 8 - 4
+
+    probs = predict_image(softmax_of_channels, image, tile=32, overlap=8, batch_size=4, multiple=8, tta=tta)
+
+    assert probs.shape == (70, 90, 3) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs, softmax_of_channels(image), rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("filter_size", [3, 9])
 def test_overlap_blending_hides_the_seams_of_a_non_pointwise_model(filter_size):
     image = random_image((300, 517))

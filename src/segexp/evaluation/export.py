@@ -82,6 +82,16 @@ def parity_slice(run, channels: int, size) -> tuple[np.ndarray, str]:
     return np.ascontiguousarray(image[None], np.float32), f"slice {data.names[0]} ({image.shape[0]}x{image.shape[1]})"
 
 
+def largest_difference(outputs: list[np.ndarray], expected: list[np.ndarray], what: str, where: str) -> float:
+    """Returns the largest absolute difference between `outputs` and Keras' `expected`, over every pixel and every
+    output channel (all K class probabilities of a K-class model); ConfigError when a shape differs."""
+    for got, want in zip(outputs, expected):
+        if got.shape != want.shape:
+            raise ConfigError(f"export: {what} returns shape {list(got.shape)} where Keras returns {list(want.shape)} "
+                              f"on {where}")
+    return max(float(np.abs(got - want).max()) for got, want in zip(outputs, expected))
+
+
 def export(cfg: DictConfig) -> float:
     """Exports the checkpoint, checks it on a real slice; returns the largest absolute difference from Keras."""
     import keras
@@ -115,12 +125,14 @@ def export(cfg: DictConfig) -> float:
     model.export(str(output), format=KERAS_FORMAT[fmt], verbose=False, input_signature=signature)
     runner = exported_runner(fmt, output)
     outputs = [np.asarray(runner(b)) for b in batches]
-    difference = max(float(np.abs(o - e).max()) if o.shape == e.shape else np.inf for o, e in zip(outputs, expected))
     if not size:
         where += f" and its {batch.shape[1] - 1}x{batch.shape[2] - 1} crop"
+    difference = largest_difference(outputs, expected, f"the {fmt} model", where)
     shape = f"{size[0]}x{size[1]}" if size else "any size"
+    channels_out = expected[0].shape[-1]
     print(f"[segexp] exported {checkpoint} as {fmt} ({shape}) to {output}; on {where} the largest absolute "
-          f"difference from Keras is {difference:.2e} (tolerance {cfg.tolerance:g})", flush=True)
+          f"difference from Keras over its {channels_out} output channel{'s' if channels_out > 1 else ''} is "
+          f"{difference:.2e} (tolerance {cfg.tolerance:g})", flush=True)
     if not difference <= cfg.tolerance:
         raise ConfigError(f"export: the {fmt} model differs from Keras by {difference:.2e} on {where}, more than "
                           f"tolerance={cfg.tolerance:g}; the file is kept at {output} for inspection")

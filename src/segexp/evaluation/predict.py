@@ -1,4 +1,5 @@
-"""Predicting files (`segexp predict`): probability maps (and masks, overlays) for images of any size, from a checkpoint."""
+"""Predicting files (`segexp predict`): probability maps (and masks, overlays) for images of any size, from a
+checkpoint; for a K-class checkpoint, class index masks, their colours and a probability map per class."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from segexp.data.classes import Classes
 from segexp.data.images import IMAGE_SUFFIXES, natural_key, read_image, to_channels, to_unit_float
-from segexp.errors import DataError
+from segexp.errors import ConfigError, DataError
 from segexp.evaluation.postprocess import boundary_map
-from segexp.evaluation.predictor import load_source_predictor
-from segexp.evaluation.visualize import prediction_overlay, write_png
+from segexp.evaluation.predictor import load_source, source_classes
+from segexp.evaluation.visualize import class_overlay, color_labels, predicted_labels, prediction_overlay, write_png
+from segexp.rundir import RunDir
 from segexp.tracking.references import resolve_model_source
 
 
@@ -39,10 +42,41 @@ def write_labels(path: Path, labels: np.ndarray) -> Path:
     return path
 
 
+def to_uint8(prob: np.ndarray) -> np.ndarray:
+    """Returns a probability map as uint8, 255 = probability 1."""
+    return (np.clip(prob, 0, 1) * 255).round().astype(np.uint8)
+
+
+def write_class_maps(output: Path, stem: str, probs: np.ndarray, classes: Classes) -> Path:
+    """Writes <stem>.png (uint8 index of the most probable class per pixel), <stem>_color.png (those classes in
+    their colours) and <stem>_prob_<class>.png per class (255 = probability 1); returns the index mask's path."""
+    labels = predicted_labels(probs)
+    write_png(output / f"{stem}.png", labels)
+    write_png(output / f"{stem}_color.png", color_labels(labels, classes.colors()))
+    for index, name in enumerate(classes.names):
+        write_png(output / f"{stem}_prob_{name}.png", to_uint8(probs[..., index]))
+    return output / f"{stem}.png"
+
+
+def refuse_stage_for_classes(node: DictConfig | None, run: RunDir | None, classes: Classes) -> None:
+    """Raises ConfigError when a segmentation stage (postprocess=..., or the run's own) would be applied to a
+    K-class checkpoint: watershed and agglomeration segment binary boundary maps."""
+    from segexp.evaluation import stage as stages
+
+    method, _, _, _ = stages.configured(stages.of_run(node, run.saved_config() if run else None))
+    if method != "none":
+        raise ConfigError(f"postprocess={method} segments binary boundary maps; this checkpoint predicts "
+                          f"{classes.count} classes; use postprocess=none")
+
+
 def predict(cfg: DictConfig) -> list[Path]:
     """Writes <stem>.png (probability, 255 = white) and optional mask/overlay per input and, after a
     postprocess stage, <stem>_labels.png (one integer per segment, 0 on boundaries) and <stem>_boundaries.png
-    (the challenge's format: cells 255, boundaries 0); returns the probability maps' paths."""
+    (the challenge's format: cells 255, boundaries 0); returns the probability maps' paths.
+
+    A K-class checkpoint writes write_class_maps' files (and <stem>_overlay.png, the image tinted by class, with
+    save_overlay; save_mask adds nothing: <stem>.png is the mask) instead; returns the index masks' paths.
+    """
     from tqdm import tqdm
 
     from segexp.evaluation import stage as stages
@@ -51,8 +85,13 @@ def predict(cfg: DictConfig) -> list[Path]:
     stages.check(cfg.postprocess)
     inputs = list_inputs(Path(cfg.input))
     source = resolve_model_source(cfg.ckpt)
-    channels, predictor = load_source_predictor(source, cfg.inference)
-    stage = run_stage(cfg.postprocess, source, predictor, channels, "predict")
+    channels, outputs, predictor = load_source(source, cfg.inference)
+    classes = source_classes(source, outputs)
+    if outputs > 1:
+        refuse_stage_for_classes(cfg.postprocess, source.members[0][1], classes)
+        stage = stages.Stage()
+    else:
+        stage = run_stage(cfg.postprocess, source, predictor, channels, "predict")
     if stage.active:
         print(f"[segexp] postprocess: {stage.describe()}", flush=True)
     output = Path(cfg.output)
@@ -61,8 +100,14 @@ def predict(cfg: DictConfig) -> list[Path]:
     for path in tqdm(inputs, desc="predict", unit="image"):
         image = to_channels(to_unit_float(read_image(path), cfg.normalize), channels)
         prob = predictor(image)
+        if outputs > 1:
+            written.append(write_class_maps(output, path.stem, prob, classes))
+            if cfg.save_overlay:
+                write_png(output / f"{path.stem}_overlay.png",
+                          class_overlay(image, predicted_labels(prob), classes.colors()))
+            continue
         written.append(output / f"{path.stem}.png")
-        write_png(written[-1], (np.clip(prob, 0, 1) * 255).round().astype(np.uint8))
+        write_png(written[-1], to_uint8(prob))
         if cfg.save_mask:
             write_png(output / f"{path.stem}_mask.png", np.where(prob >= cfg.inference.threshold, 255, 0).astype(np.uint8))
         if stage.active:
@@ -71,5 +116,6 @@ def predict(cfg: DictConfig) -> list[Path]:
             write_png(output / f"{path.stem}_boundaries.png", boundary_map(labels))
         if cfg.save_overlay:
             write_png(output / f"{path.stem}_overlay.png", prediction_overlay(image, prob, cfg.inference.threshold))
-    print(f"[segexp] wrote {len(written)} probability maps to {output}", flush=True)
+    what = f"{classes.count}-class index masks" if outputs > 1 else "probability maps"
+    print(f"[segexp] wrote {len(written)} {what} to {output}", flush=True)
     return written

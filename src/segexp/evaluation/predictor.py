@@ -1,14 +1,16 @@
-"""A predictor for a checkpoint: image (H, W, C) -> (H, W) probability of white, by overlap-tile
-prediction (and TTA) at the size its run trained on; for a sweep's checkpoints, the mean of theirs."""
+"""A predictor for a checkpoint: image (H, W, C) -> (H, W) probability of white (a binary model) or (H, W, K)
+class probabilities (a K-class model), by overlap-tile prediction (and TTA) at the size its run trained on;
+for a sweep's checkpoints, the mean of theirs."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from segexp.data.classes import Classes, parse_classes
 from segexp.data.images import resize_image
 from segexp.errors import ConfigError
 from segexp.evaluation.tiling import predict_image
@@ -21,6 +23,12 @@ def model_channels_and_multiple(model) -> tuple[int, int]:
     channels = int(model.input_shape[-1])
     pads = [layer.multiple for layer in model.layers if hasattr(layer, "multiple")]
     return channels, (pads[0] if pads else 1)
+
+
+def model_outputs(model) -> int:
+    """Returns the model's output channels: 1 for a binary model (the sigmoid probability of class 1), else
+    its K class probabilities."""
+    return int(model.output_shape[-1])
 
 
 def inference_size(inference: DictConfig, run: RunDir | None) -> list[int] | None:
@@ -42,17 +50,33 @@ def inference_size(inference: DictConfig, run: RunDir | None) -> list[int] | Non
 
 def at_size(predict: Callable[[np.ndarray], np.ndarray], size: Sequence[int]) -> Callable[[np.ndarray], np.ndarray]:
     """Returns `predict` run on the image resized to size = [height, width] as data.resize does in training,
-    its probability map resized back to the image's own size (bilinear)."""
-    import cv2
-
+    its probability map ((H, W) or (H, W, K): every class channel alike) resized back to the image's own size
+    (bilinear)."""
     def run(image: np.ndarray) -> np.ndarray:
-        prob = predict(resize_image(image, size))
-        return cv2.resize(prob, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+        return resize_probabilities(predict(resize_image(image, size)), image.shape[0], image.shape[1])
     return run
 
 
+CV2_MAX_CHANNELS = 128  # cv2.resize refuses arrays of more channels
+
+
+def resize_probabilities(prob: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Returns an (h, w) or (h, w, K) probability map resized to (height, width[, K]), bilinear on every channel."""
+    import cv2
+
+    if prob.ndim == 2:
+        return cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+    # bilinear interpolation treats every channel on its own, so groups of channels resize as the whole would
+    groups = [np.ascontiguousarray(prob[..., start:start + CV2_MAX_CHANNELS])
+              for start in range(0, prob.shape[-1], CV2_MAX_CHANNELS)]
+    resized = [cv2.resize(group, (width, height), interpolation=cv2.INTER_LINEAR) for group in groups]
+    # cv2 drops a trailing channel of one (a last group holding a single class)
+    return np.concatenate([r.reshape(height, width, -1) for r in resized], axis=-1)
+
+
 def make_predictor(model, inference: DictConfig, size: Sequence[int] | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """Returns image (H, W, C) -> (H, W) probability of white, by overlap-tile prediction (at `size`, if given)."""
+    """Returns image (H, W, C) -> (H, W) probability of white (binary model) or (H, W, K) class probabilities,
+    by overlap-tile prediction (at `size`, if given)."""
     _, multiple = model_channels_and_multiple(model)
 
     def predict_batch(tiles: np.ndarray) -> np.ndarray:
@@ -64,8 +88,14 @@ def make_predictor(model, inference: DictConfig, size: Sequence[int] | None = No
     return at_size(predict, size) if size else predict
 
 
-def load_predictor(checkpoint: Path, run: RunDir | None, inference: DictConfig):
-    """Returns (input channels, predictor) for the checkpoint, at the size its run trained on."""
+class LoadedPredictor(NamedTuple):
+    channels: int  # input channels the model takes
+    outputs: int  # 1: (H, W) probability of class 1; K > 1: (H, W, K) class probabilities
+    predict: Callable[[np.ndarray], np.ndarray]
+
+
+def load_predictor(checkpoint: Path, run: RunDir | None, inference: DictConfig) -> LoadedPredictor:
+    """Returns the checkpoint's LoadedPredictor, at the size its run trained on."""
     size = inference_size(inference, run)  # config errors before the model loads
     model = load_model(checkpoint)
     channels, _ = model_channels_and_multiple(model)
@@ -73,20 +103,58 @@ def load_predictor(checkpoint: Path, run: RunDir | None, inference: DictConfig):
         source = "inference.resize" if inference.resize is not None else "the training's data.resize"
         print(f"[segexp] predicting at {size[0]}x{size[1]} ({source}), probabilities resized back to each image",
               flush=True)
-    return channels, make_predictor(model, inference, size)
+    return LoadedPredictor(channels, model_outputs(model), make_predictor(model, inference, size))
 
 
-def load_source_predictor(source: ModelSource, inference: DictConfig):
-    """Returns (input channels, predictor) of a ModelSource: for an ensemble, the mean of its members'
-    probabilities (each member at the size its own run trained on)."""
+def load_source(source: ModelSource, inference: DictConfig) -> LoadedPredictor:
+    """Returns the LoadedPredictor of a ModelSource: for an ensemble, the mean of its members' probabilities
+    (each member at the size its own run trained on)."""
     loaded = [load_predictor(checkpoint, run, inference) for checkpoint, run in source.members]
-    channels = {c for c, _ in loaded}
-    if len(channels) > 1:
-        raise ConfigError(f"the ensemble's checkpoints take different input channels {sorted(channels)}; "
-                          "name one checkpoint, or a sweep whose jobs trained on the same data")
+    for field, what in (("channels", "take different input channels"), ("outputs", "have different outputs")):
+        values = sorted({getattr(member, field) for member in loaded})
+        if len(values) > 1:
+            raise ConfigError(f"the ensemble's checkpoints {what} {values}; "
+                              "name one checkpoint, or a sweep whose jobs trained on the same data")
     if not source.is_ensemble:
         return loaded[0]
     print(f"[segexp] ensemble of {len(loaded)} checkpoints (the mean of their probabilities): "
           + ", ".join(str(c.parent) for c, _ in source.members), flush=True)
-    predictors = [p for _, p in loaded]
-    return channels.pop(), lambda image: np.mean([predict(image) for predict in predictors], axis=0)
+    predictors = [member.predict for member in loaded]
+    return loaded[0]._replace(predict=lambda image: np.mean([predict(image) for predict in predictors], axis=0))
+
+
+def load_source_predictor(source: ModelSource, inference: DictConfig):
+    """Returns (input channels, predictor) of a ModelSource (see load_source)."""
+    loaded = load_source(source, inference)
+    return loaded.channels, loaded.predict
+
+
+def default_classes(outputs: int) -> Classes:
+    """Returns the classes of a model without a run config: binary for one output, else class0..classK-1."""
+    return parse_classes(None if outputs == 1 else [f"class{i}" for i in range(outputs)])
+
+
+def checkpoint_classes(run: RunDir | None, outputs: int) -> Classes:
+    """Returns the classes a checkpoint predicts: its run's data.classes (with data.ignore), else default_classes;
+    ConfigError in one line when the run's classes need another number of outputs than the model has."""
+    saved = run.saved_config() if run else None
+    missing = object()
+    declared = OmegaConf.select(saved, "data.classes", default=missing) if saved is not None else missing
+    if declared is missing:
+        return default_classes(outputs)
+    classes = parse_classes(declared, OmegaConf.select(saved, "data.ignore"))
+    if classes.outputs != outputs:
+        raise ConfigError(f"{run.path}: the run's data.classes names {classes.count} classes ({classes.outputs} model "
+                          f"outputs), but the checkpoint's model has {outputs} outputs; pass the run the checkpoint "
+                          "was trained in")
+    return classes
+
+
+def source_classes(source: ModelSource, outputs: int) -> Classes:
+    """Returns the classes the checkpoints of a ModelSource predict (checkpoint_classes); ConfigError when the
+    members' runs declare different ones."""
+    found = [checkpoint_classes(run, outputs) for _, run in source.members]
+    if any(classes != found[0] for classes in found):
+        raise ConfigError(f"the ensemble's runs declare different data.classes {sorted({c.names for c in found})}; "
+                          "name one checkpoint, or a sweep whose jobs trained on the same data")
+    return found[0]

@@ -87,12 +87,13 @@ def as_channels_last(image: np.ndarray) -> np.ndarray:
 
 
 def to_probability_maps(output: np.ndarray, expected: tuple[int, int, int]) -> np.ndarray:
-    """Return the model output as (N, tile_h, tile_w), accepting a trailing singleton channel."""
+    """Return the model output as (N, tile_h, tile_w) for one probability map (a trailing singleton channel
+    dropped), or as (N, tile_h, tile_w, K) for K > 1 class probabilities."""
     output = np.asarray(output)
     if output.ndim == 4 and output.shape[-1] == 1:
         output = output[..., 0]
-    if output.shape != expected:
-        raise ValueError(f"predict_batch returned shape {output.shape}, expected {expected} or {expected + (1,)}")
+    if output.shape[:3] != expected or output.ndim not in (3, 4):
+        raise ValueError(f"predict_batch returned shape {output.shape}, expected {expected} or {expected + ('K',)}")
     return output
 
 
@@ -110,9 +111,10 @@ def predict_tiled(
     batch_size: int,
     multiple: int,
 ) -> np.ndarray:
-    """Return the (H, W) float32 probability map of `image`, predicted tile by tile and Gaussian-blended.
+    """Return the float32 probability map of `image`, predicted tile by tile and Gaussian-blended: (H, W) for a
+    model of one output, (H, W, K) for K class probabilities (weighted means, so each pixel's still sum to 1).
 
-    `predict_batch` maps float32 (N, tile_h, tile_w, C) to (N, tile_h, tile_w[, 1]);
+    `predict_batch` maps float32 (N, tile_h, tile_w, C) to (N, tile_h, tile_w[, 1]) or (N, tile_h, tile_w, K);
     tile sides are always multiples of `multiple` and N <= `batch_size`.
     """
     if tile < 1 or batch_size < 1 or multiple < 1:
@@ -132,20 +134,23 @@ def predict_tiled(
         mode="reflect",
     )
     window = gaussian_window(rows.tile, cols.tile)
-    # float64 sums so that blending agreeing tiles reproduces their float32 values exactly.
-    weighted_sum = np.zeros(padded.shape[:2], dtype=np.float64)
+    weighted_sum = None  # shaped by the first batch: (padded H, W) or (padded H, W, K)
     weight_sum = np.zeros(padded.shape[:2], dtype=np.float64)
 
     origins = [(top, left) for top in rows.starts for left in cols.starts]
     for chunk in batched(origins, batch_size):
         tiles = np.stack([padded[top : top + rows.tile, left : left + cols.tile] for top, left in chunk])
         probabilities = to_probability_maps(predict_batch(tiles), (len(chunk), rows.tile, cols.tile))
+        if weighted_sum is None:
+            # float64 sums so that blending agreeing tiles reproduces their float32 values exactly.
+            weighted_sum = np.zeros(padded.shape[:2] + probabilities.shape[3:], dtype=np.float64)
+            class_axes = (np.newaxis,) * (probabilities.ndim - 3)
         for (top, left), probability in zip(chunk, probabilities):
             region = (slice(top, top + rows.tile), slice(left, left + cols.tile))
-            weighted_sum[region] += window * probability
+            weighted_sum[region] += window[(..., *class_axes)] * probability
             weight_sum[region] += window
 
-    blended = weighted_sum / weight_sum
+    blended = weighted_sum / weight_sum[(..., *class_axes)]
     return blended[rows.pad_before : rows.pad_before + height, cols.pad_before : cols.pad_before + width].astype(
         np.float32
     )
@@ -171,7 +176,8 @@ def dihedral_transforms() -> list[tuple[Transform, Transform]]:
 
 
 def predict_tta(predict_image: PredictImage, image: np.ndarray) -> np.ndarray:
-    """Return the (H, W) float32 mean of `predict_image` over the 8 dihedral views, each mapped back to the original frame."""
+    """Return the float32 mean of `predict_image` over the 8 dihedral views, each mapped back to the original frame:
+    (H, W), or (H, W, K) for class probabilities (the views turn the spatial axes only)."""
     transforms = dihedral_transforms()
     total = sum(
         inverse(np.asarray(predict_image(forward(image)), dtype=np.float64)) for forward, inverse in transforms
@@ -188,7 +194,8 @@ def predict_image(
     multiple: int,
     tta: bool,
 ) -> np.ndarray:
-    """Return the (H, W) float32 probability map of `image`: tiled prediction, averaged over D4 views if `tta`."""
+    """Return the float32 probability map of `image`, (H, W) or (H, W, K) for K class probabilities: tiled
+    prediction, averaged over D4 views if `tta`."""
     tiled = partial(
         predict_tiled, predict_batch, tile=tile, overlap=overlap, batch_size=batch_size, multiple=multiple
     )

@@ -1,11 +1,18 @@
-"""Pictures of predictions (pure numpy): the mask panel logged every epoch and written by predict."""
+"""Pictures of predictions (numpy, PIL for text, matplotlib without pyplot for the confusion matrix): the mask
+panel logged every epoch and written by predict, and their K-class counterparts."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
+
+from segexp.data.classes import IGNORE, Classes
 
 FALSE_WHITE = np.array([255, 60, 60], np.uint8)  # predicted white (cell), truly black (membrane): red
 FALSE_BLACK = np.array([60, 140, 255], np.uint8)  # predicted black, truly white: blue
+IGNORED_GRAY = np.array([128, 128, 128], np.uint8)  # unlabelled pixels: no class, so no class colour
+DIMMED = 0.4  # brightness of correctly classified pixels in the error tile, so the errors stand out
 
 
 def write_png(path, array: np.ndarray) -> None:
@@ -57,11 +64,129 @@ def mask_panel(image: np.ndarray, mask: np.ndarray, prob: np.ndarray, segments: 
     colours) side by side, uint8 RGB."""
     tiles = [to_rgb8(image), to_rgb8(mask.astype(np.float32)), to_rgb8(prob), error_overlay(image, mask, prob),
              *([segment_colors(segments)] if segments is not None else [])]
+    return side_by_side(tiles, gap)
+
+
+def side_by_side(tiles: Sequence[np.ndarray], gap: int) -> np.ndarray:
+    """Returns uint8 RGB tiles of one height in a row, `gap` white columns apart."""
     spacer = np.full((tiles[0].shape[0], gap, 3), 255, np.uint8)
     row = []
     for tile in tiles:
         row += [tile, spacer]
     return np.concatenate(row[:-1], axis=1)
+
+
+def color_labels(labels: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """Returns uint8 (H, W, 3) of class indices (H, W) drawn in `colors` (K, 3); IGNORE (and any index without
+    a colour) mid-gray."""
+    table = np.tile(IGNORED_GRAY, (IGNORE + 1, 1))
+    table[: len(colors)] = colors
+    return table[np.asarray(labels)]
+
+
+def predicted_labels(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Returns uint8 (H, W) class indices of a prediction: the most probable class of (H, W, K) probabilities,
+    or class 1 where a binary (H, W) probability of class 1 reaches `threshold`."""
+    if probs.ndim == 2:
+        return (probs >= threshold).astype(np.uint8)
+    return np.argmax(probs, axis=-1).astype(np.uint8)
+
+
+def class_error_overlay(image: np.ndarray, truth: np.ndarray, predicted: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """Returns uint8 RGB: wrongly classified pixels in the colour of the class predicted there, correct ones the
+    dimmed image, unlabelled (IGNORE) ones mid-gray."""
+    overlay = (to_rgb8(image) * DIMMED).round().astype(np.uint8)
+    wrong = (truth != predicted) & (truth != IGNORE)
+    overlay[wrong] = colors[predicted[wrong]]
+    overlay[truth == IGNORE] = IGNORED_GRAY
+    return overlay
+
+
+def class_overlay(image: np.ndarray, labels: np.ndarray, colors: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Returns uint8 RGB: the image blended with the class colour of each pixel (`alpha` of colour)."""
+    blended = (1 - alpha) * to_rgb8(image) + alpha * color_labels(labels, colors)
+    return blended.round().astype(np.uint8)
+
+
+def legend_strip(names: Sequence[str], colors: np.ndarray, width: int, gap: int = 4) -> np.ndarray:
+    """Returns uint8 RGB (h, width, 3), white: a swatch in each class's colour followed by its name, left to right,
+    wrapping onto further lines when `width` is full."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line = font.getbbox("Ag")[3] + gap
+    swatch = line - gap
+    places, x, y = [], gap, gap
+    for name in names:
+        item = swatch + gap + int(np.ceil(measure.textlength(name, font=font)))
+        if x > gap and x + item > width:
+            x, y = gap, y + line
+        places.append((x, y))
+        x += item + 3 * gap
+    strip = Image.new("RGB", (width, y + line), "white")
+    draw = ImageDraw.Draw(strip)
+    for (x, y), name, color in zip(places, names, colors):
+        draw.rectangle([x, y, x + swatch - 1, y + swatch - 1], fill=tuple(int(c) for c in color))
+        draw.text((x + swatch + gap, y), name, fill="black", font=font)
+    return np.asarray(strip)
+
+
+def class_panel(image: np.ndarray, truth: np.ndarray, probs: np.ndarray, classes: Classes, gap: int = 4) -> np.ndarray:
+    """Returns uint8 RGB: image | truth | prediction (the most probable class) in class colours | errors (see
+    class_error_overlay) side by side, above a legend naming each class in its colour."""
+    colors = classes.colors()
+    predicted = predicted_labels(probs)
+    row = side_by_side([to_rgb8(image), color_labels(truth, colors), color_labels(predicted, colors),
+                        class_error_overlay(image, truth, predicted, colors)], gap)
+    return np.concatenate([row, legend_strip(classes.names, colors, row.shape[1], gap)], axis=0)
+
+
+def row_fractions(matrix: np.ndarray) -> np.ndarray:
+    """Returns each row of a confusion matrix divided by its sum (0 for a class absent from the truth)."""
+    matrix = np.asarray(matrix, np.float64)
+    totals = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+
+
+def confusion_figure(matrix: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Returns uint8 RGB (H, W, 3) of a confusion matrix (rows: truth, columns: prediction): each cell coloured
+    by its fraction of the row, annotated with its pixel count."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    matrix = np.asarray(matrix)
+    fractions = row_fractions(matrix)
+    side = 1.2 + 0.6 * len(names)
+    figure = Figure(figsize=(side + 1.0, side), dpi=100, layout="constrained")
+    canvas = FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    shown = ax.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(shown, ax=ax, label="fraction of the true class")
+    ticks = np.arange(len(names))
+    ax.set_xticks(ticks, labels=names, rotation=45, ha="right")
+    ax.set_yticks(ticks, labels=names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("truth")
+    for (row, column), count in np.ndenumerate(matrix):
+        ax.text(column, row, f"{int(count)}", ha="center", va="center", fontsize=8,
+                color="white" if fractions[row, column] > 0.5 else "black")
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def confusion_table(matrix: np.ndarray, names: Sequence[str]) -> str:
+    """Returns a confusion matrix as CSV: a header of predicted classes, then one row per true class, its name
+    first and then its pixel counts."""
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["truth \\ predicted", *names])
+    for name, counts in zip(names, np.asarray(matrix)):
+        writer.writerow([name, *(int(c) for c in counts)])
+    return text.getvalue()
 
 
 def pair_grid(pairs, columns: int = 4, gap: int = 4) -> np.ndarray:
