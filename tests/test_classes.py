@@ -185,16 +185,13 @@ UNLABELLED = 9  # index masks: this value marks pixels nobody labelled
 def write_folder(root, palette: bool):
     """Writes shapes (4 classes) as image/mask PNG pairs: index masks with a strip of unlabelled pixels, or RGB
     palette masks; returns (images dir, masks dir)."""
-    from PIL import Image
-
     from segexp.data.datasets import make_shapes
 
     data = make_shapes(count=8, size=48, seed=3)
     for name, image, mask in zip(data.names, data.images, data.masks):
         save(root / "images" / f"{name}.png", (image[..., 0] * 255).astype(np.uint8))
         if palette:
-            rgb = np.array(list(PALETTE.values()), np.uint8)[mask]
-            Image.fromarray(rgb).save(root / "masks" / f"{name}.png")
+            save(root / "masks" / f"{name}.png", np.array(list(PALETTE.values()), np.uint8)[mask])
         else:
             save(root / "masks" / f"{name}.png", np.where(np.arange(48) < 3, UNLABELLED, mask).astype(np.uint8))
     return root / "images", root / "masks"
@@ -296,22 +293,41 @@ def test_predict_evaluate_export_and_compare_understand_k_classes(kclass_runs, t
     assert "v_rand" not in printed.split("report:")[0]
 
 
+def cli_errors(cwd, cases: list[list[str]]) -> list[tuple[int, str]]:
+    """Runs `segexp <case>` for each case in one fresh Python process (as a user would, one after another);
+    returns each case's (exit code, stderr)."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import contextlib, io, json, sys\nfrom segexp.__main__ import main\nout = []\n"
+            f"for case in {cases!r}:\n"
+            "    err = io.StringIO()\n"
+            "    try:\n        with contextlib.redirect_stderr(err):\n            main(case)\n        code = 0\n"
+            "    except SystemExit as exit:\n        code = exit.code\n"
+            "    out.append([code, err.getvalue()])\n"
+            "print('RESULT', json.dumps(out))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=cwd,
+                         env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    line = [x for x in run.stdout.splitlines() if x.startswith("RESULT ")]
+    assert line, run.stderr[-3000:]
+    return [tuple(pair) for pair in json.loads(line[0].removeprefix("RESULT "))]
+
+
 @pytest.mark.slow
-def test_a_palette_folder_trains_and_a_colour_no_class_declares_stops_it(tmp_path, monkeypatch, capsys):
-    from segexp.__main__ import main
+def test_a_palette_folder_trains_and_a_colour_no_class_declares_stops_it(tmp_path, monkeypatch):
+    from segexp.training.train import train
 
     monkeypatch.chdir(tmp_path)
     images, masks = write_folder(tmp_path / "palette", palette=True)
     declared = ",".join(f"{{name:{n},value:[{r},{g},{b}]}}" for n, (r, g, b) in PALETTE.items())
     base = [*TINY, *SHALLOW_K, "tracking=none", *folder_overrides(images, masks)]
-    main(["train", *base, f"data.classes=[{declared}]"])
-    assert "report slices" in capsys.readouterr().out
+    metrics = train(compose_config("train", *base, f"data.classes=[{declared}]"), tmp_path / "run")
+    assert set(f"report_dice_{n}" for n in PALETTE) <= set(metrics)
 
     missing = ",".join(f"{{name:{n},value:[{r},{g},{b}]}}" for n, (r, g, b) in list(PALETTE.items())[:3])
-    with pytest.raises(SystemExit) as exit:
-        main(["train", *base, f"data.classes=[{missing}]"])
-    err = capsys.readouterr().err.strip()
-    assert exit.value.code == 2 and len(err.splitlines()) == 1
+    ((code, err),) = cli_errors(tmp_path, [["train", *base, f"data.classes=[{missing}]"]])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "colours (60, 90, 230) that no class declares" in err and "shapes_" in err
 
 
@@ -319,22 +335,15 @@ SHALLOW_K = ["model.depth=1", "model.batch_norm=false", "trainer.epochs=1", "tra
 
 
 @pytest.mark.slow
-def test_undeclared_values_and_class_lists_that_do_not_match_the_model_exit_2_in_one_line(kclass_runs, tmp_path,
-                                                                                          monkeypatch, capsys):
-    from segexp.__main__ import main
-
+def test_undeclared_values_and_class_lists_that_do_not_match_the_model_exit_2_in_one_line(kclass_runs, tmp_path):
     root, store, runs, (images, masks) = kclass_runs
-    monkeypatch.chdir(tmp_path)
     cases = {  # command line -> what the one line says
         ("train", *TINY, "tracking=none", *folder_overrides(images, masks, "data.classes=[background,disc,square]")):
             "values 3, 9 that no class declares",
-        ("evaluate", f"ckpt={runs[0]}", "tracking=none", *folder_overrides(
-            images, masks, "data.classes=[background,disc,square,ring,extra]", f"data.ignore={UNLABELLED}")):
+        ("evaluate", f"ckpt={runs[0]}", "tracking=none", "data=folder", f"data.images={images}", f"data.masks={masks}",
+         "data.classes=[background,disc,square,ring,extra]", f"data.ignore={UNLABELLED}", "allow_seen=true"):
             "trained on classes ['background', 'disc', 'square', 'ring']",
         ("train", f"resume={runs[0]}", "data.classes=[a,b]"): "a resumed run keeps its data",
     }
-    for argv, message in cases.items():
-        with pytest.raises(SystemExit) as exit:
-            main(list(argv))
-        err = capsys.readouterr().err.strip()
-        assert exit.value.code == 2 and len(err.splitlines()) == 1 and message in err, (argv[0], err)
+    for (argv, message), (code, err) in zip(cases.items(), cli_errors(tmp_path, [list(c) for c in cases])):
+        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, (argv[0], err)

@@ -15,7 +15,7 @@ from segexp.errors import ConfigError
 _ABSENT = object()  # OmegaConf.select's default: a key no config sets
 
 
-def one_line(err: BaseException) -> str:
+def one_line(err: BaseException, command: str = "train") -> str:
     """Returns a composition error as one line: the key or group, and what is allowed."""
     text = str(err)
     missing = re.search(r"Could not find '([^']+)/([^']+)'.*?Available options in '[^']+':\n((?:\t[^\n]*\n?)*)",
@@ -35,7 +35,7 @@ def one_line(err: BaseException) -> str:
     first = re.sub(r"expected one of \[(.*)\]", lambda m: "choose one of " + m.group(1), first)
     where = f"{origin.group(1)}.yaml: " if origin else ""
     if key:
-        return f"{where}{key}: {first}; `segexp train --cfg job` shows the composed config"
+        return f"{where}{key}: {first}; `segexp {command} --cfg job` shows the composed config"
     return where + first
 
 
@@ -81,7 +81,7 @@ def preflight(config_name: str, overrides: Sequence[str], multirun: bool,
             cfg = compose(config_name, variant, extra_dirs, with_hydra=True)
         except (HydraException, OmegaConfBaseException) as err:
             hint = unselected_option_hint(config_name, variant, extra_dirs)
-            raise ConfigError(hint or one_line(err)) from None
+            raise ConfigError(hint or one_line(err, config_name)) from None
         check_config_nodes(config_name, variant, extra_dirs)
         if config_name == "train":
             validate(cfg)

@@ -178,7 +178,7 @@ def disagreement(truth: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         ma, mb, mt = (np.abs(a - truth).sum(-1) < 1e-3), (np.abs(b - truth).sum(-1) < 1e-3), True
     else:
         ma, mb, mt = a >= 0.5, b >= 0.5, truth >= 0.5
-    out = np.full((*truth.shape, 3), 0.15, np.float32)
+    out = np.full((*truth.shape[:2], 3), 0.15, np.float32)
     out[(ma != mb) & (ma == mt)] = (1.0, 0.6, 0.1)
     out[(ma != mb) & (mb == mt)] = (0.2, 0.5, 1.0)
     return out
