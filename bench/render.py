@@ -27,13 +27,14 @@ from bench import common
 
 README = common.REPO / "README.md"
 RESULTS_MD = common.REPO / "docs" / "results.md"
+MULTICLASS_MD = common.REPO / "docs" / "multi-class.md"
 IMG_DIR = common.REPO / "docs" / "img"
 BENCHMARKS_MD = common.REPO / "BENCHMARKS.md"
 # result files in the order BENCHMARKS.md lists them: the speed benchmarks (bench.run_all runs these), the quality
 # studies (studies/, each started on its own), then the test suite's time
 SPEED = ("startup", "compute", "precision", "throughput", "epoch_profile", "inference", "scaling", "outage")
 STUDIES = ("quality_default", "quality", "replicates", "isbi_best_30", "isbi_quick_5", "levers", "levers_more", "study",
-           "study_30", "postprocess", "metric_agreement")
+           "study_30", "postprocess", "multiclass", "metric_agreement")
 ORDER = (*SPEED, *STUDIES, "suite")
 # the modules that ran as bench.<name> until they moved to studies/: results name today's module
 MOVED_TO_STUDIES = re.compile(r"\bbench\.(quality|replicates|levers|study|thresholds|metric_agreement)\b")
@@ -45,7 +46,7 @@ GROUPS = ("model", "aug", "loss", "optimizer", "data", "split", "trainer", "trac
 # where each generated block lives: the README keeps the small one, the study logs live in docs/results.md
 BLOCKS = {"defaults": README, "default-recipe": RESULTS_MD, "compare-example": RESULTS_MD, "levers": RESULTS_MD,
           "levers-more": RESULTS_MD, "study": RESULTS_MD, "study-30": RESULTS_MD, "postprocess": RESULTS_MD,
-          "test-suite": RESULTS_MD}
+          "test-suite": RESULTS_MD, "multiclass": MULTICLASS_MD}
 METRICS = (("report_v_rand", "V_rand"), ("report_v_info", "V_info"), ("report_dice", "membrane Dice"),
            ("report_accuracy", "pixel accuracy"))
 
@@ -338,6 +339,26 @@ def postprocess_block(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def multiclass_block(result: dict[str, Any]) -> str:
+    """Returns the multi-class example of `python -m studies.multiclass`: per-class report scores per seed and
+    over the seeds, and the pictures of one run as MLflow holds them."""
+    runs, summary = result["tables"][:2]
+    name = result["benchmark"]
+    lines = [f"`python -m {result['command'].split(' -m ', 1)[-1]}` on {machine_line(result)}. {result['method']}",
+             "", f"**{summary['title']}**", "", markdown_table(summary["columns"], [[cell(v) for v in row]
+                                                                               for row in summary["rows"]]),
+             "", f"**{runs['title']}**", "", markdown_table(runs["columns"], [[cell(v) for v in row]
+                                                                          for row in runs["rows"]]),
+             "", *result["notes"], "",
+             f"![confusion matrix of the report slices](../bench/results/{name}_confusion.png)",
+             f"![a report slice: image, truth, prediction](../bench/results/{name}_panel.png)", "",
+             f"![each class's selection Dice per epoch, one line per seed](../bench/results/{name}_curves.png)", "",
+             "MLflow keys of each run: " + ", ".join(f"`{k}`" for k in result["metric_keys"]
+                                                     if k.startswith("report_")) + ".",
+             source_line(result, "the whole result")]
+    return "\n".join(lines)
+
+
 def levers_block(result: dict[str, Any], a_is: str = "isbi_best as it was when the study began") -> str:
     """Returns the lever study's verdicts and comparison table from `python -m studies.levers` results."""
     runs, comparison, _ = result["tables"]
@@ -417,6 +438,7 @@ RESULT_BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "study": ("study", study_block),
     "study-30": ("study_30", confirmation_block),
     "postprocess": ("postprocess", postprocess_block),
+    "multiclass": ("multiclass", multiclass_block),
 }
 
 

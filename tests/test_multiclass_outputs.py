@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import compose_config
 from omegaconf import OmegaConf
 from PIL import Image
 
-from segexp.data.classes import IGNORE, parse_classes
+from conftest import compose_config
+from segexp.data.classes import parse_classes
+from segexp.data.sets import IGNORE
 from segexp.errors import ConfigError
 from segexp.evaluation.visualize import (
     DIMMED,

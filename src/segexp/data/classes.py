@@ -1,5 +1,5 @@
 """The classes a data set declares (`data.classes`, `data.ignore`) and how its mask files encode them
-(numpy only, no TensorFlow).
+(numpy only, no TensorFlow); the Classes record itself lives in sets.py, beside the data set that carries it.
 
 Three encodings, one in-memory form (uint8 class indices, IGNORE where a pixel is unlabelled):
 - binary (two classes named, no values): masks 0/1 or 0/255 as always, or data.mask_threshold;
@@ -11,63 +11,13 @@ A value or colour no class declares stops the run with the file and the values f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from segexp.data.sets import BINARY, IGNORE, MAX_CLASSES, Classes, Value
 from segexp.errors import ConfigError, DataError
-
-IGNORE = 255  # in-memory label of unlabelled pixels: left out of the loss and of every score
-MAX_CLASSES = IGNORE  # indices 0..254
-
-# Distinct colours for up to 10 classes (Tableau 10, its gray swapped for light orange: gray marks unlabelled
-# pixels in panels), then seeded random ones; palette data keeps its own.
-TABLEAU = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (255, 187, 120), (188, 189, 34), (23, 190, 207)]
-
-Value = int | tuple[int, int, int]
-
-
-@dataclass(frozen=True)
-class Classes:
-    names: tuple[str, ...]
-    values: tuple[Value, ...] | None = None  # what marks each class in a mask file; None: index i (or binary)
-    ignore: Value | None = None  # what marks an unlabelled pixel in a mask file
-
-    @property
-    def count(self) -> int:
-        return len(self.names)
-
-    @property
-    def binary(self) -> bool:
-        """Two classes: one sigmoid output (the probability of class 1), as every ISBI checkpoint has."""
-        return self.count == 2
-
-    @property
-    def topology(self) -> bool:
-        """True when the ISBI topology scores apply: two classes and every pixel labelled (a boundary map)."""
-        return self.binary and self.ignore is None
-
-    @property
-    def palette(self) -> bool:
-        return self.values is not None and isinstance(self.values[0], tuple)
-
-    @property
-    def outputs(self) -> int:
-        """The model's output channels: 1 (sigmoid) for two classes, else one per class (softmax)."""
-        return 1 if self.binary else self.count
-
-    def colors(self) -> np.ndarray:
-        """Returns uint8 (count, 3) display colours: a palette's own, else distinct ones."""
-        if self.palette:
-            return np.array(self.values, np.uint8)
-        extra = np.random.default_rng(0).integers(40, 256, size=(max(self.count - len(TABLEAU), 0), 3))
-        return np.concatenate([np.array(TABLEAU, np.uint8), extra.astype(np.uint8)])[: self.count]
-
-
-BINARY = Classes(("background", "foreground"))
 
 
 def _value(raw: Any, what: str) -> Value:

@@ -14,9 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from segexp.data.classes import Classes, decode_mask, parse_classes
+from segexp.data.classes import decode_mask, parse_classes
 from segexp.data.images import (
-    SegmentationSet,
     list_images,
     match_by_stem,
     pixel_digest,
@@ -25,6 +24,7 @@ from segexp.data.images import (
     to_channels,
     to_unit_float,
 )
+from segexp.data.sets import Classes, SegmentationSet
 from segexp.errors import DataError
 
 MANIFEST = "SHA256SUMS"

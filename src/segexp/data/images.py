@@ -4,37 +4,14 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from segexp.data.classes import BINARY, Classes
 from segexp.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-@dataclass(frozen=True)
-class SegmentationSet:
-    images: list[np.ndarray]  # float32 (H, W, C) in [0, 1]
-    masks: list[np.ndarray]  # uint8 (H, W) class indices (binary: 1 = white), classes.IGNORE where unlabelled
-    names: list[str]
-    foreground: int = 0  # binary data: the class whose Dice/IoU is scored
-    name: str = "data"
-    digests: list[str] | None = None  # pixel_digest of each image as read, before normalizing or resizing
-    classes: Classes = BINARY
-
-    @property
-    def channels(self) -> int:
-        return self.images[0].shape[-1]
-
-    def subset(self, indices: Sequence[int]) -> "SegmentationSet":
-        pick = lambda items: [items[i] for i in indices]  # noqa: E731
-        digests = pick(self.digests) if self.digests is not None else None
-        return SegmentationSet(pick(self.images), pick(self.masks), pick(self.names), self.foreground, self.name,
-                               digests, self.classes)
-
-
 def pixel_digest(array: np.ndarray) -> str:
     """Returns a sha256 of an image's decoded pixels (values, dtype and shape): the same slice gets the
     same digest whatever its file name, format or folder, so a run's split can be recognised anywhere."""

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from segexp.data.images import SegmentationSet
+from segexp.data.sets import SegmentationSet
 from segexp.errors import DataError
 
 

@@ -11,8 +11,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from segexp.evaluation import stage as stages
-from segexp.evaluation.predictor import inference_size, make_predictor
 from segexp.evaluation.metrics import confusion_matrix
+from segexp.evaluation.predictor import inference_size, make_predictor
 from segexp.evaluation.scoring import predict_slices, slice_scores
 from segexp.models.loading import load_model
 from segexp.rundir import RunDir, write_json_atomically

@@ -16,9 +16,10 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from segexp.config.instantiate import instantiate
-from segexp.data.classes import Classes, parse_classes
+from segexp.data.classes import parse_classes
 from segexp.data.datasets import load
-from segexp.data.images import SegmentationSet, to_channels
+from segexp.data.images import to_channels
+from segexp.data.sets import Classes, SegmentationSet
 from segexp.data.splits import resolve_indices, roles_of
 from segexp.errors import ConfigError
 from segexp.evaluation import stage as stages
@@ -111,7 +112,7 @@ def scores_of(probs, truths, data: SegmentationSet, threshold: float) -> tuple[d
     per-class Dice and IoU for every data set, the mean over classes as dice/iou for K classes."""
     classes = data.classes
     matrix = confusion_matrix(probs, truths, classes.count, threshold)
-    per_class = class_scores(matrix, classes, data.foreground)
+    per_class = class_scores(matrix, classes.names, data.foreground if classes.binary else None)
     if classes.topology:
         return {**evaluate_slices(probs, truths, threshold, data.foreground),
                 **{k: v for k, v in per_class.items() if k.startswith(("dice_", "iou_"))}}, matrix

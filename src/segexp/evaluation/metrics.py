@@ -72,7 +72,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from segexp.data.classes import IGNORE, Classes
+IGNORE = 255  # segexp.data.classes.IGNORE: unlabelled pixels, in no score (a leaf module: no import for it)
 
 Images = np.ndarray | Sequence[np.ndarray]
 
@@ -148,10 +148,10 @@ def confusion_matrix(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], 
     return matrix
 
 
-def class_scores(matrix: np.ndarray, classes: Classes, foreground: int | None = None) -> dict[str, float]:
-    """Returns accuracy and, per class, dice_<name> and iou_<name> of a confusion matrix, and dice and iou: of
-    class `foreground` for two classes (as pixel_scores), else the mean over the classes present in truth or
-    prediction (a class absent from both says nothing). A class absent from both scores 1."""
+def class_scores(matrix: np.ndarray, names: Sequence[str], foreground: int | None = None) -> dict[str, float]:
+    """Returns accuracy and, per class (`names` in index order), dice_<name> and iou_<name> of a confusion matrix,
+    and dice and iou: of class `foreground` when given (two classes, as pixel_scores), else the mean over the
+    classes present in truth or prediction (a class absent from both says nothing and scores 1)."""
     diagonal = np.diag(matrix).astype(np.float64)
     truth, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
     total = matrix.sum()
@@ -159,12 +159,12 @@ def class_scores(matrix: np.ndarray, classes: Classes, foreground: int | None = 
     dice = np.where(present, 2 * diagonal / np.maximum(truth + predicted, 1), 1.0)
     iou = np.where(present, diagonal / np.maximum(truth + predicted - diagonal, 1), 1.0)
     scores = {"accuracy": float(diagonal.sum() / total) if total else float("nan")}
-    if classes.binary and foreground is not None:
+    if foreground is not None:
         scores.update(dice=float(dice[foreground]), iou=float(iou[foreground]))
     else:
         scores.update(dice=float(dice[present].mean()) if present.any() else 1.0,
                       iou=float(iou[present].mean()) if present.any() else 1.0)
-    for name, d, i in zip(classes.names, dice, iou):
+    for name, d, i in zip(names, dice, iou):
         scores.update({f"dice_{name}": float(d), f"iou_{name}": float(i)})
     return scores
 

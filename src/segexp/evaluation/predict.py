@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from segexp.data.classes import Classes
 from segexp.data.images import IMAGE_SUFFIXES, natural_key, read_image, to_channels, to_unit_float
+from segexp.data.sets import Classes
 from segexp.errors import ConfigError, DataError
 from segexp.evaluation.postprocess import boundary_map
 from segexp.evaluation.predictor import load_source, source_classes

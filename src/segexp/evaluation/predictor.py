@@ -10,8 +10,9 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from segexp.data.classes import Classes, parse_classes
+from segexp.data.classes import parse_classes
 from segexp.data.images import resize_image
+from segexp.data.sets import Classes
 from segexp.errors import ConfigError
 from segexp.evaluation.tiling import predict_image
 from segexp.models.loading import load_model

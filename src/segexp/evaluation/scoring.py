@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
-from segexp.data.classes import BINARY, Classes
+from segexp.data.sets import BINARY, Classes
 from segexp.evaluation.metrics import class_scores, confusion_matrix, isbi_scores
 
 
@@ -35,7 +35,8 @@ def slice_scores(loss: Callable, probs: Sequence[np.ndarray], masks: Sequence[np
     batched = [p[None, ..., None] if p.ndim == 2 else p[None] for p in probs]
     losses = [float(keras.ops.convert_to_numpy(loss(t, p))) for t, p in zip(targets, batched)]
     scores = {"loss": float(np.mean(losses))}
-    scores.update(class_scores(confusion_matrix(probs, masks, classes.count), classes, foreground))
+    scores.update(class_scores(confusion_matrix(probs, masks, classes.count), classes.names,
+                               foreground if classes.binary else None))
     if topology:
         isbi = isbi_scores(list(probs), list(masks))
         scores.update(v_rand=isbi["v_rand"], v_info=isbi["v_info"])

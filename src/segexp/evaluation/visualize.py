@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from segexp.data.classes import IGNORE, Classes
+from segexp.data.sets import IGNORE, Classes
 
 FALSE_WHITE = np.array([255, 60, 60], np.uint8)  # predicted white (cell), truly black (membrane): red
 FALSE_BLACK = np.array([60, 140, 255], np.uint8)  # predicted black, truly white: blue

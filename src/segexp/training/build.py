@@ -13,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from segexp.config.instantiate import instantiate
 from segexp.data import datasets, splits
-from segexp.data.classes import BINARY, Classes, balanced_weights
-from segexp.data.images import SegmentationSet
+from segexp.data.classes import balanced_weights
+from segexp.data.sets import BINARY, Classes, SegmentationSet
 from segexp.errors import ConfigError
 
 

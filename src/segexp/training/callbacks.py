@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
-from segexp.data.classes import BINARY, Classes
+from segexp.data.sets import BINARY, Classes
 from segexp.evaluation.metrics import class_probabilities
 from segexp.evaluation.scoring import predict_slices, slice_scores
 from segexp.evaluation.visualize import class_panel, mask_panel

@@ -17,10 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from segexp.config.instantiate import instantiate
 from segexp.config.schema import validate
+from segexp.data.classes import parse_classes
 from segexp.data.datasets import default_isbi_root
 from segexp.data.images import combined_digest
 from segexp.data.splits import split_record
-from segexp.data.classes import parse_classes
 from segexp.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from segexp.rundir import RunDir, SweepJob
 from segexp.tracking.provenance import flatten, run_tags
