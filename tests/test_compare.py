@@ -274,7 +274,7 @@ def test_a_cross_validation_parent_aggregates_its_folds_and_predicts_as_a_fold_e
     predict(compose("predict", [f"ckpt={sweep_dir}", f"input={image}", f"output={tmp_path / 'out'}"]))
     written = np.asarray(Image.open(tmp_path / "out" / "slice.png"), np.float32) / 255
     pixels = np.asarray(Image.open(image), np.float32)[..., None] / 255
-    members = [load_predictor(*resolve_checkpoint(str(sweep_dir / str(i))), compose("predict").inference)[1]
+    members = [load_predictor(*resolve_checkpoint(str(sweep_dir / str(i))), compose("predict").inference).predict
                for i in range(3)]
     assert np.abs(written - np.mean([m(pixels) for m in members], axis=0)).max() <= 1 / 255
 

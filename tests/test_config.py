@@ -142,12 +142,12 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 BAD_CHOICES = [
     ("model=resnet", "model=resnet: no such option; choose one of unet, unet_deep, unet_small"),
     ("aug=extreme", "aug=extreme: no such option; choose one of heavy, light, none, seed"),
-    ("loss=hinge", "loss=hinge: no such option; choose one of bce, bce_dice, bce_dice_cldice, dice, focal, weighted_bce, "
-                   "weighted_bce_dice"),
+    ("loss=hinge", "loss=hinge: no such option; choose one of bce, bce_dice, bce_dice_cldice, ce_dice_balanced, dice, "
+                   "focal, focal_dice, weighted_bce, weighted_bce_dice"),
     ("optimizer=lion", "optimizer=lion: no such option; choose one of adam, adamw, sgd"),
     ("optimizer/schedule=linear", "optimizer/schedule=linear: no such option; choose one of constant, cosine, "
                                   "plateau, warmup_cosine"),
-    ("data=coco", "data=coco: no such option; choose one of folder, isbi2012, synthetic"),
+    ("data=coco", "data=coco: no such option; choose one of folder, isbi2012, shapes, synthetic"),
     ("split=kfold", "split=kfold: no such option; choose one of holdout"),
     ("trainer=fast", "trainer=fast: no such option; choose one of default"),
     ("tracking=wandb", "tracking=wandb: no such option; choose one of mlflow, none"),

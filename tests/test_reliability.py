@@ -186,7 +186,8 @@ def test_a_diverged_prediction_scores_nan_instead_of_raising():
 
     probs, masks = [np.full((8, 8), np.nan, np.float32)], [np.ones((8, 8), np.uint8)]
     scores = slice_scores(SegmentationLoss(bce=1.0, dice=1.0), probs, masks, foreground=0, topology=True)
-    assert set(scores) == {"loss", "accuracy", "dice", "iou", "v_rand", "v_info"}
+    assert set(scores) == {"loss", "accuracy", "dice", "iou", "v_rand", "v_info", "dice_background", "iou_background",
+                           "dice_foreground", "iou_foreground"}
     assert all(math.isnan(v) for v in scores.values())
 
 

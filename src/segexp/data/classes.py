@@ -61,7 +61,8 @@ def parse_classes(classes: Sequence[Any] | None, ignore: Any = None) -> Classes:
         raise ConfigError(f"data.classes={list(names)}: names must be distinct words (letters, digits, _ or -), "
                           "as they name MLflow metrics")
     spec_ignore = _value(ignore, "data.ignore") if ignore is not None else None
-    if spec_ignore is not None and isinstance(spec_ignore, tuple) != (values is not None and isinstance(values[0], tuple)):
+    palette = values is not None and isinstance(values[0], tuple)
+    if spec_ignore is not None and isinstance(spec_ignore, tuple) != palette:
         raise ConfigError(f"data.ignore={ignore}: give an [r, g, b] colour for palette masks and an integer for "
                           "index or binary masks")
     if spec_ignore is not None:
@@ -93,6 +94,12 @@ def _colour_keys(array: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
+def reads_indices(classes: Classes) -> bool:
+    """True when a palette ("P") mask file is read as its indices: index-valued classes beyond the binary
+    default; binary masks are read by colour, as before classes existed."""
+    return not classes.palette and not (classes.binary and classes.values is None)
+
+
 def decode_mask(array: np.ndarray, path: Path, classes: Classes, threshold: int | None = None) -> np.ndarray:
     """Returns uint8 (H, W) class indices (IGNORE where unlabelled) of a mask file's pixels; DataError naming
     the file and the values found when a value or colour is not declared."""
@@ -102,6 +109,9 @@ def decode_mask(array: np.ndarray, path: Path, classes: Classes, threshold: int 
                             "RGB masks or give index values")
         keys, palette = _colour_keys(array), [(r << 16) | (g << 8) | b for r, g, b in classes.values]
         ignore_key = None if classes.ignore is None else _colour_keys(np.array([classes.ignore]))[0]
+    elif classes.binary and classes.values is None:  # as before classes existed: the brightest channel
+        array = array[..., :3].max(axis=-1) if array.ndim == 3 else array
+        keys, palette, ignore_key = array.astype(np.int64), None, classes.ignore
     else:
         if array.ndim == 3:
             if not (array[..., :3] == array[..., :1]).all():

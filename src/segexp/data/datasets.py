@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from segexp.data.classes import decode_mask, parse_classes
+from segexp.data.classes import decode_mask, parse_classes, reads_indices
 from segexp.data.images import (
     list_images,
     match_by_stem,
@@ -51,7 +51,8 @@ def load_pairs(
     images, masks = [], []
     for image_path, mask_path in zip(image_paths, mask_paths):
         raw = read_image(image_path)
-        mask = decode_mask(read_image(mask_path, indexed=not classes.palette), mask_path, classes, mask_threshold)
+        mask = decode_mask(read_image(mask_path, indexed=reads_indices(classes)), mask_path, classes,
+                           mask_threshold)
         if raw.shape[:2] != mask.shape:
             raise DataError(
                 f"{image_path}: image is {raw.shape[1]}x{raw.shape[0]} but its mask {mask_path} is "

@@ -88,11 +88,15 @@ def run_stage(node: DictConfig | None, source: ModelSource, predictor, channels:
 
 
 def check_classes(data: SegmentationSet, run: RunDir | None, ckpt: str) -> None:
-    """Raises ConfigError when the data's classes are not those the checkpoint's run trained on."""
+    """Raises ConfigError when the data's classes are not those the checkpoint's run trained on: the same names
+    in the same order for K classes; any two classes for a two-class run (ISBI's membrane/cell scores binary
+    folder data as before)."""
     saved = run.saved_config() if run else None
     if saved is None or "data" not in saved:
         return
     trained = parse_classes(saved.data.get("classes"), saved.data.get("ignore"))
+    if trained.binary and data.classes.binary:  # one probability of class 1 either way, whatever the names
+        return
     if trained.names != data.classes.names:
         raise ConfigError(f"ckpt={ckpt}: trained on classes {list(trained.names)}, but data '{data.name}' declares "
                           f"{list(data.classes.names)}; set data.classes to the same list, in the same order")
@@ -210,8 +214,9 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     suffix = ("_tta" if cfg.inference.tta else "") + (f"_{stage.method}" if stage.active else "")
     with tracker.run("evaluate", tags, run_id=source_run):
         tracker.log_metrics({f"{prefix}{k}{suffix}": v for k, v in metrics.items()})
-        tracker.log_image_file(confusion_figure(matrix, data.classes.names), f"{prefix.rstrip('_')}{suffix}/confusion.png")
-        write_png(output_dir / "confusion.png", confusion_figure(matrix, data.classes.names))
+        confusion = confusion_figure(matrix, data.classes.names)
+        tracker.log_image_file(confusion, f"{prefix.rstrip('_')}{suffix}/confusion.png")
+        write_png(output_dir / "confusion.png", confusion)
         for i, (name, image, truth, prob) in enumerate(list(zip(names, images, truths, probs))[: cfg.log_images]):
             panel = (mask_panel(image, truth, prob, labels[i] if labels else None) if data.classes.topology
                      else class_panel(image, truth, class_probabilities(prob), data.classes))

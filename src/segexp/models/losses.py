@@ -117,7 +117,9 @@ class SegmentationLoss(keras.losses.Loss):
     Two classes (one sigmoid output): binary cross-entropy, Dice and clDice of class `foreground`. K > 2
     classes (softmax): categorical cross-entropy and the mean soft Dice over `dice_classes` (default: all).
     `class_weights` (one per class) weigh each pixel's cross-entropy by its true class; unlabelled pixels
-    (IGNORE) add nothing to any term.
+    (IGNORE) add nothing to any term. The cross-entropy is the mean over all pixels of a crop, unlabelled ones
+    counting zero (Keras' sample-weight convention), so a crop's loss shrinks with its unlabelled share and a
+    crop without labels adds nothing.
     """
 
     def __init__(self, bce: float = 1.0, dice: float = 0.0, focal_gamma: float = 0.0, foreground: int = 0,

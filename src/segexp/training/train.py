@@ -137,8 +137,8 @@ def check_postprocess(cfg: DictConfig) -> None:
 def check_classes(cfg: DictConfig) -> None:
     """Raises ConfigError for options that need two fully labelled classes (topology scores, border weights,
     clDice, a postprocess stage) on data with more classes or unlabelled pixels, and for class weights or Dice
-    classes that do not fit data.classes."""
-    classes = parse_classes(cfg.data.classes, cfg.data.get("ignore"))
+    classes that do not fit data.classes (a run's config from before classes existed has two)."""
+    classes = parse_classes(cfg.data.get("classes"), cfg.data.get("ignore"))  # runs from before classes have neither
     fn = cfg.loss.fn
     weights = fn.get("class_weights")
     check(weights is None or weights == "balanced" or (not isinstance(weights, str) and len(weights) == classes.count),
@@ -156,11 +156,11 @@ def check_classes(cfg: DictConfig) -> None:
               "select_dice_<class> or select_loss")
     check(cfg.postprocess.method == "none", "postprocess",
           f"postprocess={cfg.postprocess.method} segments binary boundary maps, but {why}; use postprocess=none")
-    if not classes.binary:
-        check(cfg.loss.weight_map is None, "loss.weight_map",
-              f"border weights are drawn between two classes, but {why}; use loss=bce_dice or loss=focal_dice")
-        check(not fn.get("cldice"), "loss.fn.cldice",
-              f"clDice scores the centrelines of one foreground class, but {why}; set loss.fn.cldice=0")
+    check(cfg.loss.weight_map is None, "loss.weight_map",
+          f"border weights are drawn between two fully labelled classes, but {why}; use loss=bce_dice or "
+          "loss=focal_dice")
+    check(not fn.get("cldice"), "loss.fn.cldice",
+          f"clDice scores the centrelines of one fully labelled foreground class, but {why}; set loss.fn.cldice=0")
 
 
 def check(ok: bool, key: str, message: str) -> None:
@@ -267,9 +267,6 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
             model = (load_model(run.last_checkpoint) if resume  # weights and optimizer state
                      else build_model(cfg, train_set.channels, train_set.foreground, built.schedule.learning_rate,
                                       speed.jit_compile, classes, loss_weights))
-        check(int(model.output_shape[-1]) == classes.outputs, "data.classes",
-              f"{list(classes.names)} needs {classes.outputs} model outputs, but {run.last_checkpoint} has "
-              f"{model.output_shape[-1]}; resume with the classes it was trained on")
         setup = {**speed.tags(), "precision": policy, "device": runtime.device_description(),
                  "replicas": str(strategy.num_replicas_in_sync), OUTPUT_DIR: str(run.path.resolve()),
                  **split_tags(parts)}
