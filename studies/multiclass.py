@@ -76,13 +76,15 @@ def slice_panel(local: Path, path: Path) -> Path:
     from segexp.evaluation.visualize import side_by_side, write_png
 
     stem = sorted(p.name.split(".")[0] for p in local.glob("*.truth.png"))[0]
-    tiles = [np.asarray(Image.open(local / f"{stem}.{kind}.png").convert("RGB")) for kind in
-             ("image", "truth", "prediction")]
+    tiles = [np.asarray(Image.open(local / f"{stem}.{kind}.png").convert("RGB")).repeat(3, 0).repeat(3, 1)
+             for kind in ("image", "truth", "prediction")]  # 3x, nearest: a 96-pixel slice is small on a page
     write_png(path, side_by_side(tiles, 4))
     return path
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    import os
+
     from mlflow import MlflowClient
 
     from segexp.rundir import read_sweep_record
@@ -94,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                package="studies")
     store = known.store.resolve()
     store.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     started = time.monotonic()
     sweep = train(store, known.seeds, known.budget_minutes, args.quick)
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
@@ -101,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     children = sorted(client.search_runs([parent.info.experiment_id],
                                          filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"),
                       key=lambda r: int(r.data.params["trainer.seed"]))
-    keys = ["report_dice", "report_iou", "report_accuracy", *(f"report_dice_{c}" for c in CLASSES)]
+    keys = ["report_dice", "report_accuracy", *(f"report_dice_{c}" for c in CLASSES)]  # what a sweep parent aggregates
     rows = [[int(r.data.params["trainer.seed"]), int(r.data.metrics["epochs_run"]),
              *(r.data.metrics.get(k) for k in keys)] for r in children]
     summary = [[k.removeprefix("report_"), *(parent.data.metrics.get(f"{k}_{s}") for s in ("mean", "std", "ci95"))]
@@ -111,7 +114,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         common.table("Over the seeds (the sweep's parent run)", ["metric", "mean", "std", "95% CI half-width"],
                      summary)]
     first = children[0]
-    local = Path(client.download_artifacts(first.info.run_id, "", str(store / "artifacts")))
+    local = store / "artifacts"
+    shutil.rmtree(local, ignore_errors=True)
+    local.mkdir(parents=True)
+    for folder in ("confusion", "report_slices"):
+        client.download_artifacts(first.info.run_id, folder, str(local))
+    args.out.mkdir(parents=True, exist_ok=True)
     pictures = {"confusion": args.out / f"{NAME}_confusion.png", "panel": args.out / f"{NAME}_panel.png",
                 "curves": args.out / f"{NAME}_curves.png"}
     shutil.copy(local / "confusion" / "report.png", pictures["confusion"])
@@ -119,9 +127,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     curves_picture(client, children, pictures["curves"])
     result.update(store=str(store), minutes=(time.monotonic() - started) / 60,
                   metric_keys=sorted(k for k in first.data.metrics if k.startswith(("report_", "select_"))),
-                  artifacts=sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()
-                                   and not p.name.endswith((".keras", ".pb"))
-                                   and "model" not in p.relative_to(local).parts[0]))
+                  artifacts=sorted(a.path for a in client.list_artifacts(first.info.run_id)))
     result["notes"] = [f"The pictures are of seed {first.data.params['trainer.seed']}'s run: its confusion matrix of "
                        "the report slices as logged (`confusion/report.png`), one report slice as logged "
                        "(`report_slices/`), and every seed's per-class selection Dice per epoch."]
