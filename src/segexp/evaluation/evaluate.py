@@ -23,9 +23,9 @@ from segexp.data.sets import Classes, SegmentationSet
 from segexp.data.splits import resolve_indices, roles_of
 from segexp.errors import ConfigError
 from segexp.evaluation import stage as stages
-from segexp.evaluation.metrics import class_probabilities, class_scores, confusion_matrix, evaluate_slices
+from segexp.evaluation.metrics import class_scores, confusion_matrix, evaluate_slices
 from segexp.evaluation.predictor import load_source_predictor
-from segexp.evaluation.visualize import class_panel, confusion_figure, mask_panel, write_png
+from segexp.evaluation.visualize import confusion_figure, prediction_panel, write_png
 from segexp.reports import markdown_table
 from segexp.rundir import ModelSource, RunDir
 from segexp.tracking.references import resolve_model_source
@@ -218,8 +218,7 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         tracker.log_image_file(confusion, f"{prefix.rstrip('_')}{suffix}/confusion.png")
         write_png(output_dir / "confusion.png", confusion)
         for i, (name, image, truth, prob) in enumerate(list(zip(names, images, truths, probs))[: cfg.log_images]):
-            panel = (mask_panel(image, truth, prob, labels[i] if labels else None) if data.classes.topology
-                     else class_panel(image, truth, class_probabilities(prob), data.classes))
+            panel = prediction_panel(image, truth, prob, data.classes, labels[i] if labels else None)
             tracker.log_image(panel, f"{prefix.rstrip('_')}{suffix}/{name}", 0)
             write_png(output_dir / "panels" / f"{name}.png", panel)
     print(metrics_table(metrics))

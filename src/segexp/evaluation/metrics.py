@@ -124,14 +124,9 @@ def pixel_scores(prob: Images, truth: Images, threshold: float = 0.5, foreground
 
 
 def predicted_classes(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Returns the class index of each pixel: prob >= threshold (class 1) for an (H, W) map of class 1, the
-    most probable class for (H, W, K) class probabilities."""
-    return (prob >= threshold).astype(np.int64) if prob.ndim == 2 else np.argmax(prob, axis=-1)
-
-
-def class_probabilities(prob: np.ndarray) -> np.ndarray:
-    """Returns (H, W, K) class probabilities: a binary (H, W) map of class 1 as [1 - p, p], else as it is."""
-    return np.stack([1.0 - prob, prob], axis=-1) if prob.ndim == 2 else prob
+    """Returns uint8 (H, W) class indices: class 1 where an (H, W) probability of class 1 reaches `threshold`,
+    the most probable class of (H, W, K) class probabilities."""
+    return (prob >= threshold).astype(np.uint8) if prob.ndim == 2 else np.argmax(prob, axis=-1).astype(np.uint8)
 
 
 def confusion_matrix(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], count: int,

@@ -11,9 +11,10 @@ from omegaconf import DictConfig
 from segexp.data.images import IMAGE_SUFFIXES, natural_key, read_image, to_channels, to_unit_float
 from segexp.data.sets import Classes
 from segexp.errors import ConfigError, DataError
+from segexp.evaluation.metrics import predicted_classes
 from segexp.evaluation.postprocess import boundary_map
 from segexp.evaluation.predictor import load_source, source_classes
-from segexp.evaluation.visualize import class_overlay, color_labels, predicted_labels, prediction_overlay, write_png
+from segexp.evaluation.visualize import class_overlay, color_labels, prediction_overlay, write_png
 from segexp.rundir import RunDir
 from segexp.tracking.references import resolve_model_source
 
@@ -50,7 +51,7 @@ def to_uint8(prob: np.ndarray) -> np.ndarray:
 def write_class_maps(output: Path, stem: str, probs: np.ndarray, classes: Classes) -> Path:
     """Writes <stem>.png (uint8 index of the most probable class per pixel), <stem>_color.png (those classes in
     their colours) and <stem>_prob_<class>.png per class (255 = probability 1); returns the index mask's path."""
-    labels = predicted_labels(probs)
+    labels = predicted_classes(probs)
     write_png(output / f"{stem}.png", labels)
     write_png(output / f"{stem}_color.png", color_labels(labels, classes.colors()))
     for index, name in enumerate(classes.names):
@@ -104,7 +105,7 @@ def predict(cfg: DictConfig) -> list[Path]:
             written.append(write_class_maps(output, path.stem, prob, classes))
             if cfg.save_overlay:
                 write_png(output / f"{path.stem}_overlay.png",
-                          class_overlay(image, predicted_labels(prob), classes.colors()))
+                          class_overlay(image, predicted_classes(prob), classes.colors()))
             continue
         written.append(output / f"{path.stem}.png")
         write_png(written[-1], to_uint8(prob))

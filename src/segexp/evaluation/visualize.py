@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from segexp.data.sets import IGNORE, Classes
+from segexp.evaluation.metrics import predicted_classes
 
 FALSE_WHITE = np.array([255, 60, 60], np.uint8)  # predicted white (cell), truly black (membrane): red
 FALSE_BLACK = np.array([60, 140, 255], np.uint8)  # predicted black, truly white: blue
@@ -84,14 +85,6 @@ def color_labels(labels: np.ndarray, colors: np.ndarray) -> np.ndarray:
     return table[np.asarray(labels)]
 
 
-def predicted_labels(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Returns uint8 (H, W) class indices of a prediction: the most probable class of (H, W, K) probabilities,
-    or class 1 where a binary (H, W) probability of class 1 reaches `threshold`."""
-    if probs.ndim == 2:
-        return (probs >= threshold).astype(np.uint8)
-    return np.argmax(probs, axis=-1).astype(np.uint8)
-
-
 def class_error_overlay(image: np.ndarray, truth: np.ndarray, predicted: np.ndarray, colors: np.ndarray) -> np.ndarray:
     """Returns uint8 RGB: wrongly classified pixels in the colour of the class predicted there, correct ones the
     dimmed image, unlabelled (IGNORE) ones mid-gray."""
@@ -136,10 +129,17 @@ def class_panel(image: np.ndarray, truth: np.ndarray, probs: np.ndarray, classes
     """Returns uint8 RGB: image | truth | prediction (the most probable class) in class colours | errors (see
     class_error_overlay) side by side, above a legend naming each class in its colour."""
     colors = classes.colors()
-    predicted = predicted_labels(probs)
+    predicted = predicted_classes(probs)
     row = side_by_side([to_rgb8(image), color_labels(truth, colors), color_labels(predicted, colors),
                         class_error_overlay(image, truth, predicted, colors)], gap)
     return np.concatenate([row, legend_strip(classes.names, colors, row.shape[1], gap)], axis=0)
+
+
+def prediction_panel(image: np.ndarray, truth: np.ndarray, prob: np.ndarray, classes: Classes,
+                     segments: np.ndarray | None = None) -> np.ndarray:
+    """Returns the panel a prediction is shown in: mask_panel (probability, errors, segments) for a binary
+    boundary map, class_panel (class colours, legend) for K classes or partly unlabelled masks."""
+    return mask_panel(image, truth, prob, segments) if classes.topology else class_panel(image, truth, prob, classes)
 
 
 def row_fractions(matrix: np.ndarray) -> np.ndarray:

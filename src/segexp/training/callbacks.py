@@ -13,9 +13,8 @@ import keras
 import numpy as np
 
 from segexp.data.sets import BINARY, Classes
-from segexp.evaluation.metrics import class_probabilities
 from segexp.evaluation.scoring import predict_slices, slice_scores
-from segexp.evaluation.visualize import class_panel, mask_panel
+from segexp.evaluation.visualize import prediction_panel
 from segexp.rundir import RunDir
 from segexp.training.pruning import PRUNED_AT
 
@@ -55,9 +54,7 @@ class SliceValidation(keras.callbacks.Callback):
             scores = slice_scores(self.model.loss, probs, self.masks, self.foreground, self.topology, self.classes)
             logs.update({f"{self.prefix}{k}": v for k, v in scores.items()})
         for image, mask, prob, name in list(zip(self.images, self.masks, probs, self.names))[: self.preview]:
-            panel = (mask_panel(image, mask, prob) if self.classes.topology
-                     else class_panel(image, mask, class_probabilities(prob), self.classes))
-            self.log_image(panel, f"masks/{name}", epoch)
+            self.log_image(prediction_panel(image, mask, prob, self.classes), f"masks/{name}", epoch)
 
 
 class TrialPruning(keras.callbacks.Callback):
