@@ -80,6 +80,7 @@ def mlflow_server(tmp_path):
 
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto` (addopts): one worker more than the cores. Much of the suite waits - on subprocesses importing
-    TensorFlow, MLflow servers starting, real outages - and a third worker fills those waits: on 2 cores the
-    whole suite took 13:49 with 2 workers, 10:26 with 3 and 11:20 with 4 (2026-12-06, docs/results.md)."""
+    TensorFlow, MLflow servers starting, real outages - and a third worker fills those waits. On 2 cores
+    (2026-12-06, one run each, same code): 13:49 with 2 workers, 10:26 with 3, 11:20 with 4; fresh clones with 3
+    took 11:57 and 14:25 on the same day, so the spread between runs is as large as the gain."""
     return len(os.sched_getaffinity(0)) + 1
