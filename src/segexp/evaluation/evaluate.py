@@ -24,7 +24,7 @@ from segexp.data.splits import resolve_indices, roles_of
 from segexp.errors import ConfigError
 from segexp.evaluation import stage as stages
 from segexp.evaluation.metrics import class_scores, confusion_matrix, evaluate_slices
-from segexp.evaluation.predictor import load_source_predictor
+from segexp.evaluation.predictor import load_source
 from segexp.evaluation.visualize import confusion_figure, prediction_panel, write_png
 from segexp.reports import markdown_table
 from segexp.rundir import ModelSource, RunDir
@@ -102,9 +102,8 @@ def check_classes(data: SegmentationSet, run: RunDir | None, ckpt: str) -> None:
                           f"{list(data.classes.names)}; set data.classes to the same list, in the same order")
 
 
-def check_outputs(prob, classes: Classes, ckpt: str) -> None:
-    """Raises ConfigError when a prediction does not have one map per class of the data (one for binary)."""
-    outputs = 1 if prob.ndim == 2 else prob.shape[-1]
+def check_outputs(outputs: int, classes: Classes, ckpt: str) -> None:
+    """Raises ConfigError when the model does not have one output per class of the data (one for binary)."""
     if outputs != classes.outputs:
         raise ConfigError(f"ckpt={ckpt}: the model predicts {outputs} output(s), but the data's "
                           f"{classes.count} classes {list(classes.names)} need {classes.outputs}; "
@@ -185,17 +184,15 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     check_classes(data, run, cfg.ckpt)
     stages.check(cfg.postprocess)
     tracker = instantiate(cfg.tracking)
-    channels, predictor = load_source_predictor(source, cfg.inference)
+    channels, outputs, predictor = load_source(source, cfg.inference)
+    check_outputs(outputs, data.classes, cfg.ckpt)
     stage = run_stage(cfg.postprocess, source, predictor, channels, "evaluate")
     names = [data.names[i] for i in indices]
     print(f"[segexp] scoring {len(names)} slices of '{data.name}' ({status}): {','.join(names)}"
           + (f"; postprocess: {stage.describe()}" if stage.active else ""), flush=True)
     images = [to_channels(data.images[i], channels) for i in indices]
     truths = [data.masks[i] for i in indices]
-    probs = []
-    for image in images:  # the first prediction says whether the model has the data's classes
-        probs.append(predictor(image))
-        check_outputs(probs[0], data.classes, cfg.ckpt)
+    probs = [predictor(image) for image in images]
     scored, matrix = scores_of(probs, truths, data, cfg.inference.threshold)
     metrics, labels = stages.scores(stage, probs, truths, scored)
 

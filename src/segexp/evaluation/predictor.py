@@ -124,12 +124,6 @@ def load_source(source: ModelSource, inference: DictConfig) -> LoadedPredictor:
     return loaded[0]._replace(predict=lambda image: np.mean([predict(image) for predict in predictors], axis=0))
 
 
-def load_source_predictor(source: ModelSource, inference: DictConfig):
-    """Returns (input channels, predictor) of a ModelSource (see load_source)."""
-    loaded = load_source(source, inference)
-    return loaded.channels, loaded.predict
-
-
 def default_classes(outputs: int) -> Classes:
     """Returns the classes of a model without a run config: binary for one output, else class0..classK-1."""
     return parse_classes(None if outputs == 1 else [f"class{i}" for i in range(outputs)])

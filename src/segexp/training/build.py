@@ -36,19 +36,26 @@ def prepare_data(cfg: DictConfig) -> tuple[dict[str, SegmentationSet], list | No
     return parts, weights
 
 
+def check_class_weights(setting, classes: Classes) -> None:
+    """Raises ConfigError unless loss.fn.class_weights is null, `balanced` or one weight >= 0 per class."""
+    weights = list(setting) if setting is not None and not isinstance(setting, str) else None
+    if setting is None or setting == "balanced":
+        return
+    if weights is None or len(weights) != classes.count or not all(
+            isinstance(w, (int, float)) and w >= 0 for w in weights):
+        raise ConfigError(f"loss.fn.class_weights={setting}: give `balanced` or {classes.count} weights >= 0, one per "
+                          f"class of data.classes {list(classes.names)}")
+
+
 def class_weights(setting, train_set: SegmentationSet) -> list[float] | None:
     """Returns loss.fn.class_weights as one weight per class: as listed, from the training masks' class
-    frequencies for `balanced`, or None (all 1); ConfigError for a list of the wrong length or sign."""
+    frequencies for `balanced`, or None (all 1); ConfigError for anything else (check_class_weights)."""
+    check_class_weights(setting, train_set.classes)
     if setting is None:
         return None
-    count = train_set.classes.count
     if setting == "balanced":
-        return balanced_weights(train_set.masks, count)
-    weights = list(setting) if not isinstance(setting, str) else None
-    if weights is None or len(weights) != count or not all(isinstance(w, (int, float)) and w >= 0 for w in weights):
-        raise ConfigError(f"loss.fn.class_weights={setting}: give `balanced` or {count} weights >= 0, one per class "
-                          f"of data.classes {list(train_set.classes.names)}")
-    return [float(w) for w in weights]
+        return balanced_weights(train_set.masks, train_set.classes.count)
+    return [float(w) for w in setting]
 
 
 def dice_class_indices(names, classes: Classes) -> list[int] | None:

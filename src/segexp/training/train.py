@@ -39,8 +39,10 @@ from segexp.tracking.tags import (
 from segexp.training.build import (
     build_components,
     build_model,
+    check_class_weights,
     choose_speed,
     class_weights,
+    dice_class_indices,
     fit,
     prepare_data,
     training_stream,
@@ -140,13 +142,9 @@ def check_classes(cfg: DictConfig) -> None:
     classes that do not fit data.classes (a run's config from before classes existed has two)."""
     classes = parse_classes(cfg.data.get("classes"), cfg.data.get("ignore"))  # runs from before classes have neither
     fn = cfg.loss.fn
-    weights = fn.get("class_weights")
-    check(weights is None or weights == "balanced" or (not isinstance(weights, str) and len(weights) == classes.count),
-          "loss.fn.class_weights", f"give `balanced` or {classes.count} weights, one per class of data.classes "
-          f"{list(classes.names)}, got {weights}")
-    unknown = [n for n in (fn.get("dice_classes") or []) if n not in classes.names]
-    check(not unknown, "loss.fn.dice_classes", f"{unknown} not in data.classes {list(classes.names)}")
-    if classes.binary and classes.ignore is None:
+    check_class_weights(fn.get("class_weights"), classes)
+    dice_class_indices(fn.get("dice_classes"), classes)
+    if classes.topology:
         return
     why = (f"data.classes lists {classes.count} classes" if not classes.binary else
            f"data.ignore={cfg.data.ignore} leaves pixels unlabelled")
@@ -218,6 +216,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     parts, weights = prepare_data(cfg)
     train_set = parts["train"]
     classes, loss_weights = train_set.classes, class_weights(cfg.loss.fn.class_weights, train_set)
+    weights_used = {"loss.class_weights_used": ",".join(f"{w:.4g}" for w in loss_weights)} if loss_weights else {}
     from segexp.tracking.trackers import NullTracker
     from segexp.training.runtime import is_chief
 
@@ -256,8 +255,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
                         parent_run_id=sweep.parent_run_id if sweep else None, spool_dir=run.path):
         if not resume:
             tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
-            if loss_weights is not None:  # `balanced` as the numbers it became
-                tracker.log_params({"loss.class_weights_used": ",".join(f"{w:.4g}" for w in loss_weights)})
+            tracker.log_params(weights_used)  # `balanced` as the numbers it became
             tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
             tracker.log_artifacts(run.hydra_dir, "config/hydra")
             tracker.log_text(run.split_file.read_text(), f"config/{run.split_file.name}")
@@ -318,8 +316,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
                               POSTPROCESS_CHOSEN_ON: ",".join(scored.stage.chosen_on) or "(as configured)"})
             tracker.log_text(run.postprocess_file.read_text(), run.postprocess_file.name)
         tracker.log_model(chosen, input_example(train_set), run.checkpoint)
-        weights_tag = {"loss.class_weights_used": ", ".join(f"{w:.3g}" for w in loss_weights)} if loss_weights else {}
-        tracker.log_text(model_card(cfg, name, tracker.run_id, parts, metrics, {**tags, **setup, **weights_tag},
+        tracker.log_text(model_card(cfg, name, tracker.run_id, parts, metrics, {**tags, **setup, **weights_used},
                                     data_source(cfg.data), scored.stage.describe() if scored.stage.active else ""),
                         "model_card.md")
     print_summary(metrics, cfg, parts, tracker, run.checkpoint)
