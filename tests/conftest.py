@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 TINY = [  # smallest model and run that still exercise every code path
     "debug=smoke", "trainer.verbose=0", "trainer.crop_size=32", "trainer.steps_per_epoch=2",
+    # logging the model to MLflow writes and uploads a SavedModel: seconds per run. Tests of what a run logs
+    # ask for it with tracking.log_model=true.
+    "tracking.log_model=false",
 ]
 # the cheapest U-Net to trace (bench.training.TINY_MODEL's), for tests of what happens around a model: every
 # training traces its model, and a deeper one costs seconds each time
@@ -35,12 +39,31 @@ def make_cfg():
     return lambda *overrides: compose_config("train", *overrides)
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """A new sqlite MLflow store with its full schema, built once per worker by segexp as any run builds one.
+    MLflow's sixty-odd migrations take seconds per store, so tests that are not about creating a store start
+    from a copy (the creation itself is under test in test_reliability, test_sweep and the CLI tests)."""
+    from segexp.tracking.store import create_sqlite_store
+
+    path = tmp_path_factory.mktemp("empty_store") / "mlflow.db"
+    create_sqlite_store(path)
+    return path
+
+
+def copy_store(template: Path, path: Path) -> str:
+    """Copies the empty store to path (a new file); returns its sqlite URI."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture
-def store(tmp_path, monkeypatch):
+def store(tmp_path, monkeypatch, empty_store):
     """Returns a fresh sqlite MLflow URI in tmp_path and runs the test from tmp_path."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return copy_store(empty_store, tmp_path / "mlflow.db")
 
 
 def write_png(path: Path, array: np.ndarray) -> Path:
@@ -71,8 +94,10 @@ def folder_data(tmp_path):
 
 
 @pytest.fixture
-def mlflow_server(tmp_path):
-    """Returns a started MlflowServer in tmp_path/server, killed when the test ends."""
+def mlflow_server(tmp_path, empty_store):
+    """Returns a started MlflowServer in tmp_path/server (over a copy of the empty store), killed when the
+    test ends."""
+    copy_store(empty_store, tmp_path / "server" / "mlflow.db")
     server = MlflowServer(tmp_path / "server").start()
     yield server
     server.stop()

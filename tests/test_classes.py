@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import TINY, compose_config
+from conftest import TINY, compose_config, copy_store
 
 # Recorded at f180d1d (2026-12-06), before multi-class support: the binary path (sigmoid head, BCE + border
 # weights + Dice on the membranes, one-class pixel scores, ISBI topology scores) must give these again. On the
@@ -260,7 +260,7 @@ KCLASS_RUN = [*TINY, "model.depth=2", "model.base_filters=8", "trainer.epochs=2"
 
 
 @pytest.fixture(scope="module")
-def kclass_runs(tmp_path_factory):
+def kclass_runs(tmp_path_factory, empty_store):
     """Two seeds of a 4-class model trained on an index-mask folder with unlabelled pixels, in one store."""
     import os
 
@@ -268,7 +268,7 @@ def kclass_runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("kclass")
     images, masks = write_folder(root / "index", palette=False)
-    store = f"sqlite:///{root / 'mlflow.db'}"
+    store = copy_store(empty_store, root / "mlflow.db")
     cwd = os.getcwd()
     os.chdir(root)
     try:

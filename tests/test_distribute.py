@@ -11,13 +11,16 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import copy_store
+
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 # a depth-1 U-Net: the distribution around the model is under test, and each replica traces it (batch norm
 # stays: its statistics are what a mirrored strategy has to keep in step)
 SHALLOW = ("model.depth=1",)
 
 
-def test_mirrored_strategy_trains_over_two_logical_cpus(tmp_path):
+def test_mirrored_strategy_trains_over_two_logical_cpus(tmp_path, empty_store):
+    copy_store(empty_store, tmp_path / "mlflow.db")
     script = f"""
 import sys, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -53,10 +56,12 @@ def test_only_the_chief_worker_tracks_a_multi_worker_run(tf_config, chief):
 
 
 @pytest.mark.slow
-def test_two_worker_processes_train_one_run_with_multi_worker_mirrored(tmp_path):
+def test_two_worker_processes_train_one_run_with_multi_worker_mirrored(tmp_path, empty_store):
     """Two real worker processes on loopback ports (TF_CONFIG), gradients all-reduced between them; only the
     chief (worker 0) writes the MLflow run."""
     from conftest import TINY, free_port
+
+    copy_store(empty_store, tmp_path / "mlflow.db")
 
     workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     jobs = []

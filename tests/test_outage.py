@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, MlflowServer
+from conftest import SHALLOW, TINY, MlflowServer
 
 # the caller's MLFLOW_TRACKING_URI must not reach the runs: on a developer's machine it names their real store
 ENV = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "TF_CPP_MIN_LOG_LEVEL": "2"}
 EPOCHS = 12
-JOB = [*TINY, "data=synthetic", "data.size=48", f"trainer.epochs={EPOCHS}", "trainer.steps_per_epoch=6",
-       "trainer.checkpoint=last"]
+JOB = [*TINY, *SHALLOW, "data=synthetic", "data.size=48", f"trainer.epochs={EPOCHS}", "trainer.steps_per_epoch=6",
+       "trainer.checkpoint=last", "tracking.log_model=true"]  # the model is the largest upload an outage holds up
 
 
 def start_training(tmp_path: Path, server: MlflowServer, *args: str) -> subprocess.Popen:

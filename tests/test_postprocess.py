@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import SHALLOW, TINY, compose_config, write_blob_pairs
+from conftest import SHALLOW, TINY, compose_config, copy_store, write_blob_pairs
 from segexp.errors import ConfigError
 from segexp.evaluation import postprocess as pp
 from segexp.evaluation import stage as stages
@@ -119,13 +119,13 @@ def test_a_stage_to_choose_without_selection_slices_is_refused_before_training(m
 
 
 @pytest.fixture(scope="module")
-def trained_with_stage(tmp_path_factory):
+def trained_with_stage(tmp_path_factory, empty_store):
     """Returns (root, run dir, store, metrics) of a tiny run whose end chose a watershed on its selection slice."""
     from segexp.training.train import train
 
     root = tmp_path_factory.mktemp("stage")
     images, masks = write_blob_pairs(root, [(48, 48)] * 5)
-    store = f"sqlite:///{root / 'mlflow.db'}"
+    store = copy_store(empty_store, root / "mlflow.db")
     cfg = compose_config("train", *TINY, *SHALLOW, "data=folder", f"data.images={images}", f"data.masks={masks}",
                          "split.select=[-2]", "split.report=[-1]", f"tracking.uri={store}", "tracking.log_model=false",
                          "postprocess=watershed", "postprocess.grid.seed_threshold=[0.3,0.6]",

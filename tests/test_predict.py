@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from conftest import SHALLOW, TINY, compose_config, write_blob_pairs
+from conftest import SHALLOW, TINY, compose_config, copy_store, write_blob_pairs
 from segexp.errors import ConfigError
 from segexp.evaluation.evaluate import evaluate
 from segexp.evaluation.predict import predict
@@ -28,11 +28,11 @@ pytestmark = pytest.mark.xdist_group("test_predict")  # one worker builds the mo
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, empty_store):
     """Returns (root, checkpoint, store uri) of a tiny RGB model trained on odd-sized JPEGs."""
     root = tmp_path_factory.mktemp("rgb")
     images, masks = write_blob_pairs(root, SIZES, rgb=True, suffix=".jpg")
-    store = f"sqlite:///{root / 'mlflow.db'}"
+    store = copy_store(empty_store, root / "mlflow.db")
     cfg = compose_config("train", *TINY, *SHALLOW, "data=folder", f"data.images={images}", f"data.masks={masks}",
                          "split.select=[-3]", "split.report=[-2,-1]", f"tracking.uri={store}", "tracking.log_model=false")
     train(cfg, root / "run")

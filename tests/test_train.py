@@ -27,7 +27,8 @@ def runs_of(uri: str, experiment: str = "segexp"):
 
 
 def test_smoke_training_is_fully_tracked(make_cfg, store, tmp_path):
-    cfg = make_cfg(*TINY, "trainer.epochs=2", f"tracking.uri={store}", "tracking.system_metrics=0.5")
+    cfg = make_cfg(*TINY, "trainer.epochs=2", f"tracking.uri={store}", "tracking.system_metrics=0.5",
+                   "tracking.log_model=true")
     metrics = train(cfg, tmp_path / "run", ["debug=smoke"])
 
     scores = {"dice", "iou", "accuracy", "loss", "v_rand", "v_info"}
@@ -154,7 +155,9 @@ def test_output_to_a_file_is_one_line_per_epoch_without_native_notices(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "MLFLOW_TRACKING_URI")}
     log = tmp_path / "train.log"
     with open(log, "w") as out:  # stdout and stderr to a file, as under nohup, CI or a scheduler
-        done = subprocess.run([sys.executable, "-m", "segexp", "train", *TINY[:1], "trainer.epochs=10",
+        # as a user runs it (the model logged, default verbosity), on the cheapest data and model to trace
+        done = subprocess.run([sys.executable, "-m", "segexp", "train", *TINY[:1], "data=synthetic", "data.size=48",
+                               "trainer.crop_size=32", *SHALLOW, "trainer.epochs=10",
                                f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, stdout=out,
                               stderr=subprocess.STDOUT, timeout=600)
     text = log.read_text()
