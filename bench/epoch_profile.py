@@ -40,7 +40,9 @@ class Settings:
 
 FULL = Settings(("experiment=isbi_best",), steps=10, warmup=2, repeats=3, select_slices=None)
 QUICK = Settings(("experiment=isbi_best", *TINY_MODEL, "trainer.crop_size=64", "trainer.batch_size=2",
-                            "trainer.precision=float32", "trainer.jit_compile=false"),
+                            "trainer.precision=float32", "trainer.jit_compile=false",
+                            # generated slices, the recipe's own pipeline: checks the script without a 512x512 stack
+                            "data=synthetic", "data.size=96", "split.select=[-2]", "split.report=[-1]"),
                  steps=2, warmup=1, repeats=1, select_slices=1)
 
 

@@ -26,6 +26,7 @@ SCORES_PINNED = {  # slice_scores of fixed maps, per loss
 }
 
 
+@pytest.mark.slow
 def test_a_deterministic_isbi_run_gives_the_scores_recorded_before_multi_class(tmp_path, monkeypatch):
     from segexp.training.runtime import cpu_facts
     from segexp.training.train import train

@@ -19,6 +19,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 SHALLOW = ("model.depth=1",)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_trains_over_two_logical_cpus(tmp_path, empty_store):
     copy_store(empty_store, tmp_path / "mlflow.db")
     script = f"""

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from segexp.tracking.processes import process_alive, process_identity
@@ -54,6 +55,7 @@ def test_a_killed_process_leaves_a_run_that_the_next_segexp_use_ends_as_killed(t
     assert client.get_run(foreign.info.run_id).info.status == "RUNNING"
 
 
+@pytest.mark.slow
 def test_the_orphans_command_ends_them_and_lists_what_it_cannot_judge(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     dead = orphan(uri)

@@ -70,6 +70,7 @@ print(ensure_experiment(sys.argv[1], "segexp"))
 """
 
 
+@pytest.mark.slow
 def test_processes_that_create_a_new_store_at_once_all_get_one_complete_store(tmp_path):
     # Bare MLflow fails this: each process migrates the empty file ("table ... already exists"), and some
     # races leave the schema broken for every later process (seen with 3 processes, 3 trials out of 3).
@@ -87,6 +88,7 @@ def test_processes_that_create_a_new_store_at_once_all_get_one_complete_store(tm
     MlflowClient(uri).create_run(results[0][0].strip())  # and the schema takes writes
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_ends_killed_and_resume_continues_the_same_run(tmp_path):
     args = [sys.executable, "-m", "segexp", "train", *SYNTHETIC, "trainer.epochs=40", "trainer.steps_per_epoch=4",
             "tracking.log_model=false", "hydra.run.dir=outputs/run"]
@@ -118,6 +120,7 @@ def test_sigterm_saves_a_checkpoint_ends_killed_and_resume_continues_the_same_ru
     assert steps[-2:] == [stopped_after, stopped_after + 1] and len(steps) >= stopped_after + 2
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_its_last_epoch_resumes_by_scoring_it_without_training_again(store, tmp_path, capsys):
     from omegaconf import OmegaConf
 
@@ -144,6 +147,7 @@ def test_a_run_killed_after_its_last_epoch_resumes_by_scoring_it_without_trainin
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == losses_before  # not trained again
 
 
+@pytest.mark.slow
 def test_a_kill_during_a_save_never_corrupts_the_checkpoint(tmp_path):
     # the child saves in a loop, saying when each save starts; it is killed at several points of one save,
     # placed by the save time it measured itself (a fixed delay may always land between saves)
@@ -166,6 +170,7 @@ def test_a_kill_during_a_save_never_corrupts_the_checkpoint(tmp_path):
         load_model(target)  # would raise on a half-written zip
 
 
+@pytest.mark.slow
 def test_deterministic_runs_give_identical_metrics(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     overrides = [*SYNTHETIC, "trainer.deterministic=true", "tracking=none", "aug=heavy", "trainer.steps_per_epoch=3"]

@@ -40,6 +40,7 @@ def test_jit_compile_takes_true_false_or_auto(make_cfg):
         validate(make_cfg(*TINY, "trainer.jit_compile=fast"))
 
 
+@pytest.mark.slow
 def test_auto_probes_once_per_machine_and_tags_the_run(make_cfg, store, tmp_path, capsys):
     cache = tmp_path / "cache" / "speed_probe.json"
     # the cheapest U-Net to trace (bench.training.TINY_MODEL's): the probe's timing, caching and tagging are under

@@ -26,6 +26,7 @@ def runs_of(uri: str, experiment: str = "segexp"):
     return client, (client.search_runs([exp.experiment_id]) if exp else [])
 
 
+@pytest.mark.slow
 def test_smoke_training_is_fully_tracked(make_cfg, store, tmp_path):
     cfg = make_cfg(*TINY, "trainer.epochs=2", f"tracking.uri={store}", "tracking.system_metrics=0.5",
                    "tracking.log_model=true")
@@ -110,6 +111,7 @@ def assert_mlflow_native(client, run, logged_model, parts, cfg, tmp_path) -> Non
     assert preview.size[1] == 2 * crop + 8 and preview.size[0] > 8 * crop  # 2 rows of 4 (image | mask) pairs
 
 
+@pytest.mark.slow
 def test_tracking_none_trains_on_a_folder_without_a_store(make_cfg, tmp_path, monkeypatch, folder_data):
     monkeypatch.chdir(tmp_path)
     cfg = make_cfg(*TINY, *SHALLOW, "data=folder", f"data.images={folder_data[0]}", f"data.masks={folder_data[1]}",
@@ -151,6 +153,7 @@ def test_without_selection_slices_the_last_epoch_is_reported(make_cfg, tmp_path,
     assert not any(k.startswith("select_") for k in metrics)  # nothing was selected, nothing claims to be
 
 
+@pytest.mark.slow
 def test_output_to_a_file_is_one_line_per_epoch_without_native_notices(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "MLFLOW_TRACKING_URI")}
     log = tmp_path / "train.log"
@@ -172,6 +175,7 @@ def test_output_to_a_file_is_one_line_per_epoch_without_native_notices(tmp_path)
     assert text.rstrip().splitlines()[-1].startswith("[segexp] checkpoint epoch ")
 
 
+@pytest.mark.slow
 def test_tensorflow_notices_stay_when_the_user_sets_the_log_level():
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
     code = "from segexp.native_logs import import_tensorflow; import_tensorflow()"
@@ -183,6 +187,7 @@ def test_tensorflow_notices_stay_when_the_user_sets_the_log_level():
     assert "oneDNN" not in hidden.stderr and hidden.stderr.strip().endswith("kept")
 
 
+@pytest.mark.slow
 def test_reproduce_a_deterministic_run_gives_zero_difference_and_refuses_other_code(make_cfg, store, tmp_path):
     from segexp.errors import ConfigError
     from segexp.experiments.reproduce import reproduce
