@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench import common, render
+from bench.training import TINY_MODEL
 from segexp.tracking.local_server import MlflowServer
 
 NAME = "outage"
@@ -41,14 +42,18 @@ class Settings:
     repeats: int
     recipe: tuple[str, ...]
     timeout_s: int
+    # seconds from the run's first epoch line to the kill: the sender takes an epoch's records within a second or
+    # two of the line. Quick runs kill at once: their epochs take a fraction of a second, and a run that ended
+    # within the delay would have no outage at all.
+    kill_delay_s: float = 3.0
 
 
 FULL = Settings(repeats=3, timeout_s=1800, recipe=(
     "experiment=isbi_quick", "trainer.max_minutes=null", "trainer.epochs=5", "trainer.steps_per_epoch=10",
     "trainer.precision=float32", "trainer.jit_compile=false", "trainer.seed=1"))
-QUICK = Settings(repeats=1, timeout_s=600, recipe=(
-    "debug=smoke", "trainer.crop_size=32", "trainer.epochs=3", "trainer.steps_per_epoch=2", "data=synthetic",
-    "data.size=48"))
+QUICK = Settings(repeats=1, timeout_s=600, recipe=(  # checks the script: the cheapest model to trace, no model upload
+    "debug=smoke", *TINY_MODEL, "trainer.crop_size=32", "trainer.epochs=3", "trainer.steps_per_epoch=2",
+    "data=synthetic", "data.size=48", "tracking.log_model=false"), kill_delay_s=0.0)
 
 
 def epoch_seconds(output: str) -> list[float]:
@@ -68,7 +73,7 @@ def train(settings: Settings, arm: str, server: MlflowServer, workdir: Path) -> 
     for line in job.stdout:  # read as it comes: the outage arm kills the server after the first epoch
         lines.append(line)
         if arm == "outage" and EPOCH_LINE.match(line) and server.process is not None:
-            time.sleep(3)  # the sender takes an epoch's records within a second or two of the line
+            time.sleep(settings.kill_delay_s)
             server.stop()
     job.wait(timeout=settings.timeout_s)
     output = "".join(lines)

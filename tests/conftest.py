@@ -103,13 +103,6 @@ def mlflow_server(tmp_path, empty_store):
     server.stop()
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """Slow tests first. xdist hands out the module groups (largest first) and then single tests in collection
-    order, which put the slowest files (outage, reliability, speed probe, sweeps) last: the run ended on a few
-    of them while the other workers sat idle. Started early, the quick tests fill the gaps behind them."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order otherwise
-
-
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto` (addopts): one worker more than the cores. Much of the suite waits - on subprocesses importing
     TensorFlow, MLflow servers starting, real outages - and a third worker fills those waits. On 2 cores

@@ -192,9 +192,9 @@ def test_reproduce_a_deterministic_run_gives_zero_difference_and_refuses_other_c
     from segexp.errors import ConfigError
     from segexp.experiments.reproduce import reproduce
 
-    cfg = make_cfg(*TINY, "trainer.epochs=2", "trainer.deterministic=true", f"tracking.uri={store}",
+    cfg = make_cfg(*TINY, *SHALLOW, "trainer.epochs=2", "trainer.deterministic=true", f"tracking.uri={store}",
                    "tracking.log_model=false")
-    train(cfg, tmp_path / "run", ["debug=smoke", "trainer.deterministic=true"])
+    train(cfg, tmp_path / "run", ["debug=smoke", *SHALLOW, "trainer.deterministic=true"])
     client, (run,) = runs_of(store)
     rows = reproduce(compose_config("reproduce", f"run={run.info.run_id}", f"tracking.uri={store}"),
                      tmp_path / "again")
