@@ -10,9 +10,12 @@ Writes bench/results/suite.{json,md}; `python -m bench.render` puts the figure i
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shlex
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,7 +25,9 @@ from bench import common, render
 NAME = "suite"
 TITLE = "Test suite: size and wall time"
 METHOD = ("The README's test command in a checkout (a fresh clone: venv creation and install included), as a "
-          "subprocess; wall time of the whole command; the summary is pytest's last line.")
+          "subprocess; wall time of the whole command; the summary is pytest's last line. CPU seconds per test (its "
+          "worker's and those of the processes it started) come from tests/conftest.py (SEGEXP_CPU_LOG); how busy "
+          "the machine's cores were over the whole command, from /proc/stat.")
 
 
 @dataclass(frozen=True)
@@ -44,18 +49,52 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     command = shlex.split(settings.command)
     if command[0] == Path(sys.executable).name:
         command[0] = sys.executable
-    done = subprocess.run(command, cwd=known.repo, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix="segexp-suite-") as tmp:
+        cpu_log = Path(tmp) / "cpu.jsonl"
+        busy_before = cpu_ticks()
+        done = subprocess.run(command, cwd=known.repo, capture_output=True, text=True,
+                              env={**os.environ, "SEGEXP_CPU_LOG": str(cpu_log)})
+        busy_after = cpu_ticks()
+        per_test = [json.loads(line) for line in cpu_log.read_text().splitlines()] if cpu_log.exists() else []
     lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
     result["summary"] = lines[-1].strip("= ") if lines else "(no output)"
     result["exit_code"] = done.returncode
     result["fresh_clone"] = not (known.repo / ".venv").exists() or known.repo != common.REPO
     result["slowest"] = slowest(lines)
+    result["cpu_seconds"] = sum(r["self_s"] + r["children_s"] for r in per_test)
+    result["cpu_heaviest"] = sorted(per_test, key=lambda r: -(r["self_s"] + r["children_s"]))[:15]
+    result["cores_busy"] = busy_fraction(busy_before, busy_after)
     result["tables"] = [common.table("", ["command", "in", "exit code", "pytest summary"],
                                      [[settings.command, str(known.repo), done.returncode, result["summary"]]]),
                         common.table("Where the time goes: pytest's slowest phases (--durations)",
-                                     ["seconds", "phase", "test"], result["slowest"])]
+                                     ["seconds", "phase", "test"], result["slowest"]),
+                        common.table(f"Where the CPU goes: the {len(result['cpu_heaviest'])} heaviest of "
+                                     f"{len(per_test)} tests, {result['cpu_seconds']:.0f} CPU seconds in all",
+                                     ["CPU s", "of which child processes", "wall s", "test"],
+                                     [[r["self_s"] + r["children_s"], r["children_s"], r["wall_s"], r["test"]]
+                                      for r in result["cpu_heaviest"]])]
+    if result["cores_busy"] is not None:
+        result["notes"].append(f"The cores were {result['cores_busy']:.1%} busy over the whole command" + (
+            ": with every core busy, the suite gets faster only by doing less, not by more workers or another order."
+            if result["cores_busy"] >= 0.95 else "."))
     render.write_results(result, args.out)
     return result
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """Returns (busy, total) CPU ticks of all cores since boot from /proc/stat, or None where there is none."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_fraction(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def slowest(lines: Sequence[str]) -> list[list]:

@@ -103,6 +103,31 @@ def mlflow_server(tmp_path, empty_store):
     server.stop()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With SEGEXP_CPU_LOG set (bench.suite sets it), appends each test's CPU seconds - this worker's and those of
+    the processes it started and waited for - as a JSON line: on a machine the suite keeps fully busy, wall time
+    per test says more about its neighbours than about the test."""
+    log = os.environ.get("SEGEXP_CPU_LOG")
+    if not log:
+        yield
+        return
+    import json
+    import resource
+    import time
+
+    def cpu(who) -> float:
+        usage = resource.getrusage(who)
+        return usage.ru_utime + usage.ru_stime
+
+    before, children, started = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN), time.monotonic()
+    yield
+    record = {"test": item.nodeid, "self_s": cpu(resource.RUSAGE_SELF) - before,
+              "children_s": cpu(resource.RUSAGE_CHILDREN) - children, "wall_s": time.monotonic() - started}
+    with open(log, "a") as out:  # one short line per write: appends from the workers do not interleave
+        out.write(json.dumps(record) + "\n")
+
+
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto` (addopts): one worker more than the cores. Much of the suite waits - on subprocesses importing
     TensorFlow, MLflow servers starting, real outages - and a third worker fills those waits. On 2 cores
