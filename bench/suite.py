@@ -49,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     command = shlex.split(settings.command)
     if command[0] == Path(sys.executable).name:
         command[0] = sys.executable
+    # before `make test` runs: afterwards every checkout has its .venv
+    result["fresh_clone"] = not (known.repo / ".venv").exists()
     with tempfile.TemporaryDirectory(prefix="segexp-suite-") as tmp:
         cpu_log = Path(tmp) / "cpu.jsonl"
         busy_before = cpu_ticks()
@@ -59,10 +61,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
     result["summary"] = lines[-1].strip("= ") if lines else "(no output)"
     result["exit_code"] = done.returncode
-    result["fresh_clone"] = not (known.repo / ".venv").exists() or known.repo != common.REPO
     result["slowest"] = slowest(lines)
     result["cpu_seconds"] = sum(r["self_s"] + r["children_s"] for r in per_test)
-    result["cpu_heaviest"] = sorted(per_test, key=lambda r: -(r["self_s"] + r["children_s"]))[:15]
+    # every test, heaviest first: the next cut starts from here
+    result["cpu_per_test"] = [{k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}
+                              for r in sorted(per_test, key=lambda r: -(r["self_s"] + r["children_s"]))]
+    result["cpu_heaviest"] = result["cpu_per_test"][:15]
     result["cores_busy"] = busy_fraction(busy_before, busy_after)
     result["tables"] = [common.table("", ["command", "in", "exit code", "pytest summary"],
                                      [[settings.command, str(known.repo), done.returncode, result["summary"]]]),
