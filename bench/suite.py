@@ -66,17 +66,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # every test, heaviest first: the next cut starts from here
     result["cpu_per_test"] = [{k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}
                               for r in sorted(per_test, key=lambda r: -(r["self_s"] + r["children_s"]))]
-    result["cpu_heaviest"] = result["cpu_per_test"][:15]
     result["cores_busy"] = busy_fraction(busy_before, busy_after)
+    heaviest = result["cpu_per_test"][:15]
     result["tables"] = [common.table("", ["command", "in", "exit code", "pytest summary"],
                                      [[settings.command, str(known.repo), done.returncode, result["summary"]]]),
                         common.table("Where the time goes: pytest's slowest phases (--durations)",
                                      ["seconds", "phase", "test"], result["slowest"]),
-                        common.table(f"Where the CPU goes: the {len(result['cpu_heaviest'])} heaviest of "
+                        common.table(f"Where the CPU goes: the {len(heaviest)} heaviest of "
                                      f"{len(per_test)} tests, {result['cpu_seconds']:.0f} CPU seconds in all",
                                      ["CPU s", "of which child processes", "wall s", "test"],
                                      [[r["self_s"] + r["children_s"], r["children_s"], r["wall_s"], r["test"]]
-                                      for r in result["cpu_heaviest"]])]
+                                      for r in heaviest])]
     if result["cores_busy"] is not None:
         result["notes"].append(f"The cores were {result['cores_busy']:.1%} busy over the whole command" + (
             ": with every core busy, the suite gets faster only by doing less, not by more workers or another order."
