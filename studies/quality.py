@@ -23,7 +23,8 @@ from pathlib import Path
 from bench import common, render
 
 CURVE_METRICS = ("select_v_rand", "select_v_info", "select_dice", "select_accuracy")
-QUICK = ["model.depth=1", "model.batch_norm=false", "model.base_filters=4", "trainer.epochs=1", "trainer.steps_per_epoch=2",
+QUICK = ["model.depth=1", "model.batch_norm=false", "model.base_filters=4", "trainer.epochs=1",
+         "trainer.steps_per_epoch=2",
          "trainer.crop_size=64", "trainer.batch_size=2", "tracking.log_model=false", "trainer.preview_slices=0",
          "split.select=[-2]", "split.report=[-1]",
          "trainer.precision=float32", "trainer.jit_compile=false"]

@@ -269,8 +269,8 @@ def test_a_component_is_added_by_dropping_yaml_files_into_a_config_dir(tmp_path)
         (conf / relative).write_text(text.lstrip())
     run_dir = tmp_path / "run"
     out = cli("train", "--config-dir", str(conf), "optimizer=lion", "optimizer/schedule=exp_decay",
-              "callbacks=csv_log", *TINY, *SHALLOW, "data=synthetic", "data.size=48", "trainer.epochs=2", "tracking=none",
-              f"hydra.run.dir={run_dir}",
+              "callbacks=csv_log", *TINY, *SHALLOW, "data=synthetic", "data.size=48", "trainer.epochs=2",
+              "tracking=none", f"hydra.run.dir={run_dir}",
               cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = (run_dir / "epochs.csv").read_text().strip().splitlines()
