@@ -213,6 +213,12 @@ def test_submitit_jobs_in_their_own_processes_reach_a_real_tracking_server(tmp_p
     assert sorted(p["optimizer.lr"] for p in params) == ["0.0001", "0.001"]
     assert len({tags[r["info"]["run_id"]]["process"] for r in children}) == 2  # each job in a process of its own
     assert not (tmp_path / "outputs" / "mlflow.db").exists()  # nothing went to the local default store
+    # the server and its one uvicorn worker, without MLflow's job runner and its huey consumers (server_env)
+    import psutil
+
+    server_tree = [mlflow_server.process.pid, *(p.pid for p in psutil.Process(mlflow_server.process.pid).children(
+        recursive=True))]
+    assert len(server_tree) == 2, [" ".join(psutil.Process(pid).cmdline()) for pid in server_tree]
 
 
 @pytest.mark.slow
