@@ -16,6 +16,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -53,10 +54,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["fresh_clone"] = not (known.repo / ".venv").exists()
     with tempfile.TemporaryDirectory(prefix="segexp-suite-") as tmp:
         cpu_log = Path(tmp) / "cpu.jsonl"
-        busy_before = cpu_ticks()
+        busy_before, started = cpu_ticks(), time.time()
         done = subprocess.run(command, cwd=known.repo, capture_output=True, text=True,
                               env={**os.environ, "SEGEXP_CPU_LOG": str(cpu_log)})
-        busy_after = cpu_ticks()
+        busy_after, ended = cpu_ticks(), time.time()
         per_test = [json.loads(line) for line in cpu_log.read_text().splitlines()] if cpu_log.exists() else []
     lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
     result["summary"] = lines[-1].strip("= ") if lines else "(no output)"
@@ -67,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["cpu_per_test"] = [{k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}
                               for r in sorted(per_test, key=lambda r: -(r["self_s"] + r["children_s"]))]
     result["cores_busy"] = busy_fraction(busy_before, busy_after)
+    # when each worker's last test ended, from the command's start: a worker done early leaves its core idle
+    result["workers_done_s"] = {w: round(max(r["ended"] for r in per_test if r.get("worker") == w) - started, 1)
+                                for w in sorted({r.get("worker") for r in per_test if "ended" in r})}
     heaviest = result["cpu_per_test"][:15]
     result["tables"] = [common.table("", ["command", "in", "exit code", "pytest summary"],
                                      [[settings.command, str(known.repo), done.returncode, result["summary"]]]),
@@ -81,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result["notes"].append(f"The cores were {result['cores_busy']:.1%} busy over the whole command" + (
             ": with every core busy, the suite gets faster only by doing less, not by more workers or another order."
             if result["cores_busy"] >= 0.95 else "."))
+    if result["workers_done_s"]:
+        result["notes"].append("Each worker's last test ended at " + ", ".join(
+            f"{w} {t:.0f} s" for w, t in result["workers_done_s"].items()) + f" of {ended - started:.0f} s "
+            "(the command's start is 0, the install included).")
     render.write_results(result, args.out)
     return result
 

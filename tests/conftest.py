@@ -123,7 +123,8 @@ def pytest_runtest_protocol(item, nextitem):
     before, children, started = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN), time.monotonic()
     yield
     record = {"test": item.nodeid, "self_s": cpu(resource.RUSAGE_SELF) - before,
-              "children_s": cpu(resource.RUSAGE_CHILDREN) - children, "wall_s": time.monotonic() - started}
+              "children_s": cpu(resource.RUSAGE_CHILDREN) - children, "wall_s": time.monotonic() - started,
+              "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "ended": time.time()}
     with open(log, "a") as out:  # one short line per write: appends from the workers do not interleave
         out.write(json.dumps(record) + "\n")
 
