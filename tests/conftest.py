@@ -59,6 +59,14 @@ def copy_store(template: Path, path: Path) -> str:
 
 
 @pytest.fixture
+def default_store(tmp_path, empty_store) -> str:
+    """Puts a copy of the empty store where a command run from tmp_path keeps its runs by default
+    (outputs/mlflow.db), as after a user's first run there; returns its URI. For tests of what a command does
+    with a store, not of how it creates one."""
+    return copy_store(empty_store, tmp_path / "outputs" / "mlflow.db")
+
+
+@pytest.fixture
 def store(tmp_path, monkeypatch, empty_store):
     """Returns a fresh sqlite MLflow URI in tmp_path and runs the test from tmp_path."""
     monkeypatch.chdir(tmp_path)

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
+from conftest import copy_store
 from segexp.data.splits import held_out
 from segexp.experiments import replicates
 
@@ -44,9 +45,10 @@ pytestmark = pytest.mark.xdist_group("test_compare")  # one worker builds the mo
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, empty_store):
     """Returns (directory, client, sweep parent, {recipe override: children by seed}, other-split run)."""
     root = tmp_path_factory.mktemp("compare")
+    copy_store(empty_store, root / "outputs" / "mlflow.db")  # the runs' default store, already made
     segexp(root, "train", "-m", *LEARNS, "optimizer.lr=1e-9,1e-2", "trainer.seed=1,2,3",
            f"hydra.sweep.dir={root / 'sweep'}")
     # the single run in this process, as `segexp train <overrides>` from root would run it (its default store
@@ -240,7 +242,7 @@ def test_recipes_group_by_everything_but_seed_and_fold():
 
 
 @pytest.mark.slow
-def test_a_cross_validation_parent_aggregates_its_folds_and_predicts_as_a_fold_ensemble(tmp_path):
+def test_a_cross_validation_parent_aggregates_its_folds_and_predicts_as_a_fold_ensemble(tmp_path, default_store):
     from PIL import Image
 
     from segexp.config.compose import compose

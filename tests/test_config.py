@@ -14,7 +14,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from conftest import SHALLOW, TINY
+from conftest import SHALLOW, TINY, copy_store
 from segexp.config.compose import compose
 from segexp.config.files import config_groups
 from segexp.config.instantiate import instantiate
@@ -61,7 +61,7 @@ def test_the_defaults_a_tiny_run_picks_are_real_options():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("group,option", TRAINED_OPTIONS, ids=[f"{g}={o}" if o else g for g, o in TRAINED_OPTIONS])
-def test_every_option_builds_and_trains_one_step(make_cfg, group, option, folder_data):
+def test_every_option_builds_and_trains_one_step(make_cfg, group, option, folder_data, empty_store):
     """timm-style: a new option file is tested by this code, built the way train() builds it."""
     chosen = option_overrides(group, option, folder_data) if option else []
     # an option outside the model (and outside the recipes that choose one) is built the same around any model:
@@ -69,7 +69,7 @@ def test_every_option_builds_and_trains_one_step(make_cfg, group, option, folder
     shallow = [] if group in ("model", "experiment", "defaults") else SHALLOW
     cfg = make_cfg(*TINY, "trainer.batch_size=1", *shallow, *chosen)
     if group in ("tracking", "defaults"):  # the tracker itself, for mlflow (a default) and none
-        tracker = instantiate(cfg.tracking, uri=f"sqlite:///{folder_data[0].parent / 'mlflow.db'}")
+        tracker = instantiate(cfg.tracking, uri=copy_store(empty_store, folder_data[0].parent / "mlflow.db"))
         with tracker.run("one step", {}):
             tracker.log_metrics({"x": 1.0})
     assert np.isfinite(train_one_step(cfg))

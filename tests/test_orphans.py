@@ -11,6 +11,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import copy_store
 from segexp.tracking.processes import process_alive, process_identity
 
 # the tracker a training job uses, opening a run and then stalling, as a job does mid-training
@@ -35,10 +36,10 @@ def orphan(uri: str) -> str:
     return run_id
 
 
-def test_a_killed_process_leaves_a_run_that_the_next_segexp_use_ends_as_killed(tmp_path, capsys):
+def test_a_killed_process_leaves_a_run_that_the_next_segexp_use_ends_as_killed(tmp_path, capsys, empty_store):
     from segexp.tracking.trackers import MlflowTracker
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = copy_store(empty_store, tmp_path / "mlflow.db")
     dead = orphan(uri)
     client = MlflowClient(uri)
     alive = client.create_run(client.get_experiment_by_name("segexp").experiment_id, run_name="alive",
@@ -56,8 +57,8 @@ def test_a_killed_process_leaves_a_run_that_the_next_segexp_use_ends_as_killed(t
 
 
 @pytest.mark.slow
-def test_the_orphans_command_ends_them_and_lists_what_it_cannot_judge(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_the_orphans_command_ends_them_and_lists_what_it_cannot_judge(tmp_path, empty_store):
+    uri = copy_store(empty_store, tmp_path / "mlflow.db")
     dead = orphan(uri)
     client = MlflowClient(uri)
     client.create_run(client.get_experiment_by_name("segexp").experiment_id, run_name="elsewhere",

@@ -89,7 +89,7 @@ def test_processes_that_create_a_new_store_at_once_all_get_one_complete_store(tm
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_ends_killed_and_resume_continues_the_same_run(tmp_path):
+def test_sigterm_saves_a_checkpoint_ends_killed_and_resume_continues_the_same_run(tmp_path, default_store):
     args = [sys.executable, "-m", "segexp", "train", *SYNTHETIC, "trainer.epochs=40", "trainer.steps_per_epoch=4",
             "tracking.log_model=false", "hydra.run.dir=outputs/run"]
     job = subprocess.Popen(args, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -64,7 +64,7 @@ def assert_summarizes(client, parent, children, stdout: str, tmp_path, cfg) -> N
 
 
 @pytest.mark.slow
-def test_sequential_sweep_is_one_parent_with_a_child_per_job(tmp_path, make_cfg):
+def test_sequential_sweep_is_one_parent_with_a_child_per_job(tmp_path, make_cfg, default_store):
     sweep_dir = tmp_path / "outputs" / "multirun" / "day" / "time"
     sweep_dir.mkdir(parents=True)
     # a record left by an earlier sweep in the same directory must not adopt this sweep's jobs
@@ -106,7 +106,7 @@ def test_parallel_sweep_children_reach_the_parent_from_worker_processes(tmp_path
 
 
 @pytest.mark.slow
-def test_a_failing_job_is_a_failed_child_and_the_jobs_after_it_still_run(tmp_path):
+def test_a_failing_job_is_a_failed_child_and_the_jobs_after_it_still_run(tmp_path, default_store):
     # job 0 reports on slice 99 of 30: a DataError at the split, before that job's own MLflow run starts
     out = sweep(tmp_path, "split.report=[99],[-1]")
     # Hydra runs every job, then re-raises the first failure: exit 1 once the sweep is over
@@ -162,7 +162,7 @@ def test_parent_status(statuses, interrupted, expected):
 
 
 @pytest.mark.slow
-def test_optuna_search_trials_are_children_and_the_study_reports_its_best(tmp_path, make_cfg):
+def test_optuna_search_trials_are_children_and_the_study_reports_its_best(tmp_path, make_cfg, default_store):
     # quoted: the search space is a string for the sweeper, not a sweep of this command line
     # model.depth on the command line would be a fixed param, taken out of the search space: not here
     out = sweep(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
@@ -246,7 +246,7 @@ def test_a_child_is_named_by_the_swept_overrides_alone():
 
 
 @pytest.mark.slow
-def test_a_killed_sweep_resumes_into_the_same_parent_keeping_finished_jobs(tmp_path):
+def test_a_killed_sweep_resumes_into_the_same_parent_keeping_finished_jobs(tmp_path, default_store):
     import signal
     import time
 
@@ -256,16 +256,13 @@ def test_a_killed_sweep_resumes_into_the_same_parent_keeping_finished_jobs(tmp_p
     driver_log = tmp_path / "driver.log"  # kept for the failure message: what the killed sweep had done
     with driver_log.open("w") as log:
         driver = subprocess.Popen(args, cwd=tmp_path, env=ENV, stdout=log, stderr=subprocess.STDOUT)
-    db = tmp_path / "outputs" / "mlflow.db"
-    # MlflowClient creates and migrates a store that does not exist yet, in place: built before the driver
-    # had created its store, it raced the driver's migrations and the sweep died unseen (CI, 2026-12-06).
-    # The driver builds the store atomically, so once the file exists it is whole and safe to open.
-    client, finished = None, []
+    # the store exists before the driver starts (default_store): MlflowClient would create and migrate a missing
+    # one in place, racing the driver's own creation (CI, 2026-12-06)
+    client, finished = MlflowClient(default_store), []
     deadline = time.monotonic() + 400
     while not finished and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.5)  # kill the driver (no handler runs) once the first job has finished
-        client = client or (MlflowClient(f"sqlite:///{db}") if db.exists() else None)
-        experiment = client.get_experiment_by_name("segexp") if client else None
+        experiment = client.get_experiment_by_name("segexp")
         runs = client.search_runs([experiment.experiment_id]) if experiment else []
         finished = [r for r in runs if r.info.status == "FINISHED"]
     driver.send_signal(signal.SIGKILL)
@@ -314,7 +311,7 @@ hydra:
 
 
 @pytest.mark.slow
-def test_optuna_prunes_trials_and_a_resumed_study_continues(tmp_path):
+def test_optuna_prunes_trials_and_a_resumed_study_continues(tmp_path, default_store):
     """Jobs with 4 epochs report each epoch to their trial and the pruner (a threshold no score reaches, from
     epoch 2) stops them; 1-epoch jobs end before it may act (TPE's seeded start draws both). Then the sweep
     is resumed with one more trial: the study continues from the sweep's MLflow runs and runs only that one."""
