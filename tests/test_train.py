@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import SHALLOW, TINY, compose_config
 from segexp.evaluation.evaluate import evaluate
-from segexp.training.build import prepare_data
+from segexp.training.build import build_model, build_training_state, prepare_data
 from segexp.training.train import train
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -213,3 +213,26 @@ def test_reproduce_a_deterministic_run_gives_zero_difference_and_refuses_other_c
     client.set_tag(run.info.run_id, "version.numpy", "1.0.0")
     with pytest.raises(ConfigError, match=r"here: numpy 1.0.0 then, \d"):
         reproduce(compose_config("reproduce", f"run={run.info.run_id}", f"tracking.uri={store}"), tmp_path / "x")
+
+
+def test_a_model_built_for_training_traces_its_train_step_once(make_cfg):
+    """build_training_state leans on Keras' private Model._symbolic_build: without it TensorFlow traces the train
+    step twice (the optimizer's and metrics' variables are made inside the first trace). This fails if Keras
+    changes either way - the private method stops sparing the trace, or Keras builds them up front itself."""
+    cfg = make_cfg(*TINY, *SHALLOW)
+    rng = np.random.default_rng(0)
+    batch = (rng.random((2, 16, 16, 1), np.float32), (rng.random((2, 16, 16, 1)) > 0.5).astype(np.float32))
+
+    def traces(prebuilt: bool) -> int:
+        keras.backend.clear_session()
+        model = build_model(cfg, 1, 0, 1e-3, False)
+        if prebuilt:
+            build_training_state(model, batch)
+        step, traced = model.train_step, []
+        model.train_step = lambda data: traced.append(1) or step(data)  # runs once per trace, not per step
+        for _ in range(3):
+            model.train_on_batch(*batch)
+        return len(traced)
+
+    assert traces(prebuilt=False) == 2
+    assert traces(prebuilt=True) == 1

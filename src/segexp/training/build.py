@@ -85,6 +85,19 @@ def build_model(cfg: DictConfig, channels: int, foreground: int, learning_rate, 
     return model
 
 
+def build_training_state(model, data) -> None:
+    """Creates the optimizer's, the loss's and the metrics' variables for batches like `data` (a batch of
+    arrays, or a tf.data stream's element_spec) before the first training step.
+
+    Keras' TensorFlow trainer builds them up front only under a distribution strategy; otherwise they are
+    created inside the first trace of the train step, and TensorFlow traces a function that creates variables
+    twice. Built here, fit and train_on_batch trace once: about a third of a tiny run's fit, seconds for a deep
+    model. `Model._symbolic_build` is the private method Keras uses for this, with no public equivalent;
+    tests/test_model.py fails if Keras changes so that it no longer spares the trace (or does not need to)."""
+    with model.distribute_strategy.scope():  # a strategy's variables are made in its scope (one per replica)
+        model._symbolic_build(data_batch=data)
+
+
 def choose_speed(cfg: DictConfig, strategy, channels: int, foreground: int, weighted: bool,
                  classes: Classes = BINARY):
     """Returns the speed_probe.SpeedChoice for trainer.precision and trainer.jit_compile: as set, or for
@@ -102,7 +115,9 @@ def choose_speed(cfg: DictConfig, strategy, channels: int, foreground: int, weig
 
     def build(jit: bool):
         with strategy.scope():
-            return build_model(cfg, channels, foreground, 1e-3, jit, classes)
+            model = build_model(cfg, channels, foreground, 1e-3, jit, classes)
+            build_training_state(model, batch)  # the probe's warm-up then traces once, as fit does
+            return model
 
     workload = {"model": OmegaConf.to_container(cfg.model, resolve=True), "batch_shape": [*shape, channels],
                 "weighted": weighted, "strategy": t.strategy, "replicas": strategy.num_replicas_in_sync,
@@ -155,6 +170,8 @@ def fit(cfg: DictConfig, model, stream, callbacks, initial_epoch: int = 0) -> di
         from segexp.training.runtime import build_before_multi_worker_fit
 
         build_before_multi_worker_fit(model, stream)
+    else:
+        build_training_state(model, stream.element_spec)
     history = model.fit(stream, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=t.steps_per_epoch,
                         callbacks=callbacks, verbose=verbose, shuffle=False)  # the sampler draws random crops
     return history.history
