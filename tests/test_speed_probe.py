@@ -45,7 +45,7 @@ def test_auto_probes_once_per_machine_and_tags_the_run(make_cfg, store, tmp_path
     cache = tmp_path / "cache" / "speed_probe.json"
     # the cheapest U-Net to trace (bench.training.TINY_MODEL's): the probe's timing, caching and tagging are under
     # test, and each of the four settings (two XLA-compiled) builds and traces the model again
-    overrides = (*TINY, *SHALLOW, "trainer.epochs=1", f"tracking.uri={store}",
+    overrides = (*TINY, *SHALLOW, "data=synthetic", "data.size=48", "trainer.epochs=1", f"tracking.uri={store}",
                  "trainer.precision=auto",
                  "trainer.jit_compile=auto", f"trainer.speed_cache={cache}", "tracking.log_model=false")
     # the first run as a user starts it: its whole output, TensorFlow's C++ logging on file descriptor 2 too

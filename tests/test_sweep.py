@@ -19,8 +19,9 @@ from segexp.experiments.sweeps import objective_metric, parent_status
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 ENV.pop("MLFLOW_TRACKING_URI", None)
-# what is under test is the sweep around the jobs, so they train the cheapest model to trace
-FAST = [*TINY, *SHALLOW, "trainer.preview_slices=0", "tracking.log_model=false"]
+# what is under test is the sweep around the jobs, so they train the cheapest model to trace on small generated
+# slices (scoring a 512x512 ISBI slice at every epoch and at the end costs each job seconds)
+FAST = [*TINY, *SHALLOW, "data=synthetic", "data.size=48", "trainer.preview_slices=0", "tracking.log_model=false"]
 SUMMARY = {"summary/children.csv", "summary/children.md", "summary/learning_curves.png"}
 
 
