@@ -35,10 +35,12 @@ METHOD = ("The README's test command in a checkout (a fresh clone: venv creation
 class Settings:
     command: str
     repeats: int = 1
+    reference_repeats: int = 3  # fresh `import tensorflow` processes timed before and after (0: none)
 
 
 FULL = Settings("make test")
-QUICK = Settings(f"{Path(sys.executable).name} -m pytest -q -n0 tests/test_readme.py")  # no workers for one file
+QUICK = Settings(f"{Path(sys.executable).name} -m pytest -q -n0 tests/test_readme.py",  # no workers for one file
+                 reference_repeats=0)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -52,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         command[0] = sys.executable
     # before `make test` runs: afterwards every checkout has its .venv
     result["fresh_clone"] = not (known.repo / ".venv").exists()
+    # the machine's speed drifts (a shared host: the same test used 30% more CPU in one run than another the same
+    # day), so a fixed piece of work is timed before and after: runs are compared through it, not by minutes alone
+    reference_before = import_tensorflow_cpu_seconds(settings.reference_repeats)
     with tempfile.TemporaryDirectory(prefix="segexp-suite-") as tmp:
         cpu_log = Path(tmp) / "cpu.jsonl"
         busy_before, started = cpu_ticks(), time.time()
@@ -59,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                               env={**os.environ, "SEGEXP_CPU_LOG": str(cpu_log)})
         busy_after, ended = cpu_ticks(), time.time()
         per_test = [json.loads(line) for line in cpu_log.read_text().splitlines()] if cpu_log.exists() else []
+    result["reference_cpu_s"] = {"before": reference_before,
+                                 "after": import_tensorflow_cpu_seconds(settings.reference_repeats)}
     lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
     result["summary"] = lines[-1].strip("= ") if lines else "(no output)"
     result["exit_code"] = done.returncode
@@ -85,12 +92,32 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result["notes"].append(f"The cores were {result['cores_busy']:.1%} busy over the whole command" + (
             ": with every core busy, the suite gets faster only by doing less, not by more workers or another order."
             if result["cores_busy"] >= 0.95 else "."))
+    if reference_before is not None:
+        result["notes"].append("Machine speed: `python -c 'import tensorflow'` took {before:.2f} CPU s before the "
+                               "command and {after:.2f} after (median of {n} each; lower is faster).".format(
+                                   **result["reference_cpu_s"], n=settings.reference_repeats))
     if result["workers_done_s"]:
         result["notes"].append("Each worker's last test ended at " + ", ".join(
             f"{w} {t:.0f} s" for w, t in result["workers_done_s"].items()) + f" of {ended - started:.0f} s "
             "(the command's start is 0, the install included).")
     render.write_results(result, args.out)
     return result
+
+
+def import_tensorflow_cpu_seconds(repeats: int) -> float | None:
+    """Returns the median CPU seconds (user + system) of `repeats` fresh `python -c 'import tensorflow'`, or None
+    for none."""
+    import resource
+    import statistics
+
+    samples = []
+    for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, check=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        samples.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return statistics.median(samples) if samples else None
 
 
 def cpu_ticks() -> tuple[int, int] | None:
