@@ -75,9 +75,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["cpu_per_test"] = [{k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}
                               for r in sorted(per_test, key=lambda r: -(r["self_s"] + r["children_s"]))]
     result["cores_busy"] = busy_fraction(busy_before, busy_after)
+    result["cores_stolen"] = stolen_fraction(busy_before, busy_after)
     # when each worker's last test ended, from the command's start: a worker done early leaves its core idle
     result["workers_done_s"] = {w: round(max(r["ended"] for r in per_test if r.get("worker") == w) - started, 1)
-                                for w in sorted({r.get("worker") for r in per_test if "ended" in r})}
+                                for w in sorted({r.get("worker") for r in per_test if "ended" in r}, key=worker_order)}
     heaviest = result["cpu_per_test"][:15]
     result["tables"] = [common.table("", ["command", "in", "exit code", "pytest summary"],
                                      [[settings.command, str(known.repo), done.returncode, result["summary"]]]),
@@ -91,8 +92,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if result["cores_busy"] is not None:
         result["notes"].append(f"The cores were {result['cores_busy']:.1%} busy over the whole command" + (
             ": with every core busy, the suite gets faster only by doing less, not by more workers or another order."
-            if result["cores_busy"] >= 0.95 else "."))
-    if reference_before is not None:
+            if result["cores_busy"] >= 0.95 else ".") + f" The hypervisor took {result['cores_stolen']:.1%} of their "
+            "time for other guests (steal).")
+    if None not in result["reference_cpu_s"].values():
         result["notes"].append("Machine speed: `python -c 'import tensorflow'` took {before:.2f} CPU s before the "
                                "command and {after:.2f} after (median of {n} each; lower is faster).".format(
                                    **result["reference_cpu_s"], n=settings.reference_repeats))
@@ -113,21 +115,36 @@ def import_tensorflow_cpu_seconds(repeats: int) -> float | None:
     samples = []
     for _ in range(repeats):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, check=True,
-                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        done = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        if done.returncode != 0:  # a reference that fails must not cost the suite's result
+            return None
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         samples.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return statistics.median(samples) if samples else None
 
 
-def cpu_ticks() -> tuple[int, int] | None:
-    """Returns (busy, total) CPU ticks of all cores since boot from /proc/stat, or None where there is none."""
+def worker_order(worker: str) -> tuple[int, str]:
+    """Sorts xdist's workers by number (gw2 before gw10), anything else after them."""
+    digits = worker[2:] if worker.startswith("gw") else ""
+    return (int(digits), "") if digits.isdigit() else (1 << 30, worker)
+
+
+def cpu_ticks() -> tuple[int, int, int] | None:
+    """Returns (busy, total, stolen) CPU ticks of all cores since boot from /proc/stat, or None where there is
+    none. Stolen: time the hypervisor gave this machine's cores to another guest."""
     try:
         fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     except (OSError, ValueError):
         return None
     idle = fields[3] + fields[4]  # idle and iowait
-    return sum(fields) - idle, sum(fields)
+    return sum(fields) - idle, sum(fields), fields[7]
+
+
+def stolen_fraction(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> float | None:
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return (after[2] - before[2]) / (after[1] - before[1])
 
 
 def busy_fraction(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:

@@ -108,7 +108,7 @@ def test_parallel_sweep_children_reach_the_parent_from_worker_processes(tmp_path
 
 @pytest.mark.slow
 def test_a_failing_job_is_a_failed_child_and_the_jobs_after_it_still_run(tmp_path, default_store):
-    # job 0 reports on slice 99 of 30: a DataError at the split, before that job's own MLflow run starts
+    # job 0 reports on slice 99 of 12: a DataError at the split, before that job's own MLflow run starts
     out = sweep(tmp_path, "split.report=[99],[-1]")
     # Hydra runs every job, then re-raises the first failure: exit 1 once the sweep is over
     assert out.returncode == 1
@@ -217,9 +217,8 @@ def test_submitit_jobs_in_their_own_processes_reach_a_real_tracking_server(tmp_p
     # the server and its one uvicorn worker, without MLflow's job runner and its huey consumers (server_env)
     import psutil
 
-    server_tree = [mlflow_server.process.pid, *(p.pid for p in psutil.Process(mlflow_server.process.pid).children(
-        recursive=True))]
-    assert len(server_tree) == 2, [" ".join(psutil.Process(pid).cmdline()) for pid in server_tree]
+    workers = psutil.Process(mlflow_server.process.pid).children(recursive=True)
+    assert len(workers) == 1, [" ".join(p.cmdline()) for p in workers if p.is_running()]
 
 
 @pytest.mark.slow

@@ -93,7 +93,7 @@ def build_training_state(model, data) -> None:
     created inside the first trace of the train step, and TensorFlow traces a function that creates variables
     twice. Built here, fit and train_on_batch trace once: about a third of a tiny run's fit, seconds for a deep
     model. `Model._symbolic_build` is the private method Keras uses for this, with no public equivalent;
-    tests/test_model.py fails if Keras changes so that it no longer spares the trace (or does not need to)."""
+    tests/test_train.py fails if Keras changes so that it no longer spares the trace (or does not need to)."""
     with model.distribute_strategy.scope():  # a strategy's variables are made in its scope (one per replica)
         model._symbolic_build(data_batch=data)
 
