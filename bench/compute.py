@@ -19,9 +19,11 @@ from bench.training import TINY_MODEL
 NAME = "compute"
 TITLE = "B2 compute efficiency: achieved training FLOP/s vs fp32 matmul"
 METHOD = (
-    "Matmul: n x n fp32 tf.matmul repeated, 2n^3 FLOPs each. U-Net: conv FLOPs from layer shapes, training = 3x "
-    "forward. Achieved = steady-state images/s of segexp.training.build.fit x training FLOPs/image. Variants and the "
-    "matmul reference are interleaved per repeat; effects are ratios to the variant's baseline, paired per repeat."
+    "Matmul: n x n fp32 (and, where the CPU has native bf16, bf16) tf.matmul repeated, 2n^3 FLOPs each. U-Net: conv "
+    "FLOPs from layer shapes, training = 3x forward. Achieved = steady-state images/s of segexp.training.build.fit x "
+    "training FLOPs/image, against the fp32 matmul and the matmul of the variant's own precision. Variants and the "
+    "matmul references are interleaved per repeat; effects are ratios to the variant's baseline, paired per repeat. "
+    "The isbi_best variants change one piece of its step each: what that does to images/s is what the piece costs."
 )
 
 
@@ -48,6 +50,14 @@ def small(name: str, *extra: str, baseline: str = "unet_small b4", steps: int = 
     return Variant(name, ("model=unet_small", *extra), baseline, steps, warmup=2, needs_bf16=bf16)
 
 
+def best(name: str, *extra: str, precision: str = "mixed_bfloat16") -> Variant:
+    """isbi_best's training step as it runs where bf16 pays (XLA off, as the probe chose on the machines measured),
+    with one piece changed: its effect on images/s says what that piece costs."""
+    return Variant(name, ("experiment=isbi_best", "trainer.max_minutes=null", "trainer.jit_compile=false",
+                          f"trainer.precision={precision}", *extra), "isbi_best bf16", steps=6, warmup=2,
+                   needs_bf16=True)
+
+
 FULL = Settings(
     matmul_size=2048,
     matmuls_per_sample=10,
@@ -62,6 +72,14 @@ FULL = Settings(
         Variant("unet b2", ("model=unet", "trainer.batch_size=2"), "unet b2", steps=3, warmup=1),
         Variant("unet b2 jit", ("model=unet", "trainer.batch_size=2", "trainer.jit_compile=true"), "unet b2",
                 steps=3, warmup=1),
+        # where isbi_best's step goes (issue 24): each piece taken out or swapped for a cheaper one
+        best("isbi_best bf16"),
+        best("isbi_best float32", precision="float32"),
+        best("isbi_best bf16, no batch norm", "model.batch_norm=false"),
+        best("isbi_best bf16, bilinear upsampling", "model.upsampling=bilinear"),
+        best("isbi_best bf16, BCE loss only", "loss=bce"),
+        best("isbi_best bf16, Adam", "optimizer=adam"),
+        best("isbi_best bf16, light aug", "aug=light"),
     ),
 )
 # quick: the baseline only (each model costs a graph trace, ~5 s; XLA compiling the tiny one ~25 s)
@@ -97,6 +115,12 @@ def matmul_arm(size: int, count: int, dtype: str):
     return arm
 
 
+def own_matmul(variant: Variant, matmul: dict) -> str:
+    """The matmul reference of a variant's precision: bf16 for the mixed_bfloat16 variants where it was timed."""
+    bf16 = "trainer.precision=mixed_bfloat16" in variant.overrides
+    return "matmul bf16" if bf16 and "matmul bf16" in matmul else "matmul fp32"
+
+
 def variant_arm(variant: Variant, crop_size: int) -> tuple:
     """Returns (arm measuring seconds per image, FLOPs per image, batch size) of one segexp fit-loop variant."""
     from bench import training
@@ -125,9 +149,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         arms["matmul bf16"] = matmul_arm(n, settings.matmuls_per_sample, "bfloat16")
     variants = [v for v in settings.variants if bf16 or not v.needs_bf16]
     skipped = [v.name for v in settings.variants if v not in variants]
+    by_name = {v.name: v for v in variants}
     if skipped:
         result["notes"].append(f"skipped {', '.join(skipped)}: the CPU has neither avx512_bf16 nor amx_bf16, so "
-                               "TensorFlow would emulate bfloat16 (slower than fp32, not a useful variant here)")
+                               "TensorFlow would emulate bfloat16 (slower than fp32, not a useful variant here); "
+                               "isbi_best's float32 step is measured against its bf16 one, so it goes too")
     info = {}
     for variant in variants:
         arm, flops, batch = variant_arm(variant, settings.crop_size)
@@ -147,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "images_per_s": common.rate_summary(samples[name]),
             "achieved_gflops": common.summarize(achieved),
             "achieved_over_matmul": common.paired_ratios(achieved, matmul["matmul fp32"]),
+            "achieved_over_own_matmul": common.paired_ratios(achieved, matmul[own_matmul(by_name[name], matmul)]),
             "effect_vs_baseline": common.paired_ratios(images_per_s, [1 / s for s in samples[meta["baseline"]]]),
         }
     result["variants"] = measured
@@ -157,9 +184,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         common.table(
             f"segexp fit loop at {settings.crop_size}x{settings.crop_size} (default aug, real pipeline)",
             ["variant", "train GFLOP/image", "images/s median", "achieved GFLOP/s median", "achieved / matmul fp32",
-             "images/s vs baseline"],
+             "achieved / matmul of its precision", "images/s vs baseline"],
             [[name, m["train_flops"] / 1e9, m["images_per_s"]["median"], m["achieved_gflops"]["median"],
-              m["achieved_over_matmul"]["median"],
+              m["achieved_over_matmul"]["median"], m["achieved_over_own_matmul"]["median"],
               "baseline" if m["baseline"] == name else f"{m['effect_vs_baseline']['median']:.3g}x of {m['baseline']}"]
              for name, m in measured.items()],
         ),

@@ -199,3 +199,12 @@ def test_seed_replica_identity_transform_keeps_the_image():
     np.testing.assert_allclose(seed_replica.apply_transform(image, identity), image, atol=1e-5)
     flipped = seed_replica.RandomTransform(0.0, 0.0, 0.0, 0.0, 1.0, 1.0, flip=True)
     np.testing.assert_allclose(seed_replica.apply_transform(image, flipped), image[:, ::-1], atol=1e-5)
+
+
+def test_every_full_mode_compute_variant_composes_and_validates():
+    """The full mode's variants are only built on a full run: their overrides are checked here, in seconds."""
+    from bench import training
+    from segexp.config.schema import validate
+
+    for variant in compute.FULL.variants:
+        validate(training.compose(*variant.overrides, f"trainer.crop_size={compute.FULL.crop_size}", "tracking=none"))
