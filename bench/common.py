@@ -73,12 +73,12 @@ def package_versions() -> dict[str, str]:
     return found
 
 
-def code_version() -> str:
+def code_version(repo: Path = REPO) -> str:
     """Returns the checkout's commit, with "+changes" when tracked files differ from it ("unknown" outside git)."""
     import subprocess
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
     try:
         dirty = git("status", "--porcelain", "--untracked-files=no")
         return git("rev-parse", "--short=10", "HEAD") + ("+changes" if dirty else "")

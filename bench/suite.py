@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     known, rest = pre.parse_known_args(argv)
     args, settings, result = common.begin(NAME, TITLE, METHOD, rest, FULL, QUICK)
     result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:])
+    result["code"] = common.code_version(known.repo)  # the checkout under test, not the one running the benchmark
     command = shlex.split(settings.command)
     if command[0] == Path(sys.executable).name:
         command[0] = sys.executable
