@@ -148,7 +148,7 @@ def stolen_fraction(before: tuple[int, int, int] | None, after: tuple[int, int, 
     return (after[2] - before[2]) / (after[1] - before[1])
 
 
-def busy_fraction(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+def busy_fraction(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> float | None:
     if before is None or after is None or after[1] == before[1]:
         return None
     return (after[0] - before[0]) / (after[1] - before[1])

@@ -166,12 +166,11 @@ def fit(cfg: DictConfig, model, stream, callbacks, initial_epoch: int = 0) -> di
         from segexp.training.callbacks import EpochLine
 
         callbacks, verbose = [*callbacks, EpochLine(t.epochs, t.max_minutes, lambda line: print(line, flush=True))], 0
+    build_training_state(model, stream.element_spec)
     if t.strategy == "multi_worker_mirrored":
-        from segexp.training.runtime import build_before_multi_worker_fit
+        from segexp.training.runtime import prepare_multi_worker_fit
 
-        build_before_multi_worker_fit(model, stream)
-    else:
-        build_training_state(model, stream.element_spec)
+        prepare_multi_worker_fit(model)
     history = model.fit(stream, epochs=t.epochs, initial_epoch=initial_epoch, steps_per_epoch=t.steps_per_epoch,
                         callbacks=callbacks, verbose=verbose, shuffle=False)  # the sampler draws random crops
     return history.history

@@ -72,14 +72,11 @@ def distribution_strategy(name: str):
     return tf.distribute.MultiWorkerMirroredStrategy()  # schema.Strategy allows no other value
 
 
-def build_before_multi_worker_fit(model, stream) -> None:
+def prepare_multi_worker_fit(model) -> None:
     """Keras 3 cannot start fit() under MultiWorkerMirroredStrategy (keras-team/keras#20585): before the
-    first step it reduces a distributed input batch, which the collective ops refuse ("Attempt to convert
-    a value (PerReplica ...)"). Building the model, loss, metrics and optimizer from one local batch
-    first, and skipping that reduction, lets fit run."""
-    batch = next(iter(stream))
-    with model.distribute_strategy.scope():
-        model._symbolic_build(data_batch=batch)
+    first step it reduces a distributed input batch to build the model's state, which the collective ops
+    refuse ("Attempt to convert a value (PerReplica ...)"). The state is built before fit from the stream's
+    element spec (build.build_training_state, as for every strategy), so that reduction is skipped."""
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
     # and each step "mean"-reduces its scalar logs along axis 0 across workers, which fails: each worker keeps
     # its own value instead, so the chief logs the training metrics of its own share of the batches (the
