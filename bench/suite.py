@@ -75,8 +75,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # every test, heaviest first: the next cut starts from here
     result["cpu_per_test"] = [{k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}
                               for r in sorted(per_test, key=lambda r: -(r["self_s"] + r["children_s"]))]
-    result["cores_busy"] = busy_fraction(busy_before, busy_after)
-    result["cores_stolen"] = stolen_fraction(busy_before, busy_after)
+    result["cores_busy"] = tick_share(busy_before, busy_after, BUSY)
+    result["cores_stolen"] = tick_share(busy_before, busy_after, STOLEN)
     # when each worker's last test ended, from the command's start: a worker done early leaves its core idle
     result["workers_done_s"] = {w: round(max(r["ended"] for r in per_test if r.get("worker") == w) - started, 1)
                                 for w in sorted({r.get("worker") for r in per_test if "ended" in r}, key=worker_order)}
@@ -142,16 +142,14 @@ def cpu_ticks() -> tuple[int, int, int] | None:
     return sum(fields) - idle, sum(fields), fields[7]
 
 
-def stolen_fraction(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> float | None:
-    if before is None or after is None or after[1] == before[1]:
-        return None
-    return (after[2] - before[2]) / (after[1] - before[1])
+BUSY, TOTAL, STOLEN = 0, 1, 2  # the fields of cpu_ticks()
 
 
-def busy_fraction(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> float | None:
-    if before is None or after is None or after[1] == before[1]:
+def tick_share(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None, field: int) -> float | None:
+    """Returns the share of all CPU ticks between two cpu_ticks() readings that went to `field` (BUSY or STOLEN)."""
+    if before is None or after is None or after[TOTAL] == before[TOTAL]:
         return None
-    return (after[0] - before[0]) / (after[1] - before[1])
+    return (after[field] - before[field]) / (after[TOTAL] - before[TOTAL])
 
 
 def slowest(lines: Sequence[str]) -> list[list]:

@@ -77,14 +77,7 @@ def test_every_option_builds_and_trains_one_step(make_cfg, group, option, folder
 
 def train_one_step(cfg) -> float:
     """Returns the loss of one training step of the config, every piece built the way train() builds it."""
-    from segexp.training.build import (
-        build_components,
-        build_model,
-        build_training_state,
-        class_weights,
-        prepare_data,
-        training_stream,
-    )
+    from segexp.training.build import build_components, build_model, class_weights, fit, prepare_data, training_stream
 
     parts, weights = prepare_data(cfg)
     built = build_components(cfg)
@@ -93,9 +86,7 @@ def train_one_step(cfg) -> float:
                         train_set.classes, class_weights(cfg.loss.fn.class_weights, train_set))
     assert model.output_shape[-1] == train_set.classes.outputs
     stream = training_stream(cfg, train_set, weights, built.pipeline)
-    build_training_state(model, stream.element_spec)
-    history = model.fit(stream, epochs=1, steps_per_epoch=1, callbacks=built.callbacks, verbose=0)
-    return history.history["loss"][0]
+    return fit(cfg, model, stream, built.callbacks)["loss"][0]  # TINY: one epoch, its steps, no output
 
 
 # the losses that make sense for more than two classes (border weights and clDice are two-class terms)
