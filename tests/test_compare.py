@@ -242,15 +242,20 @@ def test_recipes_group_by_everything_but_seed_and_fold():
 
 
 @pytest.mark.slow
-def test_a_cross_validation_parent_aggregates_its_folds_and_predicts_as_a_fold_ensemble(tmp_path, default_store):
+def test_a_cross_validation_aggregates_its_folds_predicts_as_an_ensemble_and_scores_fold_by_fold(tmp_path, default_store):
     from PIL import Image
 
     from segexp.config.compose import compose
-    from segexp.errors import ConfigError
+    from segexp.data.datasets import load
+    from segexp.data.images import to_channels
     from segexp.evaluation.evaluate import evaluate
+    from segexp.evaluation.postprocess import segmentation_scores
     from segexp.evaluation.predict import predict
     from segexp.evaluation.predictor import load_predictor
-    from segexp.tracking.references import resolve_checkpoint
+    from segexp.evaluation.stage import Stage
+    from segexp.experiments.compare import compare
+    from segexp.experiments.crossval import evaluate_folds, fold_indices
+    from segexp.tracking.references import resolve_checkpoint, resolve_model_source
 
     sweep_dir = tmp_path / "cv"
     segexp(tmp_path, "train", "-m", *LEARNS, "trainer.epochs=1", "data.folds=3", "data.fold=range(3)",
@@ -281,14 +286,46 @@ def test_a_cross_validation_parent_aggregates_its_folds_and_predicts_as_a_fold_e
                for i in range(3)]
     assert np.abs(written - np.mean([m(pixels) for m in members], axis=0)).max() <= 1 / 255
 
-    # every slice of its own data trained some fold: evaluate refuses them, and scores other data into the parent
-    with pytest.raises(ConfigError, match="every slice"):
-        evaluate(compose("evaluate", [f"ckpt={parent_id}", f"tracking.uri={uri}"]), tmp_path / "eval")
+    # on other data the sweep is one model, the mean of its folds', scored into the parent
     scores = evaluate(compose("evaluate", [f"ckpt={parent_id}", f"tracking.uri={uri}", "data=synthetic",
                                            "data.seed=7"]), tmp_path / "eval")
     logged = client.get_run(parent_id)
     assert logged.data.metrics["ensemble_eval_v_rand"] == pytest.approx(scores["v_rand"])
     assert logged.data.tags["ensemble_size"] == "3" and logged.info.status == "FINISHED"
+
+    # on its own data, a cross-validation: every fold's model on its own report block, one watershed chosen over
+    # all three selection blocks pooled (12 slices) and applied to every report block
+    out = segexp(tmp_path, "evaluate", f"ckpt={sweep_dir}", "postprocess=watershed",
+                 "postprocess.grid.seed_threshold=[0.5,0.8]", "postprocess.grid.min_seed_size=[5]",
+                 "postprocess.grid.sigma=[0.0]", f"hydra.run.dir={tmp_path / 'cv_eval'}").stdout
+    assert "cross-validation of 3 folds" in out
+    result = json.loads((tmp_path / "cv_eval" / "metrics.json").read_text())
+    assert sorted(result["postprocess"]["chosen_on"]) == sorted(f"synthetic_{i}" for i in range(12))
+    params = result["postprocess"]["params"]
+    assert params["min_seed_size"] == 5 and params["seed_threshold"] in (0.5, 0.8)
+    stage = Stage("watershed", params)
+    for fold, run in zip(result["folds"], folds):
+        assert fold["slices"] == run.data.tags["split.report"].split(",")
+        # rescored here from the fold's own model and block: the pooled parameters, on that fold's report slices
+        data = load(compose("train", LEARNS).data)
+        block = [data.names.index(name) for name in fold["slices"]]
+        member = load_predictor(*resolve_checkpoint(fold["checkpoint"]), compose("evaluate").inference).predict
+        labels = [stage.apply(member(to_channels(data.images[i], 1))) for i in block]
+        expected = segmentation_scores(labels, [data.masks[i] for i in block])["v_rand"]
+        assert fold["metrics"]["v_rand"] == pytest.approx(expected, abs=1e-9)
+        assert client.get_run(run.info.run_id).data.metrics["eval_v_rand_watershed_pooled"] == pytest.approx(expected)
+    parent = client.get_run(parent_id).data.metrics
+    assert parent["eval_v_rand_watershed_pooled_mean"] == pytest.approx(np.mean([f["metrics"]["v_rand"]
+                                                                                  for f in result["folds"]]))
+    assert parent["eval_v_rand_watershed_pooled_n"] == 3
+    # and the map of the same folds (in-process: the command above ran the CLI), paired by fold in compare
+    source = resolve_model_source(str(sweep_dir))
+    evaluate_folds(compose("evaluate", [f"ckpt={sweep_dir}", f"tracking.uri={uri}", "postprocess=none"]), source,
+                   fold_indices(source, str(sweep_dir)), tmp_path / "cv_map")
+    [difference] = compare(compose("compare", [f"runs=[{sweep_dir}]", f"tracking.uri={uri}", "metrics=[eval_v_rand]",
+                                               "variants=['',_watershed_pooled]"]), tmp_path / "cv_compare")
+    assert (difference.paired_by, difference.n) == ("fold", 3)
+    assert difference.b.mean == pytest.approx(parent["eval_v_rand_watershed_pooled_mean"])
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 10, 30])

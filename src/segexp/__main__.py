@@ -15,7 +15,7 @@ from pathlib import Path
 COMMANDS = {
     "train": "train a model from the config (Hydra overrides follow, -m for sweeps)",
     "predict": "probability maps for images: ckpt=PATH input=DIR_OR_FILE output=DIR",
-    "evaluate": "score a checkpoint on slices it never saw: ckpt=RUN_DIR [data=...]",
+    "evaluate": "score a checkpoint on slices it never saw: ckpt=RUN_DIR [data=...]; a fold sweep fold by fold",
     "compare": "is B better than A? compare runs or sweeps (seeds, folds) with error bars: A B [C ...]",
     "reproduce": "train a finished run again from the store and diff its final metrics: RUN",
     "orphans": "end runs left RUNNING by a process that died (SIGKILL, power loss) on this host",

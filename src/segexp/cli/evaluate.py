@@ -1,4 +1,5 @@
-"""`segexp evaluate`: scores a checkpoint on slices it never saw; metrics.json in the job's directory."""
+"""`segexp evaluate`: scores a checkpoint on slices it never saw; metrics.json in the job's directory. A sweep of
+the folds of one cross-validation, on its own data, is scored fold by fold (segexp.experiments.crossval)."""
 
 from __future__ import annotations
 
@@ -12,5 +13,12 @@ def task(cfg):
 
     import_tensorflow()
     from segexp.evaluation.evaluate import evaluate
+    from segexp.experiments.crossval import evaluate_folds, fold_indices
+    from segexp.tracking.references import resolve_model_source
 
-    return evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    source = resolve_model_source(cfg.ckpt, cfg.tracking.uri)
+    folds = fold_indices(source, cfg.ckpt) if cfg.data is None else None
+    if folds is not None:
+        return evaluate_folds(cfg, source, folds, output_dir)
+    return evaluate(cfg, output_dir, source)

@@ -174,9 +174,10 @@ def all_digested(record: dict) -> bool:
     return all(digest is not None for digest in digests_of(record))
 
 
-def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
-    """Predicts the chosen slices, scores them, writes metrics.json; returns the metrics."""
-    source = resolve_model_source(cfg.ckpt, cfg.tracking.uri)
+def evaluate(cfg: DictConfig, output_dir: Path, source: ModelSource | None = None) -> dict[str, float]:
+    """Predicts the chosen slices, scores them, writes metrics.json; returns the metrics. `source` is what
+    cfg.ckpt names, if the caller resolved it already."""
+    source = source or resolve_model_source(cfg.ckpt, cfg.tracking.uri)
     checkpoint, run = source.members[0]  # an ensemble's members share their data
     data = data_to_score(cfg, run)
     indices, status = choose_slices(data, source.split_record(), cfg.slices, cfg.allow_seen, cfg.ckpt,
