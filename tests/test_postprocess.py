@@ -188,6 +188,25 @@ def test_evaluate_with_another_stage_chooses_it_on_the_runs_selection_slices(tra
     assert logged.data.metrics["eval_v_rand_agglomerate"] == pytest.approx(metrics["v_rand"])
 
 
+def test_another_checkpoint_of_the_run_chooses_its_own_stage_and_keeps_its_own_keys(trained_with_stage, tmp_path,
+                                                                                      monkeypatch, capsys):
+    from segexp.evaluation.evaluate import evaluate
+
+    _, run, store, _ = trained_with_stage
+    client = MlflowClient(store)
+    (before,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    monkeypatch.chdir(tmp_path)
+    metrics = evaluate(compose_config("evaluate", f"ckpt={run / 'last.keras'}", f"tracking.uri={store}",
+                                      "inference.tile=32", "inference.overlap=8"), tmp_path / "eval")
+    # the run's recorded choice was made on model.keras's maps: the last epoch's are chosen on anew
+    assert "choosing postprocess=watershed on selection slices s3" in capsys.readouterr().out
+    (logged,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert logged.info.run_id == before.info.run_id
+    assert logged.data.metrics["eval_v_rand_watershed_last"] == pytest.approx(metrics["v_rand"])
+    assert logged.data.tags["checkpoint"] == before.data.tags["checkpoint"] == str((run / "model.keras").resolve())
+    assert logged.data.tags["evaluated_checkpoint_last"] == str((run / "last.keras").resolve())
+
+
 def test_predict_writes_label_images_and_boundary_maps(trained_with_stage, tmp_path):
     from segexp.evaluation.predict import predict
 

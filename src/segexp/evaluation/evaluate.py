@@ -73,7 +73,8 @@ def run_stage(node: DictConfig | None, source: ModelSource, predictor, channels:
     run = source.members[0][1]
     saved = run.saved_config() if run else None
     node = stages.of_run(node, saved)
-    choices = [stages.from_record(r.read_postprocess()) if r else None for _, r in source.members]
+    # a run's recorded choice was made on its chosen checkpoint's maps; another of its checkpoints chooses anew
+    choices = [stages.from_record(r.read_postprocess()) if r and is_chosen(c, r) else None for c, r in source.members]
     recalled = choices[0] if all(c == choices[0] for c in choices) else None
     record = source.split_record()
 
@@ -85,6 +86,18 @@ def run_stage(node: DictConfig | None, source: ModelSource, predictor, channels:
     has_selection = saved is not None and record is not None
     return stages.resolve(node, recalled, selection if has_selection else None, stages.objective_of(str(monitor)),
                           where)
+
+
+def is_chosen(checkpoint: Path, run: RunDir | None) -> bool:
+    """True when `checkpoint` is its run's chosen one (model.keras), not e.g. the last epoch's last.keras."""
+    return run is not None and checkpoint.resolve() == run.checkpoint.resolve()
+
+
+def checkpoint_suffix(source: ModelSource) -> str:
+    """Returns "" for a run's chosen checkpoint (or an ensemble, or a file outside a run), else "_<file stem>":
+    another checkpoint of the same run (`ckpt=RUN/last.keras`) keeps its scores beside the chosen one's."""
+    checkpoint, run = source.members[0]
+    return "" if source.is_ensemble or run is None or is_chosen(checkpoint, run) else f"_{checkpoint.stem}"
 
 
 def check_classes(data: SegmentationSet, run: RunDir | None, ckpt: str) -> None:
@@ -202,14 +215,18 @@ def evaluate(cfg: DictConfig, output_dir: Path, source: ModelSource | None = Non
         {**metrics, "slices": names, "slices_status": status, "postprocess": stage.record(),
          "classes": list(data.classes.names), "confusion": matrix.tolist(),
          "checkpoints": [str(c) for c, _ in source.members]}, indent=2))
-    # logged into the run that trained the checkpoint, or the sweep whose jobs form the ensemble
-    source_run = source.parent_run_id if source.is_ensemble else tracker.run_for_checkpoint(checkpoint)
-    tags = {CHECKPOINT: ",".join(str(c) for c, _ in source.members), "evaluated_slices": ",".join(names),
+    # logged into the run that trained the checkpoint (for another of its checkpoints too, under its own keys and
+    # without touching the run's checkpoint tag), or the sweep whose jobs form the ensemble
+    other = checkpoint_suffix(source)
+    source_run = (source.parent_run_id if source.is_ensemble else
+                  tracker.run_for_checkpoint(run.checkpoint if other else checkpoint))
+    tags = {f"evaluated_checkpoint{other}" if other else CHECKPOINT: ",".join(str(c) for c, _ in source.members),
+            "evaluated_slices": ",".join(names),
             "evaluated_slices_status": status, **({"ensemble_size": str(len(source.members))}
                                                   if source.is_ensemble else {}),
             **({"evaluated_postprocess": stage.describe()} if stage.active else {})}
     prefix = ("ensemble_" if source.is_ensemble else "") + KEY_PREFIX[status]
-    suffix = ("_tta" if cfg.inference.tta else "") + (f"_{stage.method}" if stage.active else "")
+    suffix = ("_tta" if cfg.inference.tta else "") + (f"_{stage.method}" if stage.active else "") + other
     with tracker.run("evaluate", tags, run_id=source_run):
         tracker.log_metrics({f"{prefix}{k}{suffix}": v for k, v in metrics.items()})
         confusion = confusion_figure(matrix, data.classes.names)
