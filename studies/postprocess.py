@@ -57,14 +57,16 @@ def train(store: Path, sweep: str, seeds: Sequence[int], minutes: float, quick: 
            "run_name=isbi_best", f"hydra.sweep.dir={store / sweep}")
 
 
-def evaluate(store: Path, run: Path, method: str, reuse: bool = False) -> dict[str, Any]:
-    """Returns the metrics.json of `segexp evaluate` of the run with postprocess=method (and TTA)."""
-    out = store / "evaluations" / f"{run.name}_{method}"
+def evaluate(store: Path, run: Path, method: str, reuse: bool = False, checkpoint: str = "model") -> dict[str, Any]:
+    """Returns the metrics.json of `segexp evaluate` of the run's checkpoint (model: the chosen one, last: the last
+    epoch's) with postprocess=method (and TTA)."""
+    out = store / "evaluations" / f"{run.name}_{method}" if checkpoint == "model" else \
+        store / "evaluations" / f"{run.name}_{method}_{checkpoint}"
     if reuse and (out / "metrics.json").is_file():
         return json.loads((out / "metrics.json").read_text())
     shutil.rmtree(out, ignore_errors=True)
     tune = ["postprocess.tune=true"] if method != "none" else []  # chosen now, on the run's selection slices
-    segexp("evaluate", f"ckpt={run}", "inference.tta=true", f"postprocess={method}", *tune,
+    segexp("evaluate", f"ckpt={run / f'{checkpoint}.keras'}", "inference.tta=true", f"postprocess={method}", *tune,
            f"tracking.uri=sqlite:///{store / 'mlflow.db'}", f"hydra.run.dir={out}")
     return json.loads((out / "metrics.json").read_text())
 
