@@ -75,6 +75,8 @@ FULL = Settings(
         # where isbi_best's step goes (issue 24): each piece taken out or swapped for a cheaper one
         best("isbi_best bf16"),
         best("isbi_best float32", precision="float32"),
+        best("isbi_best bf16, Keras' batch norm", "model.fused_batch_norm=false"),  # not TensorFlow's fused kernel
+        best("isbi_best float32, Keras' batch norm", "model.fused_batch_norm=false", precision="float32"),
         best("isbi_best bf16, no batch norm", "model.batch_norm=false"),
         best("isbi_best bf16, bilinear upsampling", "model.upsampling=bilinear"),
         best("isbi_best bf16, BCE loss only", "loss=bce"),

@@ -32,8 +32,10 @@ def test_a_deterministic_isbi_run_gives_the_scores_recorded_before_multi_class(t
     from segexp.training.train import train
 
     monkeypatch.chdir(tmp_path)
+    # Keras' own batch norm, as when these were recorded: the fused kernel's rounding differs (a few 1e-6; its
+    # equivalence is tested in test_model.py)
     cfg = compose_config("train", *TINY, "trainer.epochs=2", "trainer.steps_per_epoch=8", "trainer.deterministic=true",
-                         "tracking=none", "loss=weighted_bce_dice")
+                         "tracking=none", "loss=weighted_bce_dice", "model.fused_batch_norm=false")
     metrics = train(cfg, tmp_path / "run")
     model, flags = cpu_facts()
     same_cpu = (model, tuple(f for f in RECORDED_ON[1] if f in flags)) == RECORDED_ON

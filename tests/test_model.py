@@ -44,8 +44,8 @@ def test_seed_unet_has_the_seed_parameter_count(make_cfg):
 
 @pytest.mark.parametrize("upsampling", ["transpose", "bilinear", "upsample_conv"])
 def test_save_and_reload_gives_identical_predictions(tmp_path, upsampling):
-    from segexp.models.metrics import segmentation_metrics
     from segexp.models.losses import SegmentationLoss
+    from segexp.models.metrics import segmentation_metrics
 
     model = build_unet(**{**TINY, "dropout": 0.3, "upsampling": upsampling, "head_filters": 2})
     model.compile(optimizer="adam", loss=SegmentationLoss(bce=1.0, dice=0.5), metrics=segmentation_metrics(0),
@@ -56,3 +56,62 @@ def test_save_and_reload_gives_identical_predictions(tmp_path, upsampling):
     reloaded = keras.saving.load_model(tmp_path / "m.keras")  # no custom_objects: all registered
     np.testing.assert_array_equal(model.predict_on_batch(x), reloaded.predict_on_batch(x))
     assert reloaded.loss.dice == 0.5
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_fused_batch_norm_trains_as_keras_batch_norm_does(policy):
+    """The fused kernel is a speed change only: the same outputs, moving statistics and gradients as Keras'
+    BatchNormalization (to float rounding), and inference is Keras' own code path, bit for bit."""
+    import tensorflow as tf
+
+    from segexp.models.unet import FusedBatchNormalization
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        rng = np.random.default_rng(0)
+        x = tf.constant(rng.normal(2.0, 3.0, (4, 24, 20, 8)), dtype=keras.mixed_precision.global_policy().compute_dtype)
+        probe = tf.constant(rng.normal(size=x.shape), tf.float32)  # a loss whose gradient the normalization keeps
+        plain, fused = keras.layers.BatchNormalization(momentum=0.9), FusedBatchNormalization(momentum=0.9)
+        for layer in (plain, fused):
+            layer.build(x.shape)
+        plain.set_weights([np.full(w.shape, 0.5 + i, np.float32) for i, w in enumerate(plain.get_weights())])
+        fused.set_weights(plain.get_weights())
+        gradients, outputs = [], []
+        for layer in (plain, fused):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=True)
+                loss = tf.reduce_sum(tf.cast(y, tf.float32) * probe)
+            outputs.append(tf.cast(y, tf.float32).numpy())
+            gradients.append([tf.cast(g, tf.float32).numpy() for g in tape.gradient(loss, [x, layer.gamma, layer.beta])])
+        assert outputs[1].dtype == outputs[0].dtype and fused(x).dtype == x.dtype
+        ulp = 1e-5 if policy == "float32" else 2 ** -7  # bf16 keeps 8 bits of mantissa
+        np.testing.assert_allclose(outputs[1], outputs[0], atol=ulp * np.abs(outputs[0]).max())
+        for a, b in zip(plain.get_weights(), fused.get_weights()):  # gamma, beta, moving mean, moving variance
+            np.testing.assert_allclose(b, a, rtol=1e-5)
+        for a, b in zip(*gradients):
+            np.testing.assert_allclose(b, a, atol=ulp * 4 * np.abs(a).max())
+        fused.set_weights(plain.get_weights())  # the moving statistics agreed to rounding; inference is Keras' code
+        np.testing.assert_array_equal(fused(x, training=False).numpy(), plain(x, training=False).numpy())
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def test_a_run_saved_before_fused_batch_norm_resumes_with_keras_batch_norm_as_it_trained(tmp_path):
+    from omegaconf import OmegaConf
+
+    from conftest import TINY, compose_config
+    from segexp.config.schema import TrainConfig
+    from segexp.rundir import RunDir
+    from segexp.training.resume import resumed_config
+
+    assert compose_config("train", *TINY).model.fused_batch_norm is True  # a new run: the fused kernel
+    old = OmegaConf.to_container(compose_config("train", *TINY))
+    del old["model"]["fused_batch_norm"]  # what a config.yaml written before the key existed lacks
+    (tmp_path / "run").mkdir()
+    OmegaConf.save(OmegaConf.create(old), tmp_path / "run" / "config.yaml")
+    cfg = resumed_config(RunDir(tmp_path / "run"), OmegaConf.structured(TrainConfig), [])
+    assert cfg.model.fused_batch_norm is False
+    model = instantiate(cfg.model, channels=1)
+    assert {type(layer).__name__ for layer in model.layers if "bn" in layer.name} == {"BatchNormalization"}

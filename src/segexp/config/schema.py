@@ -67,6 +67,9 @@ class ModelConfig:
     depth: int = MISSING
     base_filters: int = MISSING
     batch_norm: bool = MISSING
+    # batch norm trained through TensorFlow's fused kernel (Keras' arithmetic, faster); conf/model sets true, and
+    # false here is what a run saved before the key existed used (Keras' layer), so it resumes and reproduces as it ran
+    fused_batch_norm: bool = False
     dropout: float = MISSING
     dropout_levels: int = MISSING  # dropout applies to this many deepest levels
     upsampling: Upsampling = MISSING

@@ -48,18 +48,49 @@ class CropLike(layers.Layer):
         return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FusedBatchNormalization(layers.BatchNormalization):
+    """Keras' BatchNormalization, trained through TensorFlow's fused kernel (FusedBatchNormV3).
+
+    Keras 3 normalizes a batch in separate ops and, at mixed precision, first casts the whole activation to
+    float32 and back; on a CPU that made isbi_best's bf16 step 2.6x slower than the same network without batch
+    norm (BENCHMARKS.md, "where isbi_best's training step goes"). The fused kernel takes bf16 activations with
+    float32 statistics in one pass. The arithmetic is Keras' own: the same normalization, the same moving
+    averages (of the biased batch variance), the same gradients to float rounding (tests/test_models.py);
+    inference, and any case the kernel does not cover (another backend or axis, masks, renorm, synchronized
+    statistics), is Keras' code path unchanged, so saved and exported models run without TensorFlow's op."""
+
+    def call(self, inputs, training=None, mask=None):
+        if (not (training and self.trainable) or mask is not None or self.renorm or self.synchronized
+                or len(inputs.shape) != 4 or self.axis not in (-1, 3) or keras.backend.backend() != "tensorflow"):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        channels = inputs.shape[-1]
+        gamma = ops.cast(self.gamma, "float32") if self.scale else ops.ones((channels,), "float32")
+        beta = ops.cast(self.beta, "float32") if self.center else ops.zeros((channels,), "float32")
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True)
+        count = ops.cast(ops.size(inputs) // channels, "float32")
+        variance = variance * (count - 1.0) / count  # the kernel returns the unbiased variance; Keras keeps the biased
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return ops.cast(outputs, self.compute_dtype)
+
+
 # Keras' default 0.99 needs ~500 steps to forget the initial statistics, longer than a short
 # CPU run: validation would see untrained moving averages and predict a constant.
 BN_MOMENTUM = 0.9
 
 
-def conv_block(x, filters: int, batch_norm: bool, activation: str, name: str):
-    """Two 3x3 convolutions, each optionally batch-normalized."""
+def conv_block(x, filters: int, batch_norm: bool, activation: str, name: str, fused: bool = True):
+    """Two 3x3 convolutions, each optionally batch-normalized (by FusedBatchNormalization, or Keras' own layer)."""
+    norm = FusedBatchNormalization if fused else layers.BatchNormalization
     for i in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm,
                           kernel_initializer="he_normal", name=f"{name}_conv{i}")(x)
         if batch_norm:
-            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
+            x = norm(momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
         x = layers.Activation(activation, name=f"{name}_act{i}")(x)
     return x
 
@@ -89,6 +120,7 @@ def build_unet(
     head_filters: int,
     channels: int,
     outputs: int = 1,
+    fused_batch_norm: bool = True,
 ) -> keras.Model:
     """Returns a U-Net mapping (B, H, W, channels) images to (B, H, W, 1) probabilities of class 1 (sigmoid:
     two classes, white for ISBI) or, with `outputs` = K > 1, (B, H, W, K) class probabilities (softmax).
@@ -97,19 +129,19 @@ def build_unet(
     x = PadToMultiple(2**depth, name="pad")(inputs)
     skips = []
     for level in range(depth):
-        x = conv_block(x, base_filters * 2**level, batch_norm, activation, f"enc{level}")
+        x = conv_block(x, base_filters * 2**level, batch_norm, activation, f"enc{level}", fused_batch_norm)
         if dropout and level >= depth - dropout_levels + 1:  # the deepest levels, counting the bottleneck
             x = layers.Dropout(dropout, name=f"enc{level}_dropout")(x)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
-    x = conv_block(x, base_filters * 2**depth, batch_norm, activation, "bottleneck")
+    x = conv_block(x, base_filters * 2**depth, batch_norm, activation, "bottleneck", fused_batch_norm)
     if dropout and dropout_levels >= 1:
         x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
     for level in reversed(range(depth)):
         filters = base_filters * 2**level
         x = upsample(x, filters, upsampling, activation, f"dec{level}")
         x = layers.Concatenate(name=f"dec{level}_concat")([skips[level], x])
-        x = conv_block(x, filters, batch_norm, activation, f"dec{level}")
+        x = conv_block(x, filters, batch_norm, activation, f"dec{level}", fused_batch_norm)
     if head_filters:  # the seed's extra 3x3 conv before the classifier
         x = layers.Conv2D(head_filters, 3, padding="same", activation=activation,
                           kernel_initializer="he_normal", name="head")(x)
