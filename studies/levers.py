@@ -47,7 +47,7 @@ LEVERS = {  # sweep name: overrides on top of experiment=isbi_best; the first sw
     "cldice": ["loss=bce_dice_cldice"],  # half of bce_dice's Dice weight on soft clDice (topology of the skeletons)
     "cldice3": ["loss=bce_dice_cldice", "loss.fn.skeleton_iterations=3"],  # the paper's 2D default: a cheaper step
     "schedule": ["optimizer/schedule=constant,cosine"],  # no decay; decay without isbi_best's warmup epoch
-    # as shipped first (A), then without batch norm: bench.compute timed that step 2.6x faster at bf16
+    # as shipped first (A), then without batch norm, whose bf16 step bench.compute times faster (BENCHMARKS.md B2)
     "batchnorm": ["model.batch_norm=true,false"],
 }
 QUICK = ["debug=smoke", "trainer.crop_size=64"]
