@@ -54,9 +54,9 @@ class FusedBatchNormalization(layers.BatchNormalization):
 
     Keras 3 normalizes a batch in separate ops and, at mixed precision, first casts the whole activation to
     float32 and back; on a CPU that made isbi_best's bf16 step 2.6x slower than the same network without batch
-    norm (BENCHMARKS.md, "where isbi_best's training step goes"). The fused kernel takes bf16 activations with
+    norm (BENCHMARKS.md B2, the isbi_best rows). The fused kernel takes bf16 activations with
     float32 statistics in one pass. The arithmetic is Keras' own: the same normalization, the same moving
-    averages (of the biased batch variance), the same gradients to float rounding (tests/test_models.py);
+    averages (of the biased batch variance), the same gradients to float rounding (tests/test_model.py);
     inference, and any case the kernel does not cover (another backend or axis, masks, renorm, synchronized
     statistics), is Keras' code path unchanged, so saved and exported models run without TensorFlow's op."""
 
