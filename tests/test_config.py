@@ -233,6 +233,15 @@ def test_help_and_cfg_do_not_import_tensorflow(tmp_path):
     assert "config groups" in out.stdout and "optimizer/schedule" in out.stdout
 
 
+def test_help_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`segexp --help | head` must not end in a traceback when the reader leaves first."""
+    reader_gone = subprocess.Popen([sys.executable, "-m", "segexp", "--help"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, cwd=tmp_path)
+    reader_gone.stdout.close()  # before the CLI writes a byte (its interpreter is still starting)
+    err = reader_gone.stderr.read().decode()
+    assert reader_gone.wait(timeout=60) == 1 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
 USER_CONF = {
     # a new optimizer, a new schedule and a new callback: three YAML files, no Python
     "optimizer/lion.yaml": """
