@@ -34,7 +34,7 @@ BENCHMARKS_MD = common.REPO / "BENCHMARKS.md"
 # studies (studies/, each started on its own), then the test suite's time
 SPEED = ("startup", "compute", "precision", "throughput", "epoch_profile", "inference", "scaling", "outage")
 STUDIES = ("quality_default", "quality", "replicates", "isbi_best_30", "isbi_quick_5", "levers", "levers_more", "study",
-           "study_30", "postprocess", "multiclass", "metric_agreement")
+           "study_30", "postprocess", "checkpoint_choice", "multiclass", "metric_agreement")
 ORDER = (*SPEED, *STUDIES, "suite")
 # the modules that ran as bench.<name> until they moved to studies/: results name today's module
 MOVED_TO_STUDIES = re.compile(r"\bbench\.(quality|replicates|levers|study|thresholds|metric_agreement)\b")
