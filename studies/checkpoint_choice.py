@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from bench import common, render
-from studies.postprocess import evaluate, seed_of
-from studies.postprocess import train as train_sweep
-from studies.replicates import segexp
+from studies.postprocess import compare_variants, evaluate, seed_of, sweep_runs
 
 NAME = "checkpoint_choice"
 TITLE = "Checkpoint choice: the best epoch on the selection slices vs the last epoch, on the same runs"
@@ -66,33 +63,22 @@ def recipe_of(run: Path, swept: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from segexp.rundir import read_sweep_record, sweep_members
+    from segexp.rundir import read_sweep_record
 
     known, rest = parse_args(argv)
     args = common.parse_args(NAME, TITLE, rest, package="studies")
     result = common.new_result(NAME, TITLE, METHOD, args, argv, {"sweep": known.sweep, "method": known.method},
                                package="studies")
     store = known.store.resolve()
-    store.mkdir(parents=True, exist_ok=True)
-    if known.train:
-        train_sweep(store, known.sweep, known.seeds, known.budget_minutes, args.quick)
+    runs = sweep_runs(store, known, args.quick)
     started = time.monotonic()
-    runs = sweep_members(store / known.sweep)
-    if not runs:
-        raise SystemExit(f"{store / known.sweep}: no finished runs; train them with --train")
     checkpoints = ("model", "last")
     scores = {(run.name, c): evaluate(store, run, known.method, known.reuse_evaluations, c)
               for run in runs for c in checkpoints}
 
-    compare_dir = store / "compare_checkpoints"
-    shutil.rmtree(compare_dir, ignore_errors=True)
-    variants = f"_tta_{known.method},_tta_{known.method}_last"
-    stdout = segexp("compare", str(store / known.sweep), f"tracking.uri=sqlite:///{store / 'mlflow.db'}",
-                    f"metrics=[{','.join(f'eval_{k}' for k in KEYS)}]", f"variants=[{variants}]", "curves=[]",
-                    f"hydra.run.dir={compare_dir}")
-    lines = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
-    report = (compare_dir / "report.md").read_text().splitlines()
-    compare_rows = [[c.strip() for c in line.strip("|").split("|")] for line in report if line.startswith("| eval_")]
+    lines, compare_rows = compare_variants(store, known.sweep, [f"eval_{k}" for k in KEYS],
+                                           [f"_tta_{known.method}", f"_tta_{known.method}_last"],
+                                           store / "compare_checkpoints")
     record = read_sweep_record(store / known.sweep)
     swept = record.swept_keys if record else ()
     rows = []

@@ -71,33 +71,47 @@ def evaluate(store: Path, run: Path, method: str, reuse: bool = False, checkpoin
     return json.loads((out / "metrics.json").read_text())
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def sweep_runs(store: Path, known: argparse.Namespace, quick: bool) -> list[Path]:
+    """Returns the finished runs of the sweep in `store` (known.sweep), trained first with known.train."""
     from segexp.rundir import sweep_members
+
+    store.mkdir(parents=True, exist_ok=True)
+    if known.train:
+        train(store, known.sweep, known.seeds, known.budget_minutes, quick)
+    runs = sweep_members(store / known.sweep)
+    if not runs:
+        raise SystemExit(f"{store / known.sweep}: no finished runs; train them with --train")
+    return runs
+
+
+def compare_variants(store: Path, sweep: str, metrics: Sequence[str], suffixes: Sequence[str],
+                     compare_dir: Path) -> tuple[list[str], list[list[str]]]:
+    """Runs `segexp compare` of the sweep's evaluations (variants = metric suffixes); returns its printed lines
+    and the rows of its report's table."""
+    shutil.rmtree(compare_dir, ignore_errors=True)
+    stdout = segexp("compare", str(store / sweep), f"tracking.uri=sqlite:///{store / 'mlflow.db'}",
+                    f"metrics=[{','.join(metrics)}]", f"variants=[{','.join(suffixes)}]", "curves=[]",
+                    f"hydra.run.dir={compare_dir}")
+    lines = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
+    report = (compare_dir / "report.md").read_text().splitlines()
+    return lines, [[c.strip() for c in line.strip("|").split("|")] for line in report if line.startswith("| eval_")]
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     known, rest = parse_args(argv)
     args = common.parse_args(NAME, TITLE, rest, package="studies")
     result = common.new_result(NAME, TITLE, METHOD, args, argv, {"methods": known.methods, "sweep": known.sweep},
                                package="studies")
     store = known.store.resolve()
-    store.mkdir(parents=True, exist_ok=True)
-    if known.train:
-        train(store, known.sweep, known.seeds, known.budget_minutes, args.quick)
+    runs = sweep_runs(store, known, args.quick)
     started = time.monotonic()
-    runs = sweep_members(store / known.sweep)
-    if not runs:
-        raise SystemExit(f"{store / known.sweep}: no finished runs; train them with --train")
     variants = ["none", *known.methods]
     scores = {(run.name, m): evaluate(store, run, m, known.reuse_evaluations) for run in runs for m in variants}
     seeds = {run.name: seed_of(run) for run in runs}
 
-    compare_dir = store / "compare"
-    shutil.rmtree(compare_dir, ignore_errors=True)
-    suffixes = ",".join(["_tta", *(f"_tta_{m}" for m in known.methods)])
-    stdout = segexp("compare", str(store / known.sweep), f"tracking.uri=sqlite:///{store / 'mlflow.db'}",
-                    f"metrics=[{','.join(METRICS)}]", f"variants=[{suffixes}]", "curves=[]", f"hydra.run.dir={compare_dir}")
-    lines = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
-    report = (compare_dir / "report.md").read_text().splitlines()
-    compare_rows = [[c.strip() for c in line.strip("|").split("|")] for line in report if line.startswith("| eval_")]
+    lines, compare_rows = compare_variants(store, known.sweep, METRICS,
+                                           ["_tta", *(f"_tta_{m}" for m in known.methods)], store / "compare")
 
     keys = ("v_rand", "v_info", "map_v_rand", "dice", "accuracy")
     result["tables"] = [
@@ -115,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                        "Selected there: the 'V_rand on the selection slices' column is where each stage's parameters "
                        "were chosen, so it is not a reported score; the report columns are."]
     first = runs[0].name  # its report slices' panels, one picture per stage
+    args.out.mkdir(parents=True, exist_ok=True)
     for method in known.methods:
         panels = sorted((store / "evaluations" / f"{first}_{method}" / "panels").glob("*.png"))
         if panels:
