@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench import common, render
-from studies.postprocess import compare_variants, evaluate, seed_of, sweep_runs
+from studies.postprocess import add_sweep_arguments, compare_variants, evaluate, seed_of, sweep_runs
 
 NAME = "checkpoint_choice"
 TITLE = "Checkpoint choice: the best epoch on the selection slices vs the last epoch, on the same runs"
@@ -34,15 +34,8 @@ KEYS = ("v_rand", "v_info", "dice", "accuracy")
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--store", type=Path, default=common.REPO / "outputs" / "study_checkpoint_choice")
-    parser.add_argument("--sweep", default="sweep_isbi_best", help="the sweep's folder in --store")
+    add_sweep_arguments(parser, "study_checkpoint_choice")
     parser.add_argument("--method", default="watershed", help="the segmentation stage both checkpoints use")
-    parser.add_argument("--train", action="store_true", help="train the sweep first (else it must be in --store)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--budget-minutes", type=float, default=30.0)
-    parser.add_argument("--reuse-evaluations", action="store_true",
-                        help="keep the evaluations already in --store (their metrics.json), run only the missing ones")
-    parser.add_argument("--note", action="append", default=[], help="a fact about the training to print with it")
     return parser.parse_known_args(argv)
 
 

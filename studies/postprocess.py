@@ -35,16 +35,21 @@ METRICS = ("eval_v_rand", "eval_v_info", "eval_dice", "eval_accuracy")
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--store", type=Path, default=common.REPO / "outputs" / "study_postprocess")
-    parser.add_argument("--sweep", default="sweep_isbi_best", help="the sweep's folder in --store")
+    add_sweep_arguments(parser, "study_postprocess")
     parser.add_argument("--methods", nargs="+", default=["watershed", "agglomerate"])
+    return parser.parse_known_args(argv)
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser, store: str) -> None:
+    """The options of a study that evaluates the runs of one sweep in --store (trained first with --train)."""
+    parser.add_argument("--store", type=Path, default=common.REPO / "outputs" / store)
+    parser.add_argument("--sweep", default="sweep_isbi_best", help="the sweep's folder in --store")
     parser.add_argument("--train", action="store_true", help="train the sweep first (else it must be in --store)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--budget-minutes", type=float, default=30.0)
     parser.add_argument("--reuse-evaluations", action="store_true",
                         help="keep the evaluations already in --store (their metrics.json), run only the missing ones")
     parser.add_argument("--note", action="append", default=[], help="a fact about the training to print with it")
-    return parser.parse_known_args(argv)
 
 
 def train(store: Path, sweep: str, seeds: Sequence[int], minutes: float, quick: bool) -> None:
