@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from segexp.config.instantiate import instantiate
 from segexp.data.classes import parse_classes
@@ -82,10 +82,8 @@ def run_stage(node: DictConfig | None, source: ModelSource, predictor, channels:
         chosen = role_set(run, "select", record)
         return (list(chosen.names), [predictor(to_channels(image, channels)) for image in chosen.images],
                 list(chosen.masks))
-    monitor = OmegaConf.select(saved, "trainer.monitor", default="select_v_rand") if saved is not None else "select_v_rand"
     has_selection = saved is not None and record is not None
-    return stages.resolve(node, recalled, selection if has_selection else None, stages.objective_of(str(monitor)),
-                          where)
+    return stages.resolve(node, recalled, selection if has_selection else None, stages.objective_of_run(saved), where)
 
 
 def is_chosen(checkpoint: Path, run: RunDir | None) -> bool:

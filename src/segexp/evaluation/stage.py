@@ -72,6 +72,12 @@ def objective_of(monitor: str) -> str:
     return name if name in OBJECTIVES else "v_rand"
 
 
+def objective_of_run(saved: DictConfig | None) -> str:
+    """Returns the objective a run's saved config chooses its stage by (objective_of its trainer.monitor)."""
+    monitor = OmegaConf.select(saved, "trainer.monitor", default="select_v_rand") if saved is not None else None
+    return objective_of(str(monitor or "select_v_rand"))
+
+
 def configured(node: DictConfig | None) -> tuple[str, dict, dict, bool | None]:
     """Returns (method, params, grid, tune) of a postprocess node (None: no stage)."""
     if node is None or str(node.method) == "none":

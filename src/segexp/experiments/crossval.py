@@ -76,8 +76,7 @@ def choose_pooled(node: DictConfig | None, folds: list[Fold]) -> stages.Stage:
             probs += fold.predict(block)
             truths += list(block.masks)
         return names, probs, truths
-    monitor = str(OmegaConf.select(saved, "trainer.monitor", default="select_v_rand"))
-    return stages.resolve(node, None, pooled_selection, stages.objective_of(monitor), "evaluate")
+    return stages.resolve(node, None, pooled_selection, stages.objective_of_run(saved), "evaluate")
 
 
 def fold_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
