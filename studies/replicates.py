@@ -5,6 +5,9 @@
     python -m studies.replicates --budget-minutes 30 --seeds 1 2 3 4 5 6
     python -m studies.replicates --reuse-training                # compare the sweeps already in --store again
     python -m studies.replicates --quick                         # debug=smoke recipes: seconds, numbers are noise
+    python -m studies.replicates --recipes isbi_best "isbi_best model.base_filters=32" --train-missing
+                                                                 # a recipe with overrides beside a sweep already
+                                                                 # in --store (only the missing one trains)
 
 The store (sqlite + artifacts) stays in --store, outside git; the comparison's report, panel and
 curves are copied to bench/results/.
@@ -36,11 +39,14 @@ METRICS = ("report_v_rand", "report_v_info", "report_dice", "report_accuracy")
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, argparse.Namespace]:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--recipes", nargs="+", default=["seed_replica", "isbi_best"],
-                        help="experiment configs; the first is the baseline A")
+                        help="experiment configs, each optionally followed by overrides in the same quoted word "
+                             "(\"isbi_best model.base_filters=32\"); the first is the baseline A")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--budget-minutes", type=float, default=5.0, help="trainer.max_minutes of every run")
     parser.add_argument("--store", type=Path, default=common.REPO / "outputs" / "bench_replicates")
     parser.add_argument("--reuse-training", action="store_true", help="compare the sweeps already in --store")
+    parser.add_argument("--train-missing", action="store_true",
+                        help="train only the recipes without a finished sweep in --store (a study over sessions)")
     parser.add_argument("--name", default=NAME, help="result file stem in --out")
     parser.add_argument("--note", action="append", default=[], help="a fact about the training to print with it")
     known, rest = parser.parse_known_args(argv)
@@ -57,20 +63,39 @@ def segexp(*args: str) -> str:
     return out.stdout
 
 
+def recipe_name(recipe: str) -> str:
+    """Returns the recipe as one word for a run and directory name: isbi_best_model.base_filters-32, ..."""
+    return "_".join(recipe.split()).replace("=", "-").replace("/", "-")
+
+
+def sweep_dir(store: Path, recipe: str) -> Path:
+    return store / f"sweep_{recipe_name(recipe)}"
+
+
+def trained(store: Path, recipe: str, seeds: Sequence[int]) -> bool:
+    """Whether the store already holds a finished run of the recipe for every seed."""
+    if not (sweep_dir(store, recipe) / "sweep.json").is_file():
+        return False
+    done = {int(run.data.params["trainer.seed"]) for run in children(store, recipe) if run.info.status == "FINISHED"}
+    return set(seeds) <= done
+
+
 def train_recipe(recipe: str, seeds: Sequence[int], minutes: float, store: Path, quick: bool) -> None:
-    sweep_dir = store / f"sweep_{recipe}"
-    shutil.rmtree(sweep_dir, ignore_errors=True)
+    experiment, *overrides = recipe.split()
+    directory = sweep_dir(store, recipe)
+    shutil.rmtree(directory, ignore_errors=True)
     tiny = ["debug=smoke", "trainer.crop_size=64"] if quick else []
-    segexp("train", "-m", f"experiment={recipe}", *tiny, f"trainer.seed={','.join(map(str, seeds))}",
+    segexp("train", "-m", f"experiment={experiment}", *tiny, *overrides, f"trainer.seed={','.join(map(str, seeds))}",
            f"trainer.max_minutes={minutes:g}", "trainer.verbose=0", f"tracking.uri=sqlite:///{store / 'mlflow.db'}",
-           "tracking.experiment_name=replicates", f"run_name={recipe}", f"hydra.sweep.dir={sweep_dir}")
+           "tracking.experiment_name=replicates", f"run_name={recipe_name(recipe)}",
+           f"hydra.sweep.dir={directory}")
 
 
 def children(store: Path, recipe: str) -> list:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
-    parent = json.loads((store / f"sweep_{recipe}" / "sweep.json").read_text())["parent_run_id"]
+    parent = json.loads((sweep_dir(store, recipe) / "sweep.json").read_text())["parent_run_id"]
     experiment = client.get_run(parent).info.experiment_id
     return sorted(client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'"),
                   key=lambda r: int(r.data.params["trainer.seed"]))
@@ -102,15 +127,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:], package="studies")
     store = known.store.resolve()
     store.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)  # the compare's pictures are copied into it before the results
     started = time.monotonic()
     if not known.reuse_training:
         for recipe in known.recipes:
+            if known.train_missing and trained(store, recipe, known.seeds):
+                common.log(f"{recipe}: every seed already in {store}, not trained again")
+                continue
             train_recipe(recipe, known.seeds, known.budget_minutes, store, args.quick)
     compare_dir = store / "compare"
     shutil.rmtree(compare_dir, ignore_errors=True)
     verdicts, table = [], []
     if len(known.recipes) > 1:  # one recipe: its runs and spread alone, nothing to compare it with
-        stdout = segexp("compare", *(str(store / f"sweep_{r}") for r in known.recipes),
+        stdout = segexp("compare", *(str(sweep_dir(store, r)) for r in known.recipes),
                         f"tracking.uri=sqlite:///{store / 'mlflow.db'}", f"hydra.run.dir={compare_dir}")
         verdicts = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
         table = [line for line in (compare_dir / "report.md").read_text().splitlines() if line.startswith("| report_")]
@@ -148,8 +177,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     trained_by = (f"python -m segexp train -m experiment=<recipe> trainer.seed={','.join(map(str, known.seeds))} "
                   f"trainer.max_minutes={known.budget_minutes:g} tracking.uri=sqlite:///<store>/mlflow.db "
                   "tracking.experiment_name=replicates run_name=<recipe> hydra.sweep.dir=<store>/sweep_<recipe>")
-    result["notes"] = [f"Each recipe trained by `{trained_by}`, one recipe after the other"
-                       + (" (in an earlier invocation: --reuse-training)" if known.reuse_training else "") + ".",
+    result["notes"] = [f"Each recipe trained by `{trained_by}` (a recipe's overrides follow its experiment), one "
+                       "recipe after the other"
+                       + (" (in an earlier invocation: --reuse-training)" if known.reuse_training else "")
+                       + (" (recipes already in the store were not trained again: --train-missing)"
+                          if known.train_missing else "") + ".",
                        *known.note,
                        *(f"`segexp compare`: {v}" for v in verdicts),
                        *([f"Pictures: bench/results/{known.name}_panel.png (the same report slices, image | truth | "
