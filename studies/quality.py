@@ -6,10 +6,11 @@
     python -m studies.quality --reuse-training               # score the checkpoints of an earlier run again
 
 For each recipe: `segexp train [experiment=<recipe>] [trainer.max_minutes=<budget>]` (the default
-split: train on slices 0-19, choose the checkpoint by V_rand on 20-24), then `segexp evaluate` of that
-checkpoint, which scores the run's report slices 25-29, without and with 8-way TTA. Writes
-bench/results/<name>.{json,md} and a learning curve per recipe (each selection metric vs training
-minutes, from the MLflow store) as PNG, also logged to the run.
+split: train on slices 0-19, choose the checkpoint by V_rand on 20-24), then what `segexp evaluate` runs
+(in this process: a fresh one per evaluation only adds a TensorFlow import) on that checkpoint, which
+scores the run's report slices 25-29, without and with 8-way TTA. Writes bench/results/<name>.{json,md}
+and a learning curve per recipe (each selection metric vs training minutes, from the MLflow store) as PNG,
+also logged to the run.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ QUICK_EVAL = ["inference.tile=128", "inference.overlap=16"]
 EXPERIMENT = "bench_quality"
 TITLE = "Segmentation quality: whole recipes, scored on report slices no choice saw"
 METHOD = ("Each recipe trained by `segexp train` in a fresh process on the default split (train 0-19, checkpoint "
-          "chosen by select_v_rand on 20-24), then `segexp evaluate` of that checkpoint on the run's report slices "
+          "chosen by select_v_rand on 20-24), then what `segexp evaluate` runs (in the study's process) on that "
+          "checkpoint, scoring the run's report slices "
           "25-29 (V_rand/V_info: the Fiji reference conventions, averaged per slice, best over the reference's 11 thresholds 0.0, 0.1, ..., 0.9 and 0.9999999999999999; "
           "Dice/accuracy at 0.5), without and with 8-way TTA. `select_v_rand` is the checkpoint's score on the "
           "slices that chose it: optimistic, shown only to compare with the report.")
@@ -55,10 +57,16 @@ def train_recipe(recipe: str, budget: float, workdir: Path, store: str, extra: l
 
 
 def evaluate_checkpoint(workdir: Path, store: str, tta: bool, extra: list[str]) -> dict:
-    """Scores the run's chosen checkpoint on its report slices; returns metrics.json."""
+    """Scores the run's chosen checkpoint on its report slices as `segexp evaluate ckpt=<workdir>` does, in this
+    process (a fresh one per evaluation costs a TensorFlow import and nothing else); returns metrics.json."""
+    from segexp.config.compose import compose
+    from segexp.evaluation.evaluate import evaluate
+    from segexp.native_logs import import_tensorflow
+
+    import_tensorflow()  # as the CLI imports it: TensorFlow's native notices stay off the terminal
     out = workdir / ("eval_tta" if tta else "eval")
-    segexp("evaluate", f"ckpt={workdir}", f"inference.tta={str(tta).lower()}", f"hydra.run.dir={out}",
-           f"tracking.uri={store}", f"tracking.experiment_name={EXPERIMENT}", *extra)
+    evaluate(compose("evaluate", [f"ckpt={workdir}", f"inference.tta={str(tta).lower()}", f"tracking.uri={store}",
+                                  f"tracking.experiment_name={EXPERIMENT}", *extra]), out)
     return json.loads((out / "metrics.json").read_text())
 
 
