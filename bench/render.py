@@ -33,8 +33,8 @@ BENCHMARKS_MD = common.REPO / "BENCHMARKS.md"
 # result files in the order BENCHMARKS.md lists them: the speed benchmarks (bench.run_all runs these), the quality
 # studies (studies/, each started on its own), then the test suite's time
 SPEED = ("startup", "compute", "precision", "throughput", "epoch_profile", "inference", "scaling", "outage")
-STUDIES = ("quality_default", "quality", "replicates", "isbi_best_30", "isbi_quick_5", "levers", "levers_more", "study",
-           "study_30", "postprocess", "checkpoint_choice", "multiclass", "metric_agreement")
+STUDIES = ("quality_default", "quality", "replicates", "isbi_best_30", "isbi_quick_5", "width32_30", "levers",
+           "levers_more", "study", "study_30", "postprocess", "checkpoint_choice", "multiclass", "metric_agreement")
 ORDER = (*SPEED, *STUDIES, "suite")
 # the modules that ran as bench.<name> until they moved to studies/: results name today's module
 MOVED_TO_STUDIES = re.compile(r"\bbench\.(quality|replicates|levers|study|thresholds|metric_agreement)\b")
@@ -46,6 +46,7 @@ GROUPS = ("model", "aug", "loss", "optimizer", "data", "split", "trainer", "trac
 # where each generated block lives: the README keeps the small one, the study logs live in docs/results.md
 BLOCKS = {"defaults": README, "default-recipe": RESULTS_MD, "compare-example": RESULTS_MD, "levers": RESULTS_MD,
           "levers-more": RESULTS_MD, "study": RESULTS_MD, "study-30": RESULTS_MD, "postprocess": RESULTS_MD,
+          "isbi-best-30": RESULTS_MD, "isbi-quick-5": RESULTS_MD, "width32-30": RESULTS_MD,
           "test-suite": RESULTS_MD, "multiclass": MULTICLASS_MD}
 METRICS = (("report_v_rand", "V_rand"), ("report_v_info", "V_info"), ("report_dice", "membrane Dice"),
            ("report_accuracy", "pixel accuracy"))
@@ -324,6 +325,25 @@ def compare_block(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def seeds_block(result: dict[str, Any]) -> str:
+    """Returns the runs of `python -m studies.replicates` over seeds (one recipe or more): each run, the mean and
+    spread per recipe, segexp compare's verdicts when there are two recipes, and the notes given with --note."""
+    tables = {table["title"].split(" (")[0]: table for table in result["tables"]}
+    runs, spread = tables["Each run"], tables["Mean and spread over seeds"]
+    settings = result["settings"]
+    recipes, seeds = " and ".join(f"`{r}`" for r in settings["recipes"]), ", ".join(map(str, settings["seeds"]))
+    lines = [f"`python -m {result['command'].split(' -m ', 1)[-1]}` on {machine_line(result)}: {recipes} on seeds {seeds}, "
+             f"{settings['budget_minutes']:g} training minutes per run; scores on the report slices, checkpoints and "
+             "stage parameters chosen on the selection slices.", "",
+             markdown_table(runs["columns"], [[cell(v) for v in row] for row in runs["rows"]]), "",
+             markdown_table(spread["columns"], [[cell(v) for v in row] for row in spread["rows"]]), ""]
+    if result["verdicts"]:
+        lines += ["`segexp compare` of the sweeps printed:", "", *(f"    {line}" for line in result["verdicts"]), ""]
+    own = ("Each recipe trained by", "`segexp compare`:", "Pictures:", "Threshold:")
+    lines += [*(note for note in result["notes"] if not note.startswith(own)), "", source_line(result, "each run")]
+    return "\n".join(lines)
+
+
 def postprocess_block(result: dict[str, Any]) -> str:
     """Returns the on-vs-off comparison of `python -m studies.postprocess`: segexp compare's verdicts on the same
     checkpoints, and each run's scores with the parameters its selection slices chose."""
@@ -438,6 +458,9 @@ RESULT_BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "study": ("study", study_block),
     "study-30": ("study_30", confirmation_block),
     "postprocess": ("postprocess", postprocess_block),
+    "isbi-best-30": ("isbi_best_30", seeds_block),
+    "isbi-quick-5": ("isbi_quick_5", seeds_block),
+    "width32-30": ("width32_30", seeds_block),
     "multiclass": ("multiclass", multiclass_block),
 }
 
