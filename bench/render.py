@@ -332,7 +332,8 @@ def seeds_block(result: dict[str, Any]) -> str:
     runs, spread = tables["Each run"], tables["Mean and spread over seeds"]
     settings = result["settings"]
     recipes, seeds = " and ".join(f"`{r}`" for r in settings["recipes"]), ", ".join(map(str, settings["seeds"]))
-    lines = [f"`python -m {result['command'].split(' -m ', 1)[-1]}` on {machine_line(result)}: {recipes} on seeds {seeds}, "
+    lines = [f"`python -m {result['command'].split(' -m ', 1)[-1]}` on {machine_line(result)}: {recipes} on seeds "
+             f"{seeds}, "
              f"{settings['budget_minutes']:g} training minutes per run; scores on the report slices, checkpoints and "
              "stage parameters chosen on the selection slices.", "",
              markdown_table(runs["columns"], [[cell(v) for v in row] for row in runs["rows"]]), "",
