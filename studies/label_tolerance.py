@@ -1,0 +1,92 @@
+"""What the pixel targets ask of a prediction: the annotation itself, its membranes moved by a pixel or two,
+scored as if it were a prediction of the report slices.
+
+    python -m studies.label_tolerance            # ISBI report slices 25-29: seconds
+    python -m studies.label_tolerance --quick    # 64x64 crops: the script only
+
+A prediction whose every membrane boundary sits one pixel off the annotation is, for a person, a perfect
+tracing; the pixel scores (membrane Dice, accuracy) charge it heavily, the segment scores (V_rand, V_info) hardly
+at all. This puts figures on both, so a Dice or accuracy target can be read as "boundaries within n pixels".
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from bench import common, render
+
+NAME = "label_tolerance"
+TITLE = "Label tolerance: the annotation, its membranes moved by a pixel or two, scored as a prediction"
+METHOD = ("Each report slice's annotation (membrane = black) is altered and scored against itself as a prediction "
+          "(cell probability 1 where the altered map says cell, 0 on membrane) by segexp.evaluation.metrics, as "
+          "`segexp evaluate` scores a model: V_rand/V_info over the reference's thresholds, averaged per slice; "
+          "membrane Dice and pixel accuracy pooled over the slices. Dilation and erosion use scipy.ndimage's "
+          "4-connected cross; a shift moves the whole map, wrapping at the edge.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    crop: int | None  # None: whole slices
+    repeats: int = 1
+
+
+FULL = Settings(crop=None)
+QUICK = Settings(crop=64)
+
+
+def alterations() -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Returns {name: membrane mask -> altered membrane mask}."""
+    from scipy import ndimage
+
+    return {
+        "the annotation itself": lambda m: m,
+        "membranes 1 px wider (dilated)": lambda m: ndimage.binary_dilation(m),
+        "membranes 1 px thinner (eroded)": lambda m: ndimage.binary_erosion(m),
+        "membranes 2 px wider": lambda m: ndimage.binary_dilation(m, iterations=2),
+        "membranes 2 px thinner": lambda m: ndimage.binary_erosion(m, iterations=2),
+        "shifted 1 px": lambda m: np.roll(m, 1, axis=1),
+        "shifted 2 px": lambda m: np.roll(m, 2, axis=1),
+    }
+
+
+def report_truths(crop: int | None) -> tuple[list[np.ndarray], list[str]]:
+    """Returns the default split's report slices' annotations (at the labels' resolution) and their names."""
+    from segexp.config.compose import compose
+    from segexp.data.datasets import load
+    from segexp.data.splits import resolve_indices
+
+    cfg = compose("train")
+    data = load(cfg.data, at_labels=True)
+    window = (slice(0, crop), slice(0, crop)) if crop else (slice(None), slice(None))
+    indices = resolve_indices(list(cfg.split.report), len(data.masks), "split.report")
+    return [np.asarray(data.masks[i])[window] for i in indices], [data.names[i] for i in indices]
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args, settings, result = common.begin(NAME, TITLE, METHOD, argv, FULL, QUICK, package="studies")
+    result["command"] = common.command_line(NAME, list(argv) if argv is not None else sys.argv[1:], package="studies")
+    from segexp.evaluation.metrics import cell_mask_from_truth, evaluate_slices
+
+    truths, names = report_truths(settings.crop)
+    rows = []
+    for name, alter in alterations().items():
+        probs = [(~alter(~cell_mask_from_truth(t))).astype(np.float32) for t in truths]  # 1 on cell, 0 on membrane
+        scores = evaluate_slices(probs, truths)
+        rows.append([name, *(scores[k] for k in ("v_rand", "v_info", "dice", "accuracy"))])
+        common.log(f"{name}: " + " ".join(f"{value:.4f}" for value in rows[-1][1:]))
+    result["slices"] = names
+    result["tables"] = [common.table(f"Report slices {', '.join(names)}",
+                                     ["the annotation as a prediction", "V_rand", "V_info", "membrane Dice",
+                                      "pixel accuracy"], rows)]
+    result["notes"] = ["Membrane pixels are "
+                       f"{np.mean([(~cell_mask_from_truth(t)).mean() for t in truths]):.3f} of these slices."]
+    render.write_results(result, args.out)
+    return result
+
+
+if __name__ == "__main__":
+    main()
