@@ -33,8 +33,8 @@ BENCHMARKS_MD = common.REPO / "BENCHMARKS.md"
 # result files in the order BENCHMARKS.md lists them: the speed benchmarks (bench.run_all runs these), the quality
 # studies (studies/, each started on its own), then the test suite's time
 SPEED = ("startup", "compute", "precision", "throughput", "epoch_profile", "inference", "scaling", "outage")
-STUDIES = ("quality_default", "quality", "replicates", "isbi_best_30", "isbi_quick_5", "width32_30", "levers",
-           "levers_more", "study", "study_30", "postprocess", "checkpoint_choice", "multiclass", "metric_agreement")
+STUDIES = ("quality_default", "quality", "replicates", "isbi_best_30", "isbi_quick_5", "width32_30",
+           "label_tolerance", "levers", "levers_more", "study", "study_30", "postprocess", "checkpoint_choice", "multiclass", "metric_agreement")
 ORDER = (*SPEED, *STUDIES, "suite")
 # the modules that ran as bench.<name> until they moved to studies/: results name today's module
 MOVED_TO_STUDIES = re.compile(r"\bbench\.(quality|replicates|levers|study|thresholds|metric_agreement)\b")
@@ -47,6 +47,7 @@ GROUPS = ("model", "aug", "loss", "optimizer", "data", "split", "trainer", "trac
 BLOCKS = {"defaults": README, "default-recipe": RESULTS_MD, "compare-example": RESULTS_MD, "levers": RESULTS_MD,
           "levers-more": RESULTS_MD, "study": RESULTS_MD, "study-30": RESULTS_MD, "postprocess": RESULTS_MD,
           "isbi-best-30": RESULTS_MD, "isbi-quick-5": RESULTS_MD, "width32-30": RESULTS_MD,
+          "label-tolerance": RESULTS_MD,
           "test-suite": RESULTS_MD, "multiclass": MULTICLASS_MD}
 METRICS = (("report_v_rand", "V_rand"), ("report_v_info", "V_info"), ("report_dice", "membrane Dice"),
            ("report_accuracy", "pixel accuracy"))
@@ -345,6 +346,16 @@ def seeds_block(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def tables_block(result: dict[str, Any]) -> str:
+    """Returns a small study's command, machine, tables and notes as they are."""
+    lines = [f"`python -m {result['command'].split(' -m ', 1)[-1]}` on {machine_line(result)}. {result['method']}", ""]
+    for table in result["tables"]:
+        lines += [f"**{table['title']}**", "", markdown_table(table["columns"], [[cell(v) for v in row]
+                                                                                 for row in table["rows"]]), ""]
+    lines += [*result["notes"], "", source_line(result, "the same tables")]
+    return "\n".join(lines)
+
+
 def postprocess_block(result: dict[str, Any]) -> str:
     """Returns the on-vs-off comparison of `python -m studies.postprocess`: segexp compare's verdicts on the same
     checkpoints, and each run's scores with the parameters its selection slices chose."""
@@ -462,6 +473,7 @@ RESULT_BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "isbi-best-30": ("isbi_best_30", seeds_block),
     "isbi-quick-5": ("isbi_quick_5", seeds_block),
     "width32-30": ("width32_30", seeds_block),
+    "label-tolerance": ("label_tolerance", tables_block),
     "multiclass": ("multiclass", multiclass_block),
 }
 
