@@ -34,7 +34,8 @@ BENCHMARKS_MD = common.REPO / "BENCHMARKS.md"
 # studies (studies/, each started on its own), then the test suite's time
 SPEED = ("startup", "compute", "precision", "throughput", "epoch_profile", "inference", "scaling", "outage")
 STUDIES = ("quality_default", "quality", "replicates", "isbi_best_30", "isbi_quick_5", "width32_30",
-           "label_tolerance", "levers", "levers_more", "study", "study_30", "postprocess", "checkpoint_choice", "multiclass", "metric_agreement")
+           "label_tolerance", "levers", "levers_more", "study", "study_30", "postprocess", "checkpoint_choice",
+           "multiclass", "metric_agreement")
 ORDER = (*SPEED, *STUDIES, "suite")
 # the modules that ran as bench.<name> until they moved to studies/: results name today's module
 MOVED_TO_STUDIES = re.compile(r"\bbench\.(quality|replicates|levers|study|thresholds|metric_agreement)\b")
@@ -341,7 +342,9 @@ def seeds_block(result: dict[str, Any]) -> str:
              markdown_table(spread["columns"], [[cell(v) for v in row] for row in spread["rows"]]), ""]
     if result["verdicts"]:
         lines += ["`segexp compare` of the sweeps printed:", "", *(f"    {line}" for line in result["verdicts"]), ""]
-    own = ("Each recipe trained by", "`segexp compare`:", "Pictures:", "Threshold:")
+    if comparison := next((t for t in result["tables"] if t["title"].startswith("segexp compare")), None):
+        lines += comparison_lines(comparison)
+    own = ("`segexp compare`:", "Pictures:", "Threshold:")
     lines += [*(note for note in result["notes"] if not note.startswith(own)), "", source_line(result, "each run")]
     return "\n".join(lines)
 

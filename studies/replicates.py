@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -64,20 +65,36 @@ def segexp(*args: str) -> str:
 
 
 def recipe_name(recipe: str) -> str:
-    """Returns the recipe as one word for a run and directory name: isbi_best_model.base_filters-32, ..."""
-    return "_".join(recipe.split()).replace("=", "-").replace("/", "-")
+    """Returns the recipe as one word for its run and directory names (isbi_best_model.base_filters-32): anything
+    but letters, digits, '.', '_' and '-' becomes '-', so that Hydra's override grammar takes the word as it is."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", "_".join(recipe.split()))
 
 
 def sweep_dir(store: Path, recipe: str) -> Path:
     return store / f"sweep_{recipe_name(recipe)}"
 
 
-def trained(store: Path, recipe: str, seeds: Sequence[int]) -> bool:
-    """Whether the store already holds a finished run of the recipe for every seed."""
+def seed_of(run) -> int | None:
+    """Returns the run's trainer.seed; None for a job that failed before its own run logged its params."""
+    seed = run.data.params.get("trainer.seed")
+    return int(seed) if seed is not None else None
+
+
+def stored_sweep(store: Path, recipe: str, seeds: Sequence[int], minutes: float, quick: bool) -> str:
+    """Returns "missing", "finished" (a FINISHED run for every seed) or "unfinished" for the recipe's sweep in the
+    store; stops when that sweep trained at another budget or mode, whose runs must not pass for this study's."""
     if not (sweep_dir(store, recipe) / "sweep.json").is_file():
-        return False
-    done = {int(run.data.params["trainer.seed"]) for run in children(store, recipe) if run.info.status == "FINISHED"}
-    return set(seeds) <= done
+        return "missing"
+    runs = children(store, recipe)
+    for run in runs:
+        budget = run.data.params.get("trainer.max_minutes")
+        ran_quick = "debug=smoke" in run.data.tags.get("overrides", "").split()
+        if budget is not None and (float(budget) != minutes or ran_quick != quick):
+            raise SystemExit(f"{sweep_dir(store, recipe)}: its runs trained {float(budget):g} minutes"
+                             f"{' (--quick)' if ran_quick else ''}, not {minutes:g}{' (--quick)' if quick else ''}; "
+                             "give another --store, or this study the same --budget-minutes")
+    done = {seed_of(run) for run in runs if run.info.status == "FINISHED"}
+    return "finished" if set(seeds) <= done else "unfinished"
 
 
 def train_recipe(recipe: str, seeds: Sequence[int], minutes: float, store: Path, quick: bool) -> None:
@@ -91,14 +108,16 @@ def train_recipe(recipe: str, seeds: Sequence[int], minutes: float, store: Path,
            f"hydra.sweep.dir={directory}")
 
 
-def children(store: Path, recipe: str) -> list:
+def children(store: Path, recipe: str, seeds: Sequence[int] | None = None) -> list:
+    """Returns the recipe's sweep's child runs by seed (only `seeds`' if given; never a job that logged no seed)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     parent = json.loads((sweep_dir(store, recipe) / "sweep.json").read_text())["parent_run_id"]
     experiment = client.get_run(parent).info.experiment_id
-    return sorted(client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'"),
-                  key=lambda r: int(r.data.params["trainer.seed"]))
+    runs = [r for r in client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
+            if seed_of(r) is not None and (seeds is None or seed_of(r) in seeds)]
+    return sorted(runs, key=seed_of)
 
 
 def compare_table(title: str, report_md: str) -> dict[str, Any]:
@@ -131,10 +150,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     started = time.monotonic()
     if not known.reuse_training:
         for recipe in known.recipes:
-            if known.train_missing and trained(store, recipe, known.seeds):
+            stored = stored_sweep(store, recipe, known.seeds, known.budget_minutes, args.quick) \
+                if known.train_missing else "missing"
+            if stored == "finished":
                 common.log(f"{recipe}: every seed already in {store}, not trained again")
-                continue
-            train_recipe(recipe, known.seeds, known.budget_minutes, store, args.quick)
+            elif stored == "unfinished":  # finished jobs are kept, the others run again
+                segexp("train", "-m", f"resume={sweep_dir(store, recipe)}")
+            else:
+                train_recipe(recipe, known.seeds, known.budget_minutes, store, args.quick)
     compare_dir = store / "compare"
     shutil.rmtree(compare_dir, ignore_errors=True)
     verdicts, table = [], []
@@ -146,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     rows = []
     for recipe in known.recipes:
-        for run in children(store, recipe):
+        for run in children(store, recipe, known.seeds):
             m = run.data.metrics
             rows.append([recipe, int(run.data.params["trainer.seed"]), *(m.get(k) for k in METRICS),
                          int(m.get("epochs_run", 0)), int(m.get("checkpoint_epoch", -1)) + 1, m.get("train_minutes"),
@@ -154,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for picture in ("panel.png", "curves.png"):
         if (compare_dir / picture).is_file():
             shutil.copy(compare_dir / picture, args.out / f"{known.name}_{picture}")
-    runs = [run for recipe in known.recipes for run in children(store, recipe)]
+    runs = [run for recipe in known.recipes for run in children(store, recipe, known.seeds)]
     thresholds = threshold_lever(runs, lambda run: run.data.tags.get("mlflow.runName", run.info.run_name))
     result.update(recipes=known.recipes, seeds=known.seeds, budget_minutes=known.budget_minutes,
                   store=str(store), verdicts=verdicts, training_minutes=(time.monotonic() - started) / 60)

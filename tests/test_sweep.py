@@ -91,6 +91,7 @@ def test_a_sequential_sweep_is_one_parent_with_a_child_per_job_and_a_failing_job
     assert sorted(r.data.params["optimizer.lr"] for r in good) == ["0.0001", "0.0003"]
     assert all(r.data.params["split.report.0"] == "-1" for r in good)
     assert sorted(r.data.tags["output_dir"][-2:] for r in good) == ["/1", "/3"]  # the jobs after a failure ran
+    assert sorted(r.data.tags["output_dir"][-2:] for r in bad) == ["/0", "/2"]
     for run in bad:
         assert "split.report=[99]" in run.data.tags["overrides"].split()
         assert run.data.tags["failure_reason"].startswith("DataError: split.report=[99]")
@@ -125,6 +126,7 @@ def test_parallel_sweep_children_reach_the_parent_from_worker_processes(tmp_path
     assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.0001", "0.0002", "0.0003", "0.0004"]
     assert len({r.data.tags["process"] for r in children}) > 1  # really in several processes; none lost or twice
     assert [r.info.status for r in [parent, *children]] == ["FINISHED"] * 5
+    assert parent.data.tags["failed_children"] == "0"
     assert_summarizes(client, parent, children, out.stdout, tmp_path, make_cfg(*FAST))
 
 
