@@ -25,8 +25,8 @@ METHOD = ("Each report slice's annotation (membrane = black) is altered and scor
           "(cell probability 1 where the altered map says cell, 0 on membrane) by segexp.evaluation.metrics, as "
           "`segexp evaluate` scores a model: V_rand/V_info over the reference's thresholds, averaged per slice; "
           "membrane Dice and pixel accuracy pooled over the slices. Dilation and erosion use scipy.ndimage's "
-          "4-connected cross (one step moves every boundary a pixel); a shift moves the whole map, wrapping at "
-          "the edge: a horizontal shift leaves horizontal membranes where they were, a diagonal one moves every "
+          "4-connected cross (one step moves every boundary a pixel); a shift moves the whole map, repeating "
+          "its edge: a horizontal shift leaves horizontal membranes where they were, a diagonal one moves every "
           "boundary.")
 
 
@@ -50,11 +50,17 @@ def alterations() -> dict[str, Callable[[np.ndarray], np.ndarray]]:
         "each boundary 1 px inward (membranes 2 px thinner)": lambda m: ndimage.binary_erosion(m),
         "each boundary 2 px outward (membranes 4 px wider)": lambda m: ndimage.binary_dilation(m, iterations=2),
         "each boundary 2 px inward (membranes 4 px thinner)": lambda m: ndimage.binary_erosion(m, iterations=2),
-        "shifted 1 px right": lambda m: np.roll(m, 1, axis=1),
-        "shifted 1 px right and 1 px down": lambda m: np.roll(m, (1, 1), axis=(0, 1)),
-        "shifted 2 px right": lambda m: np.roll(m, 2, axis=1),
-        "shifted 2 px right and 2 px down": lambda m: np.roll(m, (2, 2), axis=(0, 1)),
+        "shifted 1 px right": lambda m: shifted(m, 0, 1),
+        "shifted 1 px right and 1 px down": lambda m: shifted(m, 1, 1),
+        "shifted 2 px right": lambda m: shifted(m, 0, 2),
+        "shifted 2 px right and 2 px down": lambda m: shifted(m, 2, 2),
     }
+
+
+def shifted(mask: np.ndarray, down: int, right: int) -> np.ndarray:
+    """Returns the mask moved down and right, the first rows and columns repeating the edge (not wrapping around:
+    the far edge's membranes at the near one would merge the cells along it)."""
+    return np.pad(mask, ((down, 0), (right, 0)), mode="edge")[:mask.shape[0], :mask.shape[1]]
 
 
 def report_truths(crop: int | None) -> tuple[list[np.ndarray], list[str]]:
