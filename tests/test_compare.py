@@ -236,9 +236,11 @@ def test_recipes_group_by_everything_but_seed_and_fold():
         return SimpleNamespace(data=SimpleNamespace(tags={"overrides": overrides}))
 
     runs = [run("aug=heavy optimizer.lr=0.1 trainer.seed=1"), run("aug=heavy optimizer.lr=0.1 trainer.seed=2"),
-            run("aug=heavy optimizer.lr=0.2 data.fold=1 trainer.seed=1")]
+            run("aug=heavy optimizer.lr=0.2 data.fold=1 trainer.seed=1"),
+            # a job that `segexp train -m resume=DIR` ran again belongs with the jobs it kept
+            run("aug=heavy optimizer.lr=0.1 trainer.seed=3 resume_sweep=True hydra.sweep.dir=x")]
     groups = replicates.group_by_recipe(runs)
-    assert {k: len(v) for k, v in groups.items()} == {"optimizer.lr=0.1": 2, "optimizer.lr=0.2": 1}
+    assert {k: len(v) for k, v in groups.items()} == {"optimizer.lr=0.1": 3, "optimizer.lr=0.2": 1}
 
 
 @pytest.mark.slow

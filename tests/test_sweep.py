@@ -285,6 +285,10 @@ def test_a_killed_sweep_resumes_into_the_same_parent_keeping_finished_jobs(tmp_p
     assert kept.info.end_time == first.info.end_time
     rows = summary_table(client, parent, tmp_path)
     assert sorted(row["run_id"] for row in rows) == sorted(r.info.run_id for r in children)
+    # compare sees the sweep's three recipes, the jobs run again after the kill with the one it kept
+    from segexp.experiments.replicates import group_by_recipe
+
+    assert sorted(group_by_recipe(children)) == ["optimizer.lr=0.001", "optimizer.lr=0.002", "optimizer.lr=0.003"]
 
 
 PRUNED_SEARCH = """# @package _global_

@@ -50,11 +50,15 @@ def is_replicate(override: str) -> bool:
     return override.split("=", 1)[0].lstrip("+~") in REPLICATE_KEYS
 
 
+# overrides that say how a job ran, not what it trained: Hydra's own, and continuing an interrupted run or sweep
+# (`segexp train -m resume=DIR` gives the jobs it runs again resume_sweep=true, the jobs it kept do not carry it)
+NOT_RECIPE = ("hydra.", "hydra/", "resume_sweep=", "resume=")
+
+
 def recipe_overrides(run: Any) -> list[str]:
-    """Returns a run's command-line overrides without the ones that only repeat it (seed, fold)."""
+    """Returns a run's command-line overrides without the ones that only repeat it (seed, fold) or say how it ran."""
     overrides = run.data.tags.get(OVERRIDES, "")
-    return [o for o in overrides.split() if o != "(none)" and not is_replicate(o)
-            and not o.startswith(("hydra.", "hydra/"))]
+    return [o for o in overrides.split() if o != "(none)" and not is_replicate(o) and not o.startswith(NOT_RECIPE)]
 
 
 def group_by_recipe(runs: Iterable[Any]) -> dict[str, list[Any]]:
