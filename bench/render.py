@@ -113,6 +113,16 @@ def portable(result: dict[str, Any]) -> dict[str, Any]:
     return walk(result)
 
 
+def make_portable(out: Path) -> None:
+    """Rewrites each result file in `out` that still names a machine's folders (written before write_results made
+    them portable) with those paths relative to where its command ran; the measurements are left as they are."""
+    for path in sorted(out.glob("*.json")):
+        result = json.loads(path.read_text())
+        if (made := portable(result)) != result:
+            path.write_text(json.dumps(made, indent=2) + "\n")
+            common.log(f"{path.name}: paths made relative to where its command ran")
+
+
 def load_results(out: Path = common.RESULTS_DIR) -> list[dict[str, Any]]:
     """Returns the results found in `out`, in ORDER, made portable."""
     paths = [out / f"{name}.json" for name in ORDER]
@@ -182,6 +192,7 @@ def write_results(result: dict[str, Any], out_dir: Path) -> Path:
     result = dict(result)
     result["wall_seconds"] = round(time.monotonic() - result.pop("_started"), 2)
     result["peak_rss_mb"] = round(common.lifetime_peak_rss_mb(), 1)
+    result = portable(result)  # the file names no machine's folders: paths relative to where the command ran
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{result['benchmark']}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
@@ -716,6 +727,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     """Renders everything from bench/results; returns the generated blocks by name."""
     argv = list(argv) if argv is not None else sys.argv[1:]
     results = common.RESULTS_DIR
+    make_portable(results)
     blocks = rendered_blocks(results)
     write_blocks(blocks)
     draw_pictures(results)

@@ -9,13 +9,14 @@ thread meanwhile.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench import (compute, epoch_profile, inference, outage, precision, run_all, scaling, seed_replica,
+from bench import (compute, epoch_profile, inference, outage, precision, render, run_all, scaling, seed_replica,
                    startup, suite, throughput)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +69,9 @@ def test_result_records_machine_versions_command_and_tables(quick_results, name)
     result = results[name]
     assert COMMON_KEYS <= set(result)
     assert result["benchmark"] == name and result["mode"] == "quick"
-    assert result["command"].endswith(f"-m bench.{name} --quick --out {out}")
+    # the file names no folder of this machine: --out as seen from where the benchmark ran ($TMPDIR/...)
+    assert result["command"].endswith(f"-m bench.{name} --quick --out {render.relative_path(str(out), os.getcwd())}")
+    assert result["cwd"] == "." and str(out) not in (out / f"{name}.json").read_text()
     assert set(result["machine"]["cpu_flags"]) == {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
     assert positive(result["machine"]["cores"]) and result["machine"]["cpu_model"]
     assert set(result["versions"]) == {"tensorflow", "keras", "albumentations", "numpy"}

@@ -14,12 +14,14 @@ from bench import render
 REPO = Path(__file__).resolve().parents[1]
 
 PAGES = [REPO / "README.md", REPO / "BENCHMARKS.md", *sorted((REPO / "docs").rglob("*.md"))]
+# the result files those pages are written from, committed beside them
+RESULT_FILES = sorted((REPO / "bench" / "results").glob("*.json")) + sorted((REPO / "bench" / "results").glob("*.md"))
 # a path of one machine: a home, a temporary or a work folder after a blank, a quote, "(", "=" or ":"
 MACHINE_PATH = re.compile(r"(^|[\s`(=:'\"])/(work|tmp|root|home|opt|usr|var|mnt|Users)/", re.M)
 LINK = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)")
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize("page", PAGES + RESULT_FILES, ids=lambda p: str(p.relative_to(REPO)))
 def test_no_page_names_an_absolute_path_of_a_machine(page):
     found = [line for line in page.read_text().splitlines() if MACHINE_PATH.search(line)]
     assert not found, f"{page.name}: {found[:3]}"
