@@ -121,10 +121,13 @@ def children(store: Path, recipe: str, seeds: Sequence[int] | None = None) -> li
 
 
 def compare_table(title: str, report_md: str) -> dict[str, Any]:
-    """Returns the result table of the report_* rows of `segexp compare`'s report.md."""
-    return common.table(title, ["metric", "A", "other", "other - A", "p", "verdict"],
-                        [[c.strip() for c in line.strip("|").split("|")] for line in report_md.splitlines()
-                         if line.startswith("| report_")])
+    """Returns the result table of the report_* rows of `segexp compare`'s report.md, under its own header."""
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    lines = report_md.splitlines()
+    header = next(cells(line) for line in lines if line.startswith("| metric |"))
+    return common.table(title, header, [cells(line) for line in lines if line.startswith("| report_")])
 
 
 def spread(values: Sequence[float]) -> list[float]:
@@ -160,12 +163,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 train_recipe(recipe, known.seeds, known.budget_minutes, store, args.quick)
     compare_dir = store / "compare"
     shutil.rmtree(compare_dir, ignore_errors=True)
-    verdicts, table = [], []
+    verdicts, comparison = [], None
     if len(known.recipes) > 1:  # one recipe: its runs and spread alone, nothing to compare it with
         stdout = segexp("compare", *(str(sweep_dir(store, r)) for r in known.recipes),
                         f"tracking.uri=sqlite:///{store / 'mlflow.db'}", f"hydra.run.dir={compare_dir}")
         verdicts = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
-        table = [line for line in (compare_dir / "report.md").read_text().splitlines() if line.startswith("| report_")]
+        comparison = compare_table("segexp compare (A = first recipe; differences are B - A, paired by seed)",
+                                   (compare_dir / "report.md").read_text())
 
     rows = []
     for recipe in known.recipes:
@@ -185,9 +189,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         common.table(f"Each run ({known.budget_minutes:g} training minutes)",
                      ["recipe", "seed", *METRICS, "epochs run", "checkpoint epoch", "train minutes",
                       "trained at commit"], rows),
-        *([common.table("segexp compare (A = first recipe; differences are B - A, paired by seed)",
-                        ["metric", "A", "other", "other - A", "p", "verdict"],
-                        [[c.strip() for c in line.strip("|").split("|")] for line in table])] if table else []),
+        *([comparison] if comparison else []),
         common.table("Mean and spread over seeds", ["recipe", "metric", "mean", "std", "min", "max"],
                      [[recipe, metric, *spread([r[2 + i] for r in rows if r[0] == recipe])]
                       for recipe in known.recipes for i, metric in enumerate(METRICS)]),
@@ -209,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                        *(f"`segexp compare`: {v}" for v in verdicts),
                        *([f"Pictures: bench/results/{known.name}_panel.png (the same report slices, image | truth | "
                           f"each recipe | where they disagree) and bench/results/{known.name}_curves.png (learning "
-                          "curves)."] if table else []),
+                          "curves)."] if comparison else []),
                        "Threshold: the pixel threshold with the best accuracy on the selection slices (0.05 steps), "
                        "re-predicted from each checkpoint as `segexp evaluate` predicts, applied to the report slices."]
     render.write_results(result, args.out)
