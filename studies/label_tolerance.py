@@ -12,12 +12,12 @@ at all. This puts figures on both, so a Dice or accuracy target can be read as "
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from bench import common, render
+from studies import metric_agreement
 
 NAME = "label_tolerance"
 TITLE = "Label tolerance: the annotation, its membranes moved by a pixel or two, scored as a prediction"
@@ -30,14 +30,8 @@ METHOD = ("Each report slice's annotation (membrane = black) is altered and scor
           "boundary.")
 
 
-@dataclass(frozen=True)
-class Settings:
-    crop: int | None  # None: whole slices
-    repeats: int = 1
-
-
-FULL = Settings(crop=None)
-QUICK = Settings(crop=64)
+# whole slices, or 64x64 crops with --quick: the sizes metric_agreement scores
+FULL, QUICK = metric_agreement.FULL, metric_agreement.QUICK
 
 
 def alterations() -> dict[str, Callable[[np.ndarray], np.ndarray]]:
