@@ -69,9 +69,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     scores = {(run.name, c): evaluate(store, run, known.method, known.reuse_evaluations, c)
               for run in runs for c in checkpoints}
 
-    lines, compare_rows = compare_variants(store, known.sweep, [f"eval_{k}" for k in KEYS],
-                                           [f"_tta_{known.method}", f"_tta_{known.method}_last"],
-                                           store / "compare_checkpoints")
+    lines, comparison = compare_variants(
+        store, known.sweep, [f"eval_{k}" for k in KEYS], [f"_tta_{known.method}", f"_tta_{known.method}_last"],
+        store / "compare_checkpoints",
+        "segexp compare (A = the chosen checkpoint of the sweep's first recipe; differences other - A, paired by seed)")
     record = read_sweep_record(store / known.sweep)
     swept = record.swept_keys if record else ()
     rows = []
@@ -83,9 +84,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["tables"] = [
         common.table("Each run, report slices (TTA + the stage chosen for each checkpoint on the selection slices)",
                      ["run", "seed", "recipe", "checkpoint", "epoch", *KEYS], rows),
-        common.table("segexp compare (A = the chosen checkpoint of the sweep's first recipe; differences other - A, "
-                     "paired by seed)", ["metric", "A", "other", "other - A", "p", "detectable (80% power)",
-                                         "verdict"], compare_rows),
+        comparison,
     ]
     result.update(verdicts=lines, store=str(store), evaluation_minutes=(time.monotonic() - started) / 60)
     result["notes"] = [*known.note, *(f"`segexp compare`: {line}" for line in lines

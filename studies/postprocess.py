@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench import common, render
-from studies.replicates import segexp
+from studies.replicates import compare_table, segexp
 
 NAME = "postprocess"
 TITLE = "Post-processing on vs off, paired over the same checkpoints"
@@ -90,16 +90,15 @@ def sweep_runs(store: Path, known: argparse.Namespace, quick: bool) -> list[Path
 
 
 def compare_variants(store: Path, sweep: str, metrics: Sequence[str], suffixes: Sequence[str],
-                     compare_dir: Path) -> tuple[list[str], list[list[str]]]:
+                     compare_dir: Path, title: str) -> tuple[list[str], dict]:
     """Runs `segexp compare` of the sweep's evaluations (variants = metric suffixes); returns its printed lines
-    and the rows of its report's table."""
+    and its report's table, titled `title`."""
     shutil.rmtree(compare_dir, ignore_errors=True)
     stdout = segexp("compare", str(store / sweep), f"tracking.uri=sqlite:///{store / 'mlflow.db'}",
                     f"metrics=[{','.join(metrics)}]", f"variants=[{','.join(suffixes)}]", "curves=[]",
                     f"hydra.run.dir={compare_dir}")
     lines = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
-    report = (compare_dir / "report.md").read_text().splitlines()
-    return lines, [[c.strip() for c in line.strip("|").split("|")] for line in report if line.startswith("| eval_")]
+    return lines, compare_table(title, (compare_dir / "report.md").read_text(), rows="| eval_")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -115,8 +114,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     scores = {(run.name, m): evaluate(store, run, m, known.reuse_evaluations) for run in runs for m in variants}
     seeds = {run.name: seed_of(run) for run in runs}
 
-    lines, compare_rows = compare_variants(store, known.sweep, METRICS,
-                                           ["_tta", *(f"_tta_{m}" for m in known.methods)], store / "compare")
+    lines, comparison = compare_variants(
+        store, known.sweep, METRICS, ["_tta", *(f"_tta_{m}" for m in known.methods)], store / "compare",
+        "segexp compare (A = the map; differences are the stage minus A, paired by seed)")
 
     keys = ("v_rand", "v_info", "map_v_rand", "dice", "accuracy")
     result["tables"] = [
@@ -125,8 +125,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                      [[run.name, seeds[run.name], m, *(scores[run.name, m].get(k) for k in keys),
                        ", ".join(f"{k}={v}" for k, v in scores[run.name, m]["postprocess"]["params"].items()) or "-",
                        scores[run.name, m]["postprocess"]["score"]] for run in runs for m in variants]),
-        common.table("segexp compare (A = the map; differences are the stage minus A, paired by seed)",
-                     ["metric", "A", "other", "other - A", "p", "detectable (80% power)", "verdict"], compare_rows),
+        comparison,
     ]
     result.update(verdicts=lines, store=str(store), evaluation_minutes=(time.monotonic() - started) / 60)
     verdicts = [line for line in lines if ("v_rand" in line or "v_info" in line) and not line.startswith("config ")]

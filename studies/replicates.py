@@ -120,14 +120,15 @@ def children(store: Path, recipe: str, seeds: Sequence[int] | None = None) -> li
     return sorted(runs, key=seed_of)
 
 
-def compare_table(title: str, report_md: str) -> dict[str, Any]:
-    """Returns the result table of the report_* rows of `segexp compare`'s report.md, under its own header."""
+def compare_table(title: str, report_md: str, rows: str = "| report_") -> dict[str, Any]:
+    """Returns the result table of the rows of `segexp compare`'s report.md that start with `rows`, under the
+    report's own header."""
     def cells(line: str) -> list[str]:
         return [c.strip() for c in line.strip().strip("|").split("|")]
 
     lines = report_md.splitlines()
     header = next(cells(line) for line in lines if line.startswith("| metric |"))
-    return common.table(title, header, [cells(line) for line in lines if line.startswith("| report_")])
+    return common.table(title, header, [cells(line) for line in lines if line.startswith(rows)])
 
 
 def spread(values: Sequence[float]) -> list[float]:
