@@ -49,7 +49,8 @@ QUICK = Settings(("experiment=isbi_best", *TINY_MODEL, "trainer.crop_size=64", "
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from bench import training
     from segexp.evaluation.metrics import isbi_scores
-    from segexp.evaluation.scoring import predict_slices, slice_scores
+    from segexp.inference.tiling import predict_slices
+    from segexp.evaluation.scoring import slice_scores
     from segexp.training.build import prepare_data
 
     args, settings, result = common.begin(NAME, TITLE, METHOD, argv, FULL, QUICK)

@@ -1,6 +1,6 @@
 """B3: 512x512 slices/s of overlap-tile prediction, with and without 8-way TTA, vs one whole-image pass.
 
-Tiled prediction is `segexp predict`'s own predictor (segexp.evaluation.predictor.make_predictor: segexp.evaluation.tiling
+Tiled prediction is `segexp predict`'s own predictor (segexp.inference.predictor.make_predictor: segexp.inference.tiling
 .predict_image over the model's predict_on_batch) with conf/inference/default.yaml's tile, overlap and batch
 size; naive is model.predict_on_batch on the whole slice. Arms interleaved per repeat, each
 sample under its own peak-RSS window.
@@ -65,7 +65,7 @@ def load_test_slices() -> list[np.ndarray]:
 
 def tiling_note(shape: Sequence[int], inference: dict[str, Any], multiple: int) -> str:
     """Returns how overlap-tile prediction covers a slice of `shape`: tiles per axis and pixels vs one pass."""
-    from segexp.evaluation.tiling import plan_axis
+    from segexp.inference.tiling import plan_axis
 
     plans = [plan_axis(length, inference["tile"], inference["overlap"], multiple) for length in shape]
     covered = np.prod([len(p.starts) * p.tile for p in plans])
@@ -87,7 +87,7 @@ def measure_case(case: Case, slices: list[np.ndarray], repeats: int) -> dict[str
     from omegaconf import OmegaConf
 
     from bench import training
-    from segexp.evaluation.predictor import make_predictor, model_channels_and_multiple
+    from segexp.inference.predictor import make_predictor, model_channels_and_multiple
 
     cfg = training.compose(*case.model_overrides, "tracking=none")
     inference_cfg = training.compose(config_name="predict").inference

@@ -48,8 +48,8 @@ def report_predictions(run_dir: Path, crop: int | None) -> tuple[list, list, lis
 
     from segexp.config.compose import compose
     from segexp.data.images import to_channels
-    from segexp.evaluation.evaluate import report_set
-    from segexp.evaluation.predictor import load_predictor
+    from segexp.evaluation.slices import report_set
+    from segexp.inference.predictor import load_predictor
     from segexp.tracking.references import resolve_checkpoint
 
     checkpoint, run = resolve_checkpoint(str(run_dir))

@@ -60,7 +60,7 @@ def evaluate_checkpoint(workdir: Path, store: str, tta: bool, extra: list[str]) 
     """Scores the run's chosen checkpoint on its report slices as `segexp evaluate ckpt=<workdir>` does, in this
     process (a fresh one per evaluation costs a TensorFlow import and nothing else); returns metrics.json."""
     from segexp.config.compose import compose
-    from segexp.evaluation.evaluate import evaluate
+    from segexp.commands.evaluate import evaluate
     from segexp.native_logs import import_tensorflow
 
     import_tensorflow()  # as the CLI imports it: TensorFlow's native notices stay off the terminal
@@ -126,7 +126,7 @@ def all_cell_baseline(workdir: Path) -> dict:
     must beat (pixel accuracy is then the cell fraction)."""
     import numpy as np
 
-    from segexp.evaluation.evaluate import report_set
+    from segexp.evaluation.slices import report_set
     from segexp.evaluation.metrics import evaluate_slices
     from segexp.rundir import RunDir
 

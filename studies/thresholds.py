@@ -16,7 +16,7 @@ def threshold_lever(runs: Sequence, label: Callable[[Any], str]) -> list[dict[st
     """For each finished run: report accuracy and Dice at 0.5 and at the threshold with the best accuracy on
     the selection slices (re-predicted from its checkpoint as `segexp evaluate` predicts); `label` names a run."""
     from segexp.evaluation.metrics import pixel_scores
-    from segexp.evaluation.predictor import inference_size, make_predictor
+    from segexp.inference.predictor import inference_size, make_predictor
     from segexp.models.loading import load_model
     from segexp.rundir import RunDir
     from segexp.training.build import prepare_data

@@ -67,7 +67,7 @@ def test_a_run_config_from_before_classes_resumes_as_two_classes_and_evaluates_b
 
     from segexp.config.schema import TrainConfig
     from segexp.data.sets import BINARY
-    from segexp.evaluation.evaluate import check_classes as evaluate_check
+    from segexp.evaluation.slices import check_classes as evaluate_check
     from segexp.rundir import RunDir
     from segexp.training.build import prepare_data
     from segexp.training.resume import resumed_config
@@ -322,9 +322,9 @@ def test_predict_evaluate_export_and_compare_understand_k_classes(kclass_runs, t
 
     from PIL import Image
 
-    from segexp.evaluation.evaluate import evaluate
-    from segexp.evaluation.export import export
-    from segexp.evaluation.predict import predict
+    from segexp.commands.evaluate import evaluate
+    from segexp.commands.export import export
+    from segexp.commands.predict import predict
     from segexp.experiments.compare import compare
 
     root, store, runs, (images, masks) = kclass_runs

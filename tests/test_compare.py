@@ -250,13 +250,13 @@ def test_a_cross_validation_aggregates_its_folds_predicts_as_an_ensemble_and_sco
     from segexp.config.compose import compose
     from segexp.data.datasets import load
     from segexp.data.images import to_channels
-    from segexp.evaluation.evaluate import evaluate
-    from segexp.evaluation.postprocess import segmentation_scores
-    from segexp.evaluation.predict import predict
-    from segexp.evaluation.predictor import load_predictor
-    from segexp.evaluation.stage import Stage
+    from segexp.commands.evaluate import evaluate
+    from segexp.evaluation.metrics import segmentation_scores
+    from segexp.commands.predict import predict
+    from segexp.inference.predictor import load_predictor
+    from segexp.postprocessing.stage import Stage
     from segexp.experiments.compare import compare
-    from segexp.experiments.crossval import evaluate_folds, fold_indices
+    from segexp.commands.crossval import evaluate_folds, fold_indices
     from segexp.tracking.references import resolve_checkpoint, resolve_model_source
 
     sweep_dir = tmp_path / "cv"

@@ -1,4 +1,4 @@
-"""Which sweeps `segexp evaluate` scores fold by fold (segexp.experiments.crossval), from run folders' saved
+"""Which sweeps `segexp evaluate` scores fold by fold (segexp.commands.crossval), from run folders' saved
 configs alone; the fold-by-fold scores themselves are tested on a trained sweep in test_compare.py."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from segexp.errors import ConfigError
-from segexp.experiments.crossval import fold_indices
+from segexp.commands.crossval import fold_indices
 from segexp.rundir import ModelSource, RunDir
 
 
@@ -47,7 +47,7 @@ def test_a_single_checkpoint_is_not_a_cross_validation(tmp_path):
 
 def test_naming_slices_of_a_cross_validation_is_refused_before_any_model_loads(tmp_path):
     from segexp.config.compose import compose
-    from segexp.experiments.crossval import evaluate_folds
+    from segexp.commands.crossval import evaluate_folds
 
     sweep = source(tmp_path, [{"folds": 3, "fold": i} for i in range(3)])  # no model.keras: nothing could load
     cfg = compose("evaluate", [f"ckpt={tmp_path}", "slices=[0,1]"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import uniform_filter
 
-from segexp.evaluation.tiling import dihedral_transforms, gaussian_window, plan_axis, predict_image, predict_tiled, predict_tta, round_up
+from segexp.inference.tiling import dihedral_transforms, gaussian_window, plan_axis, predict_image, predict_tiled, predict_tta, round_up
 
 
 def random_image(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

@@ -69,8 +69,8 @@ def run(tmp_path_factory):
 
 
 def test_tiled_tta_class_probabilities_sum_to_one_and_match_the_whole_image_pass():
-    from segexp.evaluation.predictor import make_predictor
-    from segexp.evaluation.tiling import plan_axis, predict_tta
+    from segexp.inference.predictor import make_predictor
+    from segexp.inference.tiling import plan_axis, predict_tta
 
     model = tiny_unet(outputs=3)
     image = random_image((70, 90, 1))
@@ -91,7 +91,7 @@ def test_tiled_tta_class_probabilities_sum_to_one_and_match_the_whole_image_pass
 
 
 def test_a_binary_models_predictor_still_returns_its_own_probability_map():
-    from segexp.evaluation.predictor import make_predictor, model_outputs
+    from segexp.inference.predictor import make_predictor, model_outputs
 
     model = tiny_unet(outputs=1)
     image = random_image((40, 52, 1), seed=1)
@@ -103,7 +103,7 @@ def test_a_binary_models_predictor_still_returns_its_own_probability_map():
 
 
 def test_at_size_resizes_every_class_channel_back():
-    from segexp.evaluation.predictor import at_size
+    from segexp.inference.predictor import at_size
 
     levels = np.array([0.2, 0.3, 0.5], np.float32)
     probs = at_size(lambda image: np.broadcast_to(levels, (*image.shape[:2], 3)).copy(), [16, 8])(
@@ -112,7 +112,7 @@ def test_at_size_resizes_every_class_channel_back():
 
 
 def test_an_ensemble_of_class_models_averages_their_probabilities(tmp_path):
-    from segexp.evaluation.predictor import load_source
+    from segexp.inference.predictor import load_source
 
     first, second = saved_unet(tmp_path / "a" / "model.keras", 3), tmp_path / "b" / "model.keras"
     second.parent.mkdir()
@@ -135,7 +135,7 @@ def test_an_ensemble_of_class_models_averages_their_probabilities(tmp_path):
 
 
 def test_a_checkpoint_names_its_runs_classes_or_numbered_ones(run, tmp_path):
-    from segexp.evaluation.predictor import checkpoint_classes
+    from segexp.inference.predictor import checkpoint_classes
 
     assert checkpoint_classes(run, 3).names == tuple(CLASSES)
     assert checkpoint_classes(None, 3).names == ("class0", "class1", "class2")
@@ -197,8 +197,8 @@ def test_confusion_figure_and_table_show_counts_by_truth_and_prediction():
 def test_predict_writes_index_colour_and_per_class_maps(run, tmp_path):
     from segexp.data.datasets import make_shapes
     from segexp.data.images import read_image, to_channels, to_unit_float
-    from segexp.evaluation.predict import predict
-    from segexp.evaluation.predictor import make_predictor
+    from segexp.commands.predict import predict
+    from segexp.inference.predictor import make_predictor
     from segexp.models.loading import load_model
 
     inputs = tmp_path / "in"
@@ -228,7 +228,7 @@ def test_predict_writes_index_colour_and_per_class_maps(run, tmp_path):
 
 
 def test_predict_refuses_a_segmentation_stage_for_a_class_checkpoint(run, tmp_path):
-    from segexp.evaluation.predict import predict
+    from segexp.commands.predict import predict
 
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(image)
@@ -239,7 +239,7 @@ def test_predict_refuses_a_segmentation_stage_for_a_class_checkpoint(run, tmp_pa
 
 
 def test_export_compares_every_class_channel(run, tmp_path, capsys):
-    from segexp.evaluation.export import export, largest_difference
+    from segexp.commands.export import export, largest_difference
 
     difference = export(compose_config("export", f"ckpt={run.path}", "format=onnx", f"output={tmp_path / 'm.onnx'}"))
     assert difference <= 1e-4 and "over its 3 output channels" in capsys.readouterr().out

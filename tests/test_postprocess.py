@@ -5,6 +5,7 @@ train / evaluate / predict carrying it end to end on a real tiny model."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +15,11 @@ from PIL import Image
 
 from conftest import SHALLOW, TINY, compose_config, copy_store, write_blob_pairs
 from segexp.errors import ConfigError
-from segexp.evaluation import postprocess as pp
-from segexp.evaluation import stage as stages
-from segexp.evaluation.metrics import isbi_scores, label_cells
+from segexp.evaluation.metrics import isbi_scores, label_cells, segmentation_scores
+from segexp.postprocessing import stage as stages
+from segexp.postprocessing.search import choose, grid_points
+from segexp.postprocessing.stage import boundary_map, segment, segmenter
+from segexp.postprocessing.watershed import watershed, with_boundaries
 
 CELL, MEMBRANE = 0.95, 0.05
 
@@ -42,27 +45,27 @@ def configured_grid(option: str) -> dict:
 
 
 def test_the_chosen_stage_closes_a_membrane_gap_and_merges_a_false_split(monkeypatch):
-    monkeypatch.chdir(pp.__file__.rsplit("/src/", 1)[0])
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
     select_prob, select_truth = faulty_map((20, 26), 70)  # where the parameters are chosen
     report_prob, report_truth = faulty_map((8, 14), 80)  # the same faults elsewhere: where they are judged
     # no threshold of the map gets both right: below 0.45 the gap merges two cells, above it the line splits one
     per_threshold = isbi_scores([report_prob], [report_truth])["per_threshold"]
     assert max(row["v_rand"] for row in per_threshold) < 0.95
 
-    choice = pp.choose([select_prob], [select_truth], "agglomerate", configured_grid("agglomerate"))
-    labels = pp.segment(report_prob, "agglomerate", choice.params)
+    choice = choose([select_prob], [select_truth], segmenter("agglomerate"), configured_grid("agglomerate"), segmentation_scores)
+    labels = segment(report_prob, "agglomerate", choice.params)
     assert labels.max() == 4  # the four true cells: the gap closed, the split merged
     for cell in range(1, 5):  # each true cell is exactly one segment
         inside = label_cells(report_truth) == cell
         assert len(np.unique(labels[inside & (labels > 0)])) == 1
     assert (labels[8:14, 47:49] == 0).any(axis=1).all()  # a boundary runs through the gap, row by row
     before = isbi_scores([report_prob], [report_truth])
-    after = pp.segmentation_scores([labels], [report_truth])
+    after = segmentation_scores([labels], [report_truth])
     assert after["v_rand"] == pytest.approx(1.0) and after["v_info"] == pytest.approx(1.0)
     assert after["v_rand"] > before["v_rand"] + 0.05
 
     # the seeded watershed alone closes the gap but keeps the false split: it is what agglomerate adds
-    alone = pp.segment(report_prob, "watershed", {"seed_threshold": 0.9, "min_seed_size": 10, "sigma": 0.0})
+    alone = segment(report_prob, "watershed", {"seed_threshold": 0.9, "min_seed_size": 10, "sigma": 0.0})
     assert alone.max() == 5
 
 
@@ -72,28 +75,28 @@ def test_every_postprocess_option_segments_with_its_params_and_its_grid(make_cfg
     stages.check(node)
     method, params, grid, _ = stages.configured(node)
     prob, truth = faulty_map((20, 26), 70)
-    assert pp.segment(prob, method, params).max() >= 3  # the lower cells at least (the gap may merge the upper)
-    assert len(pp.choose([prob], [truth], method, grid).table) == len(pp.grid_points(grid))
+    assert segment(prob, method, params).max() >= 3  # the lower cells at least (the gap may merge the upper)
+    assert len(choose([prob], [truth], segmenter(method), grid, segmentation_scores).table) == len(grid_points(grid))
 
 
 def test_segments_never_touch_and_the_boundary_map_is_the_challenge_format():
     regions = np.random.default_rng(0).integers(1, 6, size=(40, 50))
-    labels = pp.with_boundaries(regions)
+    labels = with_boundaries(regions)
     for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
         touching = (a > 0) & (b > 0)
         assert (a[touching] == b[touching]).all()  # no two segments are 4-adjacent
-    assert set(np.unique(pp.boundary_map(labels))) <= {0, 255}
+    assert set(np.unique(boundary_map(labels))) <= {0, 255}
     assert np.array_equal(np.unique(labels[labels > 0]), np.arange(1, labels.max() + 1))  # numbered 1..n
 
 
 def test_a_map_without_any_seed_is_one_segment():
-    assert pp.watershed(np.zeros((16, 16), np.float32), 0.5, 1).max() == 1
+    assert watershed(np.zeros((16, 16), np.float32), 0.5, 1).max() == 1
 
 
 def test_choose_keeps_the_first_best_and_reports_every_point():
     prob, truth = faulty_map((20, 26), 70)
     grid = {"seed_threshold": [0.9, 0.9], "min_seed_size": [10], "sigma": [0.0]}
-    choice = pp.choose([prob], [truth], "watershed", grid)
+    choice = choose([prob], [truth], segmenter("watershed"), grid, segmentation_scores)
     assert len(choice.table) == 2 and choice.params == {"seed_threshold": 0.9, "min_seed_size": 10, "sigma": 0.0}
     assert choice.score == choice.table[0]["v_rand"]
 
@@ -153,7 +156,7 @@ def test_train_chooses_the_stage_on_selection_slices_and_records_it(trained_with
 
 
 def test_evaluate_reuses_the_runs_choice_and_scores_segments_and_map_apart(trained_with_stage, tmp_path, monkeypatch):
-    from segexp.evaluation.evaluate import evaluate
+    from segexp.commands.evaluate import evaluate
 
     root, run, store, trained = trained_with_stage
     monkeypatch.chdir(tmp_path)
@@ -170,7 +173,7 @@ def test_evaluate_reuses_the_runs_choice_and_scores_segments_and_map_apart(train
 
 
 def test_evaluate_with_another_stage_chooses_it_on_the_runs_selection_slices(trained_with_stage, tmp_path, monkeypatch):
-    from segexp.evaluation.evaluate import evaluate
+    from segexp.commands.evaluate import evaluate
 
     _, run, store, _ = trained_with_stage
     monkeypatch.chdir(tmp_path)
@@ -190,7 +193,7 @@ def test_evaluate_with_another_stage_chooses_it_on_the_runs_selection_slices(tra
 
 def test_another_checkpoint_of_the_run_chooses_its_own_stage_and_keeps_its_own_keys(trained_with_stage, tmp_path,
                                                                                       monkeypatch, capsys):
-    from segexp.evaluation.evaluate import evaluate
+    from segexp.commands.evaluate import evaluate
 
     _, run, store, _ = trained_with_stage
     client = MlflowClient(store)
@@ -208,7 +211,7 @@ def test_another_checkpoint_of_the_run_chooses_its_own_stage_and_keeps_its_own_k
 
 
 def test_predict_writes_label_images_and_boundary_maps(trained_with_stage, tmp_path):
-    from segexp.evaluation.predict import predict
+    from segexp.commands.predict import predict
 
     root, run, _, _ = trained_with_stage
     cfg = compose_config("predict", f"ckpt={run}", f"input={root / 'images'}", f"output={tmp_path}")

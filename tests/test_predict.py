@@ -17,8 +17,8 @@ from PIL import Image
 
 from conftest import SHALLOW, TINY, compose_config, copy_store, write_blob_pairs
 from segexp.errors import ConfigError
-from segexp.evaluation.evaluate import evaluate
-from segexp.evaluation.predict import predict
+from segexp.commands.evaluate import evaluate
+from segexp.commands.predict import predict
 from segexp.training.train import train
 
 SIZES = [(45, 61), (70, 38), (33, 90), (64, 64), (50, 50)]
@@ -162,7 +162,7 @@ def test_a_model_trained_on_resized_slices_predicts_at_that_size(trained, tmp_pa
 
 
 def test_at_size_feeds_the_model_the_resized_image_and_returns_the_original_size():
-    from segexp.evaluation.predictor import at_size
+    from segexp.inference.predictor import at_size
 
     seen = []
 
@@ -187,7 +187,7 @@ def test_bad_inference_resize_is_one_clear_error(trained, tmp_path):
 def test_a_split_record_without_pixel_digests_proves_nothing(folder_data):
     from segexp.data.datasets import load_folder
     from segexp.data.splits import split, split_record
-    from segexp.evaluation.evaluate import choose_slices
+    from segexp.evaluation.slices import choose_slices
 
     data = load_folder(*map(str, folder_data))
     parts = split(data, [-2], [-1])
@@ -202,7 +202,7 @@ def test_a_split_record_without_pixel_digests_proves_nothing(folder_data):
 
 
 def test_evaluate_takes_the_runs_data_at_the_labels_resolution(tmp_path):
-    from segexp.evaluation.evaluate import data_to_score
+    from segexp.evaluation.slices import data_to_score
     from segexp.rundir import RunDir
 
     run = RunDir(tmp_path)
@@ -215,7 +215,7 @@ def test_evaluate_takes_the_runs_data_at_the_labels_resolution(tmp_path):
                                                 ("litert", ".tflite", [32, 40])])
 def test_export_runs_the_exported_model_on_a_real_slice_within_tolerance(trained, tmp_path, fmt, suffix, size,
                                                                          capsys):
-    from segexp.evaluation.export import export, exported_runner
+    from segexp.commands.export import export, exported_runner
 
     root, _, _ = trained
     output = tmp_path / f"model{suffix}"

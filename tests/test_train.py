@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import SHALLOW, TINY, compose_config
-from segexp.evaluation.evaluate import evaluate
+from segexp.commands.evaluate import evaluate
 from segexp.training.build import build_model, build_training_state, prepare_data
 from segexp.training.train import train
 

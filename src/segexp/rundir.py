@@ -49,7 +49,7 @@ class RunDir:
         return self.path / "postprocess.json"
 
     def read_postprocess(self) -> dict[str, Any] | None:
-        """Returns the segmentation stage the run chose (evaluation.stage.Stage.record), or None."""
+        """Returns the segmentation stage the run chose (postprocessing.stage.Stage.record), or None."""
         return json.loads(self.postprocess_file.read_text()) if self.postprocess_file.is_file() else None
 
     @property

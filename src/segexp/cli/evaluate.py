@@ -1,5 +1,5 @@
 """`segexp evaluate`: scores a checkpoint on slices it never saw; metrics.json in the job's directory. A sweep of
-the folds of one cross-validation, on its own data, is scored fold by fold (segexp.experiments.crossval)."""
+the folds of one cross-validation, on its own data, is scored fold by fold (segexp.commands.crossval)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ def task(cfg):
     from segexp.native_logs import import_tensorflow
 
     import_tensorflow()
-    from segexp.evaluation.evaluate import evaluate
-    from segexp.experiments.crossval import evaluate_folds, fold_indices
+    from segexp.commands.evaluate import evaluate
+    from segexp.commands.crossval import evaluate_folds, fold_indices
     from segexp.tracking.references import resolve_model_source
 
     output_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -7,6 +7,6 @@ def task(cfg):
     from segexp.native_logs import import_tensorflow
 
     import_tensorflow()
-    from segexp.evaluation.export import export
+    from segexp.commands.export import export
 
     export(cfg)

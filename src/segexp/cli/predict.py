@@ -7,6 +7,6 @@ def task(cfg):
     from segexp.native_logs import import_tensorflow
 
     import_tensorflow()
-    from segexp.evaluation.predict import predict
+    from segexp.commands.predict import predict
 
     predict(cfg)

@@ -271,7 +271,7 @@ class InferenceConfig:
 
 @dataclass
 class PostprocessConfig:
-    # values: conf/postprocess/*.yaml; the segmentation stage after the network (evaluation/postprocess.py)
+    # values: conf/postprocess/*.yaml; the segmentation stage after the network (postprocessing/)
     method: PostprocessMethod = MISSING
     # null: train chooses the parameters on its selection slices, evaluate and predict reuse the run's choice;
     # true: choose on the run's selection slices again; false: take `params` as given

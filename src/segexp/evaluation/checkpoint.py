@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from segexp.evaluation import stage as stages
-from segexp.evaluation.metrics import confusion_matrix
-from segexp.evaluation.predictor import inference_size, make_predictor
-from segexp.evaluation.scoring import predict_slices, slice_scores
+from segexp.evaluation.metrics import confusion_matrix, segmentation_scores
+from segexp.evaluation.scoring import slice_scores
+from segexp.inference.predictor import inference_size, make_predictor
+from segexp.inference.tiling import predict_slices
 from segexp.models.loading import load_model
+from segexp.postprocessing import stage as stages
 from segexp.rundir import RunDir, write_json_atomically
 
 
@@ -52,7 +53,8 @@ def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> ScoredCheckpo
         return list(select.names), [predictor(image) for image in select.images], list(select.masks)
 
     stage = stages.resolve(cfg.postprocess, None, selection if select.images else None,
-                           stages.objective_of(cfg.trainer.monitor), "training")
+                           stages.objective_of(cfg.trainer.monitor), "training",
+                           segmentation_scores)
     if stage.chosen_on:
         metrics[f"postprocess_select_{stage.objective}"] = float(stage.score)
     if stage.active:
@@ -61,7 +63,7 @@ def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> ScoredCheckpo
     if report.images:
         probs = [predictor(image) for image in report.images]
         scores, labels = stages.scores(stage, probs, report.masks, slice_scores(
-            model.loss, probs, report.masks, report.foreground, classes.topology, classes))
+            model.loss, probs, report.masks, report.foreground, classes.topology, classes), segmentation_scores)
         metrics.update({f"report_{k}": float(v) for k, v in scores.items()})
         confusion["report"] = confusion_matrix(probs, report.masks, classes.count)
     return ScoredCheckpoint(metrics, model, probs, labels, stage, confusion)

@@ -492,3 +492,16 @@ def _as_image_list(images: Images) -> list[np.ndarray]:
 def _check_same_shape(a: np.ndarray, b: np.ndarray, a_name: str, b_name: str) -> None:
     if a.shape != b.shape:
         raise ValueError(f"{a_name} shape {a.shape} does not match {b_name} shape {b.shape}")
+
+
+def scored_map(labels: np.ndarray) -> np.ndarray:
+    """Returns a segmentation as a probability map (cells 1.0, boundaries 0.0) for the challenge metric: a
+    binary map binarizes the same at each of its thresholds, so one threshold scores it exactly."""
+    return (labels > 0).astype(np.float32)
+
+
+def segmentation_scores(labels: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> dict[str, float]:
+    """Returns the challenge's V_rand and V_info of label images (thinned and scored as the map of a
+    submission would be)."""
+    scores = isbi_scores([scored_map(x) for x in labels], list(truths), thresholds=(0.5,))
+    return {"v_rand": scores["v_rand"], "v_info": scores["v_info"]}

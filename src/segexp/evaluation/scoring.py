@@ -1,6 +1,6 @@
-"""Scoring a model on whole slices: one forward pass per slice, then the loss, the pixel and per-class scores
-and, for binary boundary maps, the ISBI topology scores. Used every epoch on the selection slices and once on
-the report slices."""
+"""Scoring probability maps against their labels: the loss, the pixel and per-class scores and, for binary
+boundary maps, the ISBI topology scores; with a segmentation stage, the scores of its segments. Used every epoch
+on the selection slices, once on the report slices, and by `segexp evaluate`."""
 
 from __future__ import annotations
 
@@ -10,15 +10,9 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
-from segexp.data.sets import BINARY, Classes
-from segexp.evaluation.metrics import class_scores, confusion_matrix, isbi_scores
-
-
-def predict_slices(model: keras.Model, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Returns probability maps of whole images, one forward pass each (sizes may differ): (H, W) of class 1
-    for a binary model, (H, W, K) class probabilities for a K-class one."""
-    outputs = [np.asarray(model.predict_on_batch(image[None]), np.float32)[0] for image in images]
-    return [out[..., 0] if out.shape[-1] == 1 else out for out in outputs]
+from segexp.data.sets import BINARY, Classes, SegmentationSet
+from segexp.evaluation.metrics import (
+    class_scores, confusion_matrix, evaluate_slices, isbi_scores)
 
 
 def slice_scores(loss: Callable, probs: Sequence[np.ndarray], masks: Sequence[np.ndarray], foreground: int,
@@ -41,3 +35,16 @@ def slice_scores(loss: Callable, probs: Sequence[np.ndarray], masks: Sequence[np
         isbi = isbi_scores(list(probs), list(masks))
         scores.update(v_rand=isbi["v_rand"], v_info=isbi["v_info"])
     return scores
+
+
+def scores_of(probs, truths, data: SegmentationSet, threshold: float) -> tuple[dict[str, float], np.ndarray]:
+    """Returns (scores, confusion matrix): for a binary boundary map the ISBI and pixel scores (at `threshold`),
+    per-class Dice and IoU for every data set, the mean over classes as dice/iou for K classes."""
+    classes = data.classes
+    matrix = confusion_matrix(probs, truths, classes.count, threshold)
+    per_class = class_scores(matrix, classes.names, data.foreground if classes.binary else None)
+    if classes.topology:
+        return {**evaluate_slices(probs, truths, threshold, data.foreground),
+                **{k: v for k, v in per_class.items() if k.startswith(("dice_", "iou_"))}}, matrix
+    return {**per_class, "pixel_error": 1.0 - per_class["accuracy"]}, matrix
+

@@ -13,7 +13,8 @@ import keras
 import numpy as np
 
 from segexp.data.sets import BINARY, Classes
-from segexp.evaluation.scoring import predict_slices, slice_scores
+from segexp.inference.tiling import predict_slices
+from segexp.evaluation.scoring import slice_scores
 from segexp.evaluation.visualize import prediction_panel
 from segexp.rundir import RunDir
 from segexp.training.pruning import PRUNED_AT

@@ -19,7 +19,7 @@ def slices_line(role: str, names: list[str], what: str) -> str:
 def model_card(cfg: DictConfig, run_name: str, run_id: str | None, parts: Mapping[str, Any],
                metrics: Mapping[str, float], tags: Mapping[str, str], source: str, postprocess: str = "") -> str:
     """Returns the run's model card as Markdown; `postprocess` describes the segmentation stage, if any
-    (evaluation.stage.Stage.describe)."""
+    (postprocessing.stage.Stage.describe)."""
     t, m = cfg.trainer, cfg.model
     chosen = (f"best `{t.monitor}` ({t.monitor_mode}) on the selection slices" if t.checkpoint == "best"
               else "the last epoch")

@@ -128,7 +128,7 @@ def log_aug_preview(cfg: DictConfig, train_set, weights, pipeline, tracker) -> N
 
 def check_postprocess(cfg: DictConfig) -> None:
     """Raises ConfigError for a postprocess stage that cannot run: bad parameters, or nothing to choose on."""
-    from segexp.evaluation import stage
+    from segexp.postprocessing import stage
 
     stage.check(cfg.postprocess)
     if stage.needs_selection(cfg.postprocess) and len(cfg.split.select) == 0:

@@ -23,11 +23,13 @@ from segexp.config.instantiate import instantiate
 from segexp.data.images import to_channels
 from segexp.data.sets import SegmentationSet
 from segexp.errors import ConfigError
-from segexp.evaluation import stage as stages
-from segexp.evaluation.evaluate import check_classes, check_outputs, role_set, scores_of
-from segexp.evaluation.predictor import LoadedPredictor, load_predictor
+from segexp.evaluation.metrics import segmentation_scores
+from segexp.evaluation.scoring import scores_of
+from segexp.evaluation.slices import check_classes, check_outputs, role_set
 from segexp.evaluation.visualize import prediction_panel, write_png
 from segexp.experiments.replicates import summarize
+from segexp.inference.predictor import LoadedPredictor, load_predictor
+from segexp.postprocessing import stage as stages
 from segexp.reports import markdown_table
 from segexp.rundir import ModelSource, RunDir
 from segexp.tracking.tags import CHECKPOINT
@@ -76,7 +78,8 @@ def choose_pooled(node: DictConfig | None, folds: list[Fold]) -> stages.Stage:
             probs += fold.predict(block)
             truths += list(block.masks)
         return names, probs, truths
-    return stages.resolve(node, None, pooled_selection, stages.objective_of_run(saved), "evaluate")
+    return stages.resolve(node, None, pooled_selection, stages.objective_of_run(saved), "evaluate",
+                          segmentation_scores)
 
 
 def fold_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
@@ -108,7 +111,7 @@ def evaluate_folds(cfg: DictConfig, source: ModelSource, indices: list[int], out
     for fold, report in zip(folds, reports):
         probs = fold.predict(report)
         scored, _ = scores_of(probs, list(report.masks), report, cfg.inference.threshold)
-        metrics, labels = stages.scores(stage, probs, list(report.masks), scored)
+        metrics, labels = stages.scores(stage, probs, list(report.masks), scored, segmentation_scores)
         rows.append({"fold": fold.index, "checkpoint": str(fold.checkpoint), "slices": list(report.names),
                      "metrics": metrics})
         tags = {CHECKPOINT: str(fold.checkpoint), "evaluated_slices": ",".join(report.names),

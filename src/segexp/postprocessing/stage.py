@@ -1,17 +1,41 @@
-"""The segmentation stage as configured (conf/postprocess/): its parameters chosen on selection slices or
+"""The segmentation stage as configured (conf/postprocess/), a label image per map (one integer per segment, 0
+on the one-pixel boundaries between them): its parameters chosen on selection slices or
 recalled from the run that chose them, applied to probability maps, and its scores named for what they
 scored. Pure numpy + config: the model and the predictor stay with the callers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from segexp.errors import ConfigError
-from segexp.evaluation.postprocess import OBJECTIVES, SEGMENTERS, choose, grid_points, segment, segmentation_scores
+from segexp.postprocessing.search import Scorer, choose, grid_points
+from segexp.postprocessing.watershed import agglomerate, watershed
+
+
+SEGMENTERS: dict[str, Callable[..., np.ndarray]] = {"watershed": watershed, "agglomerate": agglomerate}
+METHODS = ("none", *SEGMENTERS)
+OBJECTIVES = ("v_rand", "v_info")
+
+
+def segment(prob: np.ndarray, method: str, params: Mapping[str, Any]) -> np.ndarray:
+    """Returns the label image of `method` with `params` on a cell-probability map."""
+    if method not in SEGMENTERS:
+        raise ValueError(f"postprocess.method={method}: choose one of {', '.join(SEGMENTERS)}")
+    return SEGMENTERS[method](np.asarray(prob, np.float32), **params)
+
+
+def segmenter(method: str) -> Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]:
+    """Returns (map, params) -> label image of `method`, as `choose` takes it."""
+    return lambda prob, params: segment(prob, method, params)
+
+
+def boundary_map(labels: np.ndarray) -> np.ndarray:
+    """Returns the map the ISBI challenge takes: uint8, cells 255, boundaries 0."""
+    return np.where(labels > 0, 255, 0).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -124,10 +148,11 @@ def needs_selection(node: DictConfig | None, recalled: Stage | None = None) -> b
 
 
 def resolve(node: DictConfig | None, recalled: Stage | None, select: Callable[[], tuple[list, list, list]] | None,
-            objective: str, where: str) -> Stage:
+            objective: str, where: str, score: Scorer) -> Stage:
     """Returns the stage to apply: none; `params` as given (tune=false); the `recalled` choice of the same
     method (tune=null); else chosen on the selection slices `select()` returns as (names, probability maps,
-    truths). `where` names the command for the error when there is nothing to choose on."""
+    truths), by `score` of the segments. `where` names the command for the error when there is nothing to choose
+    on."""
     method, params, grid, tune = configured(node)
     if method == "none":
         return Stage()
@@ -144,22 +169,22 @@ def resolve(node: DictConfig | None, recalled: Stage | None, select: Callable[[]
                           "set postprocess.tune=false to apply postprocess.params as given")
     print(f"[segexp] choosing postprocess={method} on selection slices {','.join(names)} "
           f"({len(grid_points(grid))} settings, by {objective})", flush=True)
-    chosen = choose(probs, truths, method, grid, objective)
+    chosen = choose(probs, truths, segmenter(method), grid, score, objective)
     stage = Stage(method, chosen.params, tuple(names), objective, chosen.score)
     print(f"[segexp] postprocess: {stage.describe()}", flush=True)
     return stage
 
 
-def scores(stage: Stage, probs: Sequence[np.ndarray], truths: Sequence[np.ndarray],
-           map_scores: dict[str, float]) -> tuple[dict[str, float], list[np.ndarray]]:
-    """Returns (scores, label images): with an active stage, v_rand / v_info become those of its segmentation
-    and the map's move to map_v_rand / map_v_info (map_v_rand_threshold, ...); pixel scores stay the map's.
-    Without one, unchanged."""
+def scores(stage: Stage, probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], map_scores: dict[str, float],
+           score: Scorer) -> tuple[dict[str, float], list[np.ndarray]]:
+    """Returns (scores, label images): with an active stage, v_rand / v_info become those `score` gives its
+    segmentation and the map's move to map_v_rand / map_v_info (map_v_rand_threshold, ...); pixel scores stay the
+    map's. Without one, unchanged."""
     if not stage.active:
         return dict(map_scores), []
     labels = [stage.apply(p) for p in probs]
     of_map = [k for k in map_scores if k.startswith(("v_rand", "v_info"))]  # v_rand_threshold too
     named = {k: v for k, v in map_scores.items() if k not in of_map}
     named.update({f"map_{k}": map_scores[k] for k in of_map})
-    named.update(segmentation_scores(labels, truths))
+    named.update(score(labels, truths))
     return named, labels

@@ -1,9 +1,5 @@
-"""The segmentation stage after the network (numpy + scikit-image): a map of cell probability -> a label
-image, one integer per segment and 0 on the one-pixel boundaries between segments.
-
-V_rand scores the segments a map implies, so one gap in a membrane merges two cells and a faint false
-membrane splits one; both cost far more than their pixels. Two methods, each an option of
-conf/postprocess/:
+"""The scikit-image segmentation methods on a map of cell probability: a label image, one integer per segment
+and 0 on the one-pixel boundaries between segments.
 
 * `watershed`: seeds where the (optionally smoothed) cell probability exceeds `seed_threshold`, seeds
   under `min_seed_size` pixels dropped, then a watershed of the membrane probability from them. A gap
@@ -11,31 +7,11 @@ conf/postprocess/:
 * `agglomerate`: those watershed regions as superpixels, merged over their region adjacency graph while
   the mean membrane probability along a shared boundary stays under `merge_threshold` (scikit-image's
   hierarchical merging of a boundary RAG). It removes the false splits a low seed threshold leaves.
-
-Parameters are chosen on selection slices by `choose` (a small grid, scored by the challenge metric), never
-on the slices a result is reported on.
 """
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
-
 import numpy as np
-
-METHODS = ("none", "watershed", "agglomerate")
-OBJECTIVES = ("v_rand", "v_info")
-
-
-@dataclass(frozen=True)
-class Choice:
-    """What `choose` found: the parameters, their score on the slices that chose them, and every grid point's."""
-
-    params: dict[str, Any]
-    score: float
-    objective: str
-    table: list[dict[str, Any]] = field(default_factory=list)
 
 
 def seeds(prob: np.ndarray, seed_threshold: float, min_seed_size: int, sigma: float) -> np.ndarray:
@@ -116,57 +92,3 @@ def _boundary_weight(graph, src, dst, neighbor) -> dict[str, float]:
     a, b = graph[src].get(neighbor, empty), graph[dst].get(neighbor, empty)
     count = a["count"] + b["count"]
     return {"count": count, "weight": (a["count"] * a["weight"] + b["count"] * b["weight"]) / max(count, 1)}
-
-
-SEGMENTERS: dict[str, Callable[..., np.ndarray]] = {"watershed": watershed, "agglomerate": agglomerate}
-
-
-def segment(prob: np.ndarray, method: str, params: Mapping[str, Any]) -> np.ndarray:
-    """Returns the label image of `method` with `params` on a cell-probability map."""
-    if method not in SEGMENTERS:
-        raise ValueError(f"postprocess.method={method}: choose one of {', '.join(SEGMENTERS)}")
-    return SEGMENTERS[method](np.asarray(prob, np.float32), **params)
-
-
-def boundary_map(labels: np.ndarray) -> np.ndarray:
-    """Returns the map the ISBI challenge takes: uint8, cells 255, boundaries 0."""
-    return np.where(labels > 0, 255, 0).astype(np.uint8)
-
-
-def scored_map(labels: np.ndarray) -> np.ndarray:
-    """Returns the segmentation as a probability map (cells 1.0, boundaries 0.0) for the challenge metric: a
-    binary map binarizes the same at each of its thresholds, so one threshold scores it exactly."""
-    return (labels > 0).astype(np.float32)
-
-
-def segmentation_scores(labels: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> dict[str, float]:
-    """Returns the challenge's V_rand and V_info of label images (thinned and scored as the map of a
-    submission would be)."""
-    from segexp.evaluation.metrics import isbi_scores
-
-    scores = isbi_scores([scored_map(x) for x in labels], list(truths), thresholds=(0.5,))
-    return {"v_rand": scores["v_rand"], "v_info": scores["v_info"]}
-
-
-def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Returns every combination of the grid's values, in order."""
-    names = list(grid)
-    return [dict(zip(names, values)) for values in itertools.product(*(list(grid[n]) for n in names))]
-
-
-def choose(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], method: str,
-           grid: Mapping[str, Sequence[Any]], objective: str = "v_rand") -> Choice:
-    """Returns the grid point whose segmentations of `probs` score best on `objective` against `truths`
-    (ties: the first in grid order). Meant for selection slices: what chooses must never be reported."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective {objective}: choose one of {', '.join(OBJECTIVES)}")
-    table, best = [], None
-    for params in grid_points(grid):
-        scores = segmentation_scores([segment(p, method, params) for p in probs], truths)
-        table.append({**params, **scores})
-        if best is None or scores[objective] > best[objective]:
-            best = table[-1]
-    if best is None:
-        raise ValueError(f"postprocess.grid of {method} is empty")
-    params = {k: best[k] for k in grid}
-    return Choice(params, float(best[objective]), objective, table)

@@ -14,7 +14,7 @@ from segexp.data.classes import parse_classes
 from segexp.data.images import resize_image
 from segexp.data.sets import Classes
 from segexp.errors import ConfigError
-from segexp.evaluation.tiling import predict_image
+from segexp.inference.tiling import predict_image
 from segexp.models.loading import load_model
 from segexp.rundir import ModelSource, RunDir
 

@@ -12,9 +12,9 @@ from segexp.data.images import IMAGE_SUFFIXES, natural_key, read_image, to_chann
 from segexp.data.sets import Classes
 from segexp.errors import ConfigError, DataError
 from segexp.evaluation.metrics import predicted_classes
-from segexp.evaluation.postprocess import boundary_map
-from segexp.evaluation.predictor import load_source, source_classes
 from segexp.evaluation.visualize import class_overlay, color_labels, prediction_overlay, write_png
+from segexp.inference.predictor import load_source, source_classes
+from segexp.postprocessing.stage import boundary_map
 from segexp.rundir import RunDir
 from segexp.tracking.references import resolve_model_source
 
@@ -62,7 +62,7 @@ def write_class_maps(output: Path, stem: str, probs: np.ndarray, classes: Classe
 def refuse_stage_for_classes(node: DictConfig | None, run: RunDir | None, classes: Classes) -> None:
     """Raises ConfigError when a segmentation stage (postprocess=..., or the run's own) would be applied to a
     K-class checkpoint: watershed and agglomeration segment binary boundary maps."""
-    from segexp.evaluation import stage as stages
+    from segexp.postprocessing import stage as stages
 
     method, _, _, _ = stages.configured(stages.of_run(node, run.saved_config() if run else None))
     if method != "none":
@@ -80,8 +80,8 @@ def predict(cfg: DictConfig) -> list[Path]:
     """
     from tqdm import tqdm
 
-    from segexp.evaluation import stage as stages
-    from segexp.evaluation.evaluate import run_stage
+    from segexp.postprocessing import stage as stages
+    from segexp.evaluation.stage_choice import run_stage
 
     stages.check(cfg.postprocess)
     inputs = list_inputs(Path(cfg.input))

@@ -1,12 +1,13 @@
-"""Overlap-tile (sliding-window) prediction for images of any size, plus dihedral TTA.
+"""Running a model over images: overlap-tile (sliding-window) prediction for images of any size, plus dihedral
+TTA, and one forward pass per whole slice (`predict_slices`, every epoch's scoring of the selection slices).
 
-Framework-agnostic on purpose: the model enters only as a callable, so this module
+Framework-agnostic on purpose: the model enters only as a callable (or an object with predict_on_batch), so this module
 never imports TensorFlow/Keras and can be tested with plain NumPy functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -200,3 +201,10 @@ def predict_image(
         predict_tiled, predict_batch, tile=tile, overlap=overlap, batch_size=batch_size, multiple=multiple
     )
     return predict_tta(tiled, image) if tta else tiled(image)
+
+
+def predict_slices(model, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Returns probability maps of whole images, one forward pass each (sizes may differ): (H, W) of class 1
+    for a binary model, (H, W, K) class probabilities for a K-class one."""
+    outputs = [np.asarray(model.predict_on_batch(image[None]), np.float32)[0] for image in images]
+    return [out[..., 0] if out.shape[-1] == 1 else out for out in outputs]

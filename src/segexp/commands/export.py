@@ -67,7 +67,7 @@ def parity_slice(run, channels: int, size) -> tuple[np.ndarray, str]:
     """Returns (a batch of one real slice - the run's first report slice, else its first slice - cut to
     `size` if given, a description)."""
     from segexp.data.images import to_channels
-    from segexp.evaluation.evaluate import report_set
+    from segexp.evaluation.slices import report_set
 
     data = report_set(run) if run is not None and run.read_split() else None
     if data is None or not data.images:
