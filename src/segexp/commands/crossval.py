@@ -24,7 +24,7 @@ from segexp.data.images import to_channels
 from segexp.data.sets import SegmentationSet
 from segexp.errors import ConfigError
 from segexp.evaluation.metrics import segmentation_scores
-from segexp.evaluation.scoring import scores_of
+from segexp.evaluation.scoring import as_maps, scores_of
 from segexp.evaluation.slices import check_classes, check_outputs, role_set
 from segexp.evaluation.visualize import prediction_panel, write_png
 from segexp.experiments.replicates import summarize
@@ -79,7 +79,7 @@ def choose_pooled(node: DictConfig | None, folds: list[Fold]) -> stages.Stage:
             truths += list(block.masks)
         return names, probs, truths
     return stages.resolve(node, None, pooled_selection, stages.objective_of_run(saved), "evaluate",
-                          segmentation_scores)
+                          segmentation_scores, folds[0].predictor.target)
 
 
 def fold_table(rows: list[dict[str, Any]], keys: list[str]) -> str:
@@ -100,7 +100,7 @@ def evaluate_folds(cfg: DictConfig, source: ModelSource, indices: list[int], out
     reports = [role_set(fold.run, "report") for fold in folds]
     for fold, report in zip(folds, reports):
         check_classes(report, fold.run, cfg.ckpt)
-        check_outputs(fold.predictor.outputs, report.classes, cfg.ckpt)
+        check_outputs(fold.predictor.outputs, report.classes, cfg.ckpt, fold.predictor.target)
     print(f"[segexp] cross-validation of {len(folds)} folds: each fold's model scores its own report block",
           flush=True)
     stage = choose_pooled(cfg.postprocess, folds)
@@ -109,9 +109,10 @@ def evaluate_folds(cfg: DictConfig, source: ModelSource, indices: list[int], out
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for fold, report in zip(folds, reports):
-        probs = fold.predict(report)
+        predictions = fold.predict(report)
+        probs = as_maps(predictions, fold.predictor.target)
         scored, _ = scores_of(probs, list(report.masks), report, cfg.inference.threshold)
-        metrics, labels = stages.scores(stage, probs, list(report.masks), scored, segmentation_scores)
+        metrics, labels = stages.scores(stage, predictions, list(report.masks), scored, segmentation_scores)
         rows.append({"fold": fold.index, "checkpoint": str(fold.checkpoint), "slices": list(report.names),
                      "metrics": metrics})
         tags = {CHECKPOINT: str(fold.checkpoint), "evaluated_slices": ",".join(report.names),

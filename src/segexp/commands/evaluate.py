@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from segexp.config.instantiate import instantiate
 from segexp.data.images import to_channels
 from segexp.evaluation.metrics import segmentation_scores
-from segexp.evaluation.scoring import scores_of
+from segexp.evaluation.scoring import as_maps, scores_of
 from segexp.evaluation.slices import check_classes, check_outputs, choose_slices, data_to_score
 from segexp.evaluation.stage_choice import is_chosen, run_stage
 from segexp.evaluation.visualize import confusion_figure, prediction_panel, write_png
@@ -52,19 +52,20 @@ def evaluate(cfg: DictConfig, output_dir: Path, source: ModelSource | None = Non
     indices, status = choose_slices(data, source.split_record(), cfg.slices, cfg.allow_seen, cfg.ckpt,
                                     same_data=cfg.data is None)
     check_classes(data, run, cfg.ckpt)
-    stages.check(cfg.postprocess)
     tracker = instantiate(cfg.tracking)
-    channels, outputs, predictor = load_source(source, cfg.inference)
-    check_outputs(outputs, data.classes, cfg.ckpt)
-    stage = run_stage(cfg.postprocess, source, predictor, channels, "evaluate")
+    loaded = load_source(source, cfg.inference)
+    channels, predictor, target = loaded.channels, loaded.predict, loaded.target
+    check_outputs(loaded.outputs, data.classes, cfg.ckpt, target)
+    stage = run_stage(cfg.postprocess, source, predictor, channels, "evaluate", target)
     names = [data.names[i] for i in indices]
     print(f"[segexp] scoring {len(names)} slices of '{data.name}' ({status}): {','.join(names)}"
           + (f"; postprocess: {stage.describe()}" if stage.active else ""), flush=True)
     images = [to_channels(data.images[i], channels) for i in indices]
     truths = [data.masks[i] for i in indices]
-    probs = [predictor(image) for image in images]
+    predictions = [predictor(image) for image in images]
+    probs = as_maps(predictions, target)
     scored, matrix = scores_of(probs, truths, data, cfg.inference.threshold)
-    metrics, labels = stages.scores(stage, probs, truths, scored, segmentation_scores)
+    metrics, labels = stages.scores(stage, predictions, truths, scored, segmentation_scores)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps(

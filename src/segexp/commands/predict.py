@@ -73,26 +73,34 @@ def refuse_stage_for_classes(node: DictConfig | None, run: RunDir | None, classe
 def predict(cfg: DictConfig) -> list[Path]:
     """Writes <stem>.png (probability, 255 = white) and optional mask/overlay per input and, after a
     postprocess stage, <stem>_labels.png (one integer per segment, 0 on boundaries) and <stem>_boundaries.png
-    (the challenge's format: cells 255, boundaries 0); returns the probability maps' paths.
+    (the challenge's format: cells 255, boundaries 0); returns the probability maps' paths. An affinity
+    checkpoint's <stem>.png is the cell probability its short-range affinities imply, and with save_affinities
+    <stem>_affinities.tif holds the affinities themselves (float32, one page per offset of its run's target).
 
     A K-class checkpoint writes write_class_maps' files (and <stem>_overlay.png, the image tinted by class, with
     save_overlay; save_mask adds nothing: <stem>.png is the mask) instead; returns the index masks' paths.
     """
     from tqdm import tqdm
 
-    from segexp.postprocessing import stage as stages
+    from segexp.data.affinities import cell_map
     from segexp.evaluation.stage_choice import run_stage
+    from segexp.postprocessing import stage as stages
 
     stages.check(cfg.postprocess)
     inputs = list_inputs(Path(cfg.input))
     source = resolve_model_source(cfg.ckpt)
-    channels, outputs, predictor = load_source(source, cfg.inference)
+    channels, outputs, predictor, target = load_source(source, cfg.inference)
     classes = source_classes(source, outputs)
-    if outputs > 1:
+    if cfg.save_affinities and not target.affinities:
+        raise ConfigError("save_affinities=true: this checkpoint predicts a boundary map, not affinities; "
+                          "leave save_affinities=false")
+    if outputs > 1 and not target.affinities:
         refuse_stage_for_classes(cfg.postprocess, source.members[0][1], classes)
         stage = stages.Stage()
+        outputs_classes = True
     else:
-        stage = run_stage(cfg.postprocess, source, predictor, channels, "predict")
+        stage = run_stage(cfg.postprocess, source, predictor, channels, "predict", target)
+        outputs_classes = False
     if stage.active:
         print(f"[segexp] postprocess: {stage.describe()}", flush=True)
     output = Path(cfg.output)
@@ -100,8 +108,14 @@ def predict(cfg: DictConfig) -> list[Path]:
     written = []
     for path in tqdm(inputs, desc="predict", unit="image"):
         image = to_channels(to_unit_float(read_image(path), cfg.normalize), channels)
-        prob = predictor(image)
-        if outputs > 1:
+        prediction = predictor(image)
+        prob = cell_map(prediction, target) if target.affinities else prediction
+        if cfg.save_affinities:
+            import tifffile
+
+            tifffile.imwrite(output / f"{path.stem}_affinities.tif", np.moveaxis(prediction, -1, 0),
+                             metadata={"axes": "CYX"})
+        if outputs_classes:
             written.append(write_class_maps(output, path.stem, prob, classes))
             if cfg.save_overlay:
                 write_png(output / f"{path.stem}_overlay.png",
@@ -112,11 +126,11 @@ def predict(cfg: DictConfig) -> list[Path]:
         if cfg.save_mask:
             write_png(output / f"{path.stem}_mask.png", np.where(prob >= cfg.inference.threshold, 255, 0).astype(np.uint8))
         if stage.active:
-            labels = stage.apply(prob)
+            labels = stage.apply(prediction)
             write_labels(output / f"{path.stem}_labels.png", labels)
             write_png(output / f"{path.stem}_boundaries.png", boundary_map(labels))
         if cfg.save_overlay:
             write_png(output / f"{path.stem}_overlay.png", prediction_overlay(image, prob, cfg.inference.threshold))
-    what = f"{classes.count}-class index masks" if outputs > 1 else "probability maps"
+    what = f"{classes.count}-class index masks" if outputs_classes else "probability maps"
     print(f"[segexp] wrote {len(written)} {what} to {output}", flush=True)
     return written

@@ -53,6 +53,14 @@ class PostprocessMethod(StrEnum):
     none = "none"
     watershed = "watershed"
     agglomerate = "agglomerate"
+    multicut = "multicut"
+    gasp = "gasp"
+    mutex_watershed = "mutex_watershed"
+
+
+class TargetKind(StrEnum):
+    boundary = "boundary"
+    affinities = "affinities"
 
 
 class Mode(StrEnum):
@@ -236,6 +244,13 @@ class TrackingConfig:
 
 
 @dataclass
+class TargetConfig:
+    # values: conf/target/*.yaml; what the network predicts (src/segexp/data/affinities.py)
+    kind: TargetKind = TargetKind.boundary
+    offsets: List[List[int]] = field(default_factory=list)  # affinities: one output channel per [dy, dx]
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = MISSING
     loss: LossConfig = MISSING
@@ -248,6 +263,7 @@ class TrainConfig:
     callbacks: Dict[str, Any] = field(default_factory=dict)  # extra Keras callbacks: {name: _target_ node}
     inference: "InferenceConfig" = MISSING  # how the report slices are predicted at the end, as evaluate does
     postprocess: "PostprocessConfig" = MISSING  # the segmentation stage after the network (conf/postprocess/)
+    target: TargetConfig = field(default_factory=TargetConfig)  # what the network predicts (conf/target/)
     objective: str = "select_v_rand"  # metric the Hydra entry point returns to sweepers: a selection score
     run_name: Optional[str] = None  # None: made from the command-line overrides
     resume: Optional[str] = None  # a run directory or MLflow run id to continue
@@ -290,6 +306,7 @@ class PredictConfig:
     postprocess: Optional[PostprocessConfig] = None  # None: the checkpoint run's stage, with the parameters it chose
     save_mask: bool = True
     save_overlay: bool = False
+    save_affinities: bool = False  # an affinity checkpoint: <stem>_affinities.tif, one float32 page per offset
 
 
 @dataclass

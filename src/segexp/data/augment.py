@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import queue
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -30,6 +30,8 @@ class CropSampler:
         crop_size: int,
         seed: int,
         weights: Sequence[np.ndarray] | None = None,
+        to_target: Callable[[np.ndarray], np.ndarray] | None = None,
+        target_channels: int | None = None,
     ):
         self.images = list(images)
         self.targets = [
@@ -38,6 +40,8 @@ class CropSampler:
         ]
         self.crop_size = crop_size
         self.seed = seed
+        self.to_target = to_target  # augmented (H, W) mask -> the model's target, e.g. affinities from object ids
+        self.target_channels = target_channels or self.targets[0].shape[-1]
         # Copies of the built pipeline, each used by one call at a time (their RNGs must not be
         # shared). A pool, not thread-local storage: tf.numpy_function calls come from ever new
         # threads, so a per-thread cache copied the pipeline for every sample (4-6x slower).
@@ -60,7 +64,10 @@ class CropSampler:
             out = compose(image=np.ascontiguousarray(image[window]), mask=np.ascontiguousarray(target[window]))
         finally:
             self._idle.put(compose)
-        return out["image"].astype(np.float32), out["mask"].astype(np.float32)
+        mask = out["mask"]
+        if self.to_target is not None:
+            mask = self.to_target(mask[..., 0])
+        return out["image"].astype(np.float32), mask.astype(np.float32)
 
     def copy_pipeline(self):
         """Returns an independent copy of the pipeline (its own random state), for one more concurrent call."""

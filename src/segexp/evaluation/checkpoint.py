@@ -11,7 +11,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from segexp.evaluation.metrics import confusion_matrix, segmentation_scores
-from segexp.evaluation.scoring import slice_scores
+from segexp.data.affinities import target_of
+from segexp.evaluation.scoring import as_maps, slice_scores
 from segexp.inference.predictor import inference_size, make_predictor
 from segexp.inference.tiling import predict_slices
 from segexp.models.loading import load_model
@@ -23,7 +24,7 @@ from segexp.rundir import RunDir, write_json_atomically
 class ScoredCheckpoint:
     metrics: dict[str, float]
     model: Any
-    report_probs: list[np.ndarray] = field(default_factory=list)
+    report_probs: list[np.ndarray] = field(default_factory=list)  # probability maps (an affinity model's derived)
     report_labels: list[np.ndarray] = field(default_factory=list)  # the stage's segments ([] without one)
     stage: stages.Stage = field(default_factory=stages.Stage)
     confusion: dict[str, np.ndarray] = field(default_factory=dict)  # role -> (truth, predicted) pixel counts
@@ -41,29 +42,32 @@ def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> ScoredCheckpo
     metrics, confusion = {}, {}
     select, report = parts["select"], parts["report"]
     classes = select.classes if select.images else report.classes
+    target = target_of(cfg.get("target"))
     if select.images:
-        probs = predict_slices(model, select.images)
-        scores = slice_scores(model.loss, probs, select.masks, select.foreground,
-                              cfg.trainer.topology_metrics and classes.topology, classes)
+        predictions = predict_slices(model, select.images)
+        scores = slice_scores(model.loss, predictions, select.masks, select.foreground,
+                              cfg.trainer.topology_metrics and classes.topology, classes, target)
         metrics.update({f"select_{k}": float(v) for k, v in scores.items()})
-        confusion["select"] = confusion_matrix(probs, select.masks, classes.count)
-    predictor = make_predictor(model, cfg.inference, inference_size(cfg.inference, run))
+        confusion["select"] = confusion_matrix(as_maps(predictions, target), select.masks, classes.count)
+    predictor = make_predictor(model, cfg.inference, inference_size(cfg.inference, run), target)
 
     def selection():
         return list(select.names), [predictor(image) for image in select.images], list(select.masks)
 
     stage = stages.resolve(cfg.postprocess, None, selection if select.images else None,
                            stages.objective_of(cfg.trainer.monitor), "training",
-                           segmentation_scores)
+                           segmentation_scores, target)
     if stage.chosen_on:
         metrics[f"postprocess_select_{stage.objective}"] = float(stage.score)
     if stage.active:
         write_json_atomically(run.postprocess_file, stage.record())
-    probs, labels = [], []
+    maps, labels = [], []
     if report.images:
-        probs = [predictor(image) for image in report.images]
-        scores, labels = stages.scores(stage, probs, report.masks, slice_scores(
-            model.loss, probs, report.masks, report.foreground, classes.topology, classes), segmentation_scores)
+        predictions = [predictor(image) for image in report.images]
+        scores, labels = stages.scores(stage, predictions, report.masks, slice_scores(
+            model.loss, predictions, report.masks, report.foreground, classes.topology, classes, target),
+            segmentation_scores)
         metrics.update({f"report_{k}": float(v) for k, v in scores.items()})
-        confusion["report"] = confusion_matrix(probs, report.masks, classes.count)
-    return ScoredCheckpoint(metrics, model, probs, labels, stage, confusion)
+        maps = as_maps(predictions, target)
+        confusion["report"] = confusion_matrix(maps, report.masks, classes.count)
+    return ScoredCheckpoint(metrics, model, maps, labels, stage, confusion)

@@ -8,6 +8,7 @@ from typing import Sequence
 
 from omegaconf import DictConfig
 
+from segexp.data.affinities import BOUNDARY, Target
 from segexp.data.classes import parse_classes
 from segexp.data.datasets import load
 from segexp.data.sets import Classes, SegmentationSet
@@ -56,8 +57,15 @@ def check_classes(data: SegmentationSet, run: RunDir | None, ckpt: str) -> None:
                           f"{list(data.classes.names)}; set data.classes to the same list, in the same order")
 
 
-def check_outputs(outputs: int, classes: Classes, ckpt: str) -> None:
-    """Raises ConfigError when the model does not have one output per class of the data (one for binary)."""
+def check_outputs(outputs: int, classes: Classes, ckpt: str, target: Target = BOUNDARY) -> None:
+    """Raises ConfigError when the model does not have one output per class of the data (one for binary), or
+    an affinity model meets data of more than two classes."""
+    if target.affinities:
+        if not classes.topology:
+            raise ConfigError(f"ckpt={ckpt}: an affinity model segments objects of two fully labelled classes, but "
+                              f"the data declares {list(classes.names)}" + (" with unlabelled pixels" if classes.binary
+                                                                            else "") + "; score it on such data")
+        return
     if outputs != classes.outputs:
         raise ConfigError(f"ckpt={ckpt}: the model predicts {outputs} output(s), but the data's "
                           f"{classes.count} classes {list(classes.names)} need {classes.outputs}; "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from segexp.data.affinities import BOUNDARY, Target
 from segexp.data.images import to_channels
 from segexp.evaluation.metrics import segmentation_scores
 from segexp.evaluation.slices import role_set
@@ -14,7 +15,8 @@ from segexp.postprocessing import stage as stages
 from segexp.rundir import ModelSource, RunDir
 
 
-def run_stage(node: DictConfig | None, source: ModelSource, predictor, channels: int, where: str) -> stages.Stage:
+def run_stage(node: DictConfig | None, source: ModelSource, predictor, channels: int, where: str,
+              target: Target = BOUNDARY) -> stages.Stage:
     """Returns the segmentation stage for a checkpoint: `node` (postprocess=...) or its run's own, with the
     parameters the run chose (for an ensemble: that all its members chose), or chosen again on the selection
     slices (for an ensemble: those no member trained on), predicted by `predictor`, when tune=true or no
@@ -33,7 +35,7 @@ def run_stage(node: DictConfig | None, source: ModelSource, predictor, channels:
                 list(chosen.masks))
     has_selection = saved is not None and record is not None
     return stages.resolve(node, recalled, selection if has_selection else None, stages.objective_of_run(saved), where,
-                          segmentation_scores)
+                          segmentation_scores, target)
 
 
 def is_chosen(checkpoint: Path, run: RunDir | None) -> bool:

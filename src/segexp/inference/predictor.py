@@ -10,11 +10,12 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from segexp.data.affinities import BOUNDARY, Target, target_of
 from segexp.data.classes import parse_classes
 from segexp.data.images import resize_image
 from segexp.data.sets import Classes
 from segexp.errors import ConfigError
-from segexp.inference.tiling import predict_image
+from segexp.inference.tiling import predict_image, tta_offset_problem
 from segexp.models.loading import load_model
 from segexp.rundir import ModelSource, RunDir
 
@@ -75,44 +76,62 @@ def resize_probabilities(prob: np.ndarray, height: int, width: int) -> np.ndarra
     return np.concatenate([r.reshape(height, width, -1) for r in resized], axis=-1)
 
 
-def make_predictor(model, inference: DictConfig, size: Sequence[int] | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """Returns image (H, W, C) -> (H, W) probability of white (binary model) or (H, W, K) class probabilities,
-    by overlap-tile prediction (at `size`, if given)."""
+def make_predictor(model, inference: DictConfig, size: Sequence[int] | None = None,
+                   target: Target = BOUNDARY) -> Callable[[np.ndarray], np.ndarray]:
+    """Returns image (H, W, C) -> (H, W) probability of white (binary model), (H, W, K) class probabilities or,
+    for an affinity `target`, (H, W, C) affinities, by overlap-tile prediction (at `size`, if given)."""
     _, multiple = model_channels_and_multiple(model)
+    offsets = target.offsets if target.affinities else ()
+    if offsets and inference.tta and (problem := tta_offset_problem(offsets)):
+        raise ConfigError(f"inference.tta=true: {problem}; set inference.tta=false, or train with offsets that "
+                          "flips and quarter turns map onto each other")
 
     def predict_batch(tiles: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict_on_batch(tiles), np.float32)
 
     def predict(image: np.ndarray) -> np.ndarray:
         return predict_image(predict_batch, image, tile=inference.tile, overlap=inference.overlap,
-                             batch_size=inference.batch_size, multiple=multiple, tta=inference.tta)
+                             batch_size=inference.batch_size, multiple=multiple, tta=inference.tta, offsets=offsets)
     return at_size(predict, size) if size else predict
 
 
 class LoadedPredictor(NamedTuple):
     channels: int  # input channels the model takes
-    outputs: int  # 1: (H, W) probability of class 1; K > 1: (H, W, K) class probabilities
+    outputs: int  # 1: (H, W) probability of class 1; K > 1: (H, W, K) class probabilities (or K affinities)
     predict: Callable[[np.ndarray], np.ndarray]
+    target: Target = BOUNDARY  # what the outputs mean: its run's target group
+
+
+def run_target(run: RunDir | None) -> Target:
+    """Returns the Target a checkpoint's run trained for (the boundary map for a run from before the group, or a
+    checkpoint without a run)."""
+    saved = run.saved_config() if run else None
+    return target_of(OmegaConf.select(saved, "target") if saved is not None else None)
 
 
 def load_predictor(checkpoint: Path, run: RunDir | None, inference: DictConfig) -> LoadedPredictor:
     """Returns the checkpoint's LoadedPredictor, at the size its run trained on."""
     size = inference_size(inference, run)  # config errors before the model loads
+    target = run_target(run)
     model = load_model(checkpoint)
     channels, _ = model_channels_and_multiple(model)
+    if target.affinities and model_outputs(model) != len(target.offsets):
+        raise ConfigError(f"{checkpoint}: its run's target.offsets name {len(target.offsets)} affinities, but the "
+                          f"model has {model_outputs(model)} outputs; pass the run the checkpoint was trained in")
     if size:
         source = "inference.resize" if inference.resize is not None else "the training's data.resize"
         print(f"[segexp] predicting at {size[0]}x{size[1]} ({source}), probabilities resized back to each image",
               flush=True)
-    return LoadedPredictor(channels, model_outputs(model), make_predictor(model, inference, size))
+    return LoadedPredictor(channels, model_outputs(model), make_predictor(model, inference, size, target), target)
 
 
 def load_source(source: ModelSource, inference: DictConfig) -> LoadedPredictor:
     """Returns the LoadedPredictor of a ModelSource: for an ensemble, the mean of its members' probabilities
     (each member at the size its own run trained on)."""
     loaded = [load_predictor(checkpoint, run, inference) for checkpoint, run in source.members]
-    for field, what in (("channels", "take different input channels"), ("outputs", "have different outputs")):
-        values = sorted({getattr(member, field) for member in loaded})
+    for field, what in (("channels", "take different input channels"), ("outputs", "have different outputs"),
+                        ("target", "predict different targets")):
+        values = sorted({str(getattr(member, field)) for member in loaded})
         if len(values) > 1:
             raise ConfigError(f"the ensemble's checkpoints {what} {values}; "
                               "name one checkpoint, or a sweep whose jobs trained on the same data")
@@ -135,6 +154,8 @@ def checkpoint_classes(run: RunDir | None, outputs: int) -> Classes:
     saved = run.saved_config() if run else None
     missing = object()
     declared = OmegaConf.select(saved, "data.classes", default=missing) if saved is not None else missing
+    if run_target(run).affinities:  # its outputs are affinities of the two classes' objects
+        return parse_classes(None if declared is missing else declared, OmegaConf.select(saved, "data.ignore"))
     if declared is missing:
         return default_classes(outputs)
     classes = parse_classes(declared, OmegaConf.select(saved, "data.ignore"))

@@ -186,6 +186,65 @@ def predict_tta(predict_image: PredictImage, image: np.ndarray) -> np.ndarray:
     return (total / len(transforms)).astype(np.float32)
 
 
+def view_offsets(quarter_turns: int, flip: bool, offsets: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Returns, for each affinity channel of a dihedral view's output mapped back to the original frame, the
+    offset it then relates: channel c at pixel p is the affinity of p and p + returned[c]."""
+    reach = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
+    size = 2 * reach + 3
+    rows, cols = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    forward, _ = dihedral_pair(quarter_turns, flip)
+    where = forward(np.stack([rows, cols], -1))  # view pixel -> its original coordinates
+    centre = reach + 1
+    return [tuple(int(v) for v in where[centre + dy, centre + dx] - where[centre, centre]) for dy, dx in offsets]
+
+
+def shifted_pairs(shape: Sequence[int], offset: tuple[int, int]) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """Returns (pixels r with r + offset inside `shape`, those r + offset) as slices."""
+    (height, width), (dy, dx) = shape[:2], offset
+    return ((slice(max(0, -dy), height - max(0, dy)), slice(max(0, -dx), width - max(0, dx))),
+            (slice(max(0, dy), height - max(0, -dy)), slice(max(0, dx), width - max(0, -dx))))
+
+
+def predict_tta_affinities(predict_image: PredictImage, image: np.ndarray,
+                           offsets: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Return the float32 mean of (H, W, C) affinities over the 8 dihedral views. A view turns the offsets too:
+    its channel for offset o becomes the original frame's channel for o turned back, or, when the set holds the
+    opposite offset -o' instead, that channel shifted by o' (the pair (p, p - o') is the pair (p - o', p)). Each
+    pixel averages the views that reach it (a shifted channel has none past the image edge)."""
+    offsets = [tuple(int(v) for v in o) for o in offsets]
+    height, width = image.shape[:2]
+    total = np.zeros((height, width, len(offsets)), np.float64)
+    count = np.zeros_like(total)
+    for flip in (False, True):
+        for turns in range(4):
+            forward, inverse = dihedral_pair(turns, flip)
+            out = inverse(np.asarray(predict_image(forward(image)), dtype=np.float64))
+            for c, delta in enumerate(view_offsets(turns, flip, offsets)):
+                if delta in offsets:
+                    k = offsets.index(delta)
+                    total[..., k] += out[..., c]
+                    count[..., k] += 1
+                    continue
+                k = offsets.index((-delta[0], -delta[1]))  # tta_offset_problem made sure one of the two is there
+                here, there = shifted_pairs(out.shape, offsets[k])
+                total[here + (k,)] += out[there + (c,)]
+                count[here + (k,)] += 1
+    return (total / np.maximum(count, 1)).astype(np.float32)
+
+
+def tta_offset_problem(offsets: Sequence[tuple[int, int]]) -> str | None:
+    """Returns why affinities at `offsets` cannot be averaged over flips and quarter turns (an offset whose
+    turned version is in the set neither as it is nor opposite), or None."""
+    offsets = [tuple(int(v) for v in o) for o in offsets]
+    for flip in (False, True):
+        for turns in range(4):
+            for offset, delta in zip(offsets, view_offsets(turns, flip, offsets)):
+                if delta not in offsets and (-delta[0], -delta[1]) not in offsets:
+                    return (f"offset {list(offset)} turned or flipped is {list(delta)}, which the set lacks (as it is "
+                            "and opposite)")
+    return None
+
+
 def predict_image(
     predict_batch: PredictBatch,
     image: np.ndarray,
@@ -194,13 +253,16 @@ def predict_image(
     batch_size: int,
     multiple: int,
     tta: bool,
+    offsets: Sequence[tuple[int, int]] = (),
 ) -> np.ndarray:
-    """Return the float32 probability map of `image`, (H, W) or (H, W, K) for K class probabilities: tiled
-    prediction, averaged over D4 views if `tta`."""
+    """Return the float32 probability map of `image`, (H, W) or (H, W, K) for K class probabilities (or C
+    affinities at `offsets`): tiled prediction, averaged over D4 views if `tta`."""
     tiled = partial(
         predict_tiled, predict_batch, tile=tile, overlap=overlap, batch_size=batch_size, multiple=multiple
     )
-    return predict_tta(tiled, image) if tta else tiled(image)
+    if not tta:
+        return tiled(image)
+    return predict_tta_affinities(tiled, image, offsets) if offsets else predict_tta(tiled, image)
 
 
 def predict_slices(model, images: Sequence[np.ndarray]) -> list[np.ndarray]:

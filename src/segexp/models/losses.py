@@ -4,6 +4,8 @@ border weights combined.
 y_true is (B, H, W, 1) with the class index of each pixel (binary: 1 = white; IGNORE = unlabelled), or
 (B, H, W, 2) with the U-Net border weight map as the second channel (see weightmap.py). y_pred is the
 probability of class 1 (B, H, W, 1) for two classes, or of each class (B, H, W, K) for K > 2 (softmax).
+An affinity model (`affinities` = C channels) has y_true (B, H, W, 2C): the C affinity targets, then the C masks
+of the pairs that count (data/affinities.py), and y_pred (B, H, W, C) sigmoid affinities.
 """
 
 from __future__ import annotations
@@ -125,15 +127,18 @@ class SegmentationLoss(keras.losses.Loss):
     def __init__(self, bce: float = 1.0, dice: float = 0.0, focal_gamma: float = 0.0, foreground: int = 0,
                  cldice: float = 0.0, skeleton_iterations: int = 10, classes: int = 2,
                  class_weights: list[float] | None = None, dice_classes: list[int] | None = None,
-                 name: str = "segmentation_loss", **kwargs):
+                 affinities: int = 0, name: str = "segmentation_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.bce, self.dice, self.focal_gamma, self.foreground = bce, dice, focal_gamma, foreground
         self.cldice, self.skeleton_iterations = cldice, skeleton_iterations
         self.classes = classes
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
         self.dice_classes = None if dice_classes is None else [int(c) for c in dice_classes]
+        self.affinities = int(affinities)
 
     def call(self, y_true, y_pred):
+        if self.affinities:
+            return self.affinity_loss(ops.cast(y_true, y_pred.dtype), y_pred)
         mask, weights = split_target(ops.cast(y_true, y_pred.dtype))
         mask, valid = labelled(mask)
         weights = weights * valid
@@ -148,6 +153,21 @@ class SegmentationLoss(keras.losses.Loss):
             loss = loss + self.dice * soft_dice_loss(mask, y_pred, self.foreground, valid=valid)
         if self.cldice:
             loss = loss + self.cldice * soft_cldice_loss(mask, y_pred, self.foreground, self.skeleton_iterations)
+        return loss
+
+    def affinity_loss(self, y_true, y_pred):
+        """Per channel, as for a boundary map: BCE over the pairs that count (Keras' sample-weight mean) and soft
+        Dice of the cuts, the minority class as membranes are in a boundary map; both averaged over channels."""
+        channels = self.affinities
+        same, valid = y_true[..., :channels], y_true[..., channels: 2 * channels]
+        loss = 0.0
+        if self.bce:
+            loss = loss + self.bce * ops.mean(valid * pixel_bce(same, y_pred, self.focal_gamma), axis=(1, 2, 3))
+        if self.dice:
+            cut, predicted_cut = (1.0 - same) * valid, (1.0 - y_pred) * valid
+            intersection = ops.sum(cut * predicted_cut, axis=(1, 2))
+            total = ops.sum(cut, axis=(1, 2)) + ops.sum(predicted_cut, axis=(1, 2))
+            loss = loss + self.dice * (1.0 - ops.mean((2.0 * intersection + 1.0) / (total + 1.0), axis=1))
         return loss
 
     def categorical(self, index, prob, weights, valid):
@@ -165,4 +185,5 @@ class SegmentationLoss(keras.losses.Loss):
     def get_config(self):
         return {**super().get_config(), "bce": self.bce, "dice": self.dice, "focal_gamma": self.focal_gamma,
                 "foreground": self.foreground, "cldice": self.cldice, "skeleton_iterations": self.skeleton_iterations,
-                "classes": self.classes, "class_weights": self.class_weights, "dice_classes": self.dice_classes}
+                "classes": self.classes, "class_weights": self.class_weights, "dice_classes": self.dice_classes,
+                "affinities": self.affinities}

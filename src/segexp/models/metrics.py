@@ -17,15 +17,19 @@ IGNORE = 255.0  # segexp.data.classes.IGNORE
 class ConfusionMetric(keras.metrics.Metric):
     """Accumulates true/false positives/negatives of the `foreground` class at `threshold`."""
 
-    def __init__(self, name: str, foreground: int = 0, threshold: float = 0.5, **kwargs):
+    def __init__(self, name: str, foreground: int = 0, threshold: float = 0.5, affinities: int = 0, **kwargs):
         super().__init__(name=name, **kwargs)
-        self.foreground, self.threshold = foreground, threshold
+        self.foreground, self.threshold, self.affinities = foreground, threshold, affinities
         self.counts = self.add_variable(shape=(4,), initializer="zeros", name="tp_fp_fn_tn")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        mask = ops.cast(y_true[..., :1], "float32")  # channel 0 is the mask, 1 may be weights
-        valid = ops.not_equal(mask, IGNORE)
-        truth = mask > 0.5
+        if self.affinities:  # C affinity targets, then C masks of the pairs that count; scored: the cuts (class 0)
+            truth = ops.cast(y_true[..., : self.affinities], "float32") > 0.5
+            valid = ops.cast(y_true[..., self.affinities: 2 * self.affinities], "float32") > 0.5
+        else:
+            mask = ops.cast(y_true[..., :1], "float32")  # channel 0 is the mask, 1 may be weights
+            valid = ops.not_equal(mask, IGNORE)
+            truth = mask > 0.5
         pred = ops.cast(y_pred, "float32") >= self.threshold
         if self.foreground == 0:
             truth, pred = ops.logical_not(truth), ops.logical_not(pred)
@@ -40,7 +44,8 @@ class ConfusionMetric(keras.metrics.Metric):
         self.counts.assign(ops.zeros((4,)))
 
     def get_config(self):
-        return {**super().get_config(), "foreground": self.foreground, "threshold": self.threshold}
+        return {**super().get_config(), "foreground": self.foreground, "threshold": self.threshold,
+                "affinities": self.affinities}
 
 
 @keras.saving.register_keras_serializable(package="segexp")
@@ -108,9 +113,12 @@ class ClassConfusion(keras.metrics.Metric):
         return {**super().get_config(), "classes": self.classes, "score": self.score}
 
 
-def segmentation_metrics(foreground: int, classes: int = 2) -> list[keras.metrics.Metric]:
+def segmentation_metrics(foreground: int, classes: int = 2, affinities: int = 0) -> list[keras.metrics.Metric]:
     """Returns fresh accuracy, Dice and IoU metrics for compile(): of class `foreground` for two classes, the
-    means over classes for more."""
+    means over classes for more; for `affinities` channels, of the cuts ("not the same object") over every
+    channel's pairs that count."""
+    if affinities:
+        return [cls(foreground=0, affinities=affinities) for cls in (PixelAccuracy, DiceScore, IoUScore)]
     if classes > 2:
         return [ClassConfusion(name, classes, name) for name in ("accuracy", "dice", "iou")]
     return [PixelAccuracy(foreground=foreground), DiceScore(foreground=foreground), IoUScore(foreground=foreground)]

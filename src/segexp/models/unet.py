@@ -121,10 +121,12 @@ def build_unet(
     channels: int,
     outputs: int = 1,
     fused_batch_norm: bool = True,
+    independent_outputs: bool = False,
 ) -> keras.Model:
     """Returns a U-Net mapping (B, H, W, channels) images to (B, H, W, 1) probabilities of class 1 (sigmoid:
     two classes, white for ISBI) or, with `outputs` = K > 1, (B, H, W, K) class probabilities (softmax).
-    `channels` and `outputs` come from the data; every other argument from the `model` config group."""
+    With `independent_outputs`, every one of the `outputs` channels is a sigmoid of its own (affinities).
+    `channels` and `outputs` come from the data and the target; every other argument from the `model` group."""
     inputs = keras.Input((None, None, channels), name="image")
     x = PadToMultiple(2**depth, name="pad")(inputs)
     skips = []
@@ -146,7 +148,8 @@ def build_unet(
         x = layers.Conv2D(head_filters, 3, padding="same", activation=activation,
                           kernel_initializer="he_normal", name="head")(x)
     # float32 output keeps the sigmoid/softmax and the loss numerically safe under mixed precision
-    x = layers.Conv2D(outputs, 1, activation="sigmoid" if outputs == 1 else "softmax", dtype="float32",
+    x = layers.Conv2D(outputs, 1, activation="sigmoid" if outputs == 1 or independent_outputs else "softmax",
+                      dtype="float32",
                       name="probability")(x)
     outputs = CropLike(name="crop", dtype="float32")(x, inputs)
     return keras.Model(inputs, outputs, name=f"unet_d{depth}_f{base_filters}")

@@ -11,26 +11,46 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from segexp.data.affinities import BOUNDARY, Target, cell_map
 from segexp.errors import ConfigError
+from segexp.postprocessing import partition
 from segexp.postprocessing.search import Scorer, choose, grid_points
 from segexp.postprocessing.watershed import agglomerate, watershed
 
 
-SEGMENTERS: dict[str, Callable[..., np.ndarray]] = {"watershed": watershed, "agglomerate": agglomerate}
+# method -> (function, what it segments): "map" a cell-probability map (an affinity model's derived one, see
+# data.affinities.cell_map), "affinities" the same-object probabilities with their Target
+SEGMENTERS: dict[str, tuple[Callable[..., np.ndarray], str]] = {
+    "watershed": (watershed, "map"), "agglomerate": (agglomerate, "map"), "multicut": (partition.multicut, "map"),
+    "gasp": (partition.gasp, "map"), "mutex_watershed": (partition.mutex_watershed, "affinities")}
 METHODS = ("none", *SEGMENTERS)
 OBJECTIVES = ("v_rand", "v_info")
 
 
-def segment(prob: np.ndarray, method: str, params: Mapping[str, Any]) -> np.ndarray:
-    """Returns the label image of `method` with `params` on a cell-probability map."""
+def segment(prediction: np.ndarray, method: str, params: Mapping[str, Any], target: Target = BOUNDARY) -> np.ndarray:
+    """Returns the label image of `method` with `params` on a model's prediction: a cell-probability map, or for
+    an affinity `target` its affinities (H, W, C)."""
     if method not in SEGMENTERS:
         raise ValueError(f"postprocess.method={method}: choose one of {', '.join(SEGMENTERS)}")
-    return SEGMENTERS[method](np.asarray(prob, np.float32), **params)
+    function, segments = SEGMENTERS[method]
+    prediction = np.asarray(prediction, np.float32)
+    if segments == "affinities":
+        if not target.affinities:
+            raise ValueError(f"postprocess.method={method} segments affinities; this model predicts a boundary map")
+        return function(prediction, target, **params)
+    return function(cell_map(prediction, target) if target.affinities else prediction, **params)
 
 
-def segmenter(method: str) -> Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]:
-    """Returns (map, params) -> label image of `method`, as `choose` takes it."""
-    return lambda prob, params: segment(prob, method, params)
+def method_params(method: str) -> list[str]:
+    """Returns the parameters a method takes from postprocess.params / grid (not its input)."""
+    import inspect
+
+    return [n for n in inspect.signature(SEGMENTERS[method][0]).parameters if n not in ("prob", "affinities", "target")]
+
+
+def segmenter(method: str, target: Target = BOUNDARY) -> Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]:
+    """Returns (prediction, params) -> label image of `method`, as `choose` takes it."""
+    return lambda prediction, params: segment(prediction, method, params, target)
 
 
 def boundary_map(labels: np.ndarray) -> np.ndarray:
@@ -47,14 +67,15 @@ class Stage:
     chosen_on: tuple[str, ...] = ()  # the selection slices that chose the parameters; () when given
     objective: str | None = None
     score: float | None = None  # the objective on chosen_on: selected there, so never a reported score
+    target: Target = BOUNDARY  # what the model's output means (the run's target group), not recorded with the stage
 
     @property
     def active(self) -> bool:
         return self.method != "none"
 
-    def apply(self, prob: np.ndarray) -> np.ndarray:
-        """Returns the label image of a probability map (0 on boundaries)."""
-        return segment(prob, self.method, self.params)
+    def apply(self, prediction: np.ndarray) -> np.ndarray:
+        """Returns the label image of a model's prediction (0 on boundaries)."""
+        return segment(prediction, self.method, self.params, self.target)
 
     def record(self) -> dict[str, Any]:
         return {"method": self.method, "params": self.params, "chosen_on": list(self.chosen_on),
@@ -110,18 +131,23 @@ def configured(node: DictConfig | None) -> tuple[str, dict, dict, bool | None]:
     return str(node.method), dict(plain.get("params") or {}), dict(plain.get("grid") or {}), plain.get("tune")
 
 
-RANGES = {"seed_threshold": (0.0, 1.0), "merge_threshold": (0.0, 1.0), "min_seed_size": (0, None), "sigma": (0.0, None)}
+RANGES = {"seed_threshold": (0.0, 1.0), "merge_threshold": (0.0, 1.0), "min_seed_size": (0, None), "sigma": (0.0, None),
+          "bias": (0.0, 1.0), "threshold": (0.0, 1.0), "beta": (0.0, 1.0), "sigma_seeds": (0.0, None),
+          "min_size": (0, None)}
 
 
-def check(node: DictConfig | None) -> None:
+def check(node: DictConfig | None, target: Target | None = None) -> None:
     """Raises ConfigError, naming the key, for a parameter the method does not take or lacks, an empty grid
-    value, or a value out of range; before any model loads."""
+    value, a value out of range, or (when the model's `target` is known) a method that segments affinities on a
+    boundary model; before any model loads."""
     method, params, grid, _ = configured(node)
     if method == "none":
         return
-    import inspect
-
-    takes = [n for n in inspect.signature(SEGMENTERS[method]).parameters if n != "prob"]
+    if target is not None and SEGMENTERS[method][1] == "affinities" and not target.affinities:
+        raise ConfigError(f"postprocess={method} partitions affinities, but this model predicts a boundary map "
+                          "(target=boundary); train with target=affinities, or use postprocess=watershed, "
+                          "multicut or gasp")
+    takes = method_params(method)
     for key, given in (("params", params), ("grid", grid)):
         unknown, missing = sorted(set(given) - set(takes)), sorted(set(takes) - set(given))
         if unknown or missing:
@@ -148,18 +174,21 @@ def needs_selection(node: DictConfig | None, recalled: Stage | None = None) -> b
 
 
 def resolve(node: DictConfig | None, recalled: Stage | None, select: Callable[[], tuple[list, list, list]] | None,
-            objective: str, where: str, score: Scorer) -> Stage:
-    """Returns the stage to apply: none; `params` as given (tune=false); the `recalled` choice of the same
-    method (tune=null); else chosen on the selection slices `select()` returns as (names, probability maps,
-    truths), by `score` of the segments. `where` names the command for the error when there is nothing to choose
-    on."""
+            objective: str, where: str, score: Scorer, target: Target = BOUNDARY) -> Stage:
+    """Returns the stage to apply to the predictions of a model of `target`: none; `params` as given (tune=false);
+    the `recalled` choice of the same method (tune=null); else chosen on the selection slices `select()` returns
+    as (names, predictions, truths), by `score` of the segments. `where` names the command for the error when
+    there is nothing to choose on."""
+    from dataclasses import replace
+
+    check(node, target)
     method, params, grid, tune = configured(node)
     if method == "none":
         return Stage()
     if tune is False:
-        return Stage(method, params)
+        return Stage(method, params, target=target)
     if not needs_selection(node, recalled):
-        return recalled
+        return replace(recalled, target=target)
     if select is None:
         raise ConfigError(f"postprocess={method}: {where} has no selection slices with labels to choose its "
                           "parameters on; set postprocess.tune=false to apply postprocess.params as given")
@@ -169,8 +198,8 @@ def resolve(node: DictConfig | None, recalled: Stage | None, select: Callable[[]
                           "set postprocess.tune=false to apply postprocess.params as given")
     print(f"[segexp] choosing postprocess={method} on selection slices {','.join(names)} "
           f"({len(grid_points(grid))} settings, by {objective})", flush=True)
-    chosen = choose(probs, truths, segmenter(method), grid, score, objective)
-    stage = Stage(method, chosen.params, tuple(names), objective, chosen.score)
+    chosen = choose(probs, truths, segmenter(method, target), grid, score, objective)
+    stage = Stage(method, chosen.params, tuple(names), objective, chosen.score, target)
     print(f"[segexp] postprocess: {stage.describe()}", flush=True)
     return stage
 

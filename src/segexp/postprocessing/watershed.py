@@ -46,12 +46,15 @@ def watershed_regions(prob: np.ndarray, seed_threshold: float, min_seed_size: in
 def with_boundaries(regions: np.ndarray) -> np.ndarray:
     """Returns the regions relabelled 1..n with 0 on a one-pixel boundary wherever two regions touch: of each
     4-adjacent pair of different labels, the left or upper pixel becomes boundary, so no two segments
-    stay 4-connected (the challenge's connectivity)."""
+    stay 4-connected (the challenge's connectivity). Label 0 is boundary already: a region beside it keeps
+    its pixels."""
     from skimage.segmentation import relabel_sequential
 
+    regions = np.asarray(regions)
     lines = np.zeros(regions.shape, bool)
-    lines[:, :-1] |= regions[:, :-1] != regions[:, 1:]
-    lines[:-1, :] |= regions[:-1, :] != regions[1:, :]
+    left, right, up, down = regions[:, :-1], regions[:, 1:], regions[:-1, :], regions[1:, :]
+    lines[:, :-1] |= (left != right) & (right != 0)
+    lines[:-1, :] |= (up != down) & (down != 0)
     labels = np.where(lines, 0, regions)
     return relabel_sequential(labels)[0].astype(np.int32)
 

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segexp.config.instantiate import instantiate
 from segexp.data import datasets, splits
+from segexp.data.affinities import target_of
 from segexp.data.classes import balanced_weights
 from segexp.data.sets import BINARY, Classes, SegmentationSet
 from segexp.errors import ConfigError
@@ -70,17 +71,20 @@ def dice_class_indices(names, classes: Classes) -> list[int] | None:
 
 def build_model(cfg: DictConfig, channels: int, foreground: int, learning_rate, jit_compile: bool,
                 classes: Classes = BINARY, weights: list[float] | None = None):
-    """Returns the Keras model of the model group with a head for `classes`, compiled with the loss group's
-    loss (per-class `weights`, see class_weights) and the optimizer group's optimizer at `learning_rate`
-    (the schedule's), with XLA if `jit_compile`."""
+    """Returns the Keras model of the model group with a head for `classes` (or one sigmoid per affinity offset of
+    the target group), compiled with the loss group's loss (per-class `weights`, see class_weights) and the
+    optimizer group's optimizer at `learning_rate` (the schedule's), with XLA if `jit_compile`."""
     from segexp.models.metrics import segmentation_metrics
 
-    model = instantiate(cfg.model, channels=channels, outputs=classes.outputs)
+    target = target_of(cfg.get("target"))
+    affinities = len(target.offsets) if target.affinities else 0
+    head = {"outputs": affinities, "independent_outputs": True} if affinities else {"outputs": classes.outputs}
+    model = instantiate(cfg.model, channels=channels, **head)
     ema = {"use_ema": True, "ema_momentum": cfg.optimizer.ema} if cfg.optimizer.ema is not None else {}
     optimizer = instantiate(cfg.optimizer.fn, learning_rate=learning_rate, **ema)
-    loss = instantiate(cfg.loss.fn, classes=classes.count, class_weights=weights,
+    loss = instantiate(cfg.loss.fn, classes=classes.count, class_weights=weights, affinities=affinities,
                        dice_classes=dice_class_indices(cfg.loss.fn.dice_classes, classes))
-    model.compile(optimizer=optimizer, loss=loss, metrics=segmentation_metrics(foreground, classes.count),
+    model.compile(optimizer=optimizer, loss=loss, metrics=segmentation_metrics(foreground, classes.count, affinities),
                   jit_compile=jit_compile)
     return model
 
@@ -109,7 +113,11 @@ def choose_speed(cfg: DictConfig, strategy, channels: int, foreground: int, weig
     t = cfg.trainer
     shape = (t.batch_size, t.crop_size, t.crop_size)
     rng = np.random.default_rng(0)
-    targets = rng.integers(classes.count, size=(*shape, 1)).astype(np.float32)
+    target = target_of(cfg.get("target"))
+    if target.affinities:  # affinity targets and their masks
+        targets = rng.integers(2, size=(*shape, 2 * len(target.offsets))).astype(np.float32)
+    else:
+        targets = rng.integers(classes.count, size=(*shape, 1)).astype(np.float32)
     batch = (rng.random((*shape, channels), np.float32),
              np.concatenate([targets, np.ones_like(targets)], -1) if weighted else targets)
 
@@ -121,7 +129,8 @@ def choose_speed(cfg: DictConfig, strategy, channels: int, foreground: int, weig
 
     workload = {"model": OmegaConf.to_container(cfg.model, resolve=True), "batch_shape": [*shape, channels],
                 "weighted": weighted, "strategy": t.strategy, "replicas": strategy.num_replicas_in_sync,
-                **({"classes": classes.count} if not classes.binary else {})}
+                **({"classes": classes.count} if not classes.binary else {}),
+                **({"affinities": len(target.offsets)} if target.affinities else {})}
     return speed_probe.resolve(str(t.precision), t.jit_compile, build, batch, workload,
                                Path(t.speed_cache) if t.speed_cache else None,
                                multi_worker=t.strategy == "multi_worker_mirrored",
@@ -148,13 +157,29 @@ def build_components(cfg: DictConfig) -> Components:
 def training_stream(cfg: DictConfig, train_set, weights, pipeline, first_sample: int = 0):
     """Returns the endless tf.data stream of augmented training crops that fit consumes: `pipeline`
     (the built aug group) applied to random crops, samples numbered from `first_sample`."""
-    from segexp.data.augment import CropSampler
     from segexp.data.stream import training_dataset
 
     t = cfg.trainer
-    sampler = CropSampler(train_set.images, train_set.masks, pipeline, t.crop_size, t.seed, weights)
-    return training_dataset(sampler, train_set.channels, 2 if weights is not None else 1, t.batch_size,
+    sampler = crop_sampler(cfg, train_set, weights, pipeline)
+    return training_dataset(sampler, train_set.channels, sampler.target_channels, t.batch_size,
                             first_sample=first_sample, parallel_calls=t.aug_workers)
+
+
+def crop_sampler(cfg: DictConfig, train_set, weights, pipeline):
+    """Returns the CropSampler of augmented training crops and their targets: the mask (and border weights), or
+    for target=affinities the slices' object ids, moved with the image, then turned into affinity targets."""
+    from functools import partial
+
+    from segexp.data.affinities import affinity_target, object_ids
+    from segexp.data.augment import CropSampler
+
+    t, target = cfg.trainer, target_of(cfg.get("target"))
+    if not target.affinities:
+        return CropSampler(train_set.images, train_set.masks, pipeline, t.crop_size, t.seed, weights)
+    ids = [object_ids(mask, train_set.foreground) for mask in train_set.masks]
+    return CropSampler(train_set.images, ids, pipeline, t.crop_size, t.seed,
+                       to_target=partial(affinity_target, offsets=target.offsets),
+                       target_channels=2 * len(target.offsets))
 
 
 def fit(cfg: DictConfig, model, stream, callbacks, initial_epoch: int = 0) -> dict[str, list[float]]:

@@ -14,7 +14,8 @@ import numpy as np
 
 from segexp.data.sets import BINARY, Classes
 from segexp.inference.tiling import predict_slices
-from segexp.evaluation.scoring import slice_scores
+from segexp.data.affinities import BOUNDARY, Target
+from segexp.evaluation.scoring import as_maps, slice_scores
 from segexp.evaluation.visualize import prediction_panel
 from segexp.rundir import RunDir
 from segexp.training.pruning import PRUNED_AT
@@ -43,17 +44,19 @@ class SliceValidation(keras.callbacks.Callback):
 
     def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], names: Sequence[str],
                  log_image: Callable[[np.ndarray, str, int], None], preview: int, topology: bool, foreground: int,
-                 classes: Classes = BINARY, prefix: str = "select_"):
+                 classes: Classes = BINARY, prefix: str = "select_", target: Target = BOUNDARY):
         super().__init__()
         self.images, self.masks, self.names, self.log_image = list(images), list(masks), list(names), log_image
         self.preview, self.topology, self.foreground, self.prefix = preview, topology, foreground, prefix
-        self.classes = classes
+        self.classes, self.target = classes, target
 
     def on_epoch_end(self, epoch, logs=None):
-        probs = predict_slices(self.model, self.images)
+        predictions = predict_slices(self.model, self.images)
         if logs is not None:
-            scores = slice_scores(self.model.loss, probs, self.masks, self.foreground, self.topology, self.classes)
+            scores = slice_scores(self.model.loss, predictions, self.masks, self.foreground, self.topology,
+                                  self.classes, self.target)
             logs.update({f"{self.prefix}{k}": v for k, v in scores.items()})
+        probs = as_maps(predictions[: self.preview], self.target)
         for image, mask, prob, name in list(zip(self.images, self.masks, probs, self.names))[: self.preview]:
             self.log_image(prediction_panel(image, mask, prob, self.classes), f"masks/{name}", epoch)
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segexp.config.instantiate import instantiate
 from segexp.config.schema import validate
+from segexp.data.affinities import target_of
 from segexp.data.classes import parse_classes
 from segexp.data.datasets import default_isbi_root
 from segexp.data.images import combined_digest
@@ -92,7 +93,8 @@ def build_callbacks(cfg: DictConfig, select_set, tracker, run: RunDir, extra: Se
     if select_set.images:
         callbacks.append(SliceValidation(select_set.images, select_set.masks, select_set.names, tracker.log_image,
                                          t.preview_slices, t.topology_metrics and select_set.classes.topology,
-                                         select_set.foreground, select_set.classes))
+                                         select_set.foreground, select_set.classes,
+                                         target=target_of(cfg.get("target"))))
     callbacks += [checkpoints, TrackEpochs(tracker)]
     if t.max_minutes:
         callbacks.append(TimeBudget(t.max_minutes))
@@ -126,11 +128,39 @@ def log_aug_preview(cfg: DictConfig, train_set, weights, pipeline, tracker) -> N
     tracker.log_image_file(pair_grid([sampler(i) for i in range(t.aug_preview)]), "augmentation_preview.png")
 
 
+def check_target(cfg: DictConfig) -> None:
+    """Raises ConfigError for target=affinities with offsets it cannot use, or with options that mean nothing for
+    affinities: border weight maps, clDice, class weights, more than two classes, TTA over offsets that flips and
+    quarter turns do not map onto each other."""
+    from segexp.data.affinities import check_offsets
+    from segexp.inference.tiling import tta_offset_problem
+
+    target = target_of(cfg.get("target"))
+    if not target.affinities:
+        return
+    problems = check_offsets(cfg.target.offsets)
+    check(not problems, "target.offsets", problems[0].removeprefix("target.offsets: ") if problems else "")
+    fn, why = cfg.loss.fn, "target=affinities"
+    check(cfg.loss.weight_map is None, "loss.weight_map",
+          f"border weight maps weigh a boundary map's pixels; {why} has no such map: use loss=bce_dice, bce or dice")
+    check(not fn.get("cldice"), "loss.fn.cldice", f"clDice thins a boundary map; {why} has none: set it to 0 "
+          "(loss=bce_dice)")
+    check(fn.get("class_weights") is None, "loss.fn.class_weights",
+          f"class weights weigh a map's classes; {why} weighs its pairs by BCE and Dice of the cuts: set it to null")
+    classes = parse_classes(cfg.data.get("classes"), cfg.data.get("ignore"))
+    check(classes.binary, "data.classes", f"{why} learns the objects of a boundary mask of two classes, but "
+          f"data.classes lists {classes.count}; use target=boundary")
+    problem = tta_offset_problem(target.offsets) if cfg.inference.tta else None
+    check(problem is None, "inference.tta", f"{problem}; set inference.tta=false, or offsets closed under flips "
+          "and quarter turns")
+
+
 def check_postprocess(cfg: DictConfig) -> None:
-    """Raises ConfigError for a postprocess stage that cannot run: bad parameters, or nothing to choose on."""
+    """Raises ConfigError for a postprocess stage that cannot run: bad parameters, a partitioning of affinities on
+    a boundary model, or nothing to choose on."""
     from segexp.postprocessing import stage
 
-    stage.check(cfg.postprocess)
+    stage.check(cfg.postprocess, target_of(cfg.get("target")))
     if stage.needs_selection(cfg.postprocess) and len(cfg.split.select) == 0:
         raise ConfigError(f"postprocess={cfg.postprocess.method} chooses its parameters on the selection slices, "
                           "but split.select is empty; name selection slices or set postprocess.tune=false")
@@ -212,6 +242,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     """
     validate(cfg)
     check_classes(cfg)
+    check_target(cfg)
     check_postprocess(cfg)
     parts, weights = prepare_data(cfg)
     train_set = parts["train"]
