@@ -55,7 +55,8 @@ def report_predictions(run_dir: Path, crop: int | None) -> tuple[list, list, lis
     checkpoint, run = resolve_checkpoint(str(run_dir))
     report = report_set(run)  # at the labels' resolution, as evaluate scores them
     inference = OmegaConf.to_container(compose("predict").inference)
-    channels, _, predictor = load_predictor(checkpoint, run, OmegaConf.create(inference))
+    loaded = load_predictor(checkpoint, run, OmegaConf.create(inference))
+    channels, predictor = loaded.channels, loaded.predict
     window = (slice(0, crop), slice(0, crop)) if crop else (slice(None), slice(None))
     probs = [predictor(to_channels(image, channels))[window] for image in report.images]
     return probs, [mask[window] for mask in report.masks], report.names

@@ -57,16 +57,14 @@ def train_recipe(recipe: str, budget: float, workdir: Path, store: str, extra: l
 
 
 def evaluate_checkpoint(workdir: Path, store: str, tta: bool, extra: list[str]) -> dict:
-    """Scores the run's chosen checkpoint on its report slices as `segexp evaluate ckpt=<workdir>` does, in this
-    process (a fresh one per evaluation costs a TensorFlow import and nothing else); returns metrics.json."""
-    from segexp.config.compose import compose
-    from segexp.commands.evaluate import evaluate
-    from segexp.native_logs import import_tensorflow
+    """Scores the run's chosen checkpoint on its report slices by the command line `segexp evaluate ckpt=<workdir>`,
+    run in this process (a fresh one per evaluation costs a TensorFlow import and nothing else); returns
+    metrics.json."""
+    from segexp.__main__ import main as segexp_main
 
-    import_tensorflow()  # as the CLI imports it: TensorFlow's native notices stay off the terminal
     out = workdir / ("eval_tta" if tta else "eval")
-    evaluate(compose("evaluate", [f"ckpt={workdir}", f"inference.tta={str(tta).lower()}", f"tracking.uri={store}",
-                                  f"tracking.experiment_name={EXPERIMENT}", *extra]), out)
+    segexp_main(["evaluate", f"ckpt={workdir}", f"inference.tta={str(tta).lower()}", f"tracking.uri={store}",
+                 f"tracking.experiment_name={EXPERIMENT}", f"hydra.run.dir={out}", *extra])
     return json.loads((out / "metrics.json").read_text())
 
 

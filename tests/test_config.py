@@ -84,7 +84,8 @@ def train_one_step(cfg) -> float:
     train_set = parts["train"]
     model = build_model(cfg, train_set.channels, train_set.foreground, built.schedule.learning_rate, False,
                         train_set.classes, class_weights(cfg.loss.fn.class_weights, train_set))
-    assert model.output_shape[-1] == train_set.classes.outputs
+    affinities = cfg.target.kind == "affinities"
+    assert model.output_shape[-1] == (len(cfg.target.offsets) if affinities else train_set.classes.outputs)
     stream = training_stream(cfg, train_set, weights, built.pipeline)
     return fit(cfg, model, stream, built.callbacks)["loss"][0]  # TINY: one epoch, its steps, no output
 
@@ -148,13 +149,21 @@ BAD_CHOICES = [
                                   "plateau, warmup_cosine"),
     ("data=coco", "data=coco: no such option; choose one of folder, isbi2012, shapes, synthetic"),
     ("split=kfold", "split=kfold: no such option; choose one of holdout"),
+    ("target=edges", "target=edges: no such option; choose one of affinities, boundary"),
+    ("target.kind=edges", "target.kind: Invalid value 'edges', choose one of boundary, affinities"),
+    ("trainer.monitor=select_dcie", "trainer.monitor: select_dcie is no metric of an epoch; choose one of accuracy, "
+     "dice, dice_cell, dice_membrane, iou, iou_cell, iou_membrane, loss, select_accuracy, select_dice, "
+     "select_dice_cell, select_dice_membrane, select_iou, select_iou_cell, select_iou_membrane, select_loss, "
+     "select_v_info, select_v_rand"),
     ("trainer=fast", "trainer=fast: no such option; choose one of default"),
     ("tracking=wandb", "tracking=wandb: no such option; choose one of mlflow, none"),
     ("callbacks=tensorboard", "callbacks=tensorboard: no such option; choose one of default, early_stop"),
-    ("experiment=best", "experiment=best: no such option; choose one of isbi_best, isbi_quick, seed_replica"),
+    ("experiment=best", "experiment=best: no such option; choose one of isbi_affinities, isbi_best, isbi_quick, "
+                        "seed_replica"),
     ("debug=tiny", "debug=tiny: no such option; choose one of smoke"),
     ("inference=fast", "inference=fast: no such option; choose one of default"),
-    ("postprocess=graphcut", "postprocess=graphcut: no such option; choose one of agglomerate, none, watershed"),
+    ("postprocess=graphcut", "postprocess=graphcut: no such option; choose one of agglomerate, gasp, multicut, "
+                             "mutex_watershed, none, watershed"),
     ("model.upsampling=pixelshuffle", "model.upsampling: Invalid value 'pixelshuffle', choose one of transpose, "
                                       "bilinear, upsample_conv"),
     ("trainer.precision=fp8", "trainer.precision: Invalid value 'fp8', choose one of float32, mixed_bfloat16, "
@@ -214,6 +223,13 @@ def test_the_right_spelling_of_each_node_mistake_composes(make_cfg):
                    "callbacks.early_stop.patience=3")
     assert cfg.callbacks.early_stop.patience == 3 and cfg.optimizer.fn._target_ == "keras.optimizers.AdamW"
     assert cfg.optimizer.schedule._target_.endswith(".cosine")
+
+
+def test_a_monitor_whose_default_is_an_interpolation_is_overridden_through_the_preflight(tmp_path):
+    # trainer/default.yaml sets monitor to ${segexp_monitor:...}, which only the composed config resolves: the
+    # preflight used to resolve it from the file alone and ended in a traceback
+    out = cli("train", "--cfg", "job", "trainer.monitor=select_dice", cwd=tmp_path)
+    assert out.returncode == 0 and "monitor: select_dice" in out.stdout, out.stderr
 
 
 def test_a_sweep_value_is_checked_too(tmp_path):

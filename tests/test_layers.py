@@ -99,6 +99,20 @@ def test_no_module_imports_a_command_but_the_dispatcher():
     assert commands - {"segexp.cli"} <= GRAPH["segexp.__main__"]  # and the dispatcher reaches every one
 
 
+def test_command_bodies_are_used_by_their_command_only():
+    """segexp.commands holds the bodies of predict, evaluate and export: only the cli module of the same command
+    runs one (what two commands share lives in the layers below), and no study or benchmark imports one - they
+    run the command, or the library it calls."""
+    bodies = {m for m in MODULES if m.startswith("segexp.commands.")}
+    assert {"segexp.commands.predict", "segexp.commands.evaluate", "segexp.commands.export"} <= bodies
+    users = sorted(f"{module} -> {target}" for module, targets in GRAPH.items() for target in targets & bodies
+                   if not module.startswith("segexp.cli.") and not module.startswith("segexp.commands."))
+    repo = SRC.parent
+    users += sorted(f"{path.relative_to(repo)} -> {name}" for path in [*repo.glob("bench/*.py"), *repo.glob("studies/*.py")]
+                    for name in imported_names(path, "x") if name.startswith("segexp.commands"))
+    assert users == []
+
+
 def test_bench_studies_and_tests_import_segexps_modules_not_names_that_moved():
     repo = SRC.parent
     unknown = []

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import SHALLOW, TINY, MlflowServer
+from conftest import SHALLOW, TINY, MlflowServer, copy_store
 
 # the caller's MLFLOW_TRACKING_URI must not reach the runs: on a developer's machine it names their real store
 ENV = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -142,3 +142,69 @@ def test_what_the_store_may_get_over_is_retried_and_what_it_will_not_is_skipped(
     assert not transient(MlflowException("changed param", error_code=INVALID_PARAMETER_VALUE))
     assert not transient(FileNotFoundError("tracking_spool/files/000003/image.npy"))
     assert not transient(ValueError("unknown journal record kind"))
+
+
+def dead_process_identity() -> str:
+    """Returns the process identity of a process of this host that has ended."""
+    from segexp.tracking.processes import process_identity
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
+    identity = process_identity(child.pid)
+    child.wait()
+    return identity
+
+
+def spooled_run(tmp_path, empty_store, metrics: int, monkeypatch) -> tuple[str, str, Path]:
+    """Returns (store URI, run id, spool directory) of a RUNNING run whose process died, and whose journal (written
+    while its store was unreachable) holds `metrics` metric records and then its end, FINISHED."""
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the sender finds the store away at once
+
+    from segexp.tracking.spool import Spool
+    from segexp.tracking.tags import PROCESS_TAG
+
+    uri = copy_store(empty_store, tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("torn"), tags={PROCESS_TAG: dead_process_identity()})
+    spool = Spool("http://127.0.0.1:1", run.info.run_id, tmp_path / "spool", say=lambda _: None)  # nothing answers
+    for step in range(metrics):
+        spool.put("metrics", metrics={"loss": 1.0 / (step + 1)}, step=step)
+    spool.put("status", status="FINISHED")
+    spool.close(0)
+    return uri, run.info.run_id, tmp_path / "spool"
+
+
+@pytest.mark.parametrize("cut", [1, 9, -1])  # bytes of the last record left: its first, 9, all but its newline
+def test_a_journal_torn_in_its_last_record_uploads_every_intact_one(tmp_path, empty_store, cut, monkeypatch):
+    from mlflow import MlflowClient
+
+    from segexp.tracking.spool import JOURNAL, Spool, upload
+
+    uri, run_id, spool = spooled_run(tmp_path, empty_store, 21, monkeypatch)
+    journal = spool / JOURNAL
+    data = journal.read_bytes()
+    last = data.rstrip(b"\n").rfind(b"\n") + 1  # where the status record starts
+    journal.write_bytes(data[: last + cut] if cut > 0 else data[:cut])
+    said = []
+    assert upload(spool, load_model=None, uri=uri, say=said.append) == 21
+    assert any("its last record was cut short" in line and "taken as never written" in line for line in said)
+    run = MlflowClient(uri).get_run(run_id)
+    assert len(MlflowClient(uri).get_metric_history(run_id, "loss")) == 21
+    # a record is written once its newline is (as in a write-ahead log): the end, torn away, is not there, and the
+    # run's process is gone, so the orphan rule ends it rather than leave it RUNNING
+    assert run.info.status == "KILLED"
+    Spool("http://127.0.0.1:1", run_id, spool, say=said.append).close(0)  # the run resumed: it appends after them
+    assert journal.read_bytes() == data[:last]
+
+
+def test_a_record_torn_inside_the_journal_is_one_line_naming_the_file_and_line(tmp_path, empty_store, monkeypatch):
+    from segexp.errors import DataError
+    from segexp.tracking.spool import JOURNAL, upload
+
+    uri, _, spool = spooled_run(tmp_path, empty_store, 3, monkeypatch)
+    lines = (spool / JOURNAL).read_text().splitlines(keepends=True)
+    lines[2] = lines[2][:10] + "\n"
+    (spool / JOURNAL).write_text("".join(lines))
+    with pytest.raises(DataError, match=rf"{spool / JOURNAL}:3: this record is not JSON, and records follow it"):
+        upload(spool, load_model=None, uri=uri, say=lambda _: None)

@@ -164,7 +164,9 @@ def option_values(group: str, rest: str, extra_dirs: Sequence[Path] = ()) -> lis
     from segexp.config.files import config_dirs
 
     files = [(path.stem, path) for root in config_dirs(extra_dirs) for path in sorted((root / group).glob("*.yaml"))]
-    found = [(option, OmegaConf.select(OmegaConf.load(path), rest, default=_ABSENT)) for option, path in files]
+    # unresolved: a default like trainer.monitor is an interpolation that only the composed config can resolve
+    found = [(option, OmegaConf.select(OmegaConf.load(path), rest, default=_ABSENT, throw_on_resolution_failure=False))
+             for option, path in files]
     return [(option, value) for option, value in found if value is not _ABSENT]
 
 

@@ -389,6 +389,16 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+def epoch_metrics(classes: Any) -> set[str]:
+    """Returns the names an epoch's logs hold for data.classes (None: ISBI's two classes): the training crops'
+    loss, accuracy, dice, iou and per class dice_<class> / iou_<class>, and all of them with select_, plus
+    select_v_rand and select_v_info, on the selection slices."""
+    names = ["background", "foreground"] if classes is None else \
+        [str(c) if isinstance(c, str) else str(c.get("name")) for c in classes]
+    plain = {"loss", "accuracy", "dice", "iou", *(f"{s}_{n}" for n in names for s in ("dice", "iou"))}
+    return plain | {f"select_{m}" for m in plain | {"v_rand", "v_info"}}
+
+
 def validate(cfg: Any) -> None:
     """Raise ConfigError for the first out-of-range value; returns None when all are fine."""
     m, t, o = cfg.model, cfg.trainer, cfg.optimizer
@@ -422,6 +432,9 @@ def validate(cfg: Any) -> None:
     for key, metric in (("trainer.monitor", str(t.monitor)), ("objective", str(cfg.objective))):
         _check(t.topology_metrics or metric not in ("select_v_rand", "select_v_info"), key,
                f"{metric} needs trainer.topology_metrics=true (or choose by select_dice / select_loss)")
+    known = epoch_metrics(cfg.data.get("classes"))
+    _check(str(t.monitor) in known, "trainer.monitor",
+           f"{t.monitor} is no metric of an epoch; choose one of {', '.join(sorted(known))}")
     _check(len(cfg.split.select) >= 1 or not str(cfg.objective).startswith("select_"), "objective",
            f"{cfg.objective} is a selection score, but split.select is empty; name selection slices")
     folds, fold = cfg.data.folds, cfg.data.fold

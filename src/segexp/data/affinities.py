@@ -19,7 +19,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from segexp.data.sets import IGNORE
 
 UNLABELLED = -1  # object id of an unlabelled pixel
 Offset = tuple[int, int]
@@ -57,16 +56,16 @@ def target_of(node: Any) -> Target:
     return Target(kind, tuple((int(dy), int(dx)) for dy, dx in node.get("offsets")))
 
 
-def object_ids(mask: np.ndarray, foreground: int) -> np.ndarray:
+def object_ids(mask: np.ndarray, foreground: int, ignore: int) -> np.ndarray:
     """Returns int32 object ids of a binary boundary mask: the 4-connected regions of non-`foreground` (cell)
     pixels numbered 1..n, 0 on the membranes (`foreground`, the boundary class), UNLABELLED where the mask is
-    IGNORE."""
+    `ignore` (data.sets.IGNORE)."""
     from scipy import ndimage
 
-    cells = (mask != foreground) & (mask != IGNORE)
+    cells = (mask != foreground) & (mask != ignore)
     ids, _ = ndimage.label(cells)
     ids = ids.astype(np.int32)
-    ids[mask == IGNORE] = UNLABELLED
+    ids[mask == ignore] = UNLABELLED
     return ids
 
 

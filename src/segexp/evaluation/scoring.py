@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from segexp.data.affinities import BOUNDARY, Target, affinity_target, cell_map, object_ids
-from segexp.data.sets import BINARY, Classes, SegmentationSet
+from segexp.data.sets import BINARY, IGNORE, Classes, SegmentationSet
 from segexp.evaluation.metrics import (
     class_scores, confusion_matrix, evaluate_slices, isbi_scores)
 
@@ -28,7 +28,7 @@ def slice_scores(loss: Callable, probs: Sequence[np.ndarray], masks: Sequence[np
     if not all(np.isfinite(p).all() for p in probs):  # a diverged model predicts NaN: no score, no checkpoint
         return dict.fromkeys(names, math.nan)
     if target.affinities:
-        targets = [affinity_target(object_ids(m, foreground), target.offsets)[None] for m in masks]
+        targets = [affinity_target(object_ids(m, foreground, IGNORE), target.offsets)[None] for m in masks]
     else:
         targets = [np.asarray(m, np.float32)[None, ..., None] for m in masks]
     batched = [p[None, ..., None] if p.ndim == 2 else p[None] for p in probs]

@@ -56,9 +56,11 @@ def merged_superpixels(prob: np.ndarray, solve, threshold: float, sigma_seeds: f
     membrane = 1.0 - np.asarray(prob, np.float32)
     superpixels, rag, means, lengths = superpixel_graph(membrane, threshold, sigma_seeds, min_size)
     if rag.number_of_edges == 0:
-        return with_boundaries(superpixels.astype(np.int64))
+        return with_boundaries(np.where(membrane < 0.5, superpixels.astype(np.int64), 0))
     nodes = solve(rag, means, lengths)
-    return with_boundaries(project_node_labels_to_pixels(rag, superpixels, nodes, n_threads=1).astype(np.int64))
+    segments = project_node_labels_to_pixels(rag, superpixels, nodes, n_threads=1).astype(np.int64)
+    # the membranes stay boundary, as in the Mutex Watershed's output: a superpixel reaches into them only to tile
+    return with_boundaries(np.where(membrane < 0.5, segments, 0))
 
 
 def multicut(prob: np.ndarray, beta: float, threshold: float, sigma_seeds: float, min_size: int) -> np.ndarray:

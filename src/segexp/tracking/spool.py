@@ -69,7 +69,12 @@ class Spool:
         self.uri, self.run_id, self.directory, self.say = uri, run_id, Path(directory), say
         self.directory.mkdir(parents=True, exist_ok=True)
         self.journal, self.sent_file = self.directory / JOURNAL, self.directory / SENT
-        self.seq = len(self.journal.read_text().splitlines()) if self.journal.exists() else 0  # a resumed run appends
+        self.seq = 0
+        if self.journal.exists():  # a resumed run appends, after cutting a record its killed process left torn
+            records, length = read_journal(self.journal, say)
+            with self.journal.open("r+b") as journal:
+                journal.truncate(length)
+            self.seq = max((r["seq"] for r in records), default=-1) + 1
         if not self.seq:
             self._append({"seq": 0, "kind": "header", "uri": uri, "run_id": run_id, "time": now_ms()})
         self.objects: dict[int, Any] = {}  # in-memory model objects, so the live sender need not reload them
@@ -245,12 +250,40 @@ def log_model(client, run_id: str, record: Mapping[str, Any], model: Any) -> Non
         absl.setLevel(level)
 
 
-def unsent(directory: Path) -> tuple[dict, list[dict]]:
-    """Returns (the journal's header, its records the store has not taken) of a spool directory."""
+def read_journal(journal: Path, say: Callable[[str], None] = print) -> tuple[list[dict], int]:
+    """Returns (the journal's intact records, the byte length they take). A last record cut short (the process
+    died while appending it: power loss, a full disk) counts as never written, said in one line; a record that is
+    not JSON anywhere else is a DataError naming the file and line, since what follows it cannot be trusted."""
+    from segexp.errors import DataError
+
+    data = journal.read_bytes()
+    lines = data.split(b"\n")
+    complete = lines[:-1]  # every line that ended with a newline; lines[-1] is what follows the last one
+    records, length = [], 0
+    for number, line in enumerate(complete, start=1):
+        try:
+            if line.strip():
+                records.append(json.loads(line))
+        except ValueError:
+            if number == len(complete) and not lines[-1]:
+                break  # the newline made it but the text did not all: torn as well
+            raise DataError(f"{journal}:{number}: this record is not JSON, and records follow it; the journal is "
+                            "damaged - restore it from a copy, or cut it before this line to upload what precedes "
+                            "it") from None
+        length += len(line) + 1
+    torn = data[length:]
+    if torn.strip():
+        say(f"[segexp] {journal}: its last record was cut short ({len(torn)} bytes, written as the process died); "
+            "taken as never written")
+    return records, length
+
+
+def unsent(directory: Path, say: Callable[[str], None] = print) -> tuple[dict, list[dict]]:
+    """Returns (the journal's header, its intact records the store has not taken) of a spool directory."""
     journal = Path(directory) / JOURNAL
     if not journal.is_file():
         raise FileNotFoundError(journal)
-    records = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+    records, _ = read_journal(journal, say)
     sent_file = Path(directory) / SENT
     sent = {int(s) for s in sent_file.read_text().split()} if sent_file.exists() else set()
     return records[0], [r for r in records[1:] if r["seq"] not in sent]
@@ -262,10 +295,14 @@ def upload(directory: Path, load_model: Callable[[Path], Any], uri: str | None =
     store the run was made in); returns how many records were sent. `load_model` loads the checkpoint a
     `model` record names (segexp.models.loading.load_model: the tracking layer knows no model code). A record the store refuses outright is
     skipped with a warning; any other failure stops it, and a second upload continues where this one stopped. A run that segexp had ended as KILLED because its
-    process was gone, and whose journal says it finished, becomes FINISHED again."""
+    process was gone, and whose journal says it finished, becomes FINISHED again. A journal whose end was torn
+    away (no final status record) leaves its run to the orphan rule: RUNNING while its process lives, else
+    ended as KILLED."""
     from mlflow import MlflowClient
 
-    header, records = unsent(directory)
+    from segexp.tracking.store import end_orphaned_runs
+
+    header, records = unsent(directory, say)
     uri, run_id = uri or header["uri"], header["run_id"]
     client = MlflowClient(uri)
     with (Path(directory) / SENT).open("a") as sent:
@@ -283,5 +320,8 @@ def upload(directory: Path, load_model: Callable[[Path], Any], uri: str | None =
             sent.write(f"{record['seq']}\n")
             sent.flush()
     say(f"[segexp] uploaded {len(records)} record(s) of run {run_id} to {uri}")
+    if client.get_run(run_id).info.status == "RUNNING":
+        for run in end_orphaned_runs(uri)[0]:
+            say(f"[segexp] run {run.info.run_id}'s journal holds no end and its process is gone: ended as KILLED")
     return len(records)
 

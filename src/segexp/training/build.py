@@ -15,7 +15,7 @@ from segexp.config.instantiate import instantiate
 from segexp.data import datasets, splits
 from segexp.data.affinities import target_of
 from segexp.data.classes import balanced_weights
-from segexp.data.sets import BINARY, Classes, SegmentationSet
+from segexp.data.sets import BINARY, IGNORE, Classes, SegmentationSet
 from segexp.errors import ConfigError
 
 
@@ -176,7 +176,7 @@ def crop_sampler(cfg: DictConfig, train_set, weights, pipeline):
     t, target = cfg.trainer, target_of(cfg.get("target"))
     if not target.affinities:
         return CropSampler(train_set.images, train_set.masks, pipeline, t.crop_size, t.seed, weights)
-    ids = [object_ids(mask, train_set.foreground) for mask in train_set.masks]
+    ids = [object_ids(mask, train_set.foreground, IGNORE) for mask in train_set.masks]
     return CropSampler(train_set.images, ids, pipeline, t.crop_size, t.seed,
                        to_target=partial(affinity_target, offsets=target.offsets),
                        target_channels=2 * len(target.offsets))

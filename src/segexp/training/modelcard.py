@@ -53,6 +53,7 @@ def model_card(cfg: DictConfig, run_name: str, run_id: str | None, parts: Mappin
         f"at lr {cfg.optimizer.lr} "
         f"({cfg.optimizer.schedule._target_.rsplit('.', 1)[-1]} schedule)"
         + (f", moving average of the weights (momentum {cfg.optimizer.ema}) scored and saved" if cfg.optimizer.ema else ""),
+        f"- the network predicts: {output_line(cfg)}",
         f"- segmentation stage after the network: {postprocess or 'none (the probability map)'}",
         f"- augmentation: {', '.join(n._target_.rsplit('.', 1)[-1] for n in cfg.aug.transforms) or 'none'}",
         f"- crops {t.crop_size} px, batch {t.batch_size}, {t.steps_per_epoch} steps per epoch, seed {t.seed}, "
@@ -91,3 +92,13 @@ def model_card(cfg: DictConfig, run_name: str, run_id: str | None, parts: Mappin
               + ("the probability that a pixel is white (cell in ISBI)." if classes.binary else
                  f"the probability of each of the {classes.count} classes, in the order above (softmax).")]
     return "\n".join(lines) + "\n"
+
+
+def output_line(cfg: DictConfig) -> str:
+    """Returns what the model's outputs mean, for the card: a boundary map, or affinities at their offsets."""
+    target = cfg.get("target")
+    if target is None or target.kind != "affinities":
+        return "one probability map (the boundary map, or one map per class)"
+    offsets = ", ".join(f"[{dy}, {dx}]" for dy, dx in target.offsets)
+    return (f"affinities, one sigmoid per offset ({offsets}): the probability that a pixel and its neighbour there "
+            "are the same object; the scores read the cell map its direct neighbours imply")

@@ -1,0 +1,186 @@
+"""Issue 33's cross-validation: which recipe and segmentation stage partition ISBI best, decided on selection blocks
+pooled over folds and reported on report blocks no choice saw - in pieces that add up across sessions.
+
+    python -m studies.partitioning --sweeps DIR [DIR ...]   # score every fold run of these `segexp train -m
+                                                            # ... data.folds=6 data.fold=...` sweeps, add them to
+                                                            # bench/results/partitioning_folds.json, render
+    python -m studies.partitioning                          # render the folds already recorded
+
+Per fold run: its chosen checkpoint predicts its own selection and report blocks (`inference=default` with TTA, as
+`segexp evaluate inference.tta=true` does); the map is scored as the challenge scores a map (V_rand and V_info at
+each of the challenge's 11 thresholds, a grid like a stage's); every stage that fits the model is applied at every
+point of its config grid (conf/postprocess/*.yaml), and each slice's V_rand and V_info are kept. The per-slice scores are the record:
+a session that trains more folds adds its records, and the pooled choice is made again over all of them.
+
+Rendering: per recipe and stage, the grid point with the best mean V_rand over every recorded fold's selection
+slices is chosen (pooled), then each fold's report block is scored at that point; the recipe's figure is the mean
+over folds with a 95% t-interval. The winner is the recipe and stage with the best pooled *selection* V_rand
+(a rule fixed before the report blocks are read); report scores decide nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from bench import common
+
+NAME = "partitioning"
+FOLDS_FILE = common.RESULTS_DIR / "partitioning_folds.json"
+STAGES = {"boundary": ("watershed", "multicut", "gasp"), "affinities": ("watershed", "multicut", "gasp",
+                                                                        "mutex_watershed")}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m studies.partitioning", description=__doc__.splitlines()[0])
+    parser.add_argument("--sweeps", nargs="*", type=Path, default=[], help="fold sweeps to score and record")
+    parser.add_argument("--folds-file", type=Path, default=FOLDS_FILE, help="the per-fold records (kept in git)")
+    parser.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="where partitioning.md/.json go")
+    parser.add_argument("--note", action="append", default=[], help="a fact about the training to print with it")
+    return parser.parse_args(list(argv) if argv is not None else None)
+
+
+def fold_runs(sweep: Path) -> list[Path]:
+    """Returns the job directories of a sweep that hold a chosen checkpoint."""
+    return sorted((p for p in sweep.iterdir() if (p / "model.keras").is_file()), key=lambda p: p.name)
+
+
+def per_slice(method: str, params: dict, target, predictions, truths) -> dict[str, list[float]]:
+    from segexp.evaluation.metrics import segmentation_scores
+    from segexp.postprocessing.stage import segment
+
+    scores = [segmentation_scores([segment(p, method, params, target)], [t]) for p, t in zip(predictions, truths)]
+    return {k: [s[k] for s in scores] for k in ("v_rand", "v_info")}
+
+
+def score_fold(run_dir: Path) -> dict[str, Any]:
+    """Returns the record of one fold run: its facts, and per-slice scores of the map and of every stage's grid
+    point on its selection and report blocks."""
+    from omegaconf import OmegaConf
+
+    from segexp.config.compose import compose
+    from segexp.data.images import to_channels
+    from segexp.evaluation.metrics import DEFAULT_THRESHOLDS, isbi_scores
+    from segexp.evaluation.scoring import as_maps
+    from segexp.evaluation.slices import role_set
+    from segexp.inference.predictor import load_predictor
+    from segexp.postprocessing.search import grid_points
+    from segexp.rundir import RunDir
+
+    run = RunDir(run_dir)
+    saved = run.saved_config()
+    inference = compose("evaluate", ["inference.tta=true"]).inference
+    loaded = load_predictor(run.checkpoint, run, inference)
+    record: dict[str, Any] = {
+        "recipe": str(saved.get("run_name") or run_dir.parent.name), "fold": int(saved.data.fold),
+        "folds": int(saved.data.folds), "target": loaded.target.kind, "run": run_dir.name,
+        "state": json.loads(run.state_file.read_text()) if run.state_file.exists() else None,
+        "blocks": {}, "stages": {}}
+    blocks = {}
+    for role in ("select", "report"):
+        block = role_set(run, role)
+        common.log(f"{record['recipe']} fold {record['fold']}: predicting {role} slices {','.join(block.names)}")
+        predictions = [loaded.predict(to_channels(image, loaded.channels)) for image in block.images]
+        blocks[role] = (predictions, list(block.masks))
+        record["blocks"][role] = list(block.names)
+        maps = as_maps(predictions, loaded.target)
+        for i, threshold in enumerate(DEFAULT_THRESHOLDS):
+            scores = [isbi_scores([m], [t], thresholds=(threshold,)) for m, t in zip(maps, block.masks)]
+            point = record["stages"].setdefault("none (map)", [{"params": {"threshold": float(x)}}
+                                                               for x in DEFAULT_THRESHOLDS])[i]
+            point[role] = {k: [s[k] for s in scores] for k in ("v_rand", "v_info")}
+    for method in STAGES[loaded.target.kind]:
+        grid = OmegaConf.to_container(compose("train", [f"postprocess={method}"]).postprocess.grid, resolve=True)
+        points = []
+        for params in grid_points(grid):
+            points.append({"params": params, **{role: per_slice(method, params, loaded.target, *blocks[role])
+                                                 for role in blocks}})
+        record["stages"][method] = points
+        common.log(f"{record['recipe']} fold {record['fold']}: {method}, {len(points)} grid points")
+    return record
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def interval(values: Sequence[float]) -> float:
+    """Returns the half-width of the 95% t-interval of the mean (nan for one value)."""
+    from scipy import stats
+
+    if len(values) < 2:
+        return math.nan
+    sd = math.sqrt(sum((v - mean(values)) ** 2 for v in values) / (len(values) - 1))
+    return float(stats.t.ppf(0.975, len(values) - 1) * sd / math.sqrt(len(values)))
+
+
+def pooled_choices(records: list[dict]) -> list[dict[str, Any]]:
+    """Returns per recipe and stage (the map and its threshold included): the grid point chosen on every fold's selection slices
+    pooled, its pooled selection V_rand, and each fold's report-block scores there."""
+    rows = []
+    for recipe in sorted({r["recipe"] for r in records}):
+        folds = sorted((r for r in records if r["recipe"] == recipe), key=lambda r: r["fold"])
+        methods = [m for m in folds[0]["stages"] if all(m in r["stages"] for r in folds)]
+        for method in methods:
+            count = len(folds[0]["stages"][method])
+            pooled = [mean([v for r in folds for v in r["stages"][method][i]["select"]["v_rand"]]) for i in range(count)]
+            best = max(range(count), key=lambda i: pooled[i])  # ties: the first in grid order
+            rows.append({"recipe": recipe, "stage": method, "params": folds[0]["stages"][method][best]["params"],
+                         "folds": [r["fold"] for r in folds], "select_v_rand": pooled[best],
+                         "report": {k: [mean(r["stages"][method][best]["report"][k]) for r in folds]
+                                    for k in ("v_rand", "v_info")}})
+    return rows
+
+
+def render(records: list[dict], notes: Sequence[str]) -> str:
+    """Returns the markdown of the pooled choices, the winner by selection, and each fold's report scores."""
+    rows = pooled_choices(records)
+    lines = ["| recipe | stage | chosen (pooled over the folds' selection blocks) | folds | selection V_rand (pooled) "
+             "| report V_rand, mean ± 95% CI | report V_info, mean ± 95% CI |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        params = ", ".join(f"{k}={v}" for k, v in row["params"].items())
+        cells = [f"{mean(row['report'][k]):.4f} ± {interval(row['report'][k]):.4f}" for k in ("v_rand", "v_info")]
+        lines.append(f"| {row['recipe']} | {row['stage']} | {params} | {','.join(map(str, row['folds']))} | "
+                     f"{row['select_v_rand']:.4f} | {cells[0]} | {cells[1]} |")
+    winner = max(rows, key=lambda r: r["select_v_rand"])
+    lines += ["", f"Winner by the rule fixed in advance (best pooled selection V_rand): **{winner['recipe']} with "
+              f"{winner['stage']}** ({winner['select_v_rand']:.4f} on the selection blocks of folds "
+              f"{','.join(map(str, winner['folds']))}).", "",
+              "Each fold's report block at the pooled choice (V_rand):", "",
+              "| recipe | stage | " + " | ".join(f"fold {f}" for f in winner["folds"]) + " |",
+              "|---|---|" + "---|" * len(winner["folds"])]
+    for row in rows:
+        if row["folds"] == winner["folds"]:
+            lines.append(f"| {row['recipe']} | {row['stage']} | "
+                         + " | ".join(f"{v:.4f}" for v in row["report"]["v_rand"]) + " |")
+    lines += [""] + [f"- {note}" for note in notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    stored = json.loads(args.folds_file.read_text()) if args.folds_file.exists() else {"folds": []}
+    result = common.new_result(NAME, "Partitioning: recipes and stages over cross-validation folds", __doc__,
+                               argparse.Namespace(quick=False), argv, {"sweeps": [str(s) for s in args.sweeps]},
+                               "studies")
+    for sweep in args.sweeps:
+        for run_dir in fold_runs(sweep):
+            record = score_fold(run_dir)
+            record.update(scored_at=result["code"], machine=result["machine"]["cpu_model"],
+                          scored_utc=result["started_utc"], notes=list(args.note))
+            stored["folds"] = [r for r in stored["folds"]
+                               if (r["recipe"], r["fold"]) != (record["recipe"], record["fold"])] + [record]
+    args.folds_file.parent.mkdir(parents=True, exist_ok=True)
+    args.folds_file.write_text(json.dumps(stored, indent=1) + "\n")
+    notes = sorted({n for r in stored["folds"] for n in r.get("notes", [])})
+    markdown = render(stored["folds"], notes) if stored["folds"] else "No fold recorded yet.\n"
+    (args.out / f"{NAME}.md").write_text(f"# {result['title']}\n\n`{result['command']}`\n\n{markdown}")
+    print(markdown)
+    return {"rows": pooled_choices(stored["folds"]) if stored["folds"] else []}
+
+
+if __name__ == "__main__":
+    main()
