@@ -1,8 +1,8 @@
 """Issue 33's cross-validation: which recipe and segmentation stage partition ISBI best, decided on selection blocks
 pooled over folds and reported on report blocks no choice saw - in pieces that add up across sessions.
 
-    python -m studies.partitioning --sweeps DIR [DIR ...]   # score every fold run of these `segexp train -m
-                                                            # ... data.folds=6 data.fold=...` sweeps, add them to
+    python -m studies.partitioning --runs DIR [DIR ...]     # score these finished fold runs (jobs of `segexp train
+                                                            # -m ... data.folds=6 data.fold=...`), add them to
                                                             # bench/results/partitioning_folds.json, render
     python -m studies.partitioning                          # render the folds already recorded
 
@@ -36,16 +36,11 @@ STAGES = {"boundary": ("watershed", "multicut", "gasp"), "affinities": ("watersh
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m studies.partitioning", description=__doc__.splitlines()[0])
-    parser.add_argument("--sweeps", nargs="*", type=Path, default=[], help="fold sweeps to score and record")
+    parser.add_argument("--runs", nargs="*", type=Path, default=[], help="finished fold runs to score and record")
     parser.add_argument("--folds-file", type=Path, default=FOLDS_FILE, help="the per-fold records (kept in git)")
     parser.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="where partitioning.md/.json go")
     parser.add_argument("--note", action="append", default=[], help="a fact about the training to print with it")
     return parser.parse_args(list(argv) if argv is not None else None)
-
-
-def fold_runs(sweep: Path) -> list[Path]:
-    """Returns the job directories of a sweep that hold a chosen checkpoint."""
-    return sorted((p for p in sweep.iterdir() if (p / "model.keras").is_file()), key=lambda p: p.name)
 
 
 def per_slice(method: str, params: dict, target, predictions, truths) -> dict[str, list[float]]:
@@ -164,15 +159,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     stored = json.loads(args.folds_file.read_text()) if args.folds_file.exists() else {"folds": []}
     result = common.new_result(NAME, "Partitioning: recipes and stages over cross-validation folds", __doc__,
-                               argparse.Namespace(quick=False), argv, {"sweeps": [str(s) for s in args.sweeps]},
+                               argparse.Namespace(quick=False), argv, {"runs": [str(r) for r in args.runs]},
                                "studies")
-    for sweep in args.sweeps:
-        for run_dir in fold_runs(sweep):
-            record = score_fold(run_dir)
-            record.update(scored_at=result["code"], machine=result["machine"]["cpu_model"],
-                          scored_utc=result["started_utc"], notes=list(args.note))
-            stored["folds"] = [r for r in stored["folds"]
-                               if (r["recipe"], r["fold"]) != (record["recipe"], record["fold"])] + [record]
+    for run_dir in args.runs:
+        record = score_fold(run_dir)
+        record.update(scored_at=result["code"], machine=result["machine"]["cpu_model"],
+                      scored_utc=result["started_utc"], notes=list(args.note))
+        stored["folds"] = [r for r in stored["folds"]
+                           if (r["recipe"], r["fold"]) != (record["recipe"], record["fold"])] + [record]
+        args.folds_file.write_text(json.dumps(stored, indent=1) + "\n")  # each fold kept as soon as it is scored
     args.folds_file.parent.mkdir(parents=True, exist_ok=True)
     args.folds_file.write_text(json.dumps(stored, indent=1) + "\n")
     notes = sorted({n for r in stored["folds"] for n in r.get("notes", [])})

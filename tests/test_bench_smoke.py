@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from bench import (compute, epoch_profile, inference, outage, precision, render, run_all, scaling, seed_replica,
-                   startup, suite, throughput)
+                   stages, startup, suite, throughput)
 
 REPO = Path(__file__).resolve().parents[1]
 
 IN_PROCESS = {"throughput": throughput, "compute": compute, "inference": inference, "scaling": scaling,
-              "epoch_profile": epoch_profile}
+              "epoch_profile": epoch_profile, "stages": stages}
 COMMON_KEYS = {"benchmark", "title", "method", "mode", "command", "process_argv", "started_utc", "machine",
                "versions", "settings", "tables", "notes", "wall_seconds", "peak_rss_mb"}
 
@@ -109,6 +109,14 @@ def test_inference_reports_rates_and_memory_per_arm(quick_results):
     for arm in case["arms"].values():
         assert positive(arm["slices_per_s"]["median"]) and positive(arm["ms_per_slice"]["median"])
         assert positive(arm["peak_rss_mb"]["max"])
+
+
+@pytest.mark.slow
+def test_stages_time_every_segmentation_stage_against_the_watershed(quick_results):
+    result = quick_results[1]["stages"]
+    assert set(result["seconds_per_slice"]) == set(stages.METHODS)
+    assert all(positive(s["median"]) for s in result["seconds_per_slice"].values())
+    assert result["ratios"]["watershed/watershed"]["median"] == 1.0
 
 
 @pytest.mark.slow

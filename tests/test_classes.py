@@ -232,6 +232,20 @@ def test_streaming_class_metrics_match_the_numpy_confusion_matrix_scores():
     assert expected["dice"] == pytest.approx(np.mean([expected[f"dice_{n}"] for n in "abcd"]))
 
 
+def test_the_confusion_matrix_has_truth_in_rows_and_prediction_in_columns():
+    # accuracy, Dice and IoU are the same for a transposed matrix: only an asymmetric case checks the orientation
+    from segexp.evaluation.metrics import confusion_matrix
+    from segexp.evaluation.visualize import confusion_table
+
+    truth = np.array([[0, 0, 0, 1]], np.uint8)  # three pixels of class 0, one of class 1
+    prob = np.zeros((1, 4, 3), np.float32)
+    prob[..., 2] = 1.0  # everything predicted as class 2
+    matrix = confusion_matrix([prob], [truth], 3)
+    assert matrix.tolist() == [[0, 0, 3], [0, 0, 1], [0, 0, 0]]
+    assert confusion_table(matrix, ["a", "b", "c"]).splitlines() == ["truth \\ predicted,a,b,c", "a,0,0,3", "b,0,0,1",
+                                                                     "c,0,0,0"]
+
+
 # --- a K-class folder, end to end: train, MLflow, predict, evaluate, export, compare ---------------------------
 
 PALETTE = {"background": (20, 20, 20), "disc": (230, 60, 60), "square": (60, 200, 60), "ring": (60, 90, 230)}
