@@ -35,7 +35,7 @@ BENCHMARKS_MD = common.REPO / "BENCHMARKS.md"
 SPEED = ("startup", "compute", "precision", "throughput", "epoch_profile", "inference", "scaling", "outage", "stages")
 STUDIES = ("quality_default", "quality", "replicates", "isbi_best_30", "isbi_quick_5", "width32_30",
            "label_tolerance", "levers", "levers_more", "study", "study_30", "postprocess", "checkpoint_choice",
-           "multiclass", "metric_agreement")
+           "multiclass", "metric_agreement", "partitioning")
 ORDER = (*SPEED, *STUDIES, "suite")
 # the modules that ran as bench.<name> until they moved to studies/: results name today's module
 MOVED_TO_STUDIES = re.compile(r"\bbench\.(quality|replicates|levers|study|thresholds|metric_agreement)\b")
@@ -48,7 +48,7 @@ GROUPS = ("model", "aug", "loss", "optimizer", "data", "split", "trainer", "trac
 BLOCKS = {"defaults": README, "default-recipe": RESULTS_MD, "compare-example": RESULTS_MD, "levers": RESULTS_MD,
           "levers-more": RESULTS_MD, "study": RESULTS_MD, "study-30": RESULTS_MD, "postprocess": RESULTS_MD,
           "isbi-best-30": RESULTS_MD, "isbi-quick-5": RESULTS_MD, "width32-30": RESULTS_MD,
-          "label-tolerance": RESULTS_MD,
+          "label-tolerance": RESULTS_MD, "partitioning": RESULTS_MD,
           "test-suite": RESULTS_MD, "multiclass": MULTICLASS_MD}
 METRICS = (("report_v_rand", "V_rand"), ("report_v_info", "V_info"), ("report_dice", "membrane Dice"),
            ("report_accuracy", "pixel accuracy"))
@@ -488,6 +488,7 @@ RESULT_BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "isbi-quick-5": ("isbi_quick_5", seeds_block),
     "width32-30": ("width32_30", seeds_block),
     "label-tolerance": ("label_tolerance", tables_block),
+    "partitioning": ("partitioning", tables_block),
     "multiclass": ("multiclass", multiclass_block),
 }
 

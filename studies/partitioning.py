@@ -29,9 +29,16 @@ from typing import Any, Sequence
 from bench import common
 
 NAME = "partitioning"
+METHOD = ("Every fold run's chosen checkpoint predicts its own selection and report blocks with TTA; the map is scored "
+          "at each of the challenge's 11 thresholds and every stage at every point of its config grid, slice by slice "
+          "(bench/results/partitioning_folds.json, added to fold by fold across sessions). Per recipe and stage, the "
+          "point with the best mean V_rand over all recorded folds' selection slices is chosen, and each fold's report "
+          "block is scored there: mean over folds ± the 95% t-interval. The winner is the best pooled selection "
+          "V_rand, a rule fixed before any report block was read.")
 FOLDS_FILE = common.RESULTS_DIR / "partitioning_folds.json"
-STAGES = {"boundary": ("watershed", "multicut", "gasp"), "affinities": ("watershed", "multicut", "gasp",
-                                                                        "mutex_watershed")}
+# agglomerate, segexp's own region merge, beside elf's multicut and GASP: it stays only if it wins here (issue 33)
+STAGES = {"boundary": ("watershed", "agglomerate", "multicut", "gasp"),
+          "affinities": ("watershed", "agglomerate", "multicut", "gasp", "mutex_watershed")}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -130,35 +137,37 @@ def pooled_choices(records: list[dict]) -> list[dict[str, Any]]:
     return rows
 
 
-def render(records: list[dict], notes: Sequence[str]) -> str:
-    """Returns the markdown of the pooled choices, the winner by selection, and each fold's report scores."""
+def tables(records: list[dict]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Returns (the tables, the winner's line): per recipe and stage the pooled choice and the report blocks'
+    mean ± 95% CI, then each fold's report V_rand at that choice."""
     rows = pooled_choices(records)
-    lines = ["| recipe | stage | chosen (pooled over the folds' selection blocks) | folds | selection V_rand (pooled) "
-             "| report V_rand, mean ± 95% CI | report V_info, mean ± 95% CI |", "|---|---|---|---|---|---|---|"]
-    for row in rows:
-        params = ", ".join(f"{k}={v}" for k, v in row["params"].items())
-        cells = [f"{mean(row['report'][k]):.4f} ± {interval(row['report'][k]):.4f}" for k in ("v_rand", "v_info")]
-        lines.append(f"| {row['recipe']} | {row['stage']} | {params} | {','.join(map(str, row['folds']))} | "
-                     f"{row['select_v_rand']:.4f} | {cells[0]} | {cells[1]} |")
+    choices = common.table(
+        "Chosen on the selection blocks pooled over the folds; scored on each fold's report block",
+        ["recipe", "stage", "chosen", "folds", "selection V_rand (pooled)", "report V_rand (mean ± 95% CI)",
+         "report V_info (mean ± 95% CI)"],
+        [[row["recipe"], row["stage"], ", ".join(f"{k}={v}" for k, v in row["params"].items()),
+          ",".join(map(str, row["folds"])), f"{row['select_v_rand']:.4f}",
+          *(f"{mean(row['report'][k]):.4f} ± {interval(row['report'][k]):.4f}" for k in ("v_rand", "v_info"))]
+         for row in rows])
+    folds = sorted({f for row in rows for f in row["folds"]})
+    per_fold = common.table(
+        "Report V_rand of each fold's report block at the pooled choice",
+        ["recipe", "stage", *(f"fold {f}" for f in folds)],
+        [[row["recipe"], row["stage"], *(f"{dict(zip(row['folds'], row['report']['v_rand'])).get(f, float('nan')):.4f}"
+                                         for f in folds)] for row in rows])
     winner = max(rows, key=lambda r: r["select_v_rand"])
-    lines += ["", f"Winner by the rule fixed in advance (best pooled selection V_rand): **{winner['recipe']} with "
-              f"{winner['stage']}** ({winner['select_v_rand']:.4f} on the selection blocks of folds "
-              f"{','.join(map(str, winner['folds']))}).", "",
-              "Each fold's report block at the pooled choice (V_rand):", "",
-              "| recipe | stage | " + " | ".join(f"fold {f}" for f in winner["folds"]) + " |",
-              "|---|---|" + "---|" * len(winner["folds"])]
-    for row in rows:
-        if row["folds"] == winner["folds"]:
-            lines.append(f"| {row['recipe']} | {row['stage']} | "
-                         + " | ".join(f"{v:.4f}" for v in row["report"]["v_rand"]) + " |")
-    lines += [""] + [f"- {note}" for note in notes]
-    return "\n".join(lines).rstrip() + "\n"
+    line = (f"Winner by the rule fixed before the report blocks were read (best pooled selection V_rand): "
+            f"{winner['recipe']} with {winner['stage']} ({winner['select_v_rand']:.4f} on the selection blocks of "
+            f"folds {','.join(map(str, winner['folds']))}).")
+    return [choices, per_fold], [line]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from bench import render
+
     args = parse_args(argv)
     stored = json.loads(args.folds_file.read_text()) if args.folds_file.exists() else {"folds": []}
-    result = common.new_result(NAME, "Partitioning: recipes and stages over cross-validation folds", __doc__,
+    result = common.new_result(NAME, "Partitioning: recipes and stages over cross-validation folds", METHOD,
                                argparse.Namespace(quick=False), argv, {"runs": [str(r) for r in args.runs]},
                                "studies")
     for run_dir in args.runs:
@@ -167,14 +176,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                       scored_utc=result["started_utc"], notes=list(args.note))
         stored["folds"] = [r for r in stored["folds"]
                            if (r["recipe"], r["fold"]) != (record["recipe"], record["fold"])] + [record]
+        args.folds_file.parent.mkdir(parents=True, exist_ok=True)
         args.folds_file.write_text(json.dumps(stored, indent=1) + "\n")  # each fold kept as soon as it is scored
-    args.folds_file.parent.mkdir(parents=True, exist_ok=True)
-    args.folds_file.write_text(json.dumps(stored, indent=1) + "\n")
-    notes = sorted({n for r in stored["folds"] for n in r.get("notes", [])})
-    markdown = render(stored["folds"], notes) if stored["folds"] else "No fold recorded yet.\n"
-    (args.out / f"{NAME}.md").write_text(f"# {result['title']}\n\n`{result['command']}`\n\n{markdown}")
-    print(markdown)
-    return {"rows": pooled_choices(stored["folds"]) if stored["folds"] else []}
+    if stored["folds"]:
+        result["tables"], winner = tables(stored["folds"])
+        facts = [f"{r['recipe']} fold {r['fold']}: trained to epoch {(r['state'] or {}).get('epoch', '?')}, scored "
+                 f"at {r['scored_at']} on {r['machine']}" for r in sorted(stored["folds"],
+                                                                        key=lambda r: (r["recipe"], r["fold"]))]
+        notes = sorted({n for r in stored["folds"] for n in r.get("notes", [])})
+        result["notes"] = [*winner, *facts, *notes]
+    render.write_results(result, args.out)
+    return result
 
 
 if __name__ == "__main__":

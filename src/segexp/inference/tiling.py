@@ -13,6 +13,8 @@ from functools import partial
 
 import numpy as np
 
+from segexp.data.affinities import pair_views
+
 PredictBatch = Callable[[np.ndarray], np.ndarray]
 PredictImage = Callable[[np.ndarray], np.ndarray]
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -198,13 +200,6 @@ def view_offsets(quarter_turns: int, flip: bool, offsets: Sequence[tuple[int, in
     return [tuple(int(v) for v in where[centre + dy, centre + dx] - where[centre, centre]) for dy, dx in offsets]
 
 
-def shifted_pairs(shape: Sequence[int], offset: tuple[int, int]) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
-    """Returns (pixels r with r + offset inside `shape`, those r + offset) as slices."""
-    (height, width), (dy, dx) = shape[:2], offset
-    return ((slice(max(0, -dy), height - max(0, dy)), slice(max(0, -dx), width - max(0, dx))),
-            (slice(max(0, dy), height - max(0, -dy)), slice(max(0, dx), width - max(0, -dx))))
-
-
 def predict_tta_affinities(predict_image: PredictImage, image: np.ndarray,
                            offsets: Sequence[tuple[int, int]]) -> np.ndarray:
     """Return the float32 mean of (H, W, C) affinities over the 8 dihedral views. A view turns the offsets too:
@@ -226,7 +221,7 @@ def predict_tta_affinities(predict_image: PredictImage, image: np.ndarray,
                     count[..., k] += 1
                     continue
                 k = offsets.index((-delta[0], -delta[1]))  # tta_offset_problem made sure one of the two is there
-                here, there = shifted_pairs(out.shape, offsets[k])
+                here, there = pair_views(out.shape, offsets[k])
                 total[here + (k,)] += out[there + (c,)]
                 count[here + (k,)] += 1
     return (total / np.maximum(count, 1)).astype(np.float32)
