@@ -19,6 +19,9 @@ them (`segexp train -m ...` sweeps into a store of their own) and compared with 
     postprocess       each checkpoint of a sweep as a map and with each segmentation stage, compared by seed
     checkpoint_choice the selection slices' best epoch against the last one, on the same runs
     multiclass        a k-class example over seeds: per-class scores, confusion, colour panels
+    partitioning      cross-validation folds of isbi_best and isbi_affinities, every stage's grid scored per slice
+                      and kept per fold, so folds trained in different sessions add up; pooled choice, mean ± CI
+                      python -m studies.partitioning --runs SWEEP/0 SWEEP/1
 
 Results go to bench/results/<name>.{json,md} beside the speed benchmarks' (`--out` elsewhere);
 `python -m bench.render` puts them into docs/results.md (tables and pictures) and BENCHMARKS.md. Training takes

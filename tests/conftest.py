@@ -33,6 +33,16 @@ def compose_config(config_name: str, *overrides: str):
     return compose(config_name, overrides)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_store_of_the_caller():
+    """The caller's MLFLOW_TRACKING_URI names their own store (on a developer's machine, a real one): no test, and
+    no process a test starts, may log there, whether or not the test thought of it."""
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    if saved is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
 @pytest.fixture
 def make_cfg():
     """Returns compose(overrides) -> DictConfig of conf/train.yaml."""

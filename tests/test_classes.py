@@ -10,9 +10,13 @@ from conftest import TINY, compose_config, copy_store
 # Recorded at f180d1d (2026-12-06), before multi-class support: the binary path (sigmoid head, BCE + border
 # weights + Dice on the membranes, one-class pixel scores, ISBI topology scores) must give these again. On the
 # kind of CPU they were recorded on a deterministic run gives them to float precision; other CPUs run other
-# oneDNN/Eigen kernels and round differently, so there the trained values carry a tolerance that a changed
-# head, loss or score would exceed many times over. The numpy-level values are exact everywhere.
+# oneDNN/Eigen kernels and round differently: on an AMD EPYC (avx512_bf16, no AMX) the largest relative difference
+# was 1.3e-5 (select_accuracy; select_dice 3.6e-6, the losses and report scores exact; 2026-12-07), so there they
+# carry a relative tolerance of 1e-4, about 8x that, which a changed head, loss or score would exceed many times
+# over. Other TensorFlow or Keras releases change the kernels themselves: the pin then says so and does not apply.
+# The numpy-level values are exact everywhere.
 RECORDED_ON = ("Intel(R) Xeon(R) Processor", ("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
+RECORDED_WITH = {"tensorflow": "2.21.0", "keras": "3.15.1"}
 ISBI_PINNED = {
     "select_loss": 1.4902222156524658, "select_accuracy": 0.29724884033203125, "select_dice": 0.34025469860187946,
     "select_iou": 0.20500416438308872, "select_v_rand": 0.20984064387708581, "select_v_info": 0.6869790249426033,
@@ -31,6 +35,12 @@ def test_a_deterministic_isbi_run_gives_the_scores_recorded_before_multi_class(t
     from segexp.training.runtime import cpu_facts
     from segexp.training.train import train
 
+    import keras
+    import tensorflow as tf
+
+    running = {"tensorflow": tf.__version__, "keras": keras.__version__}
+    if running != RECORDED_WITH:
+        pytest.skip(f"the scores were pinned under {RECORDED_WITH}; this is {running}, whose kernels round otherwise")
     monkeypatch.chdir(tmp_path)
     # Keras' own batch norm, as when these were recorded: the fused kernel's rounding differs (a few 1e-6; its
     # equivalence is tested in test_model.py)
@@ -40,7 +50,7 @@ def test_a_deterministic_isbi_run_gives_the_scores_recorded_before_multi_class(t
     model, flags = cpu_facts()
     same_cpu = (model, tuple(f for f in RECORDED_ON[1] if f in flags)) == RECORDED_ON
     for key, value in ISBI_PINNED.items():
-        tolerance = 1e-6 * value if same_cpu else 1e-3 * value if key.endswith("_loss") else 0.01
+        tolerance = (1e-6 if same_cpu else 1e-4) * value
         assert metrics[key] == pytest.approx(value, abs=tolerance), (key, same_cpu)
 
 

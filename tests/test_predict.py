@@ -235,6 +235,6 @@ def test_export_runs_the_exported_model_on_a_real_slice_within_tolerance(trained
 
 def test_export_refuses_an_unknown_format_in_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "segexp", "export", f"ckpt={tmp_path}", "format=tflite",
-                          f"output={tmp_path / 'x'}"], capture_output=True, text=True, timeout=120)
+                          f"output={tmp_path / 'x'}"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert "format" in out.stderr and "onnx" in out.stderr
