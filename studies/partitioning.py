@@ -127,13 +127,14 @@ def pooled_choices(records: list[dict]) -> list[dict[str, Any]]:
         folds = sorted((r for r in records if r["recipe"] == recipe), key=lambda r: r["fold"])
         methods = [m for m in folds[0]["stages"] if all(m in r["stages"] for r in folds)]
         for method in methods:
-            count = len(folds[0]["stages"][method])
-            pooled = [mean([v for r in folds for v in r["stages"][method][i]["select"]["v_rand"]]) for i in range(count)]
-            best = max(range(count), key=lambda i: pooled[i])  # ties: the first in grid order
-            rows.append({"recipe": recipe, "stage": method, "params": folds[0]["stages"][method][best]["params"],
+            # the grid points every fold scored (a grid widened between sessions adds points to later folds only)
+            points = [{json.dumps(p["params"], sort_keys=True): p for p in r["stages"][method]} for r in folds]
+            common_keys = [k for k in points[0] if all(k in fold for fold in points)]
+            pooled = {k: mean([v for fold in points for v in fold[k]["select"]["v_rand"]]) for k in common_keys}
+            best = max(common_keys, key=lambda k: pooled[k])  # ties: the first in grid order
+            rows.append({"recipe": recipe, "stage": method, "params": points[0][best]["params"],
                          "folds": [r["fold"] for r in folds], "select_v_rand": pooled[best],
-                         "report": {k: [mean(r["stages"][method][best]["report"][k]) for r in folds]
-                                    for k in ("v_rand", "v_info")}})
+                         "report": {k: [mean(fold[best]["report"][k]) for fold in points] for k in ("v_rand", "v_info")}})
     return rows
 
 

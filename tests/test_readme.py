@@ -24,7 +24,7 @@ def test_the_defaults_table_matches_the_composed_config():
 def test_every_generated_block_is_marked_once():
     names = ("defaults", "default-recipe", "test-suite", "compare-example", "levers", "levers-more", "study",
              "study-30", "postprocess", "isbi-best-30", "isbi-quick-5", "width32-30",
-             "label-tolerance", "multiclass")
+             "label-tolerance", "multiclass", "partitioning")
     assert set(render.BLOCKS) == set(names)
     for name in names:
         home = render.BLOCKS[name]
