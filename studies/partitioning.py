@@ -146,7 +146,7 @@ def tables(records: list[dict]) -> tuple[list[dict[str, Any]], list[str]]:
         "Chosen on the selection blocks pooled over the folds; scored on each fold's report block",
         ["recipe", "stage", "chosen", "folds", "selection V_rand (pooled)", "report V_rand (mean ± 95% CI)",
          "report V_info (mean ± 95% CI)"],
-        [[row["recipe"], row["stage"], ", ".join(f"{k}={v}" for k, v in row["params"].items()),
+        [[row["recipe"], row["stage"], ", ".join(f"{k}={v:.4g}" for k, v in row["params"].items()),
           ",".join(map(str, row["folds"])), f"{row['select_v_rand']:.4f}",
           *(f"{mean(row['report'][k]):.4f} ± {interval(row['report'][k]):.4f}" for k in ("v_rand", "v_info"))]
          for row in rows])
@@ -181,9 +181,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.folds_file.write_text(json.dumps(stored, indent=1) + "\n")  # each fold kept as soon as it is scored
     if stored["folds"]:
         result["tables"], winner = tables(stored["folds"])
-        facts = [f"{r['recipe']} fold {r['fold']}: trained to epoch {(r['state'] or {}).get('epoch', '?')}, scored "
-                 f"at {r['scored_at']} on {r['machine']}" for r in sorted(stored["folds"],
-                                                                        key=lambda r: (r["recipe"], r["fold"]))]
+        facts = [f"{r['recipe']} fold {r['fold']}: {(r['state'] or {}).get('epochs_done', '?')} epochs in its 30 minutes, "
+                 f"checkpoint of epoch {(r['state'] or {}).get('best_epoch', -1) + 1} (best selection "
+                 f"{(r['state'] or {}).get('monitor', '?')}); scored at {r['scored_at']} on {r['machine']}"
+                 for r in sorted(stored["folds"], key=lambda r: (r["recipe"], r["fold"]))]
         notes = sorted({n for r in stored["folds"] for n in r.get("notes", [])})
         result["notes"] = [*winner, *facts, *notes]
     render.write_results(result, args.out)

@@ -268,8 +268,8 @@ def test_a_killed_sweep_resumes_into_the_same_parent_keeping_finished_jobs(tmp_p
         finished = [r for r in runs if r.info.status == "FINISHED"]
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=60)
-    assert len(finished) == 1, f"no job of the sweep finished alone before the kill:\n{driver_log.read_text()[-3000:]}"
-    (first,) = finished
+    # polled, so two jobs may have finished between two looks; what matters is that some finished and some did not
+    assert 1 <= len(finished) < 3, f"the kill did not fall between jobs:\n{driver_log.read_text()[-3000:]}"
 
     out = subprocess.run([sys.executable, "-m", "segexp", "train", "-m", f"resume={sweep_dir}"], cwd=tmp_path, env=ENV,
                          capture_output=True, text=True, timeout=600)
@@ -281,8 +281,8 @@ def test_a_killed_sweep_resumes_into_the_same_parent_keeping_finished_jobs(tmp_p
     assert parent.info.status == "FINISHED" and parent.data.tags["children"] == "3"
     assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.001", "0.002", "0.003"]
     assert all(r.info.status == "FINISHED" for r in children)
-    kept = client.get_run(first.info.run_id)  # the finished job was not trained again
-    assert kept.info.end_time == first.info.end_time
+    for first in finished:  # the finished jobs were not trained again
+        assert client.get_run(first.info.run_id).info.end_time == first.info.end_time
     rows = summary_table(client, parent, tmp_path)
     assert sorted(row["run_id"] for row in rows) == sorted(r.info.run_id for r in children)
     # compare sees the sweep's three recipes, the jobs run again after the kill with the one it kept
