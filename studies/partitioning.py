@@ -47,6 +47,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--folds-file", type=Path, default=FOLDS_FILE, help="the per-fold records (kept in git)")
     parser.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="where partitioning.md/.json go")
     parser.add_argument("--note", action="append", default=[], help="a fact about the training to print with it")
+    parser.add_argument("--picture", nargs="*", type=Path, default=[],
+                        help="fold runs of the same fold, one per recipe: draw their segments of its first report slice")
     return parser.parse_args(list(argv) if argv is not None else None)
 
 
@@ -163,6 +165,38 @@ def tables(records: list[dict]) -> tuple[list[dict[str, Any]], list[str]]:
     return [choices, per_fold], [line]
 
 
+def picture(runs: Sequence[Path], records: list[dict], png: Path) -> str:
+    """Draws the first report slice of fold runs (one per recipe, the same fold): the image, the annotation's
+    segments, then each recipe's segments by its winning stage at the pooled choice; returns the caption."""
+    from segexp.config.compose import compose
+    from segexp.data.images import to_channels
+    from segexp.evaluation.metrics import label_cells
+    from segexp.evaluation.slices import role_set
+    from segexp.evaluation.visualize import segment_colors, side_by_side, to_rgb8, write_png
+    from segexp.inference.predictor import load_predictor
+    from segexp.postprocessing.stage import segment
+    from segexp.rundir import RunDir
+
+    rows = pooled_choices(records)
+    tiles, names = [], []
+    for run_dir in runs:
+        run = RunDir(run_dir)
+        block = role_set(run, "report")
+        loaded = load_predictor(run.checkpoint, run, compose("evaluate", ["inference.tta=true"]).inference)
+        recipe = str(run.saved_config().get("run_name"))
+        best = max((r for r in rows if r["recipe"] == recipe and r["stage"] != "none (map)"),
+                   key=lambda r: r["select_v_rand"])
+        if not tiles:
+            tiles += [to_rgb8(block.images[0]), segment_colors(label_cells(block.masks[0]))]
+            names += [f"slice {block.names[0]}", "annotation"]
+        labels = segment(loaded.predict(to_channels(block.images[0], loaded.channels)), best["stage"],
+                         best["params"], loaded.target)
+        tiles.append(segment_colors(labels))
+        names.append(f"{recipe}, {best['stage']}")
+    write_png(png, side_by_side(tiles, gap=8))
+    return " | ".join(names)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from bench import render
 
@@ -187,6 +221,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                  for r in sorted(stored["folds"], key=lambda r: (r["recipe"], r["fold"]))]
         notes = sorted({n for r in stored["folds"] for n in r.get("notes", [])})
         result["notes"] = [*winner, *facts, *notes]
+    if args.picture:
+        png = args.out / f"{NAME}_segments.png"
+        result["notes"].append(f"Picture ({png.name}), left to right: {picture(args.picture, stored['folds'], png)}; "
+                               "each recipe's segments by its stage of best pooled selection V_rand, at the pooled "
+                               "choice; segments in random colours, boundaries black.")
     render.write_results(result, args.out)
     return result
 
