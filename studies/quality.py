@@ -57,14 +57,12 @@ def train_recipe(recipe: str, budget: float, workdir: Path, store: str, extra: l
 
 
 def evaluate_checkpoint(workdir: Path, store: str, tta: bool, extra: list[str]) -> dict:
-    """Scores the run's chosen checkpoint on its report slices by the command line `segexp evaluate ckpt=<workdir>`,
-    run in this process (a fresh one per evaluation costs a TensorFlow import and nothing else); returns
+    """Scores the run's chosen checkpoint on its report slices with `segexp evaluate ckpt=<workdir>`, as a user
+    would run it (its own process: Hydra in this one would reconfigure the caller's logging); returns
     metrics.json."""
-    from segexp.__main__ import main as segexp_main
-
     out = workdir / ("eval_tta" if tta else "eval")
-    segexp_main(["evaluate", f"ckpt={workdir}", f"inference.tta={str(tta).lower()}", f"tracking.uri={store}",
-                 f"tracking.experiment_name={EXPERIMENT}", f"hydra.run.dir={out}", *extra])
+    segexp("evaluate", f"ckpt={workdir}", f"inference.tta={str(tta).lower()}", f"tracking.uri={store}",
+           f"tracking.experiment_name={EXPERIMENT}", f"hydra.run.dir={out}", *extra)
     return json.loads((out / "metrics.json").read_text())
 
 
