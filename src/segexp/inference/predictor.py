@@ -131,7 +131,7 @@ def load_source(source: ModelSource, inference: DictConfig) -> LoadedPredictor:
     loaded = [load_predictor(checkpoint, run, inference) for checkpoint, run in source.members]
     for field, what in (("channels", "take different input channels"), ("outputs", "have different outputs"),
                         ("target", "predict different targets")):
-        values = sorted({str(getattr(member, field)) for member in loaded})
+        values = sorted({getattr(member, field) for member in loaded}, key=str)
         if len(values) > 1:
             raise ConfigError(f"the ensemble's checkpoints {what} {values}; "
                               "name one checkpoint, or a sweep whose jobs trained on the same data")
