@@ -173,9 +173,14 @@ def dihedral_pair(quarter_turns: int, flip: bool) -> tuple[Transform, Transform]
     return forward, inverse
 
 
+def dihedral_views() -> list[tuple[int, bool]]:
+    """Return the 8 views of the dihedral group D4 as (quarter turns, flip), in TTA's order."""
+    return [(k, flip) for flip in (False, True) for k in range(4)]
+
+
 def dihedral_transforms() -> list[tuple[Transform, Transform]]:
     """Return the 8 (forward, inverse) pairs of the dihedral group D4 acting on the H, W axes of (H, W[, C]) arrays."""
-    return [dihedral_pair(k, flip) for flip in (False, True) for k in range(4)]
+    return [dihedral_pair(k, flip) for k, flip in dihedral_views()]
 
 
 def predict_tta(predict_image: PredictImage, image: np.ndarray) -> np.ndarray:
@@ -210,20 +215,19 @@ def predict_tta_affinities(predict_image: PredictImage, image: np.ndarray,
     height, width = image.shape[:2]
     total = np.zeros((height, width, len(offsets)), np.float64)
     count = np.zeros_like(total)
-    for flip in (False, True):
-        for turns in range(4):
-            forward, inverse = dihedral_pair(turns, flip)
-            out = inverse(np.asarray(predict_image(forward(image)), dtype=np.float64))
-            for c, delta in enumerate(view_offsets(turns, flip, offsets)):
-                if delta in offsets:
-                    k = offsets.index(delta)
-                    total[..., k] += out[..., c]
-                    count[..., k] += 1
-                    continue
-                k = offsets.index((-delta[0], -delta[1]))  # tta_offset_problem made sure one of the two is there
-                here, there = pair_views(out.shape, offsets[k])
-                total[here + (k,)] += out[there + (c,)]
-                count[here + (k,)] += 1
+    for turns, flip in dihedral_views():
+        forward, inverse = dihedral_pair(turns, flip)
+        out = inverse(np.asarray(predict_image(forward(image)), dtype=np.float64))
+        for c, delta in enumerate(view_offsets(turns, flip, offsets)):
+            if delta in offsets:
+                k = offsets.index(delta)
+                total[..., k] += out[..., c]
+                count[..., k] += 1
+                continue
+            k = offsets.index((-delta[0], -delta[1]))  # tta_offset_problem made sure one of the two is there
+            here, there = pair_views(out.shape, offsets[k])
+            total[here + (k,)] += out[there + (c,)]
+            count[here + (k,)] += 1
     return (total / np.maximum(count, 1)).astype(np.float32)
 
 
@@ -231,12 +235,11 @@ def tta_offset_problem(offsets: Sequence[tuple[int, int]]) -> str | None:
     """Returns why affinities at `offsets` cannot be averaged over flips and quarter turns (an offset whose
     turned version is in the set neither as it is nor opposite), or None."""
     offsets = [tuple(int(v) for v in o) for o in offsets]
-    for flip in (False, True):
-        for turns in range(4):
-            for offset, delta in zip(offsets, view_offsets(turns, flip, offsets)):
-                if delta not in offsets and (-delta[0], -delta[1]) not in offsets:
-                    return (f"offset {list(offset)} turned or flipped is {list(delta)}, which the set lacks (as it is "
-                            "and opposite)")
+    for turns, flip in dihedral_views():
+        for offset, delta in zip(offsets, view_offsets(turns, flip, offsets)):
+            if delta not in offsets and (-delta[0], -delta[1]) not in offsets:
+                return (f"offset {list(offset)} turned or flipped is {list(delta)}, which the set lacks (as it is "
+                        "and opposite)")
     return None
 
 
