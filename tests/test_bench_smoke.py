@@ -215,7 +215,7 @@ def test_seed_replica_identity_transform_keeps_the_image():
 def test_every_full_mode_compute_variant_composes_and_validates():
     """The full mode's variants are only built on a full run: their overrides are checked here, in seconds."""
     from bench import training
-    from segexp.config.schema import validate
+    from segexp.checks import check_train
 
     for variant in compute.FULL.variants:
-        validate(training.compose(*variant.overrides, f"trainer.crop_size={compute.FULL.crop_size}", "tracking=none"))
+        check_train(training.compose(*variant.overrides, f"trainer.crop_size={compute.FULL.crop_size}", "tracking=none"))

@@ -77,11 +77,11 @@ def test_a_run_config_from_before_classes_resumes_as_two_classes_and_evaluates_b
 
     from segexp.config.schema import TrainConfig
     from segexp.data.sets import BINARY
-    from segexp.evaluation.slices import check_classes as evaluate_check
+    from segexp.checks import check_checkpoint_classes as evaluate_check
+    from segexp.checks import check_classes
     from segexp.rundir import RunDir
     from segexp.training.build import prepare_data
     from segexp.training.resume import resumed_config
-    from segexp.training.train import check_classes
 
     old = OmegaConf.to_container(compose_config("train", *TINY, "data=synthetic"))
     for key in ("classes", "ignore"):  # what a config.yaml written before classes existed lacks

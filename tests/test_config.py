@@ -18,7 +18,7 @@ from conftest import SHALLOW, TINY, copy_store
 from segexp.config.compose import compose
 from segexp.config.files import config_groups
 from segexp.config.instantiate import instantiate
-from segexp.config.schema import validate
+from segexp.checks import check_train
 from segexp.errors import ConfigError
 
 ENV_CODE = "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'\n"
@@ -48,7 +48,7 @@ def option_overrides(group: str, option: str, folder_data) -> list[str]:
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_validates(make_cfg, group, option, folder_data):
     cfg = make_cfg(*option_overrides(group, option, folder_data))
-    validate(cfg)
+    check_train(cfg)
     if group not in ("experiment", "debug"):  # those are global recipes, not a key of their own
         assert OmegaConf.select(cfg, group.replace("/", ".")) is not None
 
@@ -130,7 +130,7 @@ def test_unknown_option_lists_the_choices(make_cfg):
 ])
 def test_invalid_values_name_the_key(make_cfg, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate(make_cfg(override))
+        check_train(make_cfg(override))
 
 
 def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -310,13 +310,13 @@ def test_a_component_is_added_by_dropping_yaml_files_into_a_config_dir(tmp_path)
 
 
 def test_preflight_leaves_a_sweepers_own_ranges_to_the_sweeper():
-    from segexp.config.preflight import preflight
+    from segexp.__main__ import check_command_line
 
     # interval() and glob() have no list of values to compose; the sweeper draws them
-    preflight("train", ["hparams_search=optuna", "optimizer.lr=tag(log,interval(1e-4,1e-3))", "loss=glob(bce*)"],
-              multirun=True)
+    check_command_line("train", ["hparams_search=optuna", "optimizer.lr=tag(log,interval(1e-4,1e-3))",
+                                 "loss=glob(bce*)"], multirun=True)
     with pytest.raises(ConfigError, match=r"optimizer\.lr: must be > 0 and finite"):
-        preflight("train", ["optimizer.lr=1e-4,inf"], multirun=True)
+        check_command_line("train", ["optimizer.lr=1e-4,inf"], multirun=True)
 
 
 def test_the_command_line_accepts_flag_values_after_an_equals_sign():

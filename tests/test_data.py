@@ -11,7 +11,8 @@ from PIL import Image
 from conftest import REPO, write_png
 from segexp.data.datasets import load_folder, load_isbi2012, make_synthetic, verify_manifest
 from segexp.data.images import pixel_digest, read_image
-from segexp.data.splits import ROLES, check_crop_fits, resolve_indices, roles_of, split, split_record
+from segexp.checks import check_crop_fits
+from segexp.data.splits import ROLES, resolve_indices, roles_of, split, split_record
 from segexp.errors import DataError
 
 

@@ -93,7 +93,7 @@ def test_ema_trains_end_to_end_and_the_saved_model_keeps_it(store, tmp_path):
 
 @pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.1"])
 def test_an_ema_momentum_outside_0_1_is_refused_before_training(value):
-    from segexp.config.schema import validate
+    from segexp.checks import check_train
 
     with pytest.raises(ConfigError, match=r"optimizer\.ema: must be null \(off\) or in \(0, 1\)"):
-        validate(compose_config("train", *TINY, f"optimizer.ema={value}"))
+        check_train(compose_config("train", *TINY, f"optimizer.ema={value}"))

@@ -11,7 +11,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 # bottom to top; a module may import its own layer and the layers below it
 LAYERS = [("segexp.errors", "segexp.rundir", "segexp.native_logs", "segexp.reports"), ("segexp.config",), ("segexp.tracking",),
-          ("segexp.data",), ("segexp.models",), ("segexp.inference",), ("segexp.postprocessing",),
+          ("segexp.data",), ("segexp.models",), ("segexp.inference",), ("segexp.postprocessing",), ("segexp.checks",),
           ("segexp.evaluation",), ("segexp.training",), ("segexp.experiments",), ("segexp.commands",), ("segexp.cli",),
           ("segexp.__main__",)]
 LONGEST_CHAIN = 8  # modules, a package's __init__ counted as one, as issue 23 counts them

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import SHALLOW, TINY, compose_config, copy_store, write_blob_pairs
+from segexp.checks import check_stage
 from segexp.errors import ConfigError
 from segexp.evaluation.metrics import isbi_scores, label_cells, segmentation_scores
 from segexp.postprocessing import stage as stages
@@ -72,7 +73,7 @@ def test_the_chosen_stage_closes_a_membrane_gap_and_merges_a_false_split(monkeyp
 @pytest.mark.parametrize("option", ["watershed", "agglomerate"])
 def test_every_postprocess_option_segments_with_its_params_and_its_grid(make_cfg, option):
     node = make_cfg(f"postprocess={option}").postprocess
-    stages.check(node)
+    check_stage(node)
     method, params, grid, _ = stages.configured(node)
     prob, truth = faulty_map((20, 26), 70)
     assert segment(prob, method, params).max() >= 3  # the lower cells at least (the gap may merge the upper)
@@ -108,7 +109,7 @@ def test_choose_keeps_the_first_best_and_reports_every_point():
 ])
 def test_bad_postprocess_settings_are_one_line_naming_the_key(make_cfg, override, message):
     with pytest.raises(ConfigError, match=message):
-        stages.check(make_cfg("postprocess=watershed", override).postprocess)
+        check_stage(make_cfg("postprocess=watershed", override).postprocess)
 
 
 def test_a_stage_to_choose_without_selection_slices_is_refused_before_training(make_cfg, tmp_path):

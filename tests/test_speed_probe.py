@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import SHALLOW, TINY
-from segexp.config.schema import validate
+from segexp.checks import check_train
 from segexp.errors import ConfigError
 from segexp.training import speed_probe
 from segexp.training.train import train
@@ -35,9 +35,9 @@ def test_the_fastest_setting_wins_only_by_a_clear_margin():
 
 def test_jit_compile_takes_true_false_or_auto(make_cfg):
     for value in ("true", "false", "auto"):
-        validate(make_cfg(*TINY, f"trainer.jit_compile={value}"))
+        check_train(make_cfg(*TINY, f"trainer.jit_compile={value}"))
     with pytest.raises(ConfigError, match="trainer.jit_compile: must be true, false or auto, got fast"):
-        validate(make_cfg(*TINY, "trainer.jit_compile=fast"))
+        check_train(make_cfg(*TINY, "trainer.jit_compile=fast"))
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
 COMMANDS = {
     "train": "train a model from the config (Hydra overrides follow, -m for sweeps)",
@@ -165,6 +166,19 @@ def command_task(command: str):
     return task
 
 
+def check_command_line(command: str, overrides: list[str], multirun: bool = False,
+                       config_dirs: Sequence[Path] = ()) -> None:
+    """Raises ConfigError with one line for the first mistake in a command line: composition (every sweep value
+    once), the cross-field checks of segexp.checks, the values the command needs."""
+    from functools import partial
+
+    from segexp.checks import check_config
+    from segexp.config.preflight import preflight, require_values
+
+    cfg = preflight(command, overrides, multirun, config_dirs, partial(check_config, command))
+    require_values(command, cfg, COMMANDS[command])
+
+
 def run_hydra(command: str, argv: list[str]) -> None:
     import hydra
 
@@ -197,13 +211,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"segexp: error: {err}", file=sys.stderr)
             sys.exit(2)
     if not any(a in HELP_FLAGS for a in rest):
-        from segexp.config.preflight import preflight, require_values
         from segexp.errors import ConfigError
 
         overrides, config_dirs, multirun, other_config = split_argv(rest)
         try:  # every config mistake is one line here, before Hydra, data or TensorFlow
             if not other_config:  # a config of the user's own is checked by Hydra alone
-                require_values(command, preflight(command, overrides, multirun, config_dirs), COMMANDS[command])
+                check_command_line(command, overrides, multirun, config_dirs)
         except ConfigError as err:
             print(f"segexp: error: {err}", file=sys.stderr)
             sys.exit(2)

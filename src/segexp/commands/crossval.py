@@ -25,7 +25,8 @@ from segexp.data.sets import SegmentationSet
 from segexp.errors import ConfigError
 from segexp.evaluation.metrics import segmentation_scores
 from segexp.evaluation.scoring import as_maps, scores_of
-from segexp.evaluation.slices import check_classes, check_outputs, role_set
+from segexp.checks import check_checkpoint_classes, check_outputs, check_stage
+from segexp.evaluation.slices import role_set
 from segexp.evaluation.visualize import prediction_panel, write_png
 from segexp.experiments.replicates import summarize
 from segexp.inference.predictor import LoadedPredictor, load_predictor
@@ -78,6 +79,7 @@ def choose_pooled(node: DictConfig | None, folds: list[Fold]) -> stages.Stage:
             probs += fold.predict(block)
             truths += list(block.masks)
         return names, probs, truths
+    check_stage(node, folds[0].predictor.target)
     return stages.resolve(node, None, pooled_selection, stages.objective_of_run(saved), "evaluate",
                           segmentation_scores, folds[0].predictor.target)
 
@@ -93,13 +95,13 @@ def evaluate_folds(cfg: DictConfig, source: ModelSource, indices: list[int], out
     if cfg.slices is not None or cfg.allow_seen:
         raise ConfigError("slices: a cross-validation scores every fold's own report block; leave slices=null and "
                           "allow_seen=false, or name data=... to score the fold ensemble on other data")
-    stages.check(cfg.postprocess)
+    check_stage(cfg.postprocess)
     tracker = instantiate(cfg.tracking)
     folds = sorted((Fold(index, checkpoint, run, load_predictor(checkpoint, run, cfg.inference))
                     for index, (checkpoint, run) in zip(indices, source.members)), key=lambda f: f.index)
     reports = [role_set(fold.run, "report") for fold in folds]
     for fold, report in zip(folds, reports):
-        check_classes(report, fold.run, cfg.ckpt)
+        check_checkpoint_classes(report, fold.run, cfg.ckpt)
         check_outputs(fold.predictor.outputs, report.classes, cfg.ckpt, fold.predictor.target)
     print(f"[segexp] cross-validation of {len(folds)} folds: each fold's model scores its own report block",
           flush=True)

@@ -17,7 +17,8 @@ from segexp.config.instantiate import instantiate
 from segexp.data.images import to_channels
 from segexp.evaluation.metrics import segmentation_scores
 from segexp.evaluation.scoring import as_maps, scores_of
-from segexp.evaluation.slices import check_classes, check_outputs, choose_slices, data_to_score
+from segexp.checks import check_checkpoint_classes, check_outputs
+from segexp.evaluation.slices import choose_slices, data_to_score
 from segexp.evaluation.stage_choice import is_chosen, run_stage
 from segexp.evaluation.visualize import confusion_figure, prediction_panel, write_png
 from segexp.inference.predictor import load_source
@@ -51,7 +52,7 @@ def evaluate(cfg: DictConfig, output_dir: Path, source: ModelSource | None = Non
     data = data_to_score(cfg, run)
     indices, status = choose_slices(data, source.split_record(), cfg.slices, cfg.allow_seen, cfg.ckpt,
                                     same_data=cfg.data is None)
-    check_classes(data, run, cfg.ckpt)
+    check_checkpoint_classes(data, run, cfg.ckpt)
     tracker = instantiate(cfg.tracking)
     loaded = load_source(source, cfg.inference)
     channels, predictor, target = loaded.channels, loaded.predict, loaded.target

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from segexp.checks import check_config, check_prediction_outputs
 from segexp.data.images import IMAGE_SUFFIXES, natural_key, read_image, to_channels, to_unit_float
 from segexp.data.sets import Classes
-from segexp.errors import ConfigError, DataError
+from segexp.errors import DataError
 from segexp.evaluation.metrics import predicted_classes
 from segexp.evaluation.visualize import class_overlay, color_labels, prediction_overlay, write_png
 from segexp.inference.predictor import load_source, source_classes
 from segexp.postprocessing.stage import boundary_map
-from segexp.rundir import RunDir
 from segexp.tracking.references import resolve_model_source
 
 
@@ -59,17 +59,6 @@ def write_class_maps(output: Path, stem: str, probs: np.ndarray, classes: Classe
     return output / f"{stem}.png"
 
 
-def refuse_stage_for_classes(node: DictConfig | None, run: RunDir | None, classes: Classes) -> None:
-    """Raises ConfigError when a segmentation stage (postprocess=..., or the run's own) would be applied to a
-    K-class checkpoint: watershed and agglomeration segment binary boundary maps."""
-    from segexp.postprocessing import stage as stages
-
-    method, _, _, _ = stages.configured(stages.of_run(node, run.saved_config() if run else None))
-    if method != "none":
-        raise ConfigError(f"postprocess={method} segments binary boundary maps; this checkpoint predicts "
-                          f"{classes.count} classes; use postprocess=none")
-
-
 def predict(cfg: DictConfig) -> list[Path]:
     """Writes <stem>.png (probability, 255 = white) and optional mask/overlay per input and, after a
     postprocess stage, <stem>_labels.png (one integer per segment, 0 on boundaries) and <stem>_boundaries.png
@@ -86,16 +75,13 @@ def predict(cfg: DictConfig) -> list[Path]:
     from segexp.evaluation.stage_choice import run_stage
     from segexp.postprocessing import stage as stages
 
-    stages.check(cfg.postprocess)
+    check_config("predict", cfg)
     inputs = list_inputs(Path(cfg.input))
     source = resolve_model_source(cfg.ckpt)
     channels, outputs, predictor, target = load_source(source, cfg.inference)
     classes = source_classes(source, outputs)
-    if cfg.save_affinities and not target.affinities:
-        raise ConfigError("save_affinities=true: this checkpoint predicts a boundary map, not affinities; "
-                          "leave save_affinities=false")
+    check_prediction_outputs(cfg.postprocess, source.members[0][1], classes, target, cfg.save_affinities)
     if outputs > 1 and not target.affinities:
-        refuse_stage_for_classes(cfg.postprocess, source.members[0][1], classes)
         stage = stages.Stage()
         outputs_classes = True
     else:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from segexp.config.compose import compose
 from segexp.errors import ConfigError
@@ -62,14 +62,13 @@ def sweep_variants(overrides: Sequence[str]) -> list[list[str]]:
 
 
 def preflight(config_name: str, overrides: Sequence[str], multirun: bool,
-              extra_dirs: Sequence[Path] = ()) -> Any:
-    """Composes the command's config with its overrides (each sweep value once) and validates it;
+              extra_dirs: Sequence[Path] = (), check: Callable[[Any], None] | None = None) -> Any:
+    """Composes the command's config with its overrides (each sweep value once) and hands each variant to
+    `check` (segexp.checks.check_config of the command: the checks above config/ come from its caller);
     raises ConfigError with one line on the first mistake, also for an unwritable output directory.
     Returns the composed config of the first variant."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
-
-    from segexp.config.schema import validate
 
     first = None
     try:
@@ -82,12 +81,30 @@ def preflight(config_name: str, overrides: Sequence[str], multirun: bool,
         except (HydraException, OmegaConfBaseException) as err:
             hint = unselected_option_hint(config_name, variant, extra_dirs)
             raise ConfigError(hint or one_line(err, config_name)) from None
+        except ValueError as err:  # Hydra's defaults list given a number as an option: `postprocess=0`
+            raise ConfigError(group_value_override(variant, extra_dirs) or str(err)) from None
         check_config_nodes(config_name, variant, extra_dirs)
-        if config_name == "train":
-            validate(cfg)
+        if check is not None:
+            check(cfg)
         first = first if first is not None else cfg
     check_writable(output_root(first, multirun))
     return first
+
+
+def group_value_override(overrides: Sequence[str], extra_dirs: Sequence[Path] = ()) -> str | None:
+    """Returns one line for the first override of a config group whose value is a number, not an option's name,
+    or None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from segexp.config.files import config_groups
+
+    groups = config_groups(extra_dirs)
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        value = override.value()
+        if override.get_key_element().lstrip("+~") in groups and isinstance(value, (int, float, bool)):
+            group = override.get_key_element().lstrip("+~")
+            return f"{override.input_line}: choose an option of {group} by name: {', '.join(groups[group])}"
+    return None
 
 
 def output_root(cfg, multirun: bool) -> Path:

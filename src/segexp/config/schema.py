@@ -2,12 +2,12 @@
 
 Hydra merges the YAML files in conf/ into these dataclasses, so a misspelled key or a
 value of the wrong type fails at composition time, before TensorFlow is even imported.
-Value ranges (lr > 0, epochs >= 1, ...) are checked by `validate`, also before any work.
+Value ranges and keys that must agree (lr > 0, a monitor the epoch logs, ...) are checked by segexp.checks,
+also before any work.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Dict, List, Optional
@@ -15,7 +15,6 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from segexp.errors import ConfigError
 
 
 # Closed sets of choices: OmegaConf rejects any other value while composing, naming the key and
@@ -382,69 +381,3 @@ def register_configs() -> None:
     cs.store(group="data", name="folder_schema", node=FolderDataConfig)
     cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)
     cs.store(group="data", name="shapes_schema", node=ShapesDataConfig)
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}")
-
-
-def epoch_metrics(classes: Any) -> set[str]:
-    """Returns the names an epoch's logs hold for data.classes (None: ISBI's two classes): the training crops'
-    loss, accuracy, dice, iou and per class dice_<class> / iou_<class>, and all of them with select_, plus
-    select_v_rand and select_v_info, on the selection slices."""
-    names = ["background", "foreground"] if classes is None else \
-        [str(c) if isinstance(c, str) else str(c.get("name")) for c in classes]
-    plain = {"loss", "accuracy", "dice", "iou", *(f"{s}_{n}" for n in names for s in ("dice", "iou"))}
-    return plain | {f"select_{m}" for m in plain | {"v_rand", "v_info"}}
-
-
-def validate(cfg: Any) -> None:
-    """Raise ConfigError for the first out-of-range value; returns None when all are fine."""
-    m, t, o = cfg.model, cfg.trainer, cfg.optimizer
-    _check(m.depth >= 1, "model.depth", f"must be >= 1, got {m.depth}")
-    _check(m.base_filters >= 1, "model.base_filters", f"must be >= 1, got {m.base_filters}")
-    _check(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
-    _check(0 < o.lr < math.inf, "optimizer.lr", f"must be > 0 and finite, got {o.lr}")
-    _check(o.ema is None or 0 < o.ema < 1, "optimizer.ema", f"must be null (off) or in (0, 1), e.g. 0.99, got {o.ema}")
-    loss = cfg.loss.fn
-    for term in ("bce", "dice", "cldice"):
-        _check(loss[term] >= 0, f"loss.fn.{term}", f"is a weight: must be >= 0 (0 turns the term off), got {loss[term]}")
-    _check(loss.skeleton_iterations >= 1, "loss.fn.skeleton_iterations",
-           f"must be >= 1 (about half the thickness of the structures), got {loss.skeleton_iterations}")
-    _check(t.epochs >= 1, "trainer.epochs", f"must be >= 1, got {t.epochs}")
-    _check(t.steps_per_epoch >= 1, "trainer.steps_per_epoch", f"must be >= 1, got {t.steps_per_epoch}")
-    _check(t.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {t.batch_size}")
-    _check(t.crop_size >= 1, "trainer.crop_size", f"must be >= 1, got {t.crop_size}")
-    _check(isinstance(t.jit_compile, bool) or t.jit_compile == "auto", "trainer.jit_compile",
-           f"must be true, false or auto, got {t.jit_compile}")
-    _check(t.checkpoint == "last" or len(cfg.split.select) >= 1, "split.select",
-           "is empty, so nothing can choose the best checkpoint; name selection slices or set trainer.checkpoint=last")
-    watchers = {key: str(node.get("monitor")) for key, node in
-                [("optimizer.schedule", o.schedule), *((f"callbacks.{k}", v) for k, v in cfg.callbacks.items())]
-                if node is not None and "monitor" in node}
-    _check(len(cfg.split.select) >= 1 or not any(m.startswith("select_") for m in watchers.values()), "split.select",
-           f"is empty, but {', '.join(watchers)} watch(es) the selection slices; name some")
-    for key, metric in {"objective": str(cfg.objective), "trainer.monitor": str(t.monitor),
-                        **{f"{k}.monitor": m for k, m in watchers.items()}}.items():
-        _check(not metric.startswith("report_"), key,
-               f"{metric} would choose on the report slices; use a selection score such as select_v_rand")
-    for key, metric in (("trainer.monitor", str(t.monitor)), ("objective", str(cfg.objective))):
-        _check(t.topology_metrics or metric not in ("select_v_rand", "select_v_info"), key,
-               f"{metric} needs trainer.topology_metrics=true (or choose by select_dice / select_loss)")
-    known = epoch_metrics(cfg.data.get("classes"))
-    _check(str(t.monitor) in known, "trainer.monitor",
-           f"{t.monitor} is no metric of an epoch; choose one of {', '.join(sorted(known))}")
-    _check(len(cfg.split.select) >= 1 or not str(cfg.objective).startswith("select_"), "objective",
-           f"{cfg.objective} is a selection score, but split.select is empty; name selection slices")
-    folds, fold = cfg.data.folds, cfg.data.fold
-    _check((folds is None) == (fold is None), "data.fold" if fold is None else "data.folds",
-           "data.folds and data.fold go together, e.g. data.folds=6 data.fold=0 (or -m data.fold=range(6))")
-    _check(folds is None or folds >= 3, "data.folds", f"must be >= 3 (train, select and report blocks), got {folds}")
-    _check(folds is None or 0 <= fold < folds, "data.fold", f"must be in 0..{folds - 1 if folds else 0}, got {fold}")
-    _check(0 <= cfg.tracking.outage_wait < math.inf, "tracking.outage_wait",
-           f"must be >= 0 seconds, got {cfg.tracking.outage_wait}")
-    _check(cfg.data.channels in (None, 1, 3), "data.channels", f"must be null, 1 or 3, got {cfg.data.channels}")
-    _check(cfg.data.foreground in (0, 1), "data.foreground", f"must be 0 or 1, got {cfg.data.foreground}")
-    _check(cfg.data.resize is None or (len(cfg.data.resize) == 2 and min(cfg.data.resize) >= 1), "data.resize",
-           f"must be null or [height, width] with both >= 1, got {cfg.data.resize}")

@@ -74,13 +74,3 @@ def roles_of(record: dict, digests: Sequence[str]) -> list[str | None]:
     slice, or None for a slice the run never saw."""
     role_of = {entry["digest"]: role for role, entries in record["roles"].items() for entry in entries}
     return [role_of.get(digest) for digest in digests]
-
-
-def check_crop_fits(data: SegmentationSet, crop_size: int) -> None:
-    """Raises DataError naming the first training image smaller than the crop."""
-    for name, image in zip(data.names, data.images):
-        if min(image.shape[:2]) < crop_size:
-            raise DataError(
-                f"{name}: image is {image.shape[1]}x{image.shape[0]}, smaller than trainer.crop_size="
-                f"{crop_size}; lower trainer.crop_size to at most {min(image.shape[:2])}"
-            )

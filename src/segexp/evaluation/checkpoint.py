@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from segexp.evaluation.metrics import confusion_matrix, segmentation_scores
 from segexp.data.affinities import target_of
+from segexp.evaluation.metrics import confusion_matrix, segmentation_scores
 from segexp.evaluation.scoring import as_maps, slice_scores
 from segexp.inference.predictor import inference_size, make_predictor
 from segexp.inference.tiling import predict_slices

@@ -8,10 +8,8 @@ from typing import Sequence
 
 from omegaconf import DictConfig
 
-from segexp.data.affinities import BOUNDARY, Target
-from segexp.data.classes import parse_classes
 from segexp.data.datasets import load
-from segexp.data.sets import Classes, SegmentationSet
+from segexp.data.sets import SegmentationSet
 from segexp.data.splits import resolve_indices, roles_of
 from segexp.errors import ConfigError
 from segexp.rundir import RunDir
@@ -40,36 +38,6 @@ def role_set(run: RunDir, role: str, record: dict | None = None) -> Segmentation
     data = load(run.saved_config().data, at_labels=True)
     roles = roles_of(record or run.read_split(), data.digests)
     return data.subset([i for i, r in enumerate(roles) if r == role])
-
-
-def check_classes(data: SegmentationSet, run: RunDir | None, ckpt: str) -> None:
-    """Raises ConfigError when the data's classes are not those the checkpoint's run trained on: the same names
-    in the same order for K classes; any two classes for a two-class run (ISBI's membrane/cell scores binary
-    folder data as before)."""
-    saved = run.saved_config() if run else None
-    if saved is None or "data" not in saved:
-        return
-    trained = parse_classes(saved.data.get("classes"), saved.data.get("ignore"))
-    if trained.binary and data.classes.binary:  # one probability of class 1 either way, whatever the names
-        return
-    if trained.names != data.classes.names:
-        raise ConfigError(f"ckpt={ckpt}: trained on classes {list(trained.names)}, but data '{data.name}' declares "
-                          f"{list(data.classes.names)}; set data.classes to the same list, in the same order")
-
-
-def check_outputs(outputs: int, classes: Classes, ckpt: str, target: Target = BOUNDARY) -> None:
-    """Raises ConfigError when the model does not have one output per class of the data (one for binary), or
-    an affinity model meets data of more than two classes."""
-    if target.affinities:
-        if not classes.topology:
-            raise ConfigError(f"ckpt={ckpt}: an affinity model segments objects of two fully labelled classes, but "
-                              f"the data declares {list(classes.names)}" + (" with unlabelled pixels" if classes.binary
-                                                                            else "") + "; score it on such data")
-        return
-    if outputs != classes.outputs:
-        raise ConfigError(f"ckpt={ckpt}: the model predicts {outputs} output(s), but the data's "
-                          f"{classes.count} classes {list(classes.names)} need {classes.outputs}; "
-                          "evaluate it on data with the classes it was trained on")
 
 
 def choose_slices(data: SegmentationSet, record: dict | None, slices: Sequence[int] | None,

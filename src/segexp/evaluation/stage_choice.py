@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from segexp.checks import check_stage
 from segexp.data.affinities import BOUNDARY, Target
 from segexp.data.images import to_channels
 from segexp.evaluation.metrics import segmentation_scores
@@ -34,6 +35,7 @@ def run_stage(node: DictConfig | None, source: ModelSource, predictor, channels:
         return (list(chosen.names), [predictor(to_channels(image, channels)) for image in chosen.images],
                 list(chosen.masks))
     has_selection = saved is not None and record is not None
+    check_stage(node, target)
     return stages.resolve(node, recalled, selection if has_selection else None, stages.objective_of_run(saved), where,
                           segmentation_scores, target)
 

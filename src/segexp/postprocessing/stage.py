@@ -131,40 +131,6 @@ def configured(node: DictConfig | None) -> tuple[str, dict, dict, bool | None]:
     return str(node.method), dict(plain.get("params") or {}), dict(plain.get("grid") or {}), plain.get("tune")
 
 
-RANGES = {"seed_threshold": (0.0, 1.0), "merge_threshold": (0.0, 1.0), "min_seed_size": (0, None), "sigma": (0.0, None),
-          "bias": (0.0, 1.0), "threshold": (0.0, 1.0), "beta": (0.0, 1.0), "sigma_seeds": (0.0, None),
-          "min_size": (0, None)}
-
-
-def check(node: DictConfig | None, target: Target | None = None) -> None:
-    """Raises ConfigError, naming the key, for a parameter the method does not take or lacks, an empty grid
-    value, a value out of range, or (when the model's `target` is known) a method that segments affinities on a
-    boundary model; before any model loads."""
-    method, params, grid, _ = configured(node)
-    if method == "none":
-        return
-    if target is not None and SEGMENTERS[method][1] == "affinities" and not target.affinities:
-        raise ConfigError(f"postprocess={method} partitions affinities, but this model predicts a boundary map "
-                          "(target=boundary); train with target=affinities, or use postprocess=watershed, "
-                          "multicut or gasp")
-    takes = method_params(method)
-    for key, given in (("params", params), ("grid", grid)):
-        unknown, missing = sorted(set(given) - set(takes)), sorted(set(takes) - set(given))
-        if unknown or missing:
-            raise ConfigError(f"postprocess.{key}: {method} takes {', '.join(takes)}"
-                              + (f"; unknown: {', '.join(unknown)}" if unknown else "")
-                              + (f"; missing: {', '.join(missing)}" if missing else ""))
-    for name, values in [*((f"grid.{k}", list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in grid.items()),
-                         *((f"params.{k}", [v]) for k, v in params.items())]:
-        low, high = RANGES[name.split(".")[1]]
-        if not values:
-            raise ConfigError(f"postprocess.{name}: is empty; give at least one value")
-        bad = [v for v in values if not isinstance(v, (int, float)) or v < low or (high is not None and v > high)]
-        if bad:
-            bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
-            raise ConfigError(f"postprocess.{name}: must be numbers {bounds}, got {bad}")
-
-
 def needs_selection(node: DictConfig | None, recalled: Stage | None = None) -> bool:
     """True when the stage must be chosen on selection slices (nothing given or recalled to apply)."""
     method, _, _, tune = configured(node)
@@ -181,7 +147,6 @@ def resolve(node: DictConfig | None, recalled: Stage | None, select: Callable[[]
     there is nothing to choose on."""
     from dataclasses import replace
 
-    check(node, target)
     method, params, grid, tune = configured(node)
     if method == "none":
         return Stage()

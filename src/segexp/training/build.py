@@ -16,7 +16,6 @@ from segexp.data import datasets, splits
 from segexp.data.affinities import target_of
 from segexp.data.classes import balanced_weights
 from segexp.data.sets import BINARY, IGNORE, Classes, SegmentationSet
-from segexp.errors import ConfigError
 
 
 def prepare_data(cfg: DictConfig) -> tuple[dict[str, SegmentationSet], list | None]:
@@ -29,7 +28,6 @@ def prepare_data(cfg: DictConfig) -> tuple[dict[str, SegmentationSet], list | No
     parts = splits.split(dataset, select, report)
     if cfg.data.resize is not None:
         parts["report"] = splits.split(datasets.load(cfg.data, at_labels=True), select, report)["report"]
-    splits.check_crop_fits(parts["train"], cfg.trainer.crop_size)
     weights = None
     if cfg.loss.weight_map is not None:
         weigh = instantiate(cfg.loss.weight_map)  # mask -> weight map
@@ -37,21 +35,9 @@ def prepare_data(cfg: DictConfig) -> tuple[dict[str, SegmentationSet], list | No
     return parts, weights
 
 
-def check_class_weights(setting, classes: Classes) -> None:
-    """Raises ConfigError unless loss.fn.class_weights is null, `balanced` or one weight >= 0 per class."""
-    weights = list(setting) if setting is not None and not isinstance(setting, str) else None
-    if setting is None or setting == "balanced":
-        return
-    if weights is None or len(weights) != classes.count or not all(
-            isinstance(w, (int, float)) and w >= 0 for w in weights):
-        raise ConfigError(f"loss.fn.class_weights={setting}: give `balanced` or {classes.count} weights >= 0, one per "
-                          f"class of data.classes {list(classes.names)}")
-
-
 def class_weights(setting, train_set: SegmentationSet) -> list[float] | None:
     """Returns loss.fn.class_weights as one weight per class: as listed, from the training masks' class
-    frequencies for `balanced`, or None (all 1); ConfigError for anything else (check_class_weights)."""
-    check_class_weights(setting, train_set.classes)
+    frequencies for `balanced`, or None (all 1); checks.check_training_data has checked the setting."""
     if setting is None:
         return None
     if setting == "balanced":
@@ -60,12 +46,9 @@ def class_weights(setting, train_set: SegmentationSet) -> list[float] | None:
 
 
 def dice_class_indices(names, classes: Classes) -> list[int] | None:
-    """Returns the indices of loss.fn.dice_classes, or None (all); ConfigError naming an unknown class."""
+    """Returns the indices of loss.fn.dice_classes (checked by checks.check_training_data), or None (all)."""
     if names is None:
         return None
-    unknown = [n for n in names if n not in classes.names]
-    if unknown:
-        raise ConfigError(f"loss.fn.dice_classes={list(names)}: {unknown} not in data.classes {list(classes.names)}")
     return [classes.names.index(n) for n in names]
 
 

@@ -16,13 +16,12 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from segexp.config.instantiate import instantiate
-from segexp.config.schema import validate
+from segexp.checks import check_train, check_training_data
 from segexp.data.affinities import target_of
-from segexp.data.classes import parse_classes
 from segexp.data.datasets import default_isbi_root
 from segexp.data.images import combined_digest
 from segexp.data.splits import split_record
-from segexp.errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from segexp.errors import TrainingDiverged, TrainingInterrupted
 from segexp.rundir import RunDir, SweepJob
 from segexp.tracking.provenance import flatten, run_tags
 from segexp.tracking.tags import (
@@ -40,10 +39,8 @@ from segexp.tracking.tags import (
 from segexp.training.build import (
     build_components,
     build_model,
-    check_class_weights,
     choose_speed,
     class_weights,
-    dice_class_indices,
     fit,
     prepare_data,
     training_stream,
@@ -128,74 +125,6 @@ def log_aug_preview(cfg: DictConfig, train_set, weights, pipeline, tracker) -> N
     tracker.log_image_file(pair_grid([sampler(i) for i in range(t.aug_preview)]), "augmentation_preview.png")
 
 
-def check_target(cfg: DictConfig) -> None:
-    """Raises ConfigError for target=affinities with offsets it cannot use, or with options that mean nothing for
-    affinities: border weight maps, clDice, class weights, more than two classes, TTA over offsets that flips and
-    quarter turns do not map onto each other."""
-    from segexp.data.affinities import check_offsets
-    from segexp.inference.tiling import tta_offset_problem
-
-    target = target_of(cfg.get("target"))
-    if not target.affinities:
-        return
-    problems = check_offsets(cfg.target.offsets)
-    check(not problems, "target.offsets", problems[0].removeprefix("target.offsets: ") if problems else "")
-    fn, why = cfg.loss.fn, "target=affinities"
-    check(cfg.loss.weight_map is None, "loss.weight_map",
-          f"border weight maps weigh a boundary map's pixels; {why} has no such map: use loss=bce_dice, bce or dice")
-    check(not fn.get("cldice"), "loss.fn.cldice", f"clDice thins a boundary map; {why} has none: set it to 0 "
-          "(loss=bce_dice)")
-    check(fn.get("class_weights") is None, "loss.fn.class_weights",
-          f"class weights weigh a map's classes; {why} weighs its pairs by BCE and Dice of the cuts: set it to null")
-    classes = parse_classes(cfg.data.get("classes"), cfg.data.get("ignore"))
-    check(classes.binary, "data.classes", f"{why} learns the objects of a boundary mask of two classes, but "
-          f"data.classes lists {classes.count}; use target=boundary")
-    problem = tta_offset_problem(target.offsets) if cfg.inference.tta else None
-    check(problem is None, "inference.tta", f"{problem}; set inference.tta=false, or offsets closed under flips "
-          "and quarter turns")
-
-
-def check_postprocess(cfg: DictConfig) -> None:
-    """Raises ConfigError for a postprocess stage that cannot run: bad parameters, a partitioning of affinities on
-    a boundary model, or nothing to choose on."""
-    from segexp.postprocessing import stage
-
-    stage.check(cfg.postprocess, target_of(cfg.get("target")))
-    if stage.needs_selection(cfg.postprocess) and len(cfg.split.select) == 0:
-        raise ConfigError(f"postprocess={cfg.postprocess.method} chooses its parameters on the selection slices, "
-                          "but split.select is empty; name selection slices or set postprocess.tune=false")
-
-
-def check_classes(cfg: DictConfig) -> None:
-    """Raises ConfigError for options that need two fully labelled classes (topology scores, border weights,
-    clDice, a postprocess stage) on data with more classes or unlabelled pixels, and for class weights or Dice
-    classes that do not fit data.classes (a run's config from before classes existed has two)."""
-    classes = parse_classes(cfg.data.get("classes"), cfg.data.get("ignore"))  # runs from before classes have neither
-    fn = cfg.loss.fn
-    check_class_weights(fn.get("class_weights"), classes)
-    dice_class_indices(fn.get("dice_classes"), classes)
-    if classes.topology:
-        return
-    why = (f"data.classes lists {classes.count} classes" if not classes.binary else
-           f"data.ignore={cfg.data.ignore} leaves pixels unlabelled")
-    for key, metric in (("trainer.monitor", str(cfg.trainer.monitor)), ("objective", str(cfg.objective))):
-        check(metric.removeprefix("select_") not in ("v_rand", "v_info"), key,
-              f"{metric} scores binary boundary maps, but {why}; choose by select_dice (the mean over classes), "
-              "select_dice_<class> or select_loss")
-    check(cfg.postprocess.method == "none", "postprocess",
-          f"postprocess={cfg.postprocess.method} segments binary boundary maps, but {why}; use postprocess=none")
-    check(cfg.loss.weight_map is None, "loss.weight_map",
-          f"border weights are drawn between two fully labelled classes, but {why}; use loss=bce_dice or "
-          "loss=focal_dice")
-    check(not fn.get("cldice"), "loss.fn.cldice",
-          f"clDice scores the centrelines of one fully labelled foreground class, but {why}; set loss.fn.cldice=0")
-
-
-def check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}")
-
-
 def log_report_slices(tracker, report, probs, labels) -> None:
     """Logs each report slice's image, truth, predicted probability (K classes: truth and prediction in class
     colours) and, after a postprocess stage, its segments (random colours) as PNGs under `report_slices/`, so
@@ -240,12 +169,10 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     optimizer state, epoch count, best score, sample sequence) in the same MLflow run; with `sweep`,
     the run is a child of the sweep's parent run.
     """
-    validate(cfg)
-    check_classes(cfg)
-    check_target(cfg)
-    check_postprocess(cfg)
+    check_train(cfg)
     parts, weights = prepare_data(cfg)
     train_set = parts["train"]
+    check_training_data(cfg, train_set)
     classes, loss_weights = train_set.classes, class_weights(cfg.loss.fn.class_weights, train_set)
     weights_used = {"loss.class_weights_used": ",".join(f"{w:.4g}" for w in loss_weights)} if loss_weights else {}
     from segexp.tracking.trackers import NullTracker
