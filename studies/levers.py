@@ -92,7 +92,7 @@ def recipe_label(run) -> str:
 
     common = ("experiment=", "trainer.max_minutes=", "tracking.uri=", "debug=", "trainer.crop_size=64")
     own = [o for o in recipe_overrides(run) if not o.startswith(common)]
-    return " ".join(own) or f"as shipped ({run.data.tags.get('precision', '?')})"
+    return " ".join(own) or f"as shipped ({run.precision or '?'})"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -125,9 +125,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     verdicts = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
     report = (compare_dir / "report.md").read_text()
     runs = [run for name in levers for run in sweep_runs(store, name)]
-    rows = [[recipe_label(run), run.data.params["trainer.seed"], *(run.data.metrics.get(k) for k in METRICS),
-             int(run.data.metrics.get("epochs_run", 0)), run.data.tags.get("precision", "?"),
-             run.data.tags.get("git_commit", "?")[:10]] for run in runs]
+    rows = [[recipe_label(run), run.params["trainer.seed"], *(run.metrics.get(k) for k in METRICS),
+             int(run.metrics.get("epochs_run", 0)), run.precision or "?", (run.git_commit or "?")[:10]]
+            for run in runs]
     thresholds = threshold_lever(runs, recipe_label)
     shifts = threshold_verdicts(thresholds)
     for picture in ("panel.png", "curves.png"):

@@ -230,10 +230,10 @@ def test_folds_are_contiguous_blocks_selecting_on_the_block_before(count, folds,
 
 
 def test_recipes_group_by_everything_but_seed_and_fold():
-    from types import SimpleNamespace
+    from segexp.tracking.records import RunRecord
 
     def run(overrides):
-        return SimpleNamespace(data=SimpleNamespace(tags={"overrides": overrides}))
+        return RunRecord("0" * 32, tags={"overrides": overrides})
 
     runs = [run("aug=heavy optimizer.lr=0.1 trainer.seed=1"), run("aug=heavy optimizer.lr=0.1 trainer.seed=2"),
             run("aug=heavy optimizer.lr=0.2 data.fold=1 trainer.seed=1"),
