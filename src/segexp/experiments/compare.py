@@ -5,9 +5,9 @@ parent contributes each recipe it holds, its seeds or folds as replicates. Every
 first is compared with the first: per metric the means ± std, the difference with its 95% CI, a
 paired t-test when both sides hold the same seeds or folds (Welch's test otherwise) and a one-line
 verdict. Differences that make a comparison unfair (budget, held-out slices, data, code) are
-named. The result is printed, written as a self-contained report.html (and report.md with its
-pictures) in the output directory, and logged as an MLflow run of its own, tagged with the runs
-it compares.
+named. The result is data (comparison.json, see segexp.experiments.comparison), from which the printed
+lines and a self-contained report.html (and report.md with its pictures) are rendered, in the output
+directory; all of it is logged as an MLflow run of its own, tagged with the runs it compares.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 
 from segexp import reports
 from segexp.errors import ConfigError
-from segexp.experiments import replicates
-from segexp.reports import Curve, html_page, markdown_table
+from segexp.experiments import comparison, replicates
+from segexp.reports import Curve, html_page
 from segexp.tracking import sweeps as sweep_store
 from segexp.tracking.records import RunRecord
 from segexp.tracking.store import (
@@ -304,45 +304,41 @@ def metric_rows(entries: Sequence[Entry], metrics: Sequence[str]) -> list[tuple[
     return rows
 
 
-def markdown(entries: Sequence[Entry], rows, warnings: dict[str, list[str]], pictures: dict[str, str],
-             notes: Sequence[str], differences: Sequence[tuple[str, list[str]]] = ()) -> str:
-    """Returns the report as markdown; `pictures` maps a caption to an image file beside it."""
-    recipes = markdown_table(["", "recipe", "argument", "runs", "replicates"], [
-        [e.letter, e.name, f"`{e.ref}`", len(e.runs), ", ".join("=".join(replicates.replicate_key(r)) for r in e.runs)]
-        for e in entries])
-    lines = ["# segexp compare", "", recipes]
-    lines += ["", "Scores on each run's report slices (no choice saw them): mean ± std [95% CI of the mean] (n). "
-              "Differences are the later recipe minus A, with the 95% CI of the difference; p from a paired "
-              "t-test when both hold the same seeds or folds, else Welch's; p < 0.05 counts as a difference "
-              "(per metric, not corrected for the several metrics).", ""]
-    lines.append(markdown_table(["metric", "A", "other", "other - A", "p", "detectable (80% power)", "verdict"], [
-        [d.metric, replicates.format_summary(d.a), f"{other.letter}: {replicates.format_summary(d.b)}",
-         f"{d.diff:+.4f}" + (f" ± {d.ci95:.4f}" if math.isfinite(d.ci95) else ""),
-         f"{d.p:.2g}" if math.isfinite(d.p) else "-", f"{d.detectable:.4f}" if math.isfinite(d.detectable) else "-",
-         line] for other, d, line in rows]))
-    lines += ["", "## What the recipes' configs differ in", "",
-              markdown_table(["key", *(e.letter for e in entries)], [[key, *values] for key, values in differences])
-              if differences else "Their resolved configs are the same, seeds and folds aside."]
-    lines += ["", "## Is the comparison fair?", ""]
-    for letter, found in warnings.items():
-        lines += [f"- WARNING {line}" for line in found] or [f"- A and {letter}: same budget, held-out slices, "
-                                                             "data, code and versions"]
-    for caption, file in pictures.items():
-        lines += ["", f"## {caption}", "", f"![{caption}]({file})"]
-    lines += ["", *notes]
-    return "\n".join(lines) + "\n"
+def comparison_data(entries: Sequence[Entry], rows, warnings: dict[str, list[str]], pictures: dict[str, str],
+                    notes: Sequence[str], differences: Sequence[tuple[str, list[str]]],
+                    target: float | None) -> dict:
+    """Returns the comparison as data (the schema in segexp.experiments.comparison): everything the report,
+    the printed lines, MLflow and the studies read."""
+    return {
+        "format": comparison.FORMAT,
+        "recipes": [{"letter": e.letter, "name": e.name, "ref": e.ref, "variant": e.variant,
+                     "runs": [{"run_id": r.run_id, "replicate": list(replicates.replicate_key(r))} for r in e.runs]}
+                    for e in entries],
+        "metrics": list(dict.fromkeys(d.metric for _, d, _ in rows)),
+        "differences": [{"letter": other.letter, "metric": d.metric, "a": comparison.summary_data(d.a),
+                         "b": comparison.summary_data(d.b), "diff": comparison.number(d.diff),
+                         "ci95": comparison.number(d.ci95), "p": comparison.number(d.p), "paired_by": d.paired_by,
+                         "n": d.n, "b_ahead": d.b_ahead, "spread": comparison.number(d.spread),
+                         "detectable": comparison.number(d.detectable), "verdict": line,
+                         "power": power_line(other, d, target)} for other, d, line in rows],
+        "config_differences": [{"key": key, "values": list(values)} for key, values in differences],
+        "fairness": dict(warnings),
+        "pictures": dict(pictures),
+        "notes": list(notes),
+    }
 
 
-def log_comparison(cfg, entries: Sequence[Entry], rows, files: Sequence[Path]) -> str | None:
+def log_comparison(cfg, data: dict, files: Sequence[Path]) -> str | None:
     """Logs the comparison as its own MLflow run, tagged with every compared run; returns its id."""
     if not cfg.tracking.get("_target_", "").endswith("MlflowTracker"):
         return None
-    name = " vs ".join(e.name for e in entries)
-    tags = {COMPARED_RUNS: ",".join(r.run_id for e in entries for r in e.runs),
-            **{compare_tag(e.letter): f"{e.name} ({e.ref})" for e in entries},
-            NOTE: "\n".join(line for _, _, line in rows)}
-    metrics = {f"{other.letter}_minus_A/{d.metric}_{suffix}": value for other, d, _ in rows
-               for suffix, value in (("diff", d.diff), ("ci95", d.ci95), ("p", d.p)) if math.isfinite(value)}
+    recipes = data["recipes"]
+    tags = {COMPARED_RUNS: ",".join(comparison.compared_run_ids(data)),
+            **{compare_tag(r["letter"]): f"{r['name']} ({r['ref']})" for r in recipes},
+            NOTE: "\n".join(comparison.verdicts(data))}
+    metrics = {f"{d['letter']}_minus_A/{d['metric']}_{key}": d[key] for d in data["differences"]
+               for key in ("diff", "ci95", "p") if d[key] is not None}
+    name = " vs ".join(r["name"] for r in recipes)
     return log_finished_run(resolve_uri(cfg.tracking.uri), cfg.tracking.experiment_name, f"compare {name}", tags,
                             metrics, files)
 
@@ -365,24 +361,17 @@ def compare(cfg, output_dir: Path) -> list[replicates.Difference]:
     if curves is not None:
         curves.savefig(output_dir / "curves.png", dpi=100)
         pictures["Learning curves"] = "curves.png"
-    differences = config_differences(entries)
-    text = markdown(entries, rows, warnings, pictures, notes, differences)
+    data = comparison_data(entries, rows, warnings, pictures, notes, config_differences(entries),
+                           cfg.target_difference)
+    written = comparison.write_comparison(data, output_dir)
+    text = comparison.markdown(data)
     (output_dir / "report.md").write_text(text)
     (output_dir / "report.html").write_text(html_page(text, output_dir, "segexp compare"))
-    files = [output_dir / f for f in ("report.html", "report.md", *pictures.values())]
-    run_id = log_comparison(cfg, entries, rows, files)
+    files = [written, *(output_dir / f for f in ("report.html", "report.md", *pictures.values()))]
+    run_id = log_comparison(cfg, data, files)
 
-    for e in entries:
-        print(f"[segexp] {e.label}: {e.ref}, {len(e.runs)} run(s)", flush=True)
-    for other, d, line in rows:
+    for line in comparison.printed_lines(data):
         print(f"[segexp] {line}", flush=True)
-    for other, d, _ in rows:
-        print(f"[segexp] {power_line(other, d, cfg.target_difference)}", flush=True)
-    for key, values in differences:
-        print(f"[segexp] config {key}: " + ", ".join(f"{e.letter} {v}" for e, v in zip(entries, values)), flush=True)
-    for letter, found in warnings.items():
-        for line in found:
-            print(f"[segexp] WARNING A vs {letter}: {line}", flush=True)
     where = f"; MLflow run {run_id}" if run_id else ""
-    print(f"[segexp] report: {output_dir / 'report.html'}{where}", flush=True)
+    print(f"[segexp] report: {output_dir / 'report.html'} ({written.name} holds it as data){where}", flush=True)
     return [d for _, d, _ in rows]
