@@ -118,15 +118,22 @@ def children(store: Path, recipe: str, seeds: Sequence[int] | None = None) -> li
     return sorted(runs, key=seed_of)
 
 
-def compare_table(title: str, report_md: str, rows: str = "| report_") -> dict[str, Any]:
-    """Returns the result table of the rows of `segexp compare`'s report.md that start with `rows`, under the
-    report's own header."""
-    def cells(line: str) -> list[str]:
-        return [c.strip() for c in line.strip().strip("|").split("|")]
+def run_compare(*args: str, compare_dir: Path) -> dict[str, Any]:
+    """Runs `segexp compare ARGS` into compare_dir (emptied first); returns the comparison it wrote as data
+    (comparison.json, segexp.experiments.comparison), never its printed prose."""
+    from segexp.experiments.comparison import read_comparison
 
-    lines = report_md.splitlines()
-    header = next(cells(line) for line in lines if line.startswith("| metric |"))
-    return common.table(title, header, [cells(line) for line in lines if line.startswith(rows)])
+    shutil.rmtree(compare_dir, ignore_errors=True)
+    segexp("compare", *args, f"hydra.run.dir={compare_dir}")
+    return read_comparison(compare_dir)
+
+
+def compare_table(title: str, comparison: dict[str, Any], metrics: str = "report_") -> dict[str, Any]:
+    """Returns the result table of a comparison's differences in the metrics that start with `metrics`, as its
+    report shows them."""
+    from segexp.experiments.comparison import COLUMNS, table_rows
+
+    return common.table(title, COLUMNS, table_rows(comparison, metrics))
 
 
 def spread(values: Sequence[float]) -> list[float]:
@@ -162,13 +169,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 train_recipe(recipe, known.seeds, known.budget_minutes, store, args.quick)
     compare_dir = store / "compare"
     shutil.rmtree(compare_dir, ignore_errors=True)
-    verdicts, comparison = [], None
+    verdicts, comparison, data = [], None, None
     if len(known.recipes) > 1:  # one recipe: its runs and spread alone, nothing to compare it with
-        stdout = segexp("compare", *(str(sweep_dir(store, r)) for r in known.recipes),
-                        f"tracking.uri=sqlite:///{store / 'mlflow.db'}", f"hydra.run.dir={compare_dir}")
-        verdicts = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
-        comparison = compare_table("segexp compare (A = first recipe; differences are B - A, paired by seed)",
-                                   (compare_dir / "report.md").read_text())
+        from segexp.experiments.comparison import printed_lines
+
+        data = run_compare(*(str(sweep_dir(store, r)) for r in known.recipes),
+                           f"tracking.uri=sqlite:///{store / 'mlflow.db'}", compare_dir=compare_dir)
+        verdicts = printed_lines(data)
+        comparison = compare_table("segexp compare (A = first recipe; differences are B - A, paired by seed)", data)
 
     rows = []
     for recipe in known.recipes:
@@ -183,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     runs = [run for recipe in known.recipes for run in children(store, recipe, known.seeds)]
     thresholds = threshold_lever(runs, lambda run: run.display_name)
     result.update(recipes=known.recipes, seeds=known.seeds, budget_minutes=known.budget_minutes,
-                  store=str(store), verdicts=verdicts, training_minutes=(time.monotonic() - started) / 60)
+                  store=str(store), verdicts=verdicts, comparison=data, training_minutes=(time.monotonic() - started) / 60)
     result["tables"] = [
         common.table(f"Each run ({known.budget_minutes:g} training minutes)",
                      ["recipe", "seed", *METRICS, "epochs run", "checkpoint epoch", "train minutes",

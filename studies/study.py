@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from bench import common, render
 from studies.levers import sweep_runs
-from studies.replicates import METRICS, children, compare_table, segexp, train_recipe
+from studies.replicates import METRICS, children, compare_table, run_compare, segexp, train_recipe
 from studies.thresholds import threshold_lever, threshold_table, threshold_verdicts
 
 NAME = "study"
@@ -98,6 +98,7 @@ def winner_command(recipe: Sequence[str], seeds: Sequence[int], minutes: float, 
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from segexp.experiments.comparison import number, printed_lines
     from segexp.experiments.replicates import difference, verdict
     from segexp.experiments.sweeps import best_child
 
@@ -132,11 +133,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if not (store / f"sweep_{recipe}" / "sweep.json").is_file():
                 train_recipe(recipe, known.seeds, known.budget_minutes, store, args.quick)
     compare_dir = store / "compare"
-    shutil.rmtree(compare_dir, ignore_errors=True)
     sweeps = [store / f"sweep_{r}" for r in (*known.against, "winner")]
-    stdout = segexp("compare", *map(str, sweeps), f"tracking.uri={uri(store)}", f"hydra.run.dir={compare_dir}")
-    verdicts = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
-    report = (compare_dir / "report.md").read_text()
+    comparison = run_compare(*map(str, sweeps), f"tracking.uri={uri(store)}", compare_dir=compare_dir)
+    verdicts = printed_lines(comparison)
     for picture in ("panel.png", "curves.png"):
         if (compare_dir / picture).is_file():
             shutil.copy(compare_dir / picture, args.out / f"{known.name}_{picture}")
@@ -159,20 +158,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                  else baseline)
     shifts = [f"{recipe}: {line}" for recipe in (baseline, "winner")
               for line in threshold_verdicts([r for r in thresholds if r["run"] == recipe])]
-    shifts += [f"both at their chosen thresholds: " + verdict(difference(
-        metric, *({("seed", r["seed"]): r[f"{metric}@chosen"] for r in thresholds if r["run"] == recipe}
-                  for recipe in (baseline, "winner"))), baseline, "winner", metric) for metric in ("accuracy", "dice")]
+    at_chosen = {metric: difference(metric, *({("seed", r["seed"]): r[f"{metric}@chosen"] for r in thresholds
+                                               if r["run"] == recipe} for recipe in (baseline, "winner")))
+                 for metric in ("accuracy", "dice")}
+    shifts += ["both at their chosen thresholds: " + verdict(d, baseline, "winner", metric)
+               for metric, d in at_chosen.items()]
     parent = (study_store / "sweep_study" / "sweep.json").read_text()
-    result.update(store=str(store), winner=winner, winner_run=best.run_id, verdicts=verdicts,
+    result.update(store=str(store), winner=winner, winner_run=best.run_id, verdicts=verdicts, comparison=comparison,
                   minutes=(time.monotonic() - started) / 60, study_record=parent, thresholds=thresholds,
-                  threshold_verdicts=shifts)
+                  threshold_verdicts=shifts,
+                  threshold_differences={f"report_{metric}": {"diff": number(d.diff), "ci95": number(d.ci95),
+                                                              "p": number(d.p)} for metric, d in at_chosen.items()})
     result["tables"] = [
         common.table(f"The study: {len(trials)} trials of {study_minutes:g} training minutes (objective: "
                      "V_rand on the selection slices; report scores shown, never used)",
                      ["trial", "overrides on isbi_best", *STUDY_COLUMNS, ""], trial_rows),
         common.table(f"The winner and the baselines over seeds ({known.budget_minutes:g} training minutes each)",
                      ["recipe", "seed", *METRICS, "epochs run", "trained at commit"], confirm_rows),
-        compare_table("segexp compare (A = first baseline; differences are other - A, paired by seed)", report),
+        compare_table("segexp compare (A = first baseline; differences are other - A, paired by seed)", comparison),
         threshold_table(thresholds),
     ]
     result["notes"] = [
