@@ -69,13 +69,13 @@ def train_arm(name: str, precision: str, seed_offset: int, settings: Settings, s
                           timeout=settings.timeout_s, cwd=common.REPO)
     if done.returncode != 0:
         raise RuntimeError(f"{name}: segexp train exited {done.returncode}:\n{done.stderr[-2000:]}")
-    (run,) = find_runs(store, NAME, f"attributes.run_name = '{name}'", max_results=1)
-    epochs = timed_metric_history(store, run.info.run_id, "select_dice")
+    (run,) = find_runs(store, NAME, run_name=name, max_results=1)
+    epochs = timed_metric_history(store, run.run_id, "select_dice")
     seconds = (epochs[-1][0] - epochs[0][0]) / 1000
     images = (len(epochs) - 1) * settings.steps_per_epoch * settings.batch_size
-    return {"precision": run.data.tags.get("precision", precision), "seed": seed, "epochs": len(epochs),
+    return {"precision": run.precision or precision, "seed": seed, "epochs": len(epochs),
             "images_per_s": images / seconds if seconds > 0 else None,
-            "scores": {key: run.data.metrics[key] for key in SCORES if key in run.data.metrics}}
+            "scores": {key: run.metrics[key] for key in SCORES if key in run.metrics}}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -527,42 +527,29 @@ def write_blocks(blocks: dict[str, str]) -> None:
 # --- pictures ----------------------------------------------------------------------------------------------------
 
 
-VERDICT_LABEL = re.compile(r"^([A-Z]) \((.*)\): .*, \d+ run\(s\)$")
-DIFFERENCE = re.compile(r"^([+-]?\d[\d.e+-]*) ± (\d[\d.e+-]*|nan)$")
+def comparison_of(result: dict[str, Any]) -> dict[str, Any]:
+    """Returns the comparison data (segexp compare's comparison.json) a study kept in its result."""
+    if "comparison" not in result:
+        raise ValueError(f"bench/results/{result['benchmark']}.json holds no comparison data (a study run before "
+                         "segexp compare wrote comparison.json); run the study again, or with --reuse-training")
+    return result["comparison"]
 
 
 def recipe_labels(result: dict[str, Any]) -> dict[str, str]:
-    """Returns {letter: recipe label} from the lines `segexp compare` printed first ("B (loss=dice): DIR, 3 run(s)")."""
-    return {m.group(1): m.group(2) for m in map(VERDICT_LABEL.match, result["verdicts"]) if m}
+    """Returns {letter: recipe name} of the result's `segexp compare`."""
+    return {r["letter"]: r["name"] for r in comparison_of(result)["recipes"]}
 
 
 def differences(result: dict[str, Any]) -> dict[str, dict[str, tuple[float, float, float]]]:
-    """Returns {letter: {metric: (other - A, 95% CI half-width, p)}} from a result's `segexp compare` table."""
-    table = next(t for t in result["tables"] if t["columns"][:4] == ["metric", "A", "other", "other - A"])
-    found: dict[str, dict[str, tuple[float, float, float]]] = {}
-    for metric, _, other, diff, p, *_ in table["rows"]:
-        m = DIFFERENCE.match(diff.strip())
-        if m:
-            found.setdefault(other.split(":", 1)[0], {})[metric] = (float(m.group(1)), float(m.group(2)), float(p))
-    return found
+    """Returns {letter: {metric: (other - A, 95% CI half-width, p)}} of the result's `segexp compare`."""
+    from segexp.experiments.comparison import differences_by_letter
+
+    return differences_by_letter(comparison_of(result))
 
 
-THRESHOLD_VERDICT = re.compile(r"on (\w+) (?:\(([+-][\d.e-]+)|by ([\d.e-]+)) ± ([\d.e-]+), p = ([\d.e+-]+)")
-
-
-def chosen_threshold_differences(result: dict[str, Any], baseline: str, other: str) -> dict[str, tuple]:
-    """Returns {report_<metric>: (other - baseline, CI, p)} of the study's "both at their chosen thresholds" lines."""
-    found = {}
-    for line in result.get("threshold_verdicts", []):
-        if not line.startswith("both at their chosen thresholds: "):
-            continue
-        m = THRESHOLD_VERDICT.search(line)
-        if not m:
-            continue
-        metric, signed, unsigned, ci, p = m.groups()
-        diff = float(signed) if signed else float(unsigned) * (1 if line.split(": ", 1)[1].startswith(other) else -1)
-        found[f"report_{metric}"] = (diff, float(ci), float(p))
-    return found
+def chosen_threshold_differences(result: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
+    """Returns {report_<metric>: (winner - baseline, CI, p)} with both at their chosen thresholds (studies.study)."""
+    return {metric: (d["diff"], d["ci95"], d["p"]) for metric, d in result.get("threshold_differences", {}).items()}
 
 
 def new_figure(width: float, height: float):
@@ -659,8 +646,7 @@ def study_figure(studies: Sequence[dict[str, Any]], path: Path) -> Path:
         minutes = result["settings"]["budget_minutes"]
         rows += [(f"{minutes:g} training minutes ({result['benchmark']})", None),
                  ("threshold 0.5", differences(result)[winner_letter(result)]),
-                 ("chosen thresholds",
-                  chosen_threshold_differences(result, result["settings"]["against"][0], "winner"))]
+                 ("chosen thresholds", chosen_threshold_differences(result))]
     return forest_plot(rows, "The Optuna study's winner minus isbi_best on the report slices (3 seeds each, paired by "
                        "seed; bars: 95% CI)", path,
                        "Filled red: p < 0.05 (paired t-test, uncorrected); hollow blue: no detectable difference. "

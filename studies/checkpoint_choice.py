@@ -56,6 +56,7 @@ def recipe_of(run: Path, swept: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from segexp.experiments.comparison import printed_lines, recipe_lines, verdicts
     from segexp.rundir import read_sweep_record
 
     known, rest = parse_args(argv)
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     scores = {(run.name, c): evaluate(store, run, known.method, known.reuse_evaluations, c)
               for run in runs for c in checkpoints}
 
-    lines, comparison = compare_variants(
+    data, comparison = compare_variants(
         store, known.sweep, [f"eval_{k}" for k in KEYS], [f"_tta_{known.method}", f"_tta_{known.method}_last"],
         store / "compare_checkpoints",
         "segexp compare (A = the chosen checkpoint of the sweep's first recipe; differences other - A, paired by seed)")
@@ -86,10 +87,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                      ["run", "seed", "recipe", "checkpoint", "epoch", *KEYS], rows),
         comparison,
     ]
-    result.update(verdicts=lines, store=str(store), evaluation_minutes=(time.monotonic() - started) / 60)
-    result["notes"] = [*known.note, *(f"`segexp compare`: {line}" for line in lines
-                                      if line.startswith(("A (", "B (", "C (", "D (", "no detectable"))
-                                      or " beats " in line)]
+    result.update(verdicts=printed_lines(data), comparison=data, store=str(store),
+                  evaluation_minutes=(time.monotonic() - started) / 60)
+    result["notes"] = [*known.note, *(f"`segexp compare`: {line}" for line in [*recipe_lines(data), *verdicts(data)])]
     render.write_results(result, args.out)
     return result
 

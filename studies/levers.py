@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench import common, render
-from studies.replicates import METRICS, compare_table, segexp
+from studies.replicates import METRICS, compare_table, run_compare, segexp
 from studies.thresholds import threshold_lever, threshold_table, threshold_verdicts
 
 NAME = "levers"
@@ -92,10 +92,12 @@ def recipe_label(run) -> str:
 
     common = ("experiment=", "trainer.max_minutes=", "tracking.uri=", "debug=", "trainer.crop_size=64")
     own = [o for o in recipe_overrides(run) if not o.startswith(common)]
-    return " ".join(own) or f"as shipped ({run.data.tags.get('precision', '?')})"
+    return " ".join(own) or f"as shipped ({run.precision or '?'})"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from segexp.experiments.comparison import printed_lines
+
     known, rest = parse_args(argv)
     args = common.parse_args(NAME, TITLE, rest, package="studies")
     levers = {name: LEVERS[name] for name in known.levers}
@@ -119,27 +121,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             shutil.rmtree(sweep_dir, ignore_errors=True)
             segexp(*command)
     compare_dir = store / "compare"
-    shutil.rmtree(compare_dir, ignore_errors=True)
-    stdout = segexp("compare", *(str(store / f"sweep_{name}") for name in levers),
-                    f"tracking.uri=sqlite:///{store / 'mlflow.db'}", f"hydra.run.dir={compare_dir}")
-    verdicts = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
-    report = (compare_dir / "report.md").read_text()
+    comparison = run_compare(*(str(store / f"sweep_{name}") for name in levers),
+                             f"tracking.uri=sqlite:///{store / 'mlflow.db'}", compare_dir=compare_dir)
+    verdicts = printed_lines(comparison)
     runs = [run for name in levers for run in sweep_runs(store, name)]
-    rows = [[recipe_label(run), run.data.params["trainer.seed"], *(run.data.metrics.get(k) for k in METRICS),
-             int(run.data.metrics.get("epochs_run", 0)), run.data.tags.get("precision", "?"),
-             run.data.tags.get("git_commit", "?")[:10]] for run in runs]
+    rows = [[recipe_label(run), run.params["trainer.seed"], *(run.metrics.get(k) for k in METRICS),
+             int(run.metrics.get("epochs_run", 0)), run.precision or "?", (run.git_commit or "?")[:10]]
+            for run in runs]
     thresholds = threshold_lever(runs, recipe_label)
     shifts = threshold_verdicts(thresholds)
     for picture in ("panel.png", "curves.png"):
         if (compare_dir / picture).is_file():
             shutil.copy(compare_dir / picture, args.out / f"{known.name}_{picture}")
-    result.update(store=str(store), verdicts=verdicts, threshold_verdicts=shifts, thresholds=thresholds,
+    result.update(store=str(store), verdicts=verdicts, comparison=comparison, threshold_verdicts=shifts,
+                  thresholds=thresholds,
                   minutes=(time.monotonic() - started) / 60)
     result["tables"] = [
         common.table(f"Each run ({known.budget_minutes:g} training minutes)",
                      ["recipe", "seed", *METRICS, "epochs run", "precision", "trained at commit"], rows),
         compare_table(f"segexp compare (A = the {known.levers[0]} sweep's first recipe; differences are other - A, "
-                      "paired by seed)", report),
+                      "paired by seed)", comparison),
         threshold_table(thresholds),
     ]
     result["notes"] = [

@@ -54,16 +54,16 @@ def train(store: Path, seeds: Sequence[int], minutes: float, quick: bool) -> Pat
     return sweep
 
 
-def curves_picture(client, children, path: Path) -> Path:
+def curves_picture(uri: str, children, path: Path) -> Path:
     """Draws each class's selection Dice per epoch, one line per seed, as MLflow's chart of one metric across
     runs would."""
     from segexp.reports import Curve, curves_figure
+    from segexp.tracking.store import metric_history
 
     panels = {}
     for name in CLASSES:
         panels[f"select_dice_{name}"] = [
-            Curve(f"seed {r.data.params['trainer.seed']}", *zip(*[(m.step, m.value) for m in sorted(
-                client.get_metric_history(r.info.run_id, f"select_dice_{name}"), key=lambda m: m.step)]))
+            Curve(f"seed {r.params['trainer.seed']}", *zip(*metric_history(uri, r.run_id, f"select_dice_{name}")))
             for r in children]
     curves_figure(panels, "{metric} per epoch").savefig(path, dpi=80)
     return path
@@ -85,9 +85,9 @@ def slice_panel(local: Path, path: Path) -> Path:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import os
 
-    from mlflow import MlflowClient
-
     from segexp.rundir import read_sweep_record
+    from segexp.tracking.store import artifact_paths, download_artifacts
+    from segexp.tracking.sweeps import sweep_record
 
     known, rest = parse_args(argv)
     args = common.parse_args(NAME, TITLE, rest, package="studies")
@@ -99,15 +99,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     started = time.monotonic()
     sweep = train(store, known.seeds, known.budget_minutes, args.quick)
-    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
-    parent = client.get_run(read_sweep_record(sweep).parent_run_id)
-    children = sorted(client.search_runs([parent.info.experiment_id],
-                                         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"),
-                      key=lambda r: int(r.data.params["trainer.seed"]))
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    recorded = sweep_record(uri, read_sweep_record(sweep).parent_run_id)
+    parent, children = recorded.parent, sorted(recorded.children, key=lambda r: int(r.params["trainer.seed"]))
     keys = ["report_dice", "report_accuracy", *(f"report_dice_{c}" for c in CLASSES)]  # what a sweep parent aggregates
-    rows = [[int(r.data.params["trainer.seed"]), int(r.data.metrics["epochs_run"]),
-             *(r.data.metrics.get(k) for k in keys)] for r in children]
-    summary = [[k.removeprefix("report_"), *(parent.data.metrics.get(f"{k}_{s}") for s in ("mean", "std", "ci95"))]
+    rows = [[int(r.params["trainer.seed"]), int(r.metrics["epochs_run"]), *(r.metrics.get(k) for k in keys)]
+            for r in children]
+    summary = [[k.removeprefix("report_"), *(parent.metrics.get(f"{k}_{s}") for s in ("mean", "std", "ci95"))]
                for k in keys]
     result["tables"] = [
         common.table("Each seed, report slices", ["seed", "epochs", *(k.removeprefix("report_") for k in keys)], rows),
@@ -118,17 +116,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     shutil.rmtree(local, ignore_errors=True)
     local.mkdir(parents=True)
     for folder in ("confusion", "report_slices"):
-        client.download_artifacts(first.info.run_id, folder, str(local))
+        download_artifacts(uri, first.run_id, folder, local)
     args.out.mkdir(parents=True, exist_ok=True)
     pictures = {"confusion": args.out / f"{NAME}_confusion.png", "panel": args.out / f"{NAME}_panel.png",
                 "curves": args.out / f"{NAME}_curves.png"}
     shutil.copy(local / "confusion" / "report.png", pictures["confusion"])
     slice_panel(local / "report_slices", pictures["panel"])
-    curves_picture(client, children, pictures["curves"])
+    curves_picture(uri, children, pictures["curves"])
     result.update(store=str(store), minutes=(time.monotonic() - started) / 60,
-                  metric_keys=sorted(k for k in first.data.metrics if k.startswith(("report_", "select_"))),
-                  artifacts=sorted(a.path for a in client.list_artifacts(first.info.run_id)))
-    result["notes"] = [f"The pictures are of seed {first.data.params['trainer.seed']}'s run: its confusion matrix of "
+                  metric_keys=sorted(k for k in first.metrics if k.startswith(("report_", "select_"))),
+                  artifacts=artifact_paths(uri, first.run_id))
+    result["notes"] = [f"The pictures are of seed {first.params['trainer.seed']}'s run: its confusion matrix of "
                        "the report slices as logged (`confusion/report.png`), one report slice as logged "
                        "(`report_slices/`), and every seed's per-class selection Dice per epoch."]
     render.write_results(result, args.out)

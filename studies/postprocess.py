@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench import common, render
-from studies.replicates import compare_table, segexp
+from studies.replicates import compare_table, run_compare, segexp
 
 NAME = "postprocess"
 TITLE = "Post-processing on vs off, paired over the same checkpoints"
@@ -90,18 +90,17 @@ def sweep_runs(store: Path, known: argparse.Namespace, quick: bool) -> list[Path
 
 
 def compare_variants(store: Path, sweep: str, metrics: Sequence[str], suffixes: Sequence[str],
-                     compare_dir: Path, title: str) -> tuple[list[str], dict]:
-    """Runs `segexp compare` of the sweep's evaluations (variants = metric suffixes); returns its printed lines
-    and its report's table, titled `title`."""
-    shutil.rmtree(compare_dir, ignore_errors=True)
-    stdout = segexp("compare", str(store / sweep), f"tracking.uri=sqlite:///{store / 'mlflow.db'}",
-                    f"metrics=[{','.join(metrics)}]", f"variants=[{','.join(suffixes)}]", "curves=[]",
-                    f"hydra.run.dir={compare_dir}")
-    lines = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
-    return lines, compare_table(title, (compare_dir / "report.md").read_text(), rows="| eval_")
+                     compare_dir: Path, title: str) -> tuple[dict, dict]:
+    """Runs `segexp compare` of the sweep's evaluations (variants = metric suffixes); returns the comparison
+    (its data) and its differences as a result table titled `title`."""
+    comparison = run_compare(str(store / sweep), f"tracking.uri=sqlite:///{store / 'mlflow.db'}",
+                             f"metrics=[{','.join(metrics)}]", f"variants=[{','.join(suffixes)}]", "curves=[]",
+                             compare_dir=compare_dir)
+    return comparison, compare_table(title, comparison, metrics="eval_")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from segexp.experiments.comparison import printed_lines
 
     known, rest = parse_args(argv)
     args = common.parse_args(NAME, TITLE, rest, package="studies")
@@ -114,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     scores = {(run.name, m): evaluate(store, run, m, known.reuse_evaluations) for run in runs for m in variants}
     seeds = {run.name: seed_of(run) for run in runs}
 
-    lines, comparison = compare_variants(
+    data, comparison = compare_variants(
         store, known.sweep, METRICS, ["_tta", *(f"_tta_{m}" for m in known.methods)], store / "compare",
         "segexp compare (A = the map; differences are the stage minus A, paired by seed)")
 
@@ -127,8 +126,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                        scores[run.name, m]["postprocess"]["score"]] for run in runs for m in variants]),
         comparison,
     ]
-    result.update(verdicts=lines, store=str(store), evaluation_minutes=(time.monotonic() - started) / 60)
-    verdicts = [line for line in lines if ("v_rand" in line or "v_info" in line) and not line.startswith("config ")]
+    result.update(verdicts=printed_lines(data), comparison=data, store=str(store),
+                  evaluation_minutes=(time.monotonic() - started) / 60)
+    shown = [d for d in data["differences"] if d["metric"] in ("eval_v_rand", "eval_v_info")]  # the segment scores
+    verdicts = [*(d["verdict"] for d in shown), *(d["power"] for d in shown)]
     result["notes"] = [*known.note, *(f"`segexp compare`: {line}" for line in verdicts),
                        "Selected there: the 'V_rand on the selection slices' column is where each stage's parameters "
                        "were chosen, so it is not a reported score; the report columns are."]

@@ -70,7 +70,7 @@ def training_run(store: str, workdir: Path):
     """Returns the MLflow run that trained in `workdir` (the newest, if it was trained more than once)."""
     from segexp.tracking.store import find_runs
 
-    (run,) = find_runs(store, EXPERIMENT, f"tags.output_dir = '{workdir.resolve()}'", max_results=1)
+    (run,) = find_runs(store, EXPERIMENT, output_dir=workdir, max_results=1)
     return run
 
 
@@ -82,23 +82,24 @@ def learning_curve(store: str, run, png: Path, title: str) -> list[dict]:
     import matplotlib.pyplot as plt
 
     from segexp.tracking.store import log_artifact, timed_metric_history
+    from segexp.tracking.tags import split_tag
 
-    start = run.info.start_time
+    start = run.start_time
     points, figure = [], plt.figure(figsize=(7, 4))
     for name in CURVE_METRICS:
-        history = timed_metric_history(store, run.info.run_id, name)
+        history = timed_metric_history(store, run.run_id, name)
         minutes = [(stamp - start) / 60000 for stamp, _, _ in history]
         plt.plot(minutes, [value for _, _, value in history], marker="o", label=name)
         points += [{"metric": name, "minutes": t, "value": value} for t, (_, _, value) in zip(minutes, history)]
     plt.xlabel("training minutes")
-    plt.ylabel(f"score on the selection slices ({run.data.tags.get('split.select', '?')})")
+    plt.ylabel(f"score on the selection slices ({run.tag(split_tag('select'), '?')})")
     plt.title(title)
     plt.grid(alpha=0.3)
     plt.legend()
     figure.tight_layout()
     figure.savefig(png, dpi=100)
     plt.close(figure)
-    log_artifact(store, run.info.run_id, png, "learning_curve")
+    log_artifact(store, run.run_id, png, "learning_curve")
     return points
 
 
@@ -106,15 +107,15 @@ def training_facts(store: str, run) -> dict:
     """Returns minutes from the run's start to its last selection pass, epochs run, the chosen epoch and
     its selection score (read from MLflow; evaluate logs into the same run later, so not its end time)."""
     from segexp.tracking.store import timed_metric_history
+    from segexp.tracking.tags import split_tag
 
-    history = timed_metric_history(store, run.info.run_id, "select_loss")
-    metrics = run.data.metrics
-    return {"train_minutes": (max(stamp for stamp, _, _ in history) - run.info.start_time) / 60000,
+    history = timed_metric_history(store, run.run_id, "select_loss")
+    metrics = run.metrics
+    return {"train_minutes": (max(stamp for stamp, _, _ in history) - run.start_time) / 60000,
             "epochs_run": int(metrics["epochs_run"]), "checkpoint_epoch": int(metrics["checkpoint_epoch"]) + 1,
             "select_v_rand": metrics.get("ckpt_select_v_rand"),
-            "select_slices": run.data.tags.get("split.select"), "report_slices": run.data.tags.get("split.report"),
-            "trained_at_commit": run.data.tags.get("git_commit", "unknown")[:10]
-            + ("+changes" if run.data.tags.get("git_dirty") == "True" else "")}
+            "select_slices": run.tag(split_tag("select")), "report_slices": run.tag(split_tag("report")),
+            "trained_at_commit": (run.git_commit or "unknown")[:10] + ("+changes" if run.git_dirty else "")}
 
 
 def all_cell_baseline(workdir: Path) -> dict:
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
             train_recipe(recipe, budget, workdir, store, train_extra)
         run = training_run(store, workdir)
         recipes.append({
-            "recipe": recipe, **training_facts(store, run), "run_id": run.info.run_id,
+            "recipe": recipe, **training_facts(store, run), "run_id": run.run_id,
             "eval": evaluate_checkpoint(workdir, store, False, eval_extra),
             "eval_tta": evaluate_checkpoint(workdir, store, True, eval_extra),
             "all_cell": all_cell_baseline(workdir),

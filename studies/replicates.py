@@ -76,7 +76,7 @@ def sweep_dir(store: Path, recipe: str) -> Path:
 
 def seed_of(run) -> int | None:
     """Returns the run's trainer.seed; None for a job that failed before its own run logged its params."""
-    seed = run.data.params.get("trainer.seed")
+    seed = run.params.get("trainer.seed")
     return int(seed) if seed is not None else None
 
 
@@ -87,13 +87,13 @@ def stored_sweep(store: Path, recipe: str, seeds: Sequence[int], minutes: float,
         return "missing"
     runs = children(store, recipe)
     for run in runs:
-        budget = run.data.params.get("trainer.max_minutes")
-        ran_quick = "debug=smoke" in run.data.tags.get("overrides", "").split()
+        budget = run.params.get("trainer.max_minutes")
+        ran_quick = "debug=smoke" in run.overrides
         if budget is not None and (float(budget) != minutes or ran_quick != quick):
             raise SystemExit(f"{sweep_dir(store, recipe)}: its runs trained {float(budget):g} minutes"
                              f"{' (--quick)' if ran_quick else ''}, not {minutes:g}{' (--quick)' if quick else ''}; "
                              "give another --store, or this study the same --budget-minutes")
-    done = {seed_of(run) for run in runs if run.info.status == "FINISHED"}
+    done = {seed_of(run) for run in runs if run.finished}
     return "finished" if set(seeds) <= done else "unfinished"
 
 
@@ -110,25 +110,30 @@ def train_recipe(recipe: str, seeds: Sequence[int], minutes: float, store: Path,
 
 def children(store: Path, recipe: str, seeds: Sequence[int] | None = None) -> list:
     """Returns the recipe's sweep's child runs by seed (only `seeds`' if given; never a job that logged no seed)."""
-    from mlflow.tracking import MlflowClient
+    from segexp.tracking.sweeps import child_runs
 
-    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     parent = json.loads((sweep_dir(store, recipe) / "sweep.json").read_text())["parent_run_id"]
-    experiment = client.get_run(parent).info.experiment_id
-    runs = [r for r in client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
+    runs = [r for r in child_runs(f"sqlite:///{store / 'mlflow.db'}", parent)
             if seed_of(r) is not None and (seeds is None or seed_of(r) in seeds)]
     return sorted(runs, key=seed_of)
 
 
-def compare_table(title: str, report_md: str, rows: str = "| report_") -> dict[str, Any]:
-    """Returns the result table of the rows of `segexp compare`'s report.md that start with `rows`, under the
-    report's own header."""
-    def cells(line: str) -> list[str]:
-        return [c.strip() for c in line.strip().strip("|").split("|")]
+def run_compare(*args: str, compare_dir: Path) -> dict[str, Any]:
+    """Runs `segexp compare ARGS` into compare_dir (emptied first); returns the comparison it wrote as data
+    (comparison.json, segexp.experiments.comparison), never its printed prose."""
+    from segexp.experiments.comparison import read_comparison
 
-    lines = report_md.splitlines()
-    header = next(cells(line) for line in lines if line.startswith("| metric |"))
-    return common.table(title, header, [cells(line) for line in lines if line.startswith(rows)])
+    shutil.rmtree(compare_dir, ignore_errors=True)
+    segexp("compare", *args, f"hydra.run.dir={compare_dir}")
+    return read_comparison(compare_dir)
+
+
+def compare_table(title: str, comparison: dict[str, Any], metrics: str = "report_") -> dict[str, Any]:
+    """Returns the result table of a comparison's differences in the metrics that start with `metrics`, as its
+    report shows them."""
+    from segexp.experiments.comparison import COLUMNS, table_rows
+
+    return common.table(title, COLUMNS, table_rows(comparison, metrics))
 
 
 def spread(values: Sequence[float]) -> list[float]:
@@ -164,28 +169,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 train_recipe(recipe, known.seeds, known.budget_minutes, store, args.quick)
     compare_dir = store / "compare"
     shutil.rmtree(compare_dir, ignore_errors=True)
-    verdicts, comparison = [], None
+    verdicts, comparison, data = [], None, None
     if len(known.recipes) > 1:  # one recipe: its runs and spread alone, nothing to compare it with
-        stdout = segexp("compare", *(str(sweep_dir(store, r)) for r in known.recipes),
-                        f"tracking.uri=sqlite:///{store / 'mlflow.db'}", f"hydra.run.dir={compare_dir}")
-        verdicts = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
-        comparison = compare_table("segexp compare (A = first recipe; differences are B - A, paired by seed)",
-                                   (compare_dir / "report.md").read_text())
+        from segexp.experiments.comparison import printed_lines
+
+        data = run_compare(*(str(sweep_dir(store, r)) for r in known.recipes),
+                           f"tracking.uri=sqlite:///{store / 'mlflow.db'}", compare_dir=compare_dir)
+        verdicts = printed_lines(data)
+        comparison = compare_table("segexp compare (A = first recipe; differences are B - A, paired by seed)", data)
 
     rows = []
     for recipe in known.recipes:
         for run in children(store, recipe, known.seeds):
-            m = run.data.metrics
-            rows.append([recipe, int(run.data.params["trainer.seed"]), *(m.get(k) for k in METRICS),
+            m = run.metrics
+            rows.append([recipe, int(run.params["trainer.seed"]), *(m.get(k) for k in METRICS),
                          int(m.get("epochs_run", 0)), int(m.get("checkpoint_epoch", -1)) + 1, m.get("train_minutes"),
-                         run.data.tags.get("git_commit", "?")[:10]])
+                         (run.git_commit or "?")[:10]])
     for picture in ("panel.png", "curves.png"):
         if (compare_dir / picture).is_file():
             shutil.copy(compare_dir / picture, args.out / f"{known.name}_{picture}")
     runs = [run for recipe in known.recipes for run in children(store, recipe, known.seeds)]
-    thresholds = threshold_lever(runs, lambda run: run.data.tags.get("mlflow.runName", run.info.run_name))
+    thresholds = threshold_lever(runs, lambda run: run.display_name)
     result.update(recipes=known.recipes, seeds=known.seeds, budget_minutes=known.budget_minutes,
-                  store=str(store), verdicts=verdicts, training_minutes=(time.monotonic() - started) / 60)
+                  store=str(store), verdicts=verdicts, comparison=data, training_minutes=(time.monotonic() - started) / 60)
     result["tables"] = [
         common.table(f"Each run ({known.budget_minutes:g} training minutes)",
                      ["recipe", "seed", *METRICS, "epochs run", "checkpoint epoch", "train minutes",

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from bench import common, render
 from studies.levers import sweep_runs
-from studies.replicates import METRICS, children, compare_table, segexp, train_recipe
+from studies.replicates import METRICS, children, compare_table, run_compare, segexp, train_recipe
 from studies.thresholds import threshold_lever, threshold_table, threshold_verdicts
 
 NAME = "study"
@@ -74,13 +74,12 @@ def study_command(trials: int, minutes: float, store: Path, quick: bool) -> list
 
 def recorded_command(store: Path, sweep: str) -> list[str]:
     """Returns the `segexp train -m ...` arguments that ran sweep_<sweep> in store, from its parent run's tags."""
-    from mlflow.tracking import MlflowClient
-
     from segexp.rundir import read_sweep_record
+    from segexp.tracking.store import get_run
 
     sweep_dir = store / f"sweep_{sweep}"
-    parent = MlflowClient(uri(store)).get_run(read_sweep_record(sweep_dir).parent_run_id)
-    return ["train", "-m", *parent.data.tags["overrides"].split(), f"hydra.sweep.dir={sweep_dir}"]
+    parent = get_run(uri(store), read_sweep_record(sweep_dir).parent_run_id)
+    return ["train", "-m", *parent.overrides, f"hydra.sweep.dir={sweep_dir}"]
 
 
 def recipe_of(run) -> list[str]:
@@ -99,8 +98,9 @@ def winner_command(recipe: Sequence[str], seeds: Sequence[int], minutes: float, 
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from segexp.experiments.comparison import number, printed_lines
     from segexp.experiments.replicates import difference, verdict
-    from segexp.experiments.sweeps import best_child, is_pruned
+    from segexp.experiments.sweeps import best_child
 
     known, rest = parse_args(argv)
     args = common.parse_args(NAME, TITLE, rest, package="studies")
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(store / "sweep_study", ignore_errors=True)
         segexp(*searched)
     trials = sweep_runs(study_store, "study")
-    study_minutes = float(trials[0].data.params.get("trainer.max_minutes", known.budget_minutes)) if trials else 0.0
+    study_minutes = float(trials[0].params.get("trainer.max_minutes", known.budget_minutes)) if trials else 0.0
     if known.study_from:  # the command that ran that study, as its parent run recorded it
         searched = recorded_command(study_store, "study")
     best = best_child(trials, "ckpt_select_v_rand", "max")
@@ -133,55 +133,57 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if not (store / f"sweep_{recipe}" / "sweep.json").is_file():
                 train_recipe(recipe, known.seeds, known.budget_minutes, store, args.quick)
     compare_dir = store / "compare"
-    shutil.rmtree(compare_dir, ignore_errors=True)
     sweeps = [store / f"sweep_{r}" for r in (*known.against, "winner")]
-    stdout = segexp("compare", *map(str, sweeps), f"tracking.uri={uri(store)}", f"hydra.run.dir={compare_dir}")
-    verdicts = [line.removeprefix("[segexp] ") for line in stdout.splitlines() if line.startswith("[segexp] ")]
-    report = (compare_dir / "report.md").read_text()
+    comparison = run_compare(*map(str, sweeps), f"tracking.uri={uri(store)}", compare_dir=compare_dir)
+    verdicts = printed_lines(comparison)
     for picture in ("panel.png", "curves.png"):
         if (compare_dir / picture).is_file():
             shutil.copy(compare_dir / picture, args.out / f"{known.name}_{picture}")
 
     def cell(run, column: str):
         if column == "status":
-            return "PRUNED" if is_pruned(run) else run.info.status
-        return run.data.metrics.get(column)
+            return "PRUNED" if run.pruned else run.status
+        return run.metrics.get(column)
 
     trial_rows = [[i, " ".join(recipe_of(run)), *(cell(run, c) for c in STUDY_COLUMNS),
-                   "winner" if run.info.run_id == best.info.run_id else ""] for i, run in enumerate(trials)]
-    confirm_rows = [[recipe, int(run.data.params["trainer.seed"]), *(run.data.metrics.get(k) for k in METRICS),
-                     int(run.data.metrics.get("epochs_run", 0)), run.data.tags.get("git_commit", "?")[:10]]
+                   "winner" if run.run_id == best.run_id else ""] for i, run in enumerate(trials)]
+    confirm_rows = [[recipe, int(run.params["trainer.seed"]), *(run.metrics.get(k) for k in METRICS),
+                     int(run.metrics.get("epochs_run", 0)), (run.git_commit or "?")[:10]]
                     for recipe in (*known.against, "winner") for run in children(store, recipe)]
     # the border-weighted losses shift the probabilities towards membrane: is 0.5 still the pixel threshold? And
     # once both recipes get a threshold chosen on the selection slices, which is ahead (paired by seed)?
     baseline = known.against[0]
     thresholds = threshold_lever([*children(store, baseline), *children(store, "winner")],
-                                 lambda run: "winner" if run.data.tags.get("mlflow.runName") == "study_winner"
+                                 lambda run: "winner" if run.display_name == "study_winner"
                                  else baseline)
     shifts = [f"{recipe}: {line}" for recipe in (baseline, "winner")
               for line in threshold_verdicts([r for r in thresholds if r["run"] == recipe])]
-    shifts += [f"both at their chosen thresholds: " + verdict(difference(
-        metric, *({("seed", r["seed"]): r[f"{metric}@chosen"] for r in thresholds if r["run"] == recipe}
-                  for recipe in (baseline, "winner"))), baseline, "winner", metric) for metric in ("accuracy", "dice")]
+    at_chosen = {metric: difference(metric, *({("seed", r["seed"]): r[f"{metric}@chosen"] for r in thresholds
+                                               if r["run"] == recipe} for recipe in (baseline, "winner")))
+                 for metric in ("accuracy", "dice")}
+    shifts += ["both at their chosen thresholds: " + verdict(d, baseline, "winner", metric)
+               for metric, d in at_chosen.items()]
     parent = (study_store / "sweep_study" / "sweep.json").read_text()
-    result.update(store=str(store), winner=winner, winner_run=best.info.run_id, verdicts=verdicts,
+    result.update(store=str(store), winner=winner, winner_run=best.run_id, verdicts=verdicts, comparison=comparison,
                   minutes=(time.monotonic() - started) / 60, study_record=parent, thresholds=thresholds,
-                  threshold_verdicts=shifts)
+                  threshold_verdicts=shifts,
+                  threshold_differences={f"report_{metric}": {"diff": number(d.diff), "ci95": number(d.ci95),
+                                                              "p": number(d.p)} for metric, d in at_chosen.items()})
     result["tables"] = [
         common.table(f"The study: {len(trials)} trials of {study_minutes:g} training minutes (objective: "
                      "V_rand on the selection slices; report scores shown, never used)",
                      ["trial", "overrides on isbi_best", *STUDY_COLUMNS, ""], trial_rows),
         common.table(f"The winner and the baselines over seeds ({known.budget_minutes:g} training minutes each)",
                      ["recipe", "seed", *METRICS, "epochs run", "trained at commit"], confirm_rows),
-        compare_table("segexp compare (A = first baseline; differences are other - A, paired by seed)", report),
+        compare_table("segexp compare (A = first baseline; differences are other - A, paired by seed)", comparison),
         threshold_table(thresholds),
     ]
     result["notes"] = [
         f"Study: `python -m segexp {' '.join(searched)}`; its parent run and summary table "
         f"(summary/children.md, summary/optuna_trials.csv) are in the store.",
-        f"Winner: `{' '.join(winner)}` (trial {[t.info.run_id for t in trials].index(best.info.run_id)}, "
+        f"Winner: `{' '.join(winner)}` (trial {[t.run_id for t in trials].index(best.run_id)}, "
         f"selection V_rand "
-        f"{best.data.metrics['ckpt_select_v_rand']:.4f}), retrained by `python -m segexp {' '.join(confirmed)}`.",
+        f"{best.metrics['ckpt_select_v_rand']:.4f}), retrained by `python -m segexp {' '.join(confirmed)}`.",
         "Baselines: `studies.replicates`' sweeps of " + ", ".join(known.against) + " in the same store (reused when "
         "present; their commit is in the table).",
         "(trained in an earlier invocation: --reuse-training)" if known.reuse_training else "One run after the other.",

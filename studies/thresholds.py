@@ -23,9 +23,9 @@ def threshold_lever(runs: Sequence, label: Callable[[Any], str]) -> list[dict[st
 
     rows = []
     for run in runs:
-        if run.info.status != "FINISHED":
+        if not run.finished:
             continue
-        rundir = RunDir(Path(run.data.tags["output_dir"]))
+        rundir = RunDir(Path(run.output_dir))
         cfg = rundir.saved_config()
         parts, _ = prepare_data(cfg)
         predict = make_predictor(load_model(rundir.checkpoint), cfg.inference, inference_size(cfg.inference, rundir))
@@ -33,7 +33,7 @@ def threshold_lever(runs: Sequence, label: Callable[[Any], str]) -> list[dict[st
         scores = {role: {t: pixel_scores(probs[role], parts[role].masks, t, parts[role].foreground)
                          for t in THRESHOLDS} for role in probs}
         chosen = max(THRESHOLDS, key=lambda t: (scores["select"][t]["accuracy"], -abs(t - 0.5)))
-        rows.append({"run": label(run), "run_id": run.info.run_id, "seed": run.data.params["trainer.seed"],
+        rows.append({"run": label(run), "run_id": run.run_id, "seed": run.params["trainer.seed"],
                      "threshold": chosen,
                      **{f"{k}@0.5": scores["report"][0.5][k] for k in ("accuracy", "dice")},
                      **{f"{k}@chosen": scores["report"][chosen][k] for k in ("accuracy", "dice")}})

@@ -23,6 +23,7 @@ from statsmodels.stats.power import TTestIndPower, TTestPower
 from conftest import copy_store
 from segexp.data.splits import held_out
 from segexp.experiments import replicates
+from segexp.experiments.comparison import markdown, printed_lines, read_comparison
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 ENV.pop("MLFLOW_TRACKING_URI", None)
@@ -136,10 +137,17 @@ def test_compare_names_the_working_recipe_and_finds_no_difference_of_a_recipe_wi
     compared = set(run.data.tags["compared_runs"].split(","))
     assert compared == {r.info.run_id for runs in recipes.values() for r in runs}
     assert run.data.metrics["B_minus_A/report_v_rand_diff"] == pytest.approx(np.mean(diff))
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"report.html", "report.md", "panel.png",
-                                                                        "curves.png"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"comparison.json", "report.html", "report.md",
+                                                                        "panel.png", "curves.png"}
     page = (root / "cmp" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "beats" in page
+    # the same comparison as data: what was printed and the report are rendered from it
+    data = read_comparison(root / "cmp")
+    assert [f"[segexp] {line}" for line in printed_lines(data)] == lines[:-1]  # all but where the report is
+    assert (root / "cmp" / "report.md").read_text() == markdown(data)
+    (b_v_rand,) = [d for d in data["differences"] if d["letter"] == "B" and d["metric"] == "report_v_rand"]
+    assert b_v_rand["diff"] == pytest.approx(np.mean(diff)) and b_v_rand["p"] == pytest.approx(expected_p)
+    assert b_v_rand["paired_by"] == "seed" and b_v_rand["b_ahead"] == 3 and b_v_rand["detectable"] == pytest.approx(detectable)
 
 
 @pytest.mark.slow
@@ -181,6 +189,47 @@ def test_variants_compare_two_evaluations_of_the_same_checkpoints_paired(store, 
     assert later.diff == pytest.approx(np.mean(shifts))
     text = (tmp_path / "out" / "report.md").read_text()
     assert "[as logged]" in text and "[later]" in text
+
+
+def test_a_comparison_is_data_that_reads_back_renders_the_report_and_refuses_an_older_compare_directory(tmp_path):
+    """comparison.json from records alone (no store): what studies and renderers read instead of the prose."""
+    from segexp.errors import ConfigError
+    from segexp.experiments.compare import Entry, comparison_data, metric_rows
+    from segexp.experiments.comparison import differences_by_letter, table_rows, write_comparison
+    from segexp.tracking.records import RunRecord
+
+    def runs(scores, lr):
+        return tuple(RunRecord(f"{lr}{seed}", params={"trainer.seed": str(seed), "optimizer.lr": lr},
+                               metrics={"report_v_rand": v}) for seed, v in enumerate(scores, 1))
+
+    entries = [Entry("A", "lr=0.1", "sweep_a", runs([0.90, 0.92, 0.91], "0.1")),
+               Entry("B", "lr=0.2", "sweep_b", runs([0.93, 0.94, 0.95], "0.2")),
+               Entry("C", "one run", "run_c", runs([0.5], "0.3"))]
+    rows = metric_rows(entries, ["report_v_rand"])
+    data = comparison_data(entries, rows, {"B": [], "C": ["data differ: A x; C y"]}, {}, ["no slice panel"],
+                           [("optimizer.lr", ["0.1", "0.2", "0.3"])], 0.01)
+    write_comparison(data, tmp_path)
+    back = read_comparison(tmp_path)
+    assert back == data
+    b, c = back["differences"]
+    assert b["diff"] == pytest.approx(0.03) and b["p"] == pytest.approx(stats.ttest_rel([0.93, 0.94, 0.95],
+                                                                                     [0.90, 0.92, 0.91]).pvalue)
+    assert b["a"]["n"] == 3 and b["paired_by"] == "seed" and b["verdict"].startswith("B (lr=0.2) beats A (lr=0.1)")
+    assert c["p"] is None and c["ci95"] is None and c["paired_by"] is None  # not testable: null, never NaN
+    assert differences_by_letter(back) == {"B": {"report_v_rand": (b["diff"], b["ci95"], b["p"])}}
+    text = markdown(back)
+    assert "| report_v_rand | 0.9100 ± 0.0100" in text and "- WARNING data differ: A x; C y" in text
+    assert "- A and B: same budget" in text and "| optimizer.lr | 0.1 | 0.2 | 0.3 |" in text
+    assert [row[0] for row in table_rows(back, "report_")] == ["report_v_rand", "report_v_rand"]
+    assert printed_lines(back)[:3] == ["A (lr=0.1): sweep_a, 3 run(s)", "B (lr=0.2): sweep_b, 3 run(s)",
+                                       "C (one run): run_c, 1 run(s)"]
+    assert "config optimizer.lr: A 0.1, B 0.2, C 0.3" in printed_lines(back)
+
+    older = tmp_path / "older"  # what segexp compare wrote before: the report, no data
+    older.mkdir()
+    (older / "report.md").write_text(text)
+    with pytest.raises(ConfigError, match=r"older/?: no comparison.json .* run `segexp compare` of the same runs again$"):
+        read_comparison(older)
 
 
 def test_paired_difference_matches_scipy():
@@ -230,10 +279,10 @@ def test_folds_are_contiguous_blocks_selecting_on_the_block_before(count, folds,
 
 
 def test_recipes_group_by_everything_but_seed_and_fold():
-    from types import SimpleNamespace
+    from segexp.tracking.records import RunRecord
 
     def run(overrides):
-        return SimpleNamespace(data=SimpleNamespace(tags={"overrides": overrides}))
+        return RunRecord("0" * 32, tags={"overrides": overrides})
 
     runs = [run("aug=heavy optimizer.lr=0.1 trainer.seed=1"), run("aug=heavy optimizer.lr=0.1 trainer.seed=2"),
             run("aug=heavy optimizer.lr=0.2 data.fold=1 trainer.seed=1"),

@@ -84,16 +84,23 @@ def test_the_renderer_names_paths_from_where_the_command_ran():
                                     "notes": ["store in outputs"]}
 
 
-def test_the_forest_plot_reads_the_differences_compare_printed(tmp_path):
-    rows = [["report_v_rand", "0.9 ± 0.01", "B: 0.91 ± 0.01", "+0.0100 ± 0.0200", "0.31", ""],
-            ["report_dice", "0.8 ± 0.01", "B: 0.75 ± 0.01", "-0.0500 ± 0.0100", "0.002", ""]]
-    result = {"verdicts": ["A (isbi_best): ../s/sweep_a, 3 run(s)", "B (loss=dice): ../s/sweep_b, 3 run(s)",
-                           "no detectable difference on v_rand (+0.0100 ± 0.0200, p = 0.31, n = 3, ...)"],
+def test_the_forest_plot_reads_the_differences_from_compares_data_not_its_prose(tmp_path):
+    def difference(letter, metric, diff, ci95, p):
+        return {"letter": letter, "metric": metric, "diff": diff, "ci95": ci95, "p": p, "verdict": "(prose)"}
+
+    comparison = {"recipes": [{"letter": "A", "name": "isbi_best"}, {"letter": "B", "name": "loss=dice"},
+                              {"letter": "C", "name": "one run"}],
+                  "differences": [difference("B", "report_v_rand", 0.01, 0.02, 0.31),
+                                  difference("B", "report_dice", -0.05, 0.01, 0.002),
+                                  difference("C", "report_dice", -0.05, None, None)]}  # untestable: left out
+    result = {"benchmark": "levers", "comparison": comparison, "verdicts": ["A (wrong): x, 3 run(s)"],
               "tables": [{"title": "compare", "columns": ["metric", "A", "other", "other - A", "p", "verdict"],
-                          "rows": rows}]}
-    assert render.recipe_labels(result) == {"A": "isbi_best", "B": "loss=dice"}
+                          "rows": [["report_v_rand", "-", "B: -", "+9.0000 ± 9.0000", "0.9", ""]]}]}
+    assert render.recipe_labels(result) == {"A": "isbi_best", "B": "loss=dice", "C": "one run"}
     assert render.differences(result) == {"B": {"report_v_rand": (0.01, 0.02, 0.31),
                                                 "report_dice": (-0.05, 0.01, 0.002)}}
+    with pytest.raises(ValueError, match="levers.json holds no comparison data"):
+        render.differences({"benchmark": "levers", "verdicts": result["verdicts"], "tables": result["tables"]})
     path = render.forest_plot([("group", None), ("loss=dice", render.differences(result)["B"])], "title",
                               tmp_path / "forest.png", "note")
     assert path.read_bytes()[:4] == b"\x89PNG"

@@ -84,10 +84,36 @@ def test_the_longest_import_chain_between_segexps_modules_is_short():
     assert len(chain) >= 5  # the walk follows real imports: __main__ reaches a leaf through several layers
 
 
+def outside_tracking() -> dict[str, Path]:
+    """Returns {name: path} of every module of src, bench and studies but segexp.tracking's."""
+    repo = SRC.parent
+    others = {f"{path.parent.name}.{path.stem}": path for path in [*repo.glob("bench/*.py"), *repo.glob("studies/*.py")]}
+    return {**{m: p for m, p in MODULES.items() if not m.startswith("segexp.tracking")}, **others}
+
+
 def test_only_tracking_imports_mlflow():
     importers = sorted(m for m, path in MODULES.items()
                        if any(n.split(".")[0] == "mlflow" for n in imported_names(path, m)))
     assert importers and all(m.startswith("segexp.tracking.") for m in importers), importers
+    elsewhere = sorted(m for m, path in outside_tracking().items()
+                       if any(n.split(".")[0] == "mlflow" for n in imported_names(path, m)))
+    assert elsewhere == []
+
+
+def test_nothing_outside_tracking_reads_mlflows_run_objects():
+    """A run crosses tracking's boundary as a RunRecord: no `.data.tags`, `.data.metrics`, `.data.params` or
+    `.search_runs` outside segexp.tracking (src, bench, studies)."""
+    def raw_reads(path: Path) -> list[str]:
+        found = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and (node.attr == "search_runs" or (
+                    node.attr in ("tags", "metrics", "params") and isinstance(node.value, ast.Attribute)
+                    and node.value.attr == "data")):
+                found.append(f"{path.name}:{node.lineno} .{node.attr}")
+        return found
+
+    assert [read for path in outside_tracking().values() for read in raw_reads(path)] == []
+    assert raw_reads(SRC / "segexp" / "tracking" / "store.py")  # the check sees them where they are
 
 
 def test_no_module_imports_a_command_but_the_dispatcher():

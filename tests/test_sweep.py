@@ -9,13 +9,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import SHALLOW, TINY
 from segexp.experiments.sweeps import objective_metric, parent_status
+from segexp.tracking.records import RunRecord
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 ENV.pop("MLFLOW_TRACKING_URI", None)
@@ -159,7 +159,7 @@ def test_objective_direction_follows_the_monitor_else_the_name(make_cfg, overrid
     ([], False, "FAILED"),  # the sweep stopped before any job reached MLflow
 ])
 def test_parent_status(statuses, interrupted, expected):
-    children = [SimpleNamespace(info=SimpleNamespace(status=s)) for s in statuses]
+    children = [RunRecord(str(i), status=s) for i, s in enumerate(statuses)]
     assert parent_status(children, interrupted) == expected
 
 
@@ -287,8 +287,9 @@ def test_a_killed_sweep_resumes_into_the_same_parent_keeping_finished_jobs(tmp_p
     assert sorted(row["run_id"] for row in rows) == sorted(r.info.run_id for r in children)
     # compare sees the sweep's three recipes, the jobs run again after the kill with the one it kept
     from segexp.experiments.replicates import group_by_recipe
+    from segexp.tracking.records import run_record
 
-    assert sorted(group_by_recipe(children)) == ["optimizer.lr=0.001", "optimizer.lr=0.002", "optimizer.lr=0.003"]
+    assert sorted(group_by_recipe(map(run_record, children))) == ["optimizer.lr=0.001", "optimizer.lr=0.002", "optimizer.lr=0.003"]
 
 
 PRUNED_SEARCH = """# @package _global_

@@ -191,13 +191,14 @@ def test_tensorflow_notices_stay_when_the_user_sets_the_log_level():
 def test_reproduce_a_deterministic_run_gives_zero_difference_and_refuses_other_code(make_cfg, store, tmp_path):
     from segexp.errors import ConfigError
     from segexp.experiments.reproduce import reproduce
+    from segexp.training.train import retrain
 
     cfg = make_cfg(*TINY, *SHALLOW, "trainer.epochs=2", "trainer.deterministic=true", f"tracking.uri={store}",
                    "tracking.log_model=false")
     train(cfg, tmp_path / "run", ["debug=smoke", *SHALLOW, "trainer.deterministic=true"])
     client, (run,) = runs_of(store)
     rows = reproduce(compose_config("reproduce", f"run={run.info.run_id}", f"tracking.uri={store}"),
-                     tmp_path / "again")
+                     tmp_path / "again", retrain)
     assert {r[0] for r in rows} >= {"report_v_rand", "report_dice", "ckpt_select_v_rand", "epochs_run"}
     assert all(delta == 0 for *_, delta in rows), rows
     (again,) = [r for r in runs_of(store)[1] if r.data.tags.get("reproduces") == run.info.run_id]
@@ -212,7 +213,7 @@ def test_reproduce_a_deterministic_run_gives_zero_difference_and_refuses_other_c
     client.set_tag(run.info.run_id, "code_digest", digest)
     client.set_tag(run.info.run_id, "version.numpy", "1.0.0")
     with pytest.raises(ConfigError, match=r"here: numpy 1.0.0 then, \d"):
-        reproduce(compose_config("reproduce", f"run={run.info.run_id}", f"tracking.uri={store}"), tmp_path / "x")
+        reproduce(compose_config("reproduce", f"run={run.info.run_id}", f"tracking.uri={store}"), tmp_path / "x", retrain)
 
 
 def test_a_model_built_for_training_traces_its_train_step_once(make_cfg):

@@ -9,16 +9,14 @@ from omegaconf import DictConfig
 
 def task(cfg: DictConfig) -> tuple[list, list]:
     from segexp.tracking.store import end_orphaned_runs, existing_store
-    from segexp.tracking.tags import PROCESS_TAG
 
     uri = existing_store(cfg.tracking.uri)
     ended, unknown = end_orphaned_runs(uri)
     for run in ended:
-        print(f"[segexp] ended as KILLED: {run.info.run_name} ({run.info.run_id}); its process "
-              f"{run.data.tags.get(PROCESS_TAG)} is gone", flush=True)
+        print(f"[segexp] ended as KILLED: {run.name} ({run.run_id}); its process {run.process} is gone", flush=True)
     for run in unknown:
-        where = run.data.tags.get(PROCESS_TAG, "").split(":", 1)[0] or "an unknown host (no process tag)"
-        print(f"[segexp] still RUNNING, not judged from here: {run.info.run_name} ({run.info.run_id}) on {where}",
+        where = run.process.split(":", 1)[0] or "an unknown host (no process tag)"
+        print(f"[segexp] still RUNNING, not judged from here: {run.name} ({run.run_id}) on {where}",
               flush=True)
     print(f"[segexp] {len(ended)} orphaned run(s) ended, {len(unknown)} RUNNING run(s) of other hosts left alone "
           f"in {uri}", flush=True)

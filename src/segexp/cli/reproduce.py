@@ -9,5 +9,6 @@ def task(cfg):
     from hydra.core.hydra_config import HydraConfig
 
     from segexp.experiments.reproduce import reproduce
+    from segexp.training.train import retrain
 
-    reproduce(cfg, Path(HydraConfig.get().runtime.output_dir))
+    reproduce(cfg, Path(HydraConfig.get().runtime.output_dir), retrain)

@@ -5,9 +5,9 @@ parent contributes each recipe it holds, its seeds or folds as replicates. Every
 first is compared with the first: per metric the means ± std, the difference with its 95% CI, a
 paired t-test when both sides hold the same seeds or folds (Welch's test otherwise) and a one-line
 verdict. Differences that make a comparison unfair (budget, held-out slices, data, code) are
-named. The result is printed, written as a self-contained report.html (and report.md with its
-pictures) in the output directory, and logged as an MLflow run of its own, tagged with the runs
-it compares.
+named. The result is data (comparison.json, see segexp.experiments.comparison), from which the printed
+lines and a self-contained report.html (and report.md with its pictures) are rendered, in the output
+directory; all of it is logged as an MLflow run of its own, tagged with the runs it compares.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from segexp import reports
 from segexp.errors import ConfigError
-from segexp.experiments import replicates
-from segexp.reports import Curve, html_page, markdown_table
+from segexp.experiments import comparison, replicates
+from segexp.reports import Curve, html_page
 from segexp.tracking import sweeps as sweep_store
+from segexp.tracking.records import RunRecord
 from segexp.tracking.store import (
     artifact_names,
     download_artifacts,
@@ -34,16 +35,27 @@ from segexp.tracking.store import (
     metric_history,
     resolve_uri,
 )
-from segexp.tracking.tags import DATA_DIGEST, HOSTNAME, REPORT_SLICES, split_digest_tag, split_tag
+from segexp.tracking.tags import (
+    COMPARED_RUNS,
+    DATA_DIGEST,
+    GIT_COMMIT,
+    GIT_DIRTY,
+    NOTE,
+    REPORT_SLICES,
+    compare_tag,
+    split_digest_tag,
+    split_tag,
+    version_tag,
+)
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # what makes two recipes' scores incomparable, as (what it is, the tags that hold it)
 FAIRNESS = (("held-out (report) slices", (split_digest_tag("report"), split_tag("report"))),
             ("data", (DATA_DIGEST,)),
-            ("code version", ("git_commit",)),
-            ("uncommitted code changes", ("git_dirty",)),
-            ("TensorFlow version", ("version.tensorflow",)),
-            ("Keras version", ("version.keras",)))
+            ("code version", (GIT_COMMIT,)),
+            ("uncommitted code changes", (GIT_DIRTY,)),
+            ("TensorFlow version", (version_tag("tensorflow"),)),
+            ("Keras version", (version_tag("keras"),)))
 
 
 @dataclass(frozen=True)
@@ -53,7 +65,7 @@ class Entry:
     letter: str
     name: str
     ref: str
-    runs: tuple
+    runs: tuple[RunRecord, ...]
     variant: str = ""  # a suffix of every metric name: one evaluation of these runs (e.g. _tta_watershed)
 
     @property
@@ -61,12 +73,12 @@ class Entry:
         return f"{self.letter} ({self.name})"
 
     def values(self, metric: str) -> dict[tuple[str, str], float]:
-        return {replicates.replicate_key(r): r.data.metrics.get(metric + self.variant, math.nan) for r in self.runs}
+        return {replicates.replicate_key(r): r.metric(metric + self.variant) for r in self.runs}
 
 
-def recipe_name(runs: Sequence[Any], label: str, ref: str) -> str:
+def recipe_name(runs: Sequence[RunRecord], label: str, ref: str) -> str:
     """Returns a short name for a recipe: its own run name when its runs share one, else what sets it apart."""
-    names = {r.info.run_name for r in runs}
+    names = {r.name for r in runs}
     if len(names) == 1 and not any(o in next(iter(names)) for o in ("=", "sweep ")):
         return next(iter(names))
     return label or ref[:12]
@@ -78,15 +90,15 @@ def entries_of(uri: str, refs: Sequence[str], variants: Sequence[str] = ("",)) -
     groups = []
     for ref in refs:
         run = find_run(uri, ref)
-        children = sweep_store.child_runs(uri, run.info.run_id)
+        children = sweep_store.child_runs(uri, run.run_id)
         if not children:
-            if run.info.status != "FINISHED":
-                raise ConfigError(f"{ref}: run {run.info.run_id} is {run.info.status}, not FINISHED")
+            if not run.finished:
+                raise ConfigError(f"{ref}: run {run.run_id} is {run.status}, not FINISHED")
             groups.append((ref, "", [run]))
             continue
-        finished = [r for r in children if r.info.status == "FINISHED"]
+        finished = [r for r in children if r.finished]
         if not finished:
-            raise ConfigError(f"{ref}: none of the {len(children)} runs of sweep {run.info.run_id} finished")
+            raise ConfigError(f"{ref}: none of the {len(children)} runs of sweep {run.run_id} finished")
         groups += [(ref, label, runs) for label, runs in replicates.group_by_recipe(finished).items()]
     variants = list(variants) or [""]
     if len(groups) * len(variants) < 2:
@@ -112,14 +124,14 @@ def entries_of(uri: str, refs: Sequence[str], variants: Sequence[str] = ("",)) -
 def tag_values(entry: Entry, tags: Sequence[str]) -> set[str] | None:
     """Returns the set of values the first of `tags` that every run carries takes, or None if none does."""
     for tag in tags:
-        if all(tag in r.data.tags for r in entry.runs):
-            return {r.data.tags[tag] for r in entry.runs}
+        if all(r.tag(tag) is not None for r in entry.runs):
+            return {r.tags[tag] for r in entry.runs}
     return None
 
 
-def budget(run) -> str:
+def budget(run: RunRecord) -> str:
     """Returns a run's training budget: its wall-clock minutes, else its epochs x steps x batch."""
-    p = run.data.params
+    p = run.params
     minutes = p.get("trainer.max_minutes")
     if minutes not in (None, "None"):
         return f"{float(minutes):g} min"
@@ -141,7 +153,7 @@ def fairness_warnings(base: Entry, other: Entry) -> list[str]:
             shown = lambda values: ", ".join(v[:12] for v in sorted(values))  # noqa: E731
             warnings.append(f"{what} differ: {base.letter} {shown(mine)}; {other.letter} {shown(theirs)}")
     if any(budget(r).endswith(" min") for r in (*base.runs, *other.runs)):
-        hosts = ({r.data.tags.get(HOSTNAME) for r in base.runs}, {r.data.tags.get(HOSTNAME) for r in other.runs})
+        hosts = ({r.hostname for r in base.runs}, {r.hostname for r in other.runs})
         if hosts[0] != hosts[1]:
             warnings.append("a wall-clock budget on different machines: "
                             f"{base.letter} on {', '.join(map(str, sorted(hosts[0])))}; "
@@ -157,13 +169,13 @@ def read_png(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB" if image.mode in ("RGB", "RGBA", "P") else "L"), np.float32) / 255.0
 
 
-def report_slices(uri: str, run, workdir: Path) -> dict[str, dict[str, np.ndarray]]:
+def report_slices(uri: str, run: RunRecord, workdir: Path) -> dict[str, dict[str, np.ndarray]]:
     """Returns {slice: {"image", "truth", "probability"}} a run logged ((H, W) in [0, 1]; for K classes the
     truth and the "prediction" in class colours, filed as "probability"), or {}."""
-    names = set(artifact_names(uri, run.info.run_id, REPORT_SLICES))
+    names = set(artifact_names(uri, run.run_id, REPORT_SLICES))
     if not names:
         return {}
-    local = download_artifacts(uri, run.info.run_id, REPORT_SLICES, workdir / run.info.run_id)
+    local = download_artifacts(uri, run.run_id, REPORT_SLICES, workdir / run.run_id)
     slices: dict[str, dict[str, np.ndarray]] = {}
     for name in sorted(names):
         stem, kind, _ = name.rsplit(".", 2)
@@ -191,13 +203,13 @@ def panel_figure(entries: Sequence[Entry], uri: str, workdir: Path, max_slices: 
     from matplotlib.figure import Figure
 
     # one column per distinct run: variants of a recipe (evaluations of the same checkpoints) share theirs
-    firsts = [entry.runs[0].info.run_id for entry in entries]
+    firsts = [entry.runs[0].run_id for entry in entries]
     entries = [entry for i, entry in enumerate(entries) if firsts[i] not in firsts[:i]]
     if len(entries) < 2:
         return None, ("no slice panel: the variants score the same runs; their evaluations' pictures are in each "
                       "run's eval_* images in MLflow")
     shown = [entry.runs[0] for entry in entries]  # the first seed or fold of each recipe
-    if len({r.data.tags.get(split_digest_tag("report")) for r in shown}) != 1:
+    if len({r.tag(split_digest_tag("report")) for r in shown}) != 1:
         return None, "no slice panel: the compared runs report on different slices"
     per_run = [report_slices(uri, run, workdir) for run in shown]
     common = sorted(set.intersection(*(set(s) for s in per_run)), key=lambda s: (len(s), s))[:max_slices]
@@ -228,7 +240,7 @@ def curves_figure(entries: Sequence[Entry], uri: str, metrics: Sequence[str]):
     for metric in metrics:
         curves = []
         for entry in entries:
-            histories = [dict(metric_history(uri, r.info.run_id, metric)) for r in entry.runs]
+            histories = [dict(metric_history(uri, r.run_id, metric)) for r in entry.runs]
             epochs = sorted(set.intersection(*(set(h) for h in histories))) if histories else []
             if epochs:
                 values = np.array([[h[e] for e in epochs] for h in histories])
@@ -243,7 +255,7 @@ def curves_figure(entries: Sequence[Entry], uri: str, metrics: Sequence[str]):
 def config_differences(entries: Sequence[Entry]) -> list[tuple[str, list[str]]]:
     """Returns (config key, its value in each recipe) for every key of the resolved configs (the runs' MLflow
     params) whose value is not the same in all recipes, seeds and folds aside; "-" where a recipe lacks it."""
-    configs = [{k: v for k, v in e.runs[0].data.params.items() if "." in k and k not in replicates.REPLICATE_KEYS}
+    configs = [{k: v for k, v in e.runs[0].params.items() if "." in k and k not in replicates.REPLICATE_KEYS}
                for e in entries]
     keys = sorted(set().union(*configs))
     return [(key, values) for key in keys
@@ -272,7 +284,7 @@ def compared_metrics(entries: Sequence[Entry], requested: Sequence[str], per_cla
     scores, e.g. K-class data, is left out; `fallback` stands in if nothing requested is there), then, for data
     of more than two classes, each class's score (`per_class_prefix`<class>) that every run logged: a verdict
     per class."""
-    logged = [set(r.data.metrics) for e in entries for r in e.runs]
+    logged = [set(r.metrics) for e in entries for r in e.runs]
     variants = {e.variant for e in entries}
     found = [m for m in requested if any(m + v in keys for keys in logged for v in variants)]
     if not found and any(fallback + v in keys for keys in logged for v in variants):
@@ -292,45 +304,41 @@ def metric_rows(entries: Sequence[Entry], metrics: Sequence[str]) -> list[tuple[
     return rows
 
 
-def markdown(entries: Sequence[Entry], rows, warnings: dict[str, list[str]], pictures: dict[str, str],
-             notes: Sequence[str], differences: Sequence[tuple[str, list[str]]] = ()) -> str:
-    """Returns the report as markdown; `pictures` maps a caption to an image file beside it."""
-    recipes = markdown_table(["", "recipe", "argument", "runs", "replicates"], [
-        [e.letter, e.name, f"`{e.ref}`", len(e.runs), ", ".join("=".join(replicates.replicate_key(r)) for r in e.runs)]
-        for e in entries])
-    lines = ["# segexp compare", "", recipes]
-    lines += ["", "Scores on each run's report slices (no choice saw them): mean ± std [95% CI of the mean] (n). "
-              "Differences are the later recipe minus A, with the 95% CI of the difference; p from a paired "
-              "t-test when both hold the same seeds or folds, else Welch's; p < 0.05 counts as a difference "
-              "(per metric, not corrected for the several metrics).", ""]
-    lines.append(markdown_table(["metric", "A", "other", "other - A", "p", "detectable (80% power)", "verdict"], [
-        [d.metric, replicates.format_summary(d.a), f"{other.letter}: {replicates.format_summary(d.b)}",
-         f"{d.diff:+.4f}" + (f" ± {d.ci95:.4f}" if math.isfinite(d.ci95) else ""),
-         f"{d.p:.2g}" if math.isfinite(d.p) else "-", f"{d.detectable:.4f}" if math.isfinite(d.detectable) else "-",
-         line] for other, d, line in rows]))
-    lines += ["", "## What the recipes' configs differ in", "",
-              markdown_table(["key", *(e.letter for e in entries)], [[key, *values] for key, values in differences])
-              if differences else "Their resolved configs are the same, seeds and folds aside."]
-    lines += ["", "## Is the comparison fair?", ""]
-    for letter, found in warnings.items():
-        lines += [f"- WARNING {line}" for line in found] or [f"- A and {letter}: same budget, held-out slices, "
-                                                             "data, code and versions"]
-    for caption, file in pictures.items():
-        lines += ["", f"## {caption}", "", f"![{caption}]({file})"]
-    lines += ["", *notes]
-    return "\n".join(lines) + "\n"
+def comparison_data(entries: Sequence[Entry], rows, warnings: dict[str, list[str]], pictures: dict[str, str],
+                    notes: Sequence[str], differences: Sequence[tuple[str, list[str]]],
+                    target: float | None) -> dict:
+    """Returns the comparison as data (the schema in segexp.experiments.comparison): everything the report,
+    the printed lines, MLflow and the studies read."""
+    return {
+        "format": comparison.FORMAT,
+        "recipes": [{"letter": e.letter, "name": e.name, "ref": e.ref, "variant": e.variant,
+                     "runs": [{"run_id": r.run_id, "replicate": list(replicates.replicate_key(r))} for r in e.runs]}
+                    for e in entries],
+        "metrics": list(dict.fromkeys(d.metric for _, d, _ in rows)),
+        "differences": [{"letter": other.letter, "metric": d.metric, "a": comparison.summary_data(d.a),
+                         "b": comparison.summary_data(d.b), "diff": comparison.number(d.diff),
+                         "ci95": comparison.number(d.ci95), "p": comparison.number(d.p), "paired_by": d.paired_by,
+                         "n": d.n, "b_ahead": d.b_ahead, "spread": comparison.number(d.spread),
+                         "detectable": comparison.number(d.detectable), "verdict": line,
+                         "power": power_line(other, d, target)} for other, d, line in rows],
+        "config_differences": [{"key": key, "values": list(values)} for key, values in differences],
+        "fairness": dict(warnings),
+        "pictures": dict(pictures),
+        "notes": list(notes),
+    }
 
 
-def log_comparison(cfg, entries: Sequence[Entry], rows, files: Sequence[Path]) -> str | None:
+def log_comparison(cfg, data: dict, files: Sequence[Path]) -> str | None:
     """Logs the comparison as its own MLflow run, tagged with every compared run; returns its id."""
     if not cfg.tracking.get("_target_", "").endswith("MlflowTracker"):
         return None
-    name = " vs ".join(e.name for e in entries)
-    tags = {"compared_runs": ",".join(r.info.run_id for e in entries for r in e.runs),
-            **{f"compare.{e.letter}": f"{e.name} ({e.ref})" for e in entries},
-            "mlflow.note.content": "\n".join(line for _, _, line in rows)}
-    metrics = {f"{other.letter}_minus_A/{d.metric}_{suffix}": value for other, d, _ in rows
-               for suffix, value in (("diff", d.diff), ("ci95", d.ci95), ("p", d.p)) if math.isfinite(value)}
+    recipes = data["recipes"]
+    tags = {COMPARED_RUNS: ",".join(comparison.compared_run_ids(data)),
+            **{compare_tag(r["letter"]): f"{r['name']} ({r['ref']})" for r in recipes},
+            NOTE: "\n".join(comparison.verdicts(data))}
+    metrics = {f"{d['letter']}_minus_A/{d['metric']}_{key}": d[key] for d in data["differences"]
+               for key in ("diff", "ci95", "p") if d[key] is not None}
+    name = " vs ".join(r["name"] for r in recipes)
     return log_finished_run(resolve_uri(cfg.tracking.uri), cfg.tracking.experiment_name, f"compare {name}", tags,
                             metrics, files)
 
@@ -353,24 +361,17 @@ def compare(cfg, output_dir: Path) -> list[replicates.Difference]:
     if curves is not None:
         curves.savefig(output_dir / "curves.png", dpi=100)
         pictures["Learning curves"] = "curves.png"
-    differences = config_differences(entries)
-    text = markdown(entries, rows, warnings, pictures, notes, differences)
+    data = comparison_data(entries, rows, warnings, pictures, notes, config_differences(entries),
+                           cfg.target_difference)
+    written = comparison.write_comparison(data, output_dir)
+    text = comparison.markdown(data)
     (output_dir / "report.md").write_text(text)
     (output_dir / "report.html").write_text(html_page(text, output_dir, "segexp compare"))
-    files = [output_dir / f for f in ("report.html", "report.md", *pictures.values())]
-    run_id = log_comparison(cfg, entries, rows, files)
+    files = [written, *(output_dir / f for f in ("report.html", "report.md", *pictures.values()))]
+    run_id = log_comparison(cfg, data, files)
 
-    for e in entries:
-        print(f"[segexp] {e.label}: {e.ref}, {len(e.runs)} run(s)", flush=True)
-    for other, d, line in rows:
+    for line in comparison.printed_lines(data):
         print(f"[segexp] {line}", flush=True)
-    for other, d, _ in rows:
-        print(f"[segexp] {power_line(other, d, cfg.target_difference)}", flush=True)
-    for key, values in differences:
-        print(f"[segexp] config {key}: " + ", ".join(f"{e.letter} {v}" for e, v in zip(entries, values)), flush=True)
-    for letter, found in warnings.items():
-        for line in found:
-            print(f"[segexp] WARNING A vs {letter}: {line}", flush=True)
     where = f"; MLflow run {run_id}" if run_id else ""
-    print(f"[segexp] report: {output_dir / 'report.html'}{where}", flush=True)
+    print(f"[segexp] report: {output_dir / 'report.html'} ({written.name} holds it as data){where}", flush=True)
     return [d for _, d, _ in rows]

@@ -37,7 +37,7 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
-from segexp.tracking.tags import OVERRIDES, PRUNED
+from segexp.tracking.records import RunRecord
 from segexp.training.pruning import PRUNED_AT, register_trials, running_study, unregister_study
 
 log = logging.getLogger(__name__)
@@ -68,16 +68,16 @@ def typed_value(text: str, distribution: BaseDistribution) -> Any:
     return float(text)
 
 
-def earlier_trial(run: Any, distributions: Mapping[str, BaseDistribution], objective_key: str,
+def earlier_trial(run: RunRecord, distributions: Mapping[str, BaseDistribution], objective_key: str,
                   history: Sequence[tuple[int, float]]) -> optuna.trial.FrozenTrial | None:
     """Returns the finished trial an MLflow child run records (COMPLETE, or PRUNED if tagged so), or None
     if it cannot be one (not finished, or a value outside today's search space). The values are read from
     the job's overrides tag, as the sweeper wrote them: a config group (loss=dice) is no MLflow param."""
-    value = run.data.metrics.get(objective_key)
-    if run.info.status != "FINISHED" or value is None or not math.isfinite(value):
+    value = run.metrics.get(objective_key)
+    if not run.finished or value is None or not math.isfinite(value):
         return None
-    given = dict(o.split("=", 1) for o in run.data.tags.get(OVERRIDES, "").split() if "=" in o)
-    pruned = PRUNED in run.data.tags
+    given = dict(o.split("=", 1) for o in run.overrides if "=" in o)
+    pruned = run.pruned
     steps = {step: v for step, v in history if math.isfinite(v)}
     try:
         chosen = {name: typed_value(given[name], d) for name, d in distributions.items()}
@@ -150,8 +150,8 @@ class PruningOptunaSweeperImpl(OptunaSweeperImpl):
         children = sweeps.child_runs(uri, record.parent_run_id)
         earlier = [trial for run in children
                    if (trial := earlier_trial(run, distributions, key,
-                                              metric_history(uri, run.info.run_id, self.config.objective)))]
-        unfinished = [run for run in children if run.info.status != "FINISHED"]
+                                              metric_history(uri, run.run_id, self.config.objective)))]
+        unfinished = [run for run in children if not run.finished]
         sweeps.delete_runs(uri, unfinished)  # killed or failed trials run again: one child per trial
         self.restored = len(earlier)
         if hasattr(self.sampler, "reseed_rng"):  # a seeded sampler would propose the earlier trials again

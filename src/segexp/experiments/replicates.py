@@ -1,6 +1,6 @@
 """Repeated runs of one recipe (seeds, or the folds of a cross-validation), summarized and compared.
 
-Pure functions on MLflow Run objects and numbers (numpy and scipy.stats, no store access): the sweep
+Pure functions on run records (segexp.tracking.records) and numbers (numpy and scipy.stats, no store access): the sweep
 parent's mean / std / 95% CI / n per recipe (segexp.experiments.sweeps) and `segexp compare`'s paired
 differences and tests (segexp.experiments.compare) both come from here.
 """
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from segexp.reports import markdown_table
-from segexp.tracking.tags import OVERRIDES
+from segexp.tracking.records import RunRecord
 
 REPLICATE_KEYS = ("trainer.seed", "data.fold")  # overrides that repeat a recipe rather than change it
 ALPHA = 0.05  # two-sided: 95% confidence intervals, "beats" at p < 0.05
@@ -55,28 +55,27 @@ def is_replicate(override: str) -> bool:
 NOT_RECIPE = ("hydra.", "hydra/", "resume_sweep=", "resume=")
 
 
-def recipe_overrides(run: Any) -> list[str]:
+def recipe_overrides(run: RunRecord) -> list[str]:
     """Returns a run's command-line overrides without the ones that only repeat it (seed, fold) or say how it ran."""
-    overrides = run.data.tags.get(OVERRIDES, "")
-    return [o for o in overrides.split() if o != "(none)" and not is_replicate(o) and not o.startswith(NOT_RECIPE)]
+    return [o for o in run.overrides if not is_replicate(o) and not o.startswith(NOT_RECIPE)]
 
 
-def group_by_recipe(runs: Iterable[Any]) -> dict[str, list[Any]]:
+def group_by_recipe(runs: Iterable[RunRecord]) -> dict[str, list[RunRecord]]:
     """Returns {recipe label: its runs} for runs that differ only in seed or fold; the label holds the
     overrides in which the groups differ ("" when all runs are one recipe)."""
     runs = list(runs)
     recipes = [tuple(recipe_overrides(r)) for r in runs]
     shared = set.intersection(*map(set, recipes)) if recipes else set()
-    groups: dict[str, list[Any]] = {}
+    groups: dict[str, list[RunRecord]] = {}
     for run, recipe in zip(runs, recipes):
         groups.setdefault(" ".join(o for o in recipe if o not in shared), []).append(run)
     return groups
 
 
-def replicate_key(run: Any) -> tuple[str, str]:
+def replicate_key(run: RunRecord) -> tuple[str, str]:
     """Returns what pairs this run with a run of another recipe: ("fold", i) in a cross-validation,
     else ("seed", s)."""
-    params = run.data.params
+    params = run.params
     fold = params.get("data.fold")
     if fold not in (None, "None"):
         return "fold", f"{fold}/{params.get('data.folds')}"
@@ -88,7 +87,7 @@ def metric_label(key: str) -> str:
     return "".join(c if c.isalnum() or c in "_-. :/" else ":" if c == "=" else "_" for c in key)
 
 
-def aggregate_metrics(groups: Mapping[str, Sequence[Any]], metrics: Sequence[str]) -> dict[str, float]:
+def aggregate_metrics(groups: Mapping[str, Sequence[RunRecord]], metrics: Sequence[str]) -> dict[str, float]:
     """Returns the parent run's aggregates for groups of at least two finished runs: `<metric>_mean`,
     `_std`, `_ci95` and `_n`, prefixed by `<recipe label>/` when the sweep holds several recipes."""
     out: dict[str, float] = {}
@@ -96,7 +95,7 @@ def aggregate_metrics(groups: Mapping[str, Sequence[Any]], metrics: Sequence[str
     for label, runs in replicated.items():
         prefix = f"{metric_label(label)}/" if len(groups) > 1 and label else ""
         for metric in metrics:
-            summary = summarize([r.data.metrics.get(metric, math.nan) for r in runs])
+            summary = summarize([r.metric(metric) for r in runs])
             if summary.n >= 2:
                 out.update({f"{prefix}{metric}_mean": summary.mean, f"{prefix}{metric}_std": summary.std,
                             f"{prefix}{metric}_ci95": summary.ci95, f"{prefix}{metric}_n": float(summary.n)})
@@ -113,13 +112,13 @@ def format_summary(summary: Summary) -> str:
             f"{summary.mean + summary.ci95:.4f}] (n={summary.n})")
 
 
-def aggregate_table(groups: Mapping[str, Sequence[Any]], metrics: Sequence[str]) -> str:
+def aggregate_table(groups: Mapping[str, Sequence[RunRecord]], metrics: Sequence[str]) -> str:
     """Returns a markdown table with a row per recipe of at least two finished runs: mean ± std [95% CI] (n)."""
     rows = [(label or "(all runs)", runs) for label, runs in groups.items() if len(runs) >= 2]
     if not rows:
         return ""
     return markdown_table(["recipe", *metrics], [
-        [label, *(format_summary(summarize([r.data.metrics.get(m, math.nan) for r in runs])) for m in metrics)]
+        [label, *(format_summary(summarize([r.metric(m) for r in runs])) for m in metrics)]
         for label, runs in rows]) + "\n"
 
 

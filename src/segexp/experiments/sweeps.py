@@ -39,8 +39,22 @@ from segexp.rundir import SWEEP_RECORD, RunDir, SweepJob, read_sweep_record, wri
 from segexp.tracking import sweeps as sweep_store
 from segexp.tracking.processes import process_identity
 from segexp.tracking.provenance import run_tags
+from segexp.tracking.records import RunRecord
 from segexp.tracking.store import metric_history, resolve_uri
-from segexp.tracking.tags import FAILURE_REASON, OUTPUT_DIR, OVERRIDES, PROCESS_TAG, PRUNED, SWEEP_DIR, run_name
+from segexp.tracking.tags import (
+    BEST_CHILD_RUN_ID,
+    BEST_CHILD_RUN_NAME,
+    CHILDREN,
+    FAILED_CHILDREN,
+    FAILURE_REASON,
+    OBJECTIVE,
+    OUTPUT_DIR,
+    OVERRIDES,
+    PROCESS_TAG,
+    PRUNED_CHILDREN,
+    SWEEP_DIR,
+    run_name,
+)
 
 # the children's scores on the report slices, beside the objective (a selection score) that ranks them
 SUMMARY_METRICS = ("report_v_rand", "report_v_info", "report_dice", "report_accuracy")
@@ -72,34 +86,27 @@ def objective_metric(cfg: DictConfig) -> tuple[str, str]:
     return key, "min" if objective.endswith("loss") else "max"
 
 
-def is_pruned(run: Any) -> bool:
-    """True for a child the Optuna pruner stopped early (FINISHED in MLflow, PRUNED in the study)."""
-    return PRUNED in run.data.tags
-
-
-def best_child(children: Sequence[Any], key: str, mode: str):
+def best_child(children: Sequence[RunRecord], key: str, mode: str) -> RunRecord | None:
     """Returns the FINISHED, unpruned child with the best finite `key` metric (as Optuna's best trial), or None."""
-    scored = [r for r in children if r.info.status == "FINISHED" and not is_pruned(r)
-              and math.isfinite(r.data.metrics.get(key, math.nan))]
+    scored = [r for r in children if r.finished and not r.pruned and math.isfinite(r.metric(key))]
     if not scored:
         return None
-    return (max if mode == "max" else min)(scored, key=lambda r: r.data.metrics[key])
+    return (max if mode == "max" else min)(scored, key=lambda r: r.metrics[key])
 
 
-def summary_metrics(children: Sequence[Any]) -> list[str]:
+def summary_metrics(children: Sequence[RunRecord]) -> list[str]:
     """Returns the report metrics a sweep summarizes: SUMMARY_METRICS and, for data of more than two classes,
     each class's report Dice (`report_dice_<class>`) the children logged."""
-    logged = set().union(*(r.data.metrics for r in children)) if children else set()
+    logged = set().union(*(r.metrics for r in children)) if children else set()
     per_class = sorted(k for k in logged if k.startswith("report_dice_"))
     return [*SUMMARY_METRICS, *(per_class if len(per_class) > 2 else [])]
 
 
-def summary_rows(children: Sequence[Any], objective_key: str) -> list[dict[str, Any]]:
+def summary_rows(children: Sequence[RunRecord], objective_key: str) -> list[dict[str, Any]]:
     """Returns one {column: value} row per child run (the objective's metric too), metrics None where missing."""
     metrics = dict.fromkeys([*summary_metrics(children), objective_key])
-    return [{"run_name": r.info.run_name, "status": "PRUNED" if is_pruned(r) else r.info.status, "overrides": r.data.tags.get(OVERRIDES, ""),
-             **{m: r.data.metrics.get(m) for m in metrics},
-             "run_id": r.info.run_id, "failure_reason": r.data.tags.get(FAILURE_REASON, "")}
+    return [{"run_name": r.name, "status": "PRUNED" if r.pruned else r.status, "overrides": r.overrides_text,
+             **{m: r.metrics.get(m) for m in metrics}, "run_id": r.run_id, "failure_reason": r.failure_reason}
             for r in children]
 
 
@@ -138,45 +145,44 @@ def to_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     return f"overrides of every run: {' '.join(shared) or '(none)'}\n\n{table}\n"
 
 
-def sweep_results(children: Sequence[Any], cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
+def sweep_results(children: Sequence[RunRecord], cfg: DictConfig) -> tuple[dict[str, float], dict[str, str]]:
     """Returns the parent's (metrics, tags): best child by cfg.objective, children that did not finish."""
     key, mode = objective_metric(cfg)
-    tags = {"objective": f"{cfg.objective} ({mode})", "children": str(len(children)),
-            "failed_children": str(sum(r.info.status != "FINISHED" for r in children)),
-            "pruned_children": str(sum(map(is_pruned, children)))}
-    finished = [r for r in children if r.info.status == "FINISHED" and not is_pruned(r)]
+    tags = {OBJECTIVE: f"{cfg.objective} ({mode})", CHILDREN: str(len(children)),
+            FAILED_CHILDREN: str(sum(not r.finished for r in children)),
+            PRUNED_CHILDREN: str(sum(r.pruned for r in children))}
+    finished = [r for r in children if r.finished and not r.pruned]
     summarized = summary_metrics(finished)
     aggregates = replicates.aggregate_metrics(replicates.group_by_recipe(finished), summarized)
     best = best_child(children, key, mode)
     if best is None:
         return aggregates, tags
-    tags.update(best_child_run_id=best.info.run_id, best_child_run_name=best.info.run_name)
+    tags.update({BEST_CHILD_RUN_ID: best.run_id, BEST_CHILD_RUN_NAME: best.name})
     # the chosen child's report scores: chosen on the selection slices, so still unbiased
-    reported = {f"best_child_{k}": best.data.metrics[k] for k in summarized if k in best.data.metrics}
-    return {f"best_{cfg.objective}": best.data.metrics[key], **reported, **aggregates}, tags
+    reported = {f"best_child_{k}": best.metrics[k] for k in summarized if k in best.metrics}
+    return {f"best_{cfg.objective}": best.metrics[key], **reported, **aggregates}, tags
 
 
-def learning_curves(uri: str, children: Sequence[Any], metric: str) -> list[tuple[str, list[tuple[int, float]]]]:
+def learning_curves(uri: str, children: Sequence[RunRecord], metric: str) -> list[tuple[str, list[tuple[int, float]]]]:
     """Returns [(label, [(epoch, value)])] of `metric` per child that logged it, labelled by its own overrides."""
-    _, labels = split_overrides([r.data.tags.get(OVERRIDES, "") for r in children])
-    return [(label or r.info.run_name, points) for label, r in zip(labels, children)
-            if (points := metric_history(uri, r.info.run_id, metric))]
+    _, labels = split_overrides([r.overrides_text for r in children])
+    return [(label or r.name, points) for label, r in zip(labels, children)
+            if (points := metric_history(uri, r.run_id, metric))]
 
 
-def parent_status(children: Sequence[Any], interrupted: bool) -> str:
+def parent_status(children: Sequence[RunRecord], interrupted: bool) -> str:
     """Returns how the parent run ends: KILLED if the sweep or any job was interrupted, FAILED if no job
     reached MLflow, else FINISHED (failed jobs are listed in the summary, they do not fail the sweep)."""
-    if interrupted or any(r.info.status == "KILLED" for r in children):
+    if interrupted or any(r.status == "KILLED" for r in children):
         return "KILLED"
     return "FINISHED" if children else "FAILED"
 
 
-def belongs_to_job(run: Any, overrides_tag: str, output_dir: Path) -> bool:
+def belongs_to_job(run: RunRecord, overrides_tag: str, output_dir: Path) -> bool:
     """True if `run` is the one a job started: same output dir, or same overrides if it died before tagging that."""
-    tags = run.data.tags
-    if OUTPUT_DIR in tags:
-        return Path(tags[OUTPUT_DIR]).resolve() == output_dir
-    return tags.get(OVERRIDES) == overrides_tag
+    if run.output_dir is not None:
+        return Path(run.output_dir).resolve() == output_dir
+    return run.overrides_text == overrides_tag
 
 
 def continue_job(cfg, sweep: SweepJob, output_dir: Path):
@@ -185,11 +191,11 @@ def continue_job(cfg, sweep: SweepJob, output_dir: Path):
     killed run without a checkpoint deleted, so the sweep keeps one run per job."""
     uri = resolve_uri(cfg.tracking.uri)
     runs = sweep_store.job_runs(uri, sweep.parent_run_id, str(output_dir))
-    finished = [r for r in runs if r.info.status == "FINISHED"]
+    finished = [r for r in runs if r.finished]
     if finished:
         key, _ = objective_metric(cfg)
-        print(f"[segexp] job in {output_dir} already finished (run {finished[-1].info.run_id}): kept", flush=True)
-        return float(finished[-1].data.metrics.get(key, float("nan")))
+        print(f"[segexp] job in {output_dir} already finished (run {finished[-1].run_id}): kept", flush=True)
+        return float(finished[-1].metric(key))
     if RunDir(output_dir).state_file.is_file():
         print(f"[segexp] job in {output_dir} continues from its last checkpoint", flush=True)
         cfg = cfg.copy()
@@ -294,7 +300,7 @@ class MlflowSweepCallback(Callback):
         if not children:
             tags[FAILURE_REASON] = "no job reached MLflow; see the sweep's terminal output"
         rows = summary_rows(children, objective_metric(config)[0])
-        groups = replicates.group_by_recipe([r for r in children if r.info.status == "FINISHED" and not is_pruned(r)])
+        groups = replicates.group_by_recipe([r for r in children if r.finished and not r.pruned])
         replicated = replicates.aggregate_table(groups, summary_metrics([r for runs in groups.values() for r in runs]))
         table = to_markdown(rows) + (f"\nreplicates, per recipe: mean ± std [95% CI of the mean] (n)\n\n{replicated}"
                                      if replicated else "")
@@ -310,16 +316,16 @@ class MlflowSweepCallback(Callback):
         sweep_store.end_parent_run(self.uri, parent, status, metrics, tags, texts, figures)
 
         registered = config.tracking.get("register_as")
-        if registered and config.tracking.log_model and "best_child_run_id" in tags:
-            version = sweep_store.alias_best_version(self.uri, registered, tags["best_child_run_id"])
+        if registered and config.tracking.log_model and BEST_CHILD_RUN_ID in tags:
+            version = sweep_store.alias_best_version(self.uri, registered, tags[BEST_CHILD_RUN_ID])
             if version:
                 print(f"[segexp] registered model {registered}: alias 'best' -> version {version} "
-                      f"({tags['best_child_run_name']})", flush=True)
-        print(f"[segexp] sweep {parent} {status}: {len(children)} runs, {tags['failed_children']} not finished, "
-          f"{tags['pruned_children']} pruned", flush=True)
+                      f"({tags[BEST_CHILD_RUN_NAME]})", flush=True)
+        print(f"[segexp] sweep {parent} {status}: {len(children)} runs, {tags[FAILED_CHILDREN]} not finished, "
+              f"{tags[PRUNED_CHILDREN]} pruned", flush=True)
         print(table, end="", flush=True)
         if f"best_{config.objective}" in metrics:
             reported = "".join(f", {k.removeprefix('best_child_')} {v:.4f}" for k, v in metrics.items()
                                if k.startswith("best_child_report_"))
-            print(f"[segexp] best {tags['objective']}: {metrics[f'best_{config.objective}']:.4f}, "
-                  f"{tags['best_child_run_name']} (run {tags['best_child_run_id']}){reported}", flush=True)
+            print(f"[segexp] best {tags[OBJECTIVE]}: {metrics[f'best_{config.objective}']:.4f}, "
+                  f"{tags[BEST_CHILD_RUN_NAME]} (run {tags[BEST_CHILD_RUN_ID]}){reported}", flush=True)

@@ -10,17 +10,25 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from segexp.config.files import PACKAGE_DIR, config_dir
-from segexp.tracking.tags import HOSTNAME, OVERRIDES
+from segexp.tracking.tags import (
+    CODE_DIGEST,
+    GIT_COMMIT,
+    GIT_DIRTY,
+    HOSTNAME,
+    OVERRIDES,
+    SEGEXP_VERSION,
+    version_tag,
+)
 
 
 def git_state(directory: Path) -> dict[str, str]:
-    """Returns {"git_commit", "git_dirty"} of the checkout holding `directory`, or {} outside git."""
+    """Returns {git_commit, git_dirty} tags of the checkout holding `directory`, or {} outside git."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
     try:
-        return {"git_commit": git("rev-parse", "HEAD"),
-                "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no")))}
+        return {GIT_COMMIT: git("rev-parse", "HEAD"),
+                GIT_DIRTY: str(bool(git("status", "--porcelain", "--untracked-files=no")))}
     except (OSError, subprocess.SubprocessError):
         return {}
 
@@ -77,13 +85,13 @@ def run_tags(overrides: list[str], code_dir: Path = PACKAGE_DIR) -> dict[str, st
     versions = {}
     for dist in ("keras", "mlflow", "albumentations", "numpy"):
         with contextlib.suppress(PackageNotFoundError):
-            versions[f"version.{dist}"] = version(dist)
+            versions[version_tag(dist)] = version(dist)
     return {
-        "segexp_version": __version__,
+        SEGEXP_VERSION: __version__,
         OVERRIDES: " ".join(overrides) or "(none)",
         HOSTNAME: socket.gethostname(),
-        "version.tensorflow": tf_version(),
+        version_tag("tensorflow"): tf_version(),
         **versions,
         **git_state(code_dir),
-        "code_digest": code_digest(code_dir, config_dir()),
+        CODE_DIGEST: code_digest(code_dir, config_dir()),
     }

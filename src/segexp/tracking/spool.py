@@ -322,6 +322,6 @@ def upload(directory: Path, load_model: Callable[[Path], Any], uri: str | None =
     say(f"[segexp] uploaded {len(records)} record(s) of run {run_id} to {uri}")
     if client.get_run(run_id).info.status == "RUNNING":
         for run in end_orphaned_runs(uri)[0]:
-            say(f"[segexp] run {run.info.run_id}'s journal holds no end and its process is gone: ended as KILLED")
+            say(f"[segexp] run {run.run_id}'s journal holds no end and its process is gone: ended as KILLED")
     return len(records)
 

@@ -13,7 +13,8 @@ from typing import Iterator, Mapping, Sequence
 from segexp.errors import ConfigError, TrackingError
 from segexp.rundir import read_sweep_record
 from segexp.tracking.processes import process_alive
-from segexp.tracking.tags import FAILURE_REASON, ORPHANED, OUTPUT_DIR, PROCESS_TAG
+from segexp.tracking.records import RunRecord, run_record
+from segexp.tracking.tags import FAILURE_REASON, ORPHANED, OUTPUT_DIR
 
 DEFAULT_STORE = Path("outputs") / "mlflow.db"
 RUN_ID_LENGTH = 32
@@ -139,7 +140,7 @@ def run_tag(run_id: str, tag: str, uri: str | None = None) -> str | None:
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         return None
     try:
-        return mlflow.MlflowClient(uri).get_run(run_id).data.tags.get(tag)
+        return run_record(mlflow.MlflowClient(uri).get_run(run_id)).tags.get(tag)
     except Exception:  # unknown id or unreachable store: the caller reports the value it was given
         return None
 
@@ -151,18 +152,27 @@ def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key))
 
 
-def find_runs(uri: str, experiment_name: str, filter_string: str = "", newest_first: bool = True,
-              max_results: int = 1000) -> list:
-    """Returns the experiment's runs that match an MLflow search filter (e.g. "tags.output_dir = '...'")."""
+def find_runs(uri: str, experiment_name: str, *, output_dir: str | Path | None = None, run_name: str | None = None,
+              newest_first: bool = True, max_results: int = 1000) -> list[RunRecord]:
+    """Returns the records of the experiment's runs trained in output_dir and/or named run_name (None: any)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return []
+    conditions = [*([f"tags.{OUTPUT_DIR} = '{Path(output_dir).resolve()}'"] if output_dir is not None else []),
+                  *([f"attributes.run_name = '{run_name}'"] if run_name is not None else [])]
     order = ["attributes.start_time DESC" if newest_first else "attributes.start_time ASC"]
-    return list(client.search_runs([experiment.experiment_id], filter_string, order_by=order,
-                                   max_results=max_results))
+    return [run_record(r) for r in client.search_runs([experiment.experiment_id], " and ".join(conditions),
+                                                      order_by=order, max_results=max_results)]
+
+
+def get_run(uri: str, run_id: str) -> RunRecord:
+    """Returns the record of run `run_id` (MLflow's exception when the store lacks it)."""
+    from mlflow.tracking import MlflowClient
+
+    return run_record(MlflowClient(uri).get_run(run_id))
 
 
 def timed_metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, int, float]]:
@@ -185,8 +195,8 @@ def all_experiment_ids(client) -> list[str]:
     return [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
 
 
-def find_run(uri: str, ref: str):
-    """Returns the MLflow run `ref` names in the store at uri: a run id, a sweep directory (its sweep.json) or
+def find_run(uri: str, ref: str) -> RunRecord:
+    """Returns the record of the run `ref` names in the store at uri: a run id, a sweep directory (its sweep.json) or
     a run directory (the run tagged with it as output_dir); raises ConfigError naming the ref otherwise."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -204,36 +214,37 @@ def find_run(uri: str, ref: str):
             if not runs:
                 raise ConfigError(f"{ref}: no run in the tracking store was trained in this directory; "
                                   "name an MLflow run id, or set tracking.uri to the store the run used")
-            return runs[0]
+            return run_record(runs[0])
     elif len(ref) == RUN_ID_LENGTH and all(c in "0123456789abcdef" for c in ref):
         ref_id = ref
     else:
         raise ConfigError(f"{ref}: neither a run directory nor an MLflow run id (32 hex digits)")
     try:
-        return client.get_run(ref_id)
+        return run_record(client.get_run(ref_id))
     except MlflowException:
         raise ConfigError(f"{ref}: run {ref_id} is not in the tracking store; set tracking.uri to the store "
                           "that holds it") from None
 
 
-def end_orphaned_runs(uri: str) -> tuple[list, list]:
+def end_orphaned_runs(uri: str) -> tuple[list[RunRecord], list[RunRecord]]:
     """Ends, as KILLED with a failure_reason, every RUNNING run whose process is known dead (it ran on this
     host and is gone: SIGKILL, OOM, power loss). Returns (the runs ended, the RUNNING runs of other hosts
     or without a process tag, which only their own host can judge)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    running = client.search_runs(all_experiment_ids(client), "attributes.status = 'RUNNING'", max_results=10000)
+    running = [run_record(r) for r in client.search_runs(all_experiment_ids(client), "attributes.status = 'RUNNING'",
+                                                         max_results=10000)]
     ended, unknown = [], []
     for run in running:
-        alive = process_alive(run.data.tags.get(PROCESS_TAG, ""))
+        alive = process_alive(run.process)
         if alive is None:
             unknown.append(run)
         elif not alive:
-            client.set_tag(run.info.run_id, FAILURE_REASON,
-                           f"{ORPHANED}{run.data.tags[PROCESS_TAG]}) ended without closing the run "
+            client.set_tag(run.run_id, FAILURE_REASON,
+                           f"{ORPHANED}{run.process}) ended without closing the run "
                            "(killed, out of memory or power loss); found and ended by segexp")
-            client.set_terminated(run.info.run_id, "KILLED")
+            client.set_terminated(run.run_id, "KILLED")
             ended.append(run)
     return ended, unknown
 
@@ -243,7 +254,7 @@ def report_orphans(uri: str) -> None:
     ended, _ = end_orphaned_runs(uri)
     if ended:
         print(f"[segexp] ended {len(ended)} run(s) left RUNNING by a process that died, as KILLED: "
-              + ", ".join(f"{r.info.run_name} ({r.info.run_id})" for r in ended), flush=True)
+              + ", ".join(f"{r.name} ({r.run_id})" for r in ended), flush=True)
 
 
 def artifact_names(uri: str, run_id: str, folder: str) -> list[str]:
@@ -251,6 +262,13 @@ def artifact_names(uri: str, run_id: str, folder: str) -> list[str]:
     from mlflow.tracking import MlflowClient
 
     return [Path(a.path).name for a in MlflowClient(uri).list_artifacts(run_id, folder)]
+
+
+def artifact_paths(uri: str, run_id: str) -> list[str]:
+    """Returns the paths of a run's top-level artifacts (files and folders), e.g. ["confusion", "model"]."""
+    from mlflow.tracking import MlflowClient
+
+    return sorted(a.path for a in MlflowClient(uri).list_artifacts(run_id))
 
 
 def download_artifacts(uri: str, run_id: str, path: str, destination: Path) -> Path:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from segexp.errors import TrackingError
-from segexp.tracking.store import check_store, ensure_experiment, report_orphans
-from segexp.tracking.tags import FAILURE_REASON, OUTPUT_DIR, PROCESS_TAG
+from segexp.tracking.records import RunRecord, SweepRecord, run_record
+from segexp.tracking.store import check_store, ensure_experiment, get_run, report_orphans
+from segexp.tracking.tags import FAILURE_REASON, PARENT_RUN_ID, PROCESS_TAG
 
 
 def start_parent_run(uri: str, experiment_name: str, name: str, tags: Mapping[str, str]) -> str:
@@ -27,20 +28,25 @@ def start_parent_run(uri: str, experiment_name: str, name: str, tags: Mapping[st
         raise TrackingError(f"{uri}: cannot create the sweep's parent run ({type(err).__name__}: {err})") from err
 
 
-def child_runs(uri: str, parent_run_id: str) -> list:
-    """Returns the runs tagged mlflow.parentRunId = parent_run_id, oldest first."""
+def child_runs(uri: str, parent_run_id: str) -> list[RunRecord]:
+    """Returns the records of the runs whose parent is parent_run_id (a sweep's jobs), oldest first."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     runs, token = [], None
     while True:
-        page = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        page = client.search_runs([experiment_id], f"tags.{PARENT_RUN_ID} = '{parent_run_id}'",
                                   order_by=["attributes.start_time ASC"], page_token=token)
-        runs += list(page)
+        runs += [run_record(r) for r in page]
         token = page.token
         if not token:
             return runs
+
+
+def sweep_record(uri: str, parent_run_id: str) -> SweepRecord:
+    """Returns the sweep whose parent run is parent_run_id: the parent's record and its children's."""
+    return SweepRecord(get_run(uri, parent_run_id), tuple(child_runs(uri, parent_run_id)))
 
 
 def record_failed_child(uri: str, parent_run_id: str, name: str, tags: Mapping[str, str], reason: str) -> str:
@@ -50,7 +56,7 @@ def record_failed_child(uri: str, parent_run_id: str, name: str, tags: Mapping[s
     client = MlflowClient(uri)
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     run = client.create_run(experiment_id, run_name=name, tags={
-        **tags, "mlflow.parentRunId": parent_run_id, FAILURE_REASON: reason[:5000]})
+        **tags, PARENT_RUN_ID: parent_run_id, FAILURE_REASON: reason[:5000]})
     client.set_terminated(run.info.run_id, "FAILED")
     return run.info.run_id
 
@@ -98,14 +104,14 @@ def reopen_parent_run(uri: str, run_id: str, process: str) -> None:
                             "resume a sweep with the tracking.uri it was started with") from err
 
 
-def job_runs(uri: str, parent_run_id: str, output_dir: str) -> list:
+def job_runs(uri: str, parent_run_id: str, output_dir: str) -> list[RunRecord]:
     """Returns the parent's child runs that the job writing to output_dir made, oldest first."""
-    return [r for r in child_runs(uri, parent_run_id) if r.data.tags.get(OUTPUT_DIR) == output_dir]
+    return [r for r in child_runs(uri, parent_run_id) if r.output_dir == output_dir]
 
 
-def delete_runs(uri: str, runs) -> None:
+def delete_runs(uri: str, runs: Sequence[RunRecord]) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
     for run in runs:
-        client.delete_run(run.info.run_id)
+        client.delete_run(run.run_id)

@@ -21,7 +21,7 @@ from segexp.tracking.processes import process_identity
 from segexp.tracking.provenance import tf_version
 from segexp.tracking.spool import Spool
 from segexp.tracking.store import check_store, ensure_experiment, report_orphans, resolve_uri
-from segexp.tracking.tags import FAILURE_REASON, PROCESS_TAG
+from segexp.tracking.tags import FAILURE_REASON, PARENT_RUN_ID, PROCESS_TAG
 
 DATASET_DIGEST = 16  # hex characters of a role's pixel digest shown in the UI's Dataset column (all in its tag)
 SPOOL = "tracking_spool"  # the journal's folder inside the run's directory
@@ -106,7 +106,7 @@ class MlflowTracker:
         if run_id:
             client.update_run(run_id, status="RUNNING")
         else:
-            child = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
+            child = {PARENT_RUN_ID: parent_run_id} if parent_run_id else {}
             run_id = client.create_run(self.experiment_id, run_name=name,
                                        tags=context_tags.resolve_tags({**tags, **child})).info.run_id
         self.run_id = run_id

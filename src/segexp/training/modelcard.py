@@ -7,6 +7,17 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig
 
+from segexp.tracking.tags import (
+    DATA_DIGEST,
+    GIT_COMMIT,
+    GIT_DIRTY,
+    HOSTNAME,
+    OVERRIDES,
+    PRECISION,
+    SEGEXP_VERSION,
+    version_tag,
+)
+
 SCORES = (("report_v_rand", "V_rand"), ("report_v_info", "V_info"), ("report_map_v_rand", "V_rand of the map"),
           ("report_map_v_info", "V_info of the map"), ("report_dice", "Dice"), ("report_iou", "IoU"),
           ("report_accuracy", "pixel accuracy"))
@@ -29,12 +40,12 @@ def model_card(cfg: DictConfig, run_name: str, run_id: str | None, parts: Mappin
     weights = tags.get("loss.class_weights_used")
     lines = [
         f"# Model card: {run_name}", "",
-        f"MLflow run `{run_id or '(tracking off)'}`; segexp {tags.get('segexp_version', '?')} at commit "
-        f"`{tags.get('git_commit', 'unknown')}`" + (" with uncommitted changes" if tags.get("git_dirty") == "True" else "")
-        + f"; overrides: `{tags.get('overrides', '(none)')}`.", "",
+        f"MLflow run `{run_id or '(tracking off)'}`; segexp {tags.get(SEGEXP_VERSION, '?')} at commit "
+        f"`{tags.get(GIT_COMMIT, 'unknown')}`" + (" with uncommitted changes" if tags.get(GIT_DIRTY) == "True" else "")
+        + f"; overrides: `{tags.get(OVERRIDES, '(none)')}`.", "",
         "## Data", "",
         f"- data set `{cfg.data.name}` from `{source}`; pixel digest of all its slices "
-        f"`{tags.get('data_digest', '?')[:16]}` (full digests per slice in the run's config/split.json)",
+        f"`{tags.get(DATA_DIGEST, '?')[:16]}` (full digests per slice in the run's config/split.json)",
         slices_line("train", parts["train"].names, "the model learned from these"),
         slices_line("select", parts["select"].names, "every choice (checkpoint, early stopping, schedule) looked here"),
         slices_line("report", parts["report"].names, "scored once, at the end; no choice saw them"),
@@ -57,14 +68,14 @@ def model_card(cfg: DictConfig, run_name: str, run_id: str | None, parts: Mappin
         f"- segmentation stage after the network: {postprocess or 'none (the probability map)'}",
         f"- augmentation: {', '.join(n._target_.rsplit('.', 1)[-1] for n in cfg.aug.transforms) or 'none'}",
         f"- crops {t.crop_size} px, batch {t.batch_size}, {t.steps_per_epoch} steps per epoch, seed {t.seed}, "
-        f"precision {tags.get('precision', t.precision)}",
+        f"precision {tags.get(PRECISION, t.precision)}",
         "", "## Budget and machine", "",
         f"- {int(metrics.get('epochs_run', 0))} epochs of at most {t.epochs}"
         + (f", stopped by the {t.max_minutes}-minute budget" if t.max_minutes else "")
         + f"; {metrics.get('train_minutes', 0):.1f} minutes; checkpoint of epoch "
         f"{int(metrics.get('checkpoint_epoch', -1)) + 1}, chosen by {chosen}",
-        f"- {tags.get('device', '?')} on host `{tags.get('hostname', '?')}`; TensorFlow "
-        f"{tags.get('version.tensorflow', '?')}, Keras {tags.get('version.keras', '?')}",
+        f"- {tags.get('device', '?')} on host `{tags.get(HOSTNAME, '?')}`; TensorFlow "
+        f"{tags.get(version_tag('tensorflow'), '?')}, Keras {tags.get(version_tag('keras'), '?')}",
         "", "## Scores on the report slices", "",
     ]
     if scores:

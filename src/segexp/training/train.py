@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -31,7 +31,10 @@ from segexp.tracking.tags import (
     OVERRIDES,
     POSTPROCESS,
     POSTPROCESS_CHOSEN_ON,
+    PRECISION,
     PRUNED,
+    RESUME_OVERRIDES,
+    RESUMED_FROM_EPOCH,
     run_name,
     split_digest_tag,
     split_tag,
@@ -207,7 +210,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
     started = time.monotonic()
     tags = {**run_tags(list(overrides)), **(extra_tags or {})}
     if resume:  # the run keeps its original overrides tag; today's go beside it
-        tags = {"resumed_from_epoch": str(first_epoch), "resume_overrides": tags.pop(OVERRIDES), **tags}
+        tags = {RESUMED_FROM_EPOCH: str(first_epoch), RESUME_OVERRIDES: tags.pop(OVERRIDES), **tags}
     with runtime.sigterm_as_interrupt(), runtime.float32_afterwards(), \
             tracker.run(name, tags, run_id=resume.run_id if resume else None,
                         parent_run_id=sweep.parent_run_id if sweep else None, spool_dir=run.path):
@@ -223,7 +226,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
             model = (load_model(run.last_checkpoint) if resume  # weights and optimizer state
                      else build_model(cfg, train_set.channels, train_set.foreground, built.schedule.learning_rate,
                                       speed.jit_compile, classes, loss_weights))
-        setup = {**speed.tags(), "precision": policy, "device": runtime.device_description(),
+        setup = {**speed.tags(), PRECISION: policy, "device": runtime.device_description(),
                  "replicas": str(strategy.num_replicas_in_sync), OUTPUT_DIR: str(run.path.resolve()),
                  **split_tags(parts)}
         tracker.set_tags(setup)
@@ -279,6 +282,11 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = (), resu
                         "model_card.md")
     print_summary(metrics, cfg, parts, tracker, run.checkpoint)
     return metrics
+
+
+def retrain(cfg: DictConfig, output_dir: Path, overrides: Sequence[str], tags: Mapping[str, str]) -> dict[str, float]:
+    """Trains cfg into output_dir as `segexp reproduce` does; returns the final metrics under their MLflow keys."""
+    return final_metric_keys(train(cfg, output_dir, list(overrides), extra_tags=dict(tags)))
 
 
 def final_metric_keys(metrics: dict[str, float]) -> dict[str, float]:
