@@ -36,6 +36,9 @@ def read_image(path: Path, indexed: bool = False) -> np.ndarray:
         raise DataError(f"{path}: unsupported format {path.suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
     try:
         with Image.open(path) as img:
+            if getattr(img, "n_frames", 1) > 1:  # read whole it would be its first page only, silently
+                raise DataError(f"{path}: a stack of {img.n_frames} images where one image per file is read; read it as "
+                                "a volume: data=volume data.images=FILE data.masks=FILE (predict: input=FILE)")
             img.load()  # decode now, so a truncated file fails here and not mid-training
             if img.mode == "P" and indexed:
                 pass
