@@ -84,14 +84,20 @@ def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA).reshape(height, width, -1)
 
 
+def resize_labels(labels: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Returns (H, W) labels (class indices or int32 object ids) resized to size = [height, width], nearest: every
+    value stays one of the labels'."""
+    import cv2
+
+    height, width = int(size[0]), int(size[1])
+    return cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
     """Returns image (area-averaged) and mask (nearest: class indices stay exact) resized to size = [height, width]."""
     if size is None or tuple(size) == mask.shape:
         return image, mask
-    import cv2
-
-    height, width = int(size[0]), int(size[1])
-    return resize_image(image, size), cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    return resize_image(image, size), resize_labels(mask, size)
 
 
 def list_images(directory: Path, what: str) -> dict[str, Path]:
