@@ -316,7 +316,8 @@ class PostprocessConfig:
 @dataclass
 class PredictConfig:
     ckpt: str = MISSING  # model.keras, a run directory, or an MLflow run id
-    input: str = MISSING  # an image file or a directory of images
+    input: str = MISSING  # an image file, a directory of images, or a volume (multi-page TIFF, HDF5, Zarr)
+    input_key: Optional[str] = None  # the dataset inside an HDF5 file or Zarr group (null: its only one)
     output: str = MISSING
     inference: InferenceConfig = MISSING
     normalize: Normalization = Normalization.dtype
