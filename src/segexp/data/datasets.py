@@ -143,7 +143,12 @@ def load_volume(
                 slice_masks.append(decode_instances(label, where, spec.ignore))
                 objects.append(instance_objects(label, spec.ignore))
             else:
-                slice_masks.append(decode_mask(label, where, spec, mask_threshold))
+                try:
+                    slice_masks.append(decode_mask(label, where, spec, mask_threshold))
+                except DataError as err:
+                    if spec.palette:
+                        raise
+                    raise DataError(f"{err}; for object ids set data.labels=instances") from err
     imgs, msks = as_slices(raws, slice_masks, channels, normalize, resize)
     if instances and resize is not None:
         objects = [resize_labels(ids, resize) for ids in objects]
