@@ -155,6 +155,10 @@ def test_bad_volumes_end_in_one_line_naming_the_file_and_key(tmp_path):
         with pytest.raises(DataError) as err:
             load_volume(*arguments)
         assert str(err.value) == line
+    h5 = str(tmp_path / "c.h5")  # instance ids read as a mask: the line says how to read them
+    with pytest.raises(DataError, match=r"c.h5:volumes/labels/neuron_ids z=0: mask is not binary .*; for object ids "
+                                        r"set data.labels=instances$"):
+        load_volume(h5, h5, "volumes/raw", "volumes/labels/neuron_ids")
 
 
 def test_training_stops_at_a_bad_volume_before_anything_is_written(tmp_path):

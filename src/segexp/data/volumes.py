@@ -35,10 +35,6 @@ class Volume:
         return shape["z"], shape["y"], shape["x"]
 
     @property
-    def channels(self) -> int:
-        return dict(zip(self.axes, self.array.shape)).get("c", 1)
-
-    @property
     def dtype(self) -> np.dtype:
         return np.dtype(self.array.dtype)
 
@@ -196,7 +192,8 @@ def open_zarr(path: Path, key: str | None, what: str) -> Volume:
     try:
         node = zarr.open(str(path), mode="r")
     except (FileNotFoundError, ValueError, OSError) as err:
-        raise DataError(f"{path}: cannot be read as Zarr ({err}); data=volume reads a Zarr array or group") from err
+        raise DataError(f"{path}: a directory but not a Zarr array or group ({err}); a folder of image files is "
+                        "data=folder (predict: input=DIR)") from err
     axes = None
     if isinstance(node, zarr.Group):
         arrays = [name for name, member in node.members(max_depth=None) if isinstance(member, zarr.Array)]
