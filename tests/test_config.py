@@ -42,7 +42,8 @@ TRAINED_OPTIONS = [(g, o) for g, o in OPTIONS if DEFAULTS.get(g) != o and g != "
 def option_overrides(group: str, option: str, folder_data) -> list[str]:
     images, masks = folder_data
     if (group, option) == ("data", "volume"):  # the same pairs as two TIFF stacks
-        images, masks = stack_folder(images, images.parent / "images.tif"), stack_folder(masks, masks.parent / "masks.tif")
+        images, masks = (stack_folder(images, images.parent / "images.tif"),
+                         stack_folder(masks, masks.parent / "masks.tif"))
     extra = [f"data.images={images}", f"data.masks={masks}", "split.select=[-2]",
              "split.report=[-1]"] if (group, option) in (("data", "folder"), ("data", "volume")) else []
     return [f"{group}={option}", *extra]

@@ -214,7 +214,8 @@ def test_an_hdf5_volume_of_instance_ids_trains_affinities_predicts_and_evaluates
         [f"input={h5}", "input_key=volumes/raw"], "target=affinities",
         "target.offsets=[[-1,0],[0,-1],[-3,0],[0,-3]]")
     split = json.loads((tmp_path / "run" / "split.json").read_text())
-    assert [e["name"] for e in split["roles"]["report"]] == ["5"] and [e["name"] for e in split["roles"]["select"]] == ["4"]
+    names = {role: [entry["name"] for entry in entries] for role, entries in split["roles"].items()}
+    assert names == {"train": ["0", "1", "2", "3"], "select": ["4"], "report": ["5"]}  # z indices, blocks along z
     assert [p.name for p in written] == [f"cremi_{z}.png" for z in range(6)]
     assert np.asarray(Image.open(written[0])).shape == (48, 48)
     assert np.isfinite(metrics["report_loss"]) and scores["v_rand"] == pytest.approx(metrics["report_v_rand"])
@@ -259,7 +260,7 @@ def test_isbi_from_its_stacks_trains_with_the_png_digests_and_scores_as_the_png_
 
     two = tmp_path / "two-slices.tif"  # a stack as predict's input; two pages of ISBI's keep it quick
     tifffile.imwrite(two, tifffile.imread(images)[-2:])
-    written = predict(compose_config("predict", f"ckpt={tmp_path / 'run'}", f"input={two}", f"output={tmp_path / 'maps'}",
-                                     *inference[:2]))
+    written = predict(compose_config("predict", f"ckpt={tmp_path / 'run'}", f"input={two}",
+                                     f"output={tmp_path / 'maps'}", *inference[:2]))
     assert [p.name for p in written] == ["two-slices_0.png", "two-slices_1.png"]
     assert np.asarray(Image.open(written[1])).shape == (512, 512)

@@ -65,8 +65,8 @@ def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> ScoredCheckpo
     if report.images:
         predictions = [predictor(image) for image in report.images]
         scores, labels = stages.scores(stage, predictions, report.masks, slice_scores(
-            model.loss, predictions, report.masks, report.foreground, classes.topology, classes, target, report.objects),
-            segmentation_scores)
+            model.loss, predictions, report.masks, report.foreground, classes.topology, classes, target,
+            report.objects), segmentation_scores)
         metrics.update({f"report_{k}": float(v) for k, v in scores.items()})
         maps = as_maps(predictions, target)
         confusion["report"] = confusion_matrix(maps, report.masks, classes.count)

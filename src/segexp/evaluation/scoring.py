@@ -30,7 +30,8 @@ def slice_scores(loss: Callable, probs: Sequence[np.ndarray], masks: Sequence[np
     if not all(np.isfinite(p).all() for p in probs):  # a diverged model predicts NaN: no score, no checkpoint
         return dict.fromkeys(names, math.nan)
     if target.affinities:
-        targets = [affinity_target(ids, target.offsets)[None] for ids in slice_objects(masks, objects, foreground, IGNORE)]
+        targets = [affinity_target(ids, target.offsets)[None]
+                   for ids in slice_objects(masks, objects, foreground, IGNORE)]
     else:
         targets = [np.asarray(m, np.float32)[None, ..., None] for m in masks]
     batched = [p[None, ..., None] if p.ndim == 2 else p[None] for p in probs]
