@@ -52,12 +52,12 @@ def cells_volume(count: int = 6, size: int = 48, seed: int = 0) -> tuple[np.ndar
     return raw.astype(np.uint8), ids
 
 
-def write_hdf5(path, raw, labels, labels_key="volumes/labels/neuron_ids"):
+def write_hdf5(path, raw, labels):
     import h5py
 
     with h5py.File(path, "w") as f:
         f["volumes/raw"] = raw
-        f[labels_key] = labels
+        f["volumes/labels/neuron_ids"] = labels
     return path
 
 
