@@ -40,9 +40,22 @@ TRAINED_OPTIONS = [(g, o) for g, o in OPTIONS if DEFAULTS.get(g) != o and g != "
 
 
 def option_overrides(group: str, option: str, folder_data) -> list[str]:
-    extra = [f"data.images={folder_data[0]}", f"data.masks={folder_data[1]}", "split.select=[-2]",
-             "split.report=[-1]"] if (group, option) == ("data", "folder") else []
+    images, masks = folder_data
+    if (group, option) == ("data", "volume"):  # the same pairs as two TIFF stacks
+        images, masks = (stack_folder(images, images.parent / "images.tif"),
+                         stack_folder(masks, masks.parent / "masks.tif"))
+    extra = [f"data.images={images}", f"data.masks={masks}", "split.select=[-2]",
+             "split.report=[-1]"] if (group, option) in (("data", "folder"), ("data", "volume")) else []
     return [f"{group}={option}", *extra]
+
+
+def stack_folder(folder: Path, stack: Path) -> Path:
+    """Writes the folder's images, in name order, as one multi-page TIFF; returns its path."""
+    import tifffile
+    from PIL import Image
+
+    tifffile.imwrite(stack, np.stack([np.asarray(Image.open(p)) for p in sorted(folder.iterdir())]))
+    return stack
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -147,7 +160,7 @@ BAD_CHOICES = [
     ("optimizer=lion", "optimizer=lion: no such option; choose one of adam, adamw, sgd"),
     ("optimizer/schedule=linear", "optimizer/schedule=linear: no such option; choose one of constant, cosine, "
                                   "plateau, warmup_cosine"),
-    ("data=coco", "data=coco: no such option; choose one of folder, isbi2012, shapes, synthetic"),
+    ("data=coco", "data=coco: no such option; choose one of folder, isbi2012, shapes, synthetic, volume"),
     ("split=kfold", "split=kfold: no such option; choose one of holdout"),
     ("target=edges", "target=edges: no such option; choose one of affinities, boundary"),
     ("target.kind=edges", "target.kind: Invalid value 'edges', choose one of boundary, affinities"),

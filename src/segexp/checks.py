@@ -34,11 +34,15 @@ def require(ok: bool, key: str, message: str) -> None:
 # ---- the config alone ----------------------------------------------------------------------------------------
 
 def check_config(command: str, cfg: Any) -> None:
-    """Runs the checks of `command`'s config that need nothing else: all of train's; the segmentation stage of
-    evaluate and predict (its target is known only once the checkpoint loads: check_stage runs again then)."""
+    """Runs the checks of `command`'s config that need nothing else: all of train's; the data and segmentation
+    stage of evaluate and predict (the stage's target is known only once the checkpoint loads: check_stage runs
+    again then)."""
     if command == "train":
         check_train(cfg)
-    elif command in ("evaluate", "predict") and cfg.get("postprocess") is not None:
+        return
+    if cfg.get("data") is not None:
+        check_data(cfg.data)
+    if command in ("evaluate", "predict") and cfg.get("postprocess") is not None:
         check_stage(cfg.postprocess)
 
 
@@ -47,6 +51,7 @@ def check_train(cfg: Any) -> None:
     do not exist or on the report slices, options the data's classes or the target cannot use, a stage that
     cannot run."""
     check_values(cfg)
+    check_data(cfg.data)
     check_choices(cfg)
     check_classes(cfg)
     check_target(cfg)
@@ -83,6 +88,19 @@ def check_values(cfg: Any) -> None:
     require(data.foreground in (0, 1), "data.foreground", f"must be 0 or 1, got {data.foreground}")
     require(data.resize is None or (len(data.resize) == 2 and min(data.resize) >= 1), "data.resize",
             f"must be null or [height, width] with both >= 1, got {data.resize}")
+
+
+def check_data(data: Any) -> None:
+    """Options of the data group that exclude each other: object ids (data.labels=instances) derive two classes,
+    boundary and object, and need no threshold."""
+    if str(data.get("labels")) != "instances":
+        return
+    classes = parse_classes(data.get("classes"), data.get("ignore"))
+    require(classes.binary and classes.values is None, "data.classes",
+            f"data.labels=instances derives two classes (boundary, object) from the ids, but data.classes="
+            f"{list(classes.names)}; give two class names, boundary first")
+    require(data.get("mask_threshold") is None, "data.mask_threshold",
+            "binarizes masks; data.labels=instances derives the boundary from the ids - leave data.mask_threshold=null")
 
 
 def epoch_metrics(classes: Any) -> set[str]:

@@ -4,6 +4,7 @@ checkpoint; for a K-class checkpoint, class index masks, their colours and a pro
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from omegaconf import DictConfig
@@ -11,7 +12,8 @@ from omegaconf import DictConfig
 from segexp.checks import check_config, check_prediction_outputs
 from segexp.data.images import IMAGE_SUFFIXES, natural_key, read_image, to_channels, to_unit_float
 from segexp.data.sets import Classes
-from segexp.errors import DataError
+from segexp.data.volumes import is_volume_file, open_volume
+from segexp.errors import ConfigError, DataError
 from segexp.evaluation.metrics import predicted_classes
 from segexp.evaluation.visualize import class_overlay, color_labels, prediction_overlay, write_png
 from segexp.inference.predictor import load_source, source_classes
@@ -29,6 +31,26 @@ def list_inputs(source: Path) -> list[Path]:
             return files
         raise DataError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) in the input directory")
     raise DataError(f"{source}: input does not exist; pass input=FILE_OR_DIRECTORY")
+
+
+def input_images(source: Path, key: str | None) -> tuple[int, Iterator[tuple[str, np.ndarray]]]:
+    """Returns (how many, an iterator of (output stem, pixels as read)): the image files `source` names (a file or
+    a directory), or the z slices of a volume (a multi-page TIFF, an HDF5 file or a Zarr array; `input_key` the
+    dataset inside), named <stem>_<z> and read one at a time."""
+    if source.exists() and is_volume_file(source):
+        volume = open_volume(source, key, "input")
+
+        def slices():
+            with volume:
+                for z in range(volume.size[0]):
+                    yield f"{source.stem}_{z}", volume.slice(z)
+
+        return volume.size[0], slices()
+    if key is not None:
+        raise ConfigError(f"input_key={key}: {source} is not a volume (HDF5 file, Zarr array or group) to take a "
+                          "dataset from; set input_key=null")
+    files = list_inputs(source)
+    return len(files), ((path.stem, read_image(path)) for path in files)
 
 
 def write_labels(path: Path, labels: np.ndarray) -> Path:
@@ -76,7 +98,7 @@ def predict(cfg: DictConfig) -> list[Path]:
     from segexp.postprocessing import stage as stages
 
     check_config("predict", cfg)
-    inputs = list_inputs(Path(cfg.input))
+    count, inputs = input_images(Path(cfg.input), cfg.input_key)
     source = resolve_model_source(cfg.ckpt)
     channels, outputs, predictor, target = load_source(source, cfg.inference)
     classes = source_classes(source, outputs)
@@ -92,31 +114,31 @@ def predict(cfg: DictConfig) -> list[Path]:
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in tqdm(inputs, desc="predict", unit="image"):
-        image = to_channels(to_unit_float(read_image(path), cfg.normalize), channels)
+    for stem, raw in tqdm(inputs, total=count, desc="predict", unit="image"):
+        image = to_channels(to_unit_float(raw, cfg.normalize), channels)
         prediction = predictor(image)
         prob = cell_map(prediction, target) if target.affinities else prediction
         if cfg.save_affinities:
             import tifffile
 
-            tifffile.imwrite(output / f"{path.stem}_affinities.tif", np.moveaxis(prediction, -1, 0),
+            tifffile.imwrite(output / f"{stem}_affinities.tif", np.moveaxis(prediction, -1, 0),
                              metadata={"axes": "CYX"})
         if outputs_classes:
-            written.append(write_class_maps(output, path.stem, prob, classes))
+            written.append(write_class_maps(output, stem, prob, classes))
             if cfg.save_overlay:
-                write_png(output / f"{path.stem}_overlay.png",
+                write_png(output / f"{stem}_overlay.png",
                           class_overlay(image, predicted_classes(prob), classes.colors()))
             continue
-        written.append(output / f"{path.stem}.png")
+        written.append(output / f"{stem}.png")
         write_png(written[-1], to_uint8(prob))
         if cfg.save_mask:
-            write_png(output / f"{path.stem}_mask.png", np.where(prob >= cfg.inference.threshold, 255, 0).astype(np.uint8))
+            write_png(output / f"{stem}_mask.png", np.where(prob >= cfg.inference.threshold, 255, 0).astype(np.uint8))
         if stage.active:
             labels = stage.apply(prediction)
-            write_labels(output / f"{path.stem}_labels.png", labels)
-            write_png(output / f"{path.stem}_boundaries.png", boundary_map(labels))
+            write_labels(output / f"{stem}_labels.png", labels)
+            write_png(output / f"{stem}_boundaries.png", boundary_map(labels))
         if cfg.save_overlay:
-            write_png(output / f"{path.stem}_overlay.png", prediction_overlay(image, prob, cfg.inference.threshold))
+            write_png(output / f"{stem}_overlay.png", prediction_overlay(image, prob, cfg.inference.threshold))
     what = f"{classes.count}-class index masks" if outputs_classes else "probability maps"
     print(f"[segexp] wrote {len(written)} {what} to {output}", flush=True)
     return written

@@ -57,6 +57,11 @@ class PostprocessMethod(StrEnum):
     mutex_watershed = "mutex_watershed"
 
 
+class LabelKind(StrEnum):
+    mask = "mask"  # binary or class indices, read as data=folder reads mask files (data.classes)
+    instances = "instances"  # object ids, 0 = boundary/background: the boundary mask is derived from them
+
+
 class TargetKind(StrEnum):
     boundary = "boundary"
     affinities = "affinities"
@@ -171,6 +176,18 @@ class FolderDataConfig(DataConfig):
     images: str = MISSING
     masks: str = MISSING
     foreground: int = 1
+
+
+@dataclass
+class VolumeDataConfig(DataConfig):
+    # an image volume and its labels, each a multi-page TIFF, an HDF5 file or a Zarr array/group; z is the slice axis
+    _target_: str = "segexp.data.datasets.load_volume"
+    name: str = "volume"
+    images: str = MISSING
+    masks: str = MISSING
+    images_key: Optional[str] = None  # the dataset in an HDF5 file / array in a Zarr group (null: its only one)
+    masks_key: Optional[str] = None
+    labels: LabelKind = LabelKind.mask
 
 
 @dataclass
@@ -298,7 +315,8 @@ class PostprocessConfig:
 @dataclass
 class PredictConfig:
     ckpt: str = MISSING  # model.keras, a run directory, or an MLflow run id
-    input: str = MISSING  # an image file or a directory of images
+    input: str = MISSING  # an image file, a directory of images, or a volume (multi-page TIFF, HDF5, Zarr)
+    input_key: Optional[str] = None  # the dataset inside an HDF5 file or Zarr group (null: its only one)
     output: str = MISSING
     inference: InferenceConfig = MISSING
     normalize: Normalization = Normalization.dtype
@@ -379,5 +397,6 @@ def register_configs() -> None:
     cs.store(name="upload_schema", node=UploadConfig)
     cs.store(group="data", name="isbi2012_schema", node=Isbi2012DataConfig)
     cs.store(group="data", name="folder_schema", node=FolderDataConfig)
+    cs.store(group="data", name="volume_schema", node=VolumeDataConfig)
     cs.store(group="data", name="synthetic_schema", node=SyntheticDataConfig)
     cs.store(group="data", name="shapes_schema", node=ShapesDataConfig)

@@ -4,8 +4,8 @@ object (Wolf et al., "The Mutex Watershed and its Objective", TPAMI 2020). Numpy
 
 Conventions of the affinity target (computed per crop after augmentation, so geometric transforms move the
 objects, not the affinities):
-* objects are the data's instance ids; for a binary boundary mask (ISBI) the 4-connected regions of non-membrane
-  pixels, numbered per slice before augmentation;
+* objects are the data's instance ids (data.labels=instances, renumbered per slice); for a binary boundary mask
+  (ISBI) the 4-connected regions of non-membrane pixels, numbered per slice before augmentation;
 * a membrane pixel (id 0) belongs to no object: every pair that touches one is 0 ("not the same object"), so
   membranes come out as cuts in every channel;
 * a pair whose neighbour falls outside the crop, or that touches an unlabelled pixel (data.ignore), is masked
@@ -67,6 +67,26 @@ def object_ids(mask: np.ndarray, foreground: int, ignore: int) -> np.ndarray:
     ids = ids.astype(np.int32)
     ids[mask == ignore] = UNLABELLED
     return ids
+
+
+def instance_objects(ids: np.ndarray, ignore: int | None = None) -> np.ndarray:
+    """Returns int32 object ids of one slice of instance ids (data.labels=instances): the ids renumbered 1..n in
+    their order (so they fit int32 and survive float32 augmentation exactly, whatever their size up to 2^64), 0
+    kept as 0 (no object), UNLABELLED where the id is `ignore` (data.ignore)."""
+    unique, inverse = np.unique(ids, return_inverse=True)
+    numbered = inverse.reshape(ids.shape).astype(np.int32) + (0 if unique[0] == 0 else 1)
+    if ignore is not None:
+        numbered[ids == ignore] = UNLABELLED
+    return numbered
+
+
+def slice_objects(masks: Sequence[np.ndarray], objects: Sequence[np.ndarray] | None, foreground: int,
+                  ignore: int) -> list[np.ndarray]:
+    """Returns the object ids of each slice the affinity target is drawn from: the data's own instance ids
+    (SegmentationSet.objects) where it has them, else the cells of each boundary mask (object_ids)."""
+    if objects is not None:
+        return list(objects)
+    return [object_ids(mask, foreground, ignore) for mask in masks]
 
 
 def pair_views(shape: Sequence[int], offset: Offset) -> tuple[tuple[slice, slice], tuple[slice, slice]]:

@@ -146,6 +146,35 @@ def decode_mask(array: np.ndarray, path: Path, classes: Classes, threshold: int 
     return labels
 
 
+def check_instance_ids(dtype: np.dtype, where: str) -> None:
+    """Raises DataError unless instance labels are stored as integers (ids up to 2^32 and beyond, never floats)."""
+    if not np.issubdtype(dtype, np.integer):
+        raise DataError(f"{where}: data.labels=instances needs integer object ids, but the labels are {dtype}; store "
+                        "them as integers (e.g. uint32, uint64) or set data.labels=mask for a mask of classes")
+
+
+def decode_instances(ids: np.ndarray, where: str, ignore: int | None = None) -> np.ndarray:
+    """Returns the uint8 (H, W) boundary mask of one slice of instance ids: 0 (membrane) where an id is 0 and on
+    both pixels of every 4-neighbour pair whose ids differ, 1 inside objects, IGNORE where the id is `ignore`
+    (data.ignore); a pair with an unlabelled pixel draws no boundary. DataError for negative ids."""
+    check_instance_ids(ids.dtype, where)
+    if np.issubdtype(ids.dtype, np.signedinteger) and ids.min(initial=0) < 0:
+        raise DataError(f"{where}: instance ids are negative ({int(ids.min())}); ids are 0 (boundary, background) "
+                        "or more - mark unlabelled pixels with an id and set data.ignore to it")
+    unlabelled = ids == ignore if ignore is not None else np.zeros(ids.shape, bool)
+    boundary = ids == 0
+    for axis in (0, 1):
+        ahead = [slice(None)] * 2
+        behind = [slice(None)] * 2
+        ahead[axis], behind[axis] = slice(1, None), slice(None, -1)
+        differ = (ids[tuple(ahead)] != ids[tuple(behind)]) & ~unlabelled[tuple(ahead)] & ~unlabelled[tuple(behind)]
+        boundary[tuple(ahead)] |= differ
+        boundary[tuple(behind)] |= differ
+    mask = (~boundary).astype(np.uint8)
+    mask[unlabelled] = IGNORE
+    return mask
+
+
 def class_frequencies(masks: Sequence[np.ndarray], count: int) -> np.ndarray:
     """Returns the pixel count of each class over the masks (ignored pixels left out)."""
     total = np.zeros(count, np.int64)

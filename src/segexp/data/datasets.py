@@ -1,5 +1,5 @@
-"""The data sets a `data` config group names: ISBI 2012, any folder of image/mask pairs, and synthetic
-cells (numpy only, no TensorFlow).
+"""The data sets a `data` config group names: ISBI 2012, any folder of image/mask pairs, a volume (a stack of
+slices and its labels in TIFF, HDF5 or Zarr), and synthetic cells (numpy only, no TensorFlow).
 
 Every loader returns a `SegmentationSet`: float32 images (H, W, C) in [0, 1] and uint8 masks (H, W) of
 class indices (binary: 1 = white; classes.IGNORE where unlabelled). All problems with the files are raised
@@ -14,12 +14,13 @@ from typing import Sequence
 
 import numpy as np
 
-from segexp.data.classes import decode_mask, parse_classes, reads_indices
+from segexp.data.classes import check_instance_ids, decode_instances, decode_mask, parse_classes, reads_indices
 from segexp.data.images import (
     list_images,
     match_by_stem,
     pixel_digest,
     read_image,
+    resize_labels,
     resize_pair,
     to_channels,
     to_unit_float,
@@ -60,10 +61,17 @@ def load_pairs(
             )
         images.append(raw)
         masks.append(mask)
-    if channels is None:  # the data decides: RGB if any image has color
+    return (*as_slices(images, masks, channels, normalize, resize), [pixel_digest(img) for img in images])
+
+
+def as_slices(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], channels: int | None, normalize: str,
+              resize: Sequence[int] | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Returns (float32 (H, W, C) images in [0, 1], masks), both at `resize` if given: the in-memory slices of
+    images as read (channels None: RGB if any image has colour, else gray)."""
+    if channels is None:
         channels = 3 if any(img.ndim == 3 for img in images) else 1
     pairs = [resize_pair(to_channels(to_unit_float(img, normalize), channels), m, resize) for img, m in zip(images, masks)]
-    return [p[0] for p in pairs], [p[1] for p in pairs], [pixel_digest(img) for img in images]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def load_folder(
@@ -87,6 +95,59 @@ def load_folder(
         [image_files[s] for s in stems], [mask_files[s] for s in stems], channels, normalize, mask_threshold, resize,
         spec)
     return SegmentationSet(imgs, msks, stems, foreground, name, digests, spec)
+
+
+def load_volume(
+    images: str,
+    masks: str,
+    images_key: str | None = None,
+    masks_key: str | None = None,
+    labels: str = "mask",
+    channels: int | None = None,
+    normalize: str = "dtype",
+    foreground: int = 0,
+    mask_threshold: int | None = None,
+    resize: Sequence[int] | None = None,
+    name: str = "volume",
+    classes: Sequence | None = None,
+    ignore=None,
+) -> SegmentationSet:
+    """Returns the z slices of an image volume and its labels (a multi-page TIFF, an HDF5 dataset or a Zarr
+    array each, data.volumes), named by their z index: the same slices, digests and masks a folder of the same
+    images as PNGs gives. `labels` says what the label volume holds: `mask`, read as a folder's mask files are
+    (binary, or class indices of data.classes), or `instances`, object ids from which the boundary mask is derived
+    (classes.decode_instances) and which the affinity target takes as its objects."""
+    from segexp.data.affinities import instance_objects
+    from segexp.data.volumes import open_volume
+
+    spec = parse_classes(classes, ignore)
+    instances = str(labels) == "instances"  # with two classes and no mask_threshold: checks.check_data
+    with open_volume(images, images_key, "data.images") as image_volume, \
+            open_volume(masks, masks_key, "data.masks", labels=True) as label_volume:
+        if image_volume.size != label_volume.size:
+            raise DataError(f"{image_volume.where}: images are (z, y, x) = {image_volume.size} but the labels "
+                            f"{label_volume.where} are {label_volume.size}; images and labels must have the same size")
+        if instances:
+            check_instance_ids(label_volume.dtype, label_volume.where)
+        raws, slice_masks, objects = [], [], []
+        for z in range(image_volume.size[0]):
+            raws.append(image_volume.slice(z))
+            label, where = label_volume.slice(z), f"{label_volume.where} z={z}"
+            if instances:
+                slice_masks.append(decode_instances(label, where, spec.ignore))
+                objects.append(instance_objects(label, spec.ignore))
+            else:
+                try:
+                    slice_masks.append(decode_mask(label, where, spec, mask_threshold))
+                except DataError as err:
+                    if spec.palette:
+                        raise
+                    raise DataError(f"{err}; for object ids set data.labels=instances") from err
+    imgs, msks = as_slices(raws, slice_masks, channels, normalize, resize)
+    if instances and resize is not None:
+        objects = [resize_labels(ids, resize) for ids in objects]
+    return SegmentationSet(imgs, msks, [str(z) for z in range(len(raws))], foreground, name,
+                           [pixel_digest(raw) for raw in raws], spec, objects if instances else None)
 
 
 def verify_manifest(root: Path) -> None:

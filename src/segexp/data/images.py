@@ -36,6 +36,9 @@ def read_image(path: Path, indexed: bool = False) -> np.ndarray:
         raise DataError(f"{path}: unsupported format {path.suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
     try:
         with Image.open(path) as img:
+            if getattr(img, "n_frames", 1) > 1:  # read whole it would be its first page only, silently
+                raise DataError(f"{path}: a stack of {img.n_frames} images where one image per file is read; read it as "
+                                "a volume: data=volume data.images=FILE data.masks=FILE (predict: input=FILE)")
             img.load()  # decode now, so a truncated file fails here and not mid-training
             if img.mode == "P" and indexed:
                 pass
@@ -81,14 +84,20 @@ def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA).reshape(height, width, -1)
 
 
+def resize_labels(labels: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Returns (H, W) labels (class indices or int32 object ids) resized to size = [height, width], nearest: every
+    value stays one of the labels'."""
+    import cv2
+
+    height, width = int(size[0]), int(size[1])
+    return cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
     """Returns image (area-averaged) and mask (nearest: class indices stay exact) resized to size = [height, width]."""
     if size is None or tuple(size) == mask.shape:
         return image, mask
-    import cv2
-
-    height, width = int(size[0]), int(size[1])
-    return resize_image(image, size), cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    return resize_image(image, size), resize_labels(mask, size)
 
 
 def list_images(directory: Path, what: str) -> dict[str, Path]:

@@ -1,6 +1,6 @@
-"""A labelled data set in memory: images, their masks of class indices, names, digests and its Classes
-(numpy only). Loaders (datasets.py) build one; splits cut it into train, select and report; classes.py reads
-the classes from the config and the masks from files."""
+"""A labelled data set in memory: images, their masks of class indices, names, digests, its Classes and, for
+instance labels, their objects (numpy only). Loaders (datasets.py) build one; splits cut it into train, select
+and report; classes.py reads the classes from the config and the masks from files."""
 
 from __future__ import annotations
 
@@ -69,6 +69,9 @@ class SegmentationSet:
     name: str = "data"
     digests: list[str] | None = None  # pixel_digest of each image as read, before normalizing or resizing
     classes: Classes = BINARY
+    # data.labels=instances: int32 (H, W) object ids per slice (data.affinities.instance_objects), the objects an
+    # affinity target is drawn from; None: the objects are the cells of each boundary mask
+    objects: list[np.ndarray] | None = None
 
     @property
     def channels(self) -> int:
@@ -77,5 +80,6 @@ class SegmentationSet:
     def subset(self, indices: Sequence[int]) -> "SegmentationSet":
         pick = lambda items: [items[i] for i in indices]  # noqa: E731
         digests = pick(self.digests) if self.digests is not None else None
+        objects = pick(self.objects) if self.objects is not None else None
         return SegmentationSet(pick(self.images), pick(self.masks), pick(self.names), self.foreground, self.name,
-                               digests, self.classes)
+                               digests, self.classes, objects)

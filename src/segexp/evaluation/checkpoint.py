@@ -46,7 +46,7 @@ def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> ScoredCheckpo
     if select.images:
         predictions = predict_slices(model, select.images)
         scores = slice_scores(model.loss, predictions, select.masks, select.foreground,
-                              cfg.trainer.topology_metrics and classes.topology, classes, target)
+                              cfg.trainer.topology_metrics and classes.topology, classes, target, select.objects)
         metrics.update({f"select_{k}": float(v) for k, v in scores.items()})
         confusion["select"] = confusion_matrix(as_maps(predictions, target), select.masks, classes.count)
     predictor = make_predictor(model, cfg.inference, inference_size(cfg.inference, run), target)
@@ -65,8 +65,8 @@ def score_checkpoint(cfg: DictConfig, run: RunDir, parts: dict) -> ScoredCheckpo
     if report.images:
         predictions = [predictor(image) for image in report.images]
         scores, labels = stages.scores(stage, predictions, report.masks, slice_scores(
-            model.loss, predictions, report.masks, report.foreground, classes.topology, classes, target),
-            segmentation_scores)
+            model.loss, predictions, report.masks, report.foreground, classes.topology, classes, target,
+            report.objects), segmentation_scores)
         metrics.update({f"report_{k}": float(v) for k, v in scores.items()})
         maps = as_maps(predictions, target)
         confusion["report"] = confusion_matrix(maps, report.masks, classes.count)

@@ -10,25 +10,28 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
-from segexp.data.affinities import BOUNDARY, Target, affinity_target, cell_map, object_ids
+from segexp.data.affinities import BOUNDARY, Target, affinity_target, cell_map, slice_objects
 from segexp.data.sets import BINARY, IGNORE, Classes, SegmentationSet
 from segexp.evaluation.metrics import (
     class_scores, confusion_matrix, evaluate_slices, isbi_scores)
 
 
 def slice_scores(loss: Callable, probs: Sequence[np.ndarray], masks: Sequence[np.ndarray], foreground: int,
-                 topology: bool, classes: Classes = BINARY, target: Target = BOUNDARY) -> dict[str, float]:
+                 topology: bool, classes: Classes = BINARY, target: Target = BOUNDARY,
+                 objects: Sequence[np.ndarray] | None = None) -> dict[str, float]:
     """Returns loss (mean per slice), pooled accuracy, Dice and IoU at 0.5 (of class `foreground` for binary
     data, the mean over classes for more), dice_<class> and iou_<class> per class and, with `topology` (binary
     boundary maps), the ISBI scores v_rand and v_info (the challenge's: averaged per slice, best over
     thresholds). For an affinity `target`, `probs` are the affinities: the loss is theirs (against the slices'
-    affinity targets), every other score that of the cell map they imply (data.affinities.cell_map)."""
+    affinity targets, drawn from `objects`, the data's instance ids, when given), every other score that of the
+    cell map they imply (data.affinities.cell_map)."""
     per_class = [f"{score}_{name}" for name in classes.names for score in ("dice", "iou")]
     names = ["loss", "accuracy", "dice", "iou", *per_class, *(["v_rand", "v_info"] if topology else [])]
     if not all(np.isfinite(p).all() for p in probs):  # a diverged model predicts NaN: no score, no checkpoint
         return dict.fromkeys(names, math.nan)
     if target.affinities:
-        targets = [affinity_target(object_ids(m, foreground, IGNORE), target.offsets)[None] for m in masks]
+        targets = [affinity_target(ids, target.offsets)[None]
+                   for ids in slice_objects(masks, objects, foreground, IGNORE)]
     else:
         targets = [np.asarray(m, np.float32)[None, ..., None] for m in masks]
     batched = [p[None, ..., None] if p.ndim == 2 else p[None] for p in probs]

@@ -150,16 +150,17 @@ def training_stream(cfg: DictConfig, train_set, weights, pipeline, first_sample:
 
 def crop_sampler(cfg: DictConfig, train_set, weights, pipeline):
     """Returns the CropSampler of augmented training crops and their targets: the mask (and border weights), or
-    for target=affinities the slices' object ids, moved with the image, then turned into affinity targets."""
+    for target=affinities the slices' object ids (their instance ids, or their masks' cells), moved with the image,
+    then turned into affinity targets."""
     from functools import partial
 
-    from segexp.data.affinities import affinity_target, object_ids
+    from segexp.data.affinities import affinity_target, slice_objects
     from segexp.data.augment import CropSampler
 
     t, target = cfg.trainer, target_of(cfg.get("target"))
     if not target.affinities:
         return CropSampler(train_set.images, train_set.masks, pipeline, t.crop_size, t.seed, weights)
-    ids = [object_ids(mask, train_set.foreground, IGNORE) for mask in train_set.masks]
+    ids = slice_objects(train_set.masks, train_set.objects, train_set.foreground, IGNORE)
     return CropSampler(train_set.images, ids, pipeline, t.crop_size, t.seed,
                        to_target=partial(affinity_target, offsets=target.offsets),
                        target_channels=2 * len(target.offsets))

@@ -44,17 +44,18 @@ class SliceValidation(keras.callbacks.Callback):
 
     def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], names: Sequence[str],
                  log_image: Callable[[np.ndarray, str, int], None], preview: int, topology: bool, foreground: int,
-                 classes: Classes = BINARY, prefix: str = "select_", target: Target = BOUNDARY):
+                 classes: Classes = BINARY, prefix: str = "select_", target: Target = BOUNDARY,
+                 objects: Sequence[np.ndarray] | None = None):
         super().__init__()
         self.images, self.masks, self.names, self.log_image = list(images), list(masks), list(names), log_image
         self.preview, self.topology, self.foreground, self.prefix = preview, topology, foreground, prefix
-        self.classes, self.target = classes, target
+        self.classes, self.target, self.objects = classes, target, objects  # objects: the slices' instance ids
 
     def on_epoch_end(self, epoch, logs=None):
         predictions = predict_slices(self.model, self.images)
         if logs is not None:
             scores = slice_scores(self.model.loss, predictions, self.masks, self.foreground, self.topology,
-                                  self.classes, self.target)
+                                  self.classes, self.target, self.objects)
             logs.update({f"{self.prefix}{k}": v for k, v in scores.items()})
         probs = as_maps(predictions[: self.preview], self.target)
         for image, mask, prob, name in list(zip(self.images, self.masks, probs, self.names))[: self.preview]:

@@ -94,7 +94,7 @@ def build_callbacks(cfg: DictConfig, select_set, tracker, run: RunDir, extra: Se
         callbacks.append(SliceValidation(select_set.images, select_set.masks, select_set.names, tracker.log_image,
                                          t.preview_slices, t.topology_metrics and select_set.classes.topology,
                                          select_set.foreground, select_set.classes,
-                                         target=target_of(cfg.get("target"))))
+                                         target=target_of(cfg.get("target")), objects=select_set.objects))
     callbacks += [checkpoints, TrackEpochs(tracker)]
     if t.max_minutes:
         callbacks.append(TimeBudget(t.max_minutes))
