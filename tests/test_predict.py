@@ -276,8 +276,22 @@ def test_export_bioimageio_writes_a_package_bioimageio_core_validates_offline(tr
     assert "report slices" in rdf["description"] and "V_rand" in rdf["description"]
 
 
-def test_export_bioimageio_refuses_an_output_that_is_not_a_zip(tmp_path):
+@pytest.mark.parametrize("train_overrides, export_overrides, message", [
+    ([], ["output=package"], r"writes one zip package: output=package must end in \.zip"),
+    (None, [], r"has no run folder \(config.yaml, split.json\) beside it"),
+    ([], ["size=[32,32]"], r"size= does not apply"),
+    (["data.normalize=percentile"], [], r"normalized its images by percentile, which this export does not describe"),
+    (["data.resize=[256,256]"], [], r"trained on slices resized to \[256, 256\]"),
+])
+def test_export_bioimageio_refuses_what_a_package_cannot_describe_in_one_line(tmp_path, train_overrides,
+                                                                               export_overrides, message):
     from segexp.commands.export import export
+    from segexp.rundir import RunDir
 
-    with pytest.raises(ConfigError, match=r"format=bioimageio writes one zip package: output=.*must end in \.zip"):
-        export(compose_config("export", f"ckpt={tmp_path}", "format=bioimageio", f"output={tmp_path / 'package'}"))
+    (tmp_path / "model.keras").write_bytes(b"")  # never loaded: each refusal comes before the model
+    if train_overrides is not None:
+        RunDir(tmp_path).write_config(compose_config("train", *train_overrides))
+    with pytest.raises(ConfigError, match=f"^format=bioimageio[: ].*{message}") as refused:
+        export(compose_config("export", f"ckpt={tmp_path}", "format=bioimageio", f"output={tmp_path / 'model.zip'}",
+                              *export_overrides))
+    assert "\n" not in str(refused.value)
