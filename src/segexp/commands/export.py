@@ -11,12 +11,15 @@ static shapes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from omegaconf import DictConfig
 
 from segexp.errors import ConfigError
+
+if TYPE_CHECKING:
+    from segexp.inference.bioimageio_package import FormatCheck, PackageContent
 
 KERAS_FORMAT = {"onnx": "onnx", "saved_model": "tf_saved_model", "litert": "litert"}
 BIOIMAGEIO = "bioimageio"
@@ -185,7 +188,7 @@ def refuse_for_bioimageio(cfg: DictConfig, run) -> None:
                           "package's preprocessing cannot describe; export a run trained at the images' own size")
 
 
-def package_content(cfg: DictConfig, run, outputs: int, slice_name: str) -> "PackageContent":
+def package_content(cfg: DictConfig, run, outputs: int, slice_name: str) -> PackageContent:
     """Returns what the package says: name, a description with the training data and report scores, the README,
     the output's channels and segexp's record of the run."""
     from segexp.data.classes import parse_classes
@@ -254,7 +257,7 @@ def package_readme(name: str, description: str, meaning: str, scores, provenance
     ])
 
 
-def export_bioimageio(cfg: DictConfig) -> list:
+def export_bioimageio(cfg: DictConfig) -> list[FormatCheck]:
     """Writes the checkpoint's bioimage.io package to `output` (a .zip) and tests it with bioimageio.core; returns
     its FormatCheck per weight format, and raises ConfigError when one fails."""
     from segexp.inference.bioimageio_package import check_package, write_package

@@ -94,7 +94,7 @@ def backport_spec_serializers() -> None:
         target.__code__ = backport.__code__
 
 
-def test_tensors(model, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def package_tensors(model, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Returns (the test input: a batch of the raw slice, (1, H, W, C) in its file dtype; the test output: Keras'
     output on it after the normalization the package describes, (1, H, W, K) float32)."""
     from segexp.data.images import to_unit_float
@@ -206,7 +206,7 @@ def write_package(model, raw: np.ndarray, multiple: int, content: PackageContent
     backport_spec_serializers()
     with tempfile.TemporaryDirectory(prefix="segexp-bioimageio-") as folder:
         folder = Path(folder)
-        test_input, test_output = test_tensors(model, raw)
+        test_input, test_output = package_tensors(model, raw)
         files = write_weights(model, folder)
         files.update(test_input=folder / "test_input.npy", test_output=folder / "test_output.npy",
                      cover=folder / "cover.png", documentation=folder / "README.md")
@@ -223,8 +223,9 @@ def write_package(model, raw: np.ndarray, multiple: int, content: PackageContent
     return output
 
 
-def one_line(err: Exception) -> str:
-    return " ".join(str(err).split())[:500]
+def one_line(text, limit: int = 500) -> str:
+    """Returns text (an error and its details) on one line, cut to `limit` characters."""
+    return " ".join(str(text).split())[:limit]
 
 
 @dataclass(frozen=True)
@@ -248,13 +249,8 @@ def check_package(package: Path) -> list[FormatCheck]:
         with tempfile.TemporaryDirectory(prefix="segexp-bioimageio-test-") as scratch, contextlib.chdir(scratch):
             summary = test_model(package, weight_format=weight_format)
         failed = [d for d in summary.details if d.status == "failed"]
-        details = "; ".join(f"{d.name}: " + " ".join(e.msg for e in d.errors) for d in failed) if failed else \
-            "; ".join(d.name for d in summary.details)
+        details = one_line("; ".join(f"{d.name}: " + " ".join(e.msg for e in d.errors) for d in failed), 2000) \
+            if failed else "; ".join(d.name for d in summary.details)
         checks.append(FormatCheck(weight_format, summary.status == "passed", details))
     return checks
 
-
-def package_files(package: Path) -> list[str]:
-    """Returns the names of the files in a zip package."""
-    with zipfile.ZipFile(package) as archive:
-        return sorted(archive.namelist())
