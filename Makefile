@@ -14,7 +14,7 @@ ARGS   ?=
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,sweep,export]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,sweep,export,bioimageio]"
 	touch $(STAMP)
 
 install: $(STAMP)

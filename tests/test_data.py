@@ -157,3 +157,16 @@ def test_unsupported_format_names_the_file(folder_data):
 
     with pytest.raises(DataError, match=r"s0\.gif: unsupported format '\.gif'"):
         read_image(images / "s0.gif")
+
+
+@pytest.mark.parametrize("dtype, shape, channels", [(np.uint8, (9, 7), 1), (np.uint8, (9, 7), 3),
+                                                    (np.uint16, (9, 7), 1), (np.uint8, (9, 7, 3), 3)])
+def test_raw_pixels_recovers_a_slice_as_its_file_held_it_from_the_normalized_one(dtype, shape, channels):
+    from segexp.data.images import raw_pixels, to_channels, to_unit_float
+
+    raw = np.random.default_rng(0).integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
+    normalized = to_channels(to_unit_float(raw), channels)  # as the loaders prepare a slice
+    recovered = raw_pixels(normalized, pixel_digest(raw))
+    assert recovered is not None and recovered.dtype == dtype and np.array_equal(recovered, raw)
+    # percentile normalization loses the file's values: no reading gives the digest
+    assert raw_pixels(to_channels(to_unit_float(raw, "percentile"), channels), pixel_digest(raw)) is None

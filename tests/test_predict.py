@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import re
 import shutil
@@ -238,3 +239,59 @@ def test_export_refuses_an_unknown_format_in_one_line(tmp_path):
                           f"output={tmp_path / 'x'}"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert "format" in out.stderr and "onnx" in out.stderr
+
+
+def test_export_bioimageio_writes_a_package_bioimageio_core_validates_offline(trained, tmp_path, monkeypatch, capsys):
+    import socket
+    import zipfile
+
+    import yaml
+    from segexp.commands.export import export
+
+    root, _, _ = trained
+    attempts = []
+
+    def offline(sock, address):  # the package names no URL: validating it must not reach for the network
+        attempts.append(address)
+        raise OSError(f"test: no network ({address})")
+    monkeypatch.setattr(socket.socket, "connect", offline)
+    package = tmp_path / "model.zip"
+    checks = export(compose_config("export", f"ckpt={root / 'run'}", "format=bioimageio", f"output={package}"))
+    assert {c.weight_format: c.passed for c in checks} == {"onnx": True, "tensorflow_saved_model_bundle": True}
+    assert attempts == []
+    out = capsys.readouterr().out
+    assert "with onnx weights: passed" in out and "with tensorflow_saved_model_bundle weights: passed" in out
+    with zipfile.ZipFile(package) as archive:
+        assert set(archive.namelist()) == {"rdf.yaml", "README.md", "cover.png", "test_input.npy", "test_output.npy",
+                                           "weights.onnx", "tf_saved_model.zip"}
+        rdf = yaml.safe_load(archive.read("rdf.yaml"))
+        test_input = np.load(io.BytesIO(archive.read("test_input.npy")))
+    # the test input is the run's first report slice (s3) as its JPEG decodes, 8-bit, scaled by 1/255 in the package
+    assert test_input.dtype == np.uint8 and test_input.shape == (1, *SIZES[3], 3)
+    assert np.array_equal(test_input[0], np.asarray(Image.open(root / "images" / "s3.jpg")))
+    assert rdf["inputs"][0]["preprocessing"][1] == {"id": "scale_linear", "kwargs": {"gain": 1 / 255}}
+    assert rdf["outputs"][0]["axes"][-1]["channel_names"] == ["foreground"]
+    assert rdf["cite"][0]["doi"] == "10.1007/978-3-319-24574-4_28"
+    assert rdf["config"]["segexp"]["run_id"] == training_run(trained[2], trained[1]).info.run_id
+    assert "report slices" in rdf["description"] and "V_rand" in rdf["description"]
+
+
+@pytest.mark.parametrize("train_overrides, export_overrides, message", [
+    ([], ["output=package"], r"writes one zip package: output=package must end in \.zip"),
+    (None, [], r"has no run folder \(config.yaml, split.json\) beside it"),
+    ([], ["size=[32,32]"], r"size= does not apply"),
+    (["data.normalize=percentile"], [], r"normalized its images by percentile, which this export does not describe"),
+    (["data.resize=[256,256]"], [], r"trained on slices resized to \[256, 256\]"),
+])
+def test_export_bioimageio_refuses_what_a_package_cannot_describe_in_one_line(tmp_path, train_overrides,
+                                                                               export_overrides, message):
+    from segexp.commands.export import export
+    from segexp.rundir import RunDir
+
+    (tmp_path / "model.keras").write_bytes(b"")  # never loaded: each refusal comes before the model
+    if train_overrides is not None:
+        RunDir(tmp_path).write_config(compose_config("train", *train_overrides))
+    with pytest.raises(ConfigError, match=f"^format=bioimageio[: ].*{message}") as refused:
+        export(compose_config("export", f"ckpt={tmp_path}", "format=bioimageio", f"output={tmp_path / 'model.zip'}",
+                              *export_overrides))
+    assert "\n" not in str(refused.value)

@@ -356,6 +356,17 @@ class ExportFormat(StrEnum):
     onnx = "onnx"
     saved_model = "saved_model"
     litert = "litert"
+    bioimageio = "bioimageio"
+
+
+@dataclass
+class PackageConfig:
+    """What a bioimage.io package (format=bioimageio) says about itself beyond what the run records."""
+
+    name: Optional[str] = None  # None: "segexp U-Net <data> <output>"
+    authors: List[str] = MISSING
+    license: str = MISSING  # an SPDX identifier
+    tags: List[str] = MISSING
 
 
 @dataclass
@@ -365,6 +376,7 @@ class ExportConfig:
     output: str = MISSING
     size: Optional[List[int]] = None
     tolerance: float = MISSING
+    package: PackageConfig = MISSING
 
 
 @dataclass

@@ -65,6 +65,18 @@ def to_unit_float(array: np.ndarray, normalize: str = "dtype") -> np.ndarray:
     return np.clip(x, 0.0, 1.0)
 
 
+def raw_pixels(image: np.ndarray, digest: str) -> np.ndarray | None:
+    """Returns the pixels a slice had as read - (H, W) or (H, W, 3), uint8 or uint16 - recovered from its
+    normalized (H, W, C) float32 image (`to_unit_float` by dtype, then `to_channels`) and proven by its
+    `pixel_digest`; None when no such reading gives that digest (percentile normalization, float files)."""
+    for dtype in (np.uint8, np.uint16):
+        scaled = np.rint(image.astype(np.float64) * np.iinfo(dtype).max).astype(dtype)
+        for candidate in (scaled[..., 0], scaled):  # a gray file repeated to C channels, or a colour file as is
+            if pixel_digest(candidate) == digest:
+                return candidate
+    return None
+
+
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     """Returns (H, W, channels): gray is repeated to RGB, RGB is averaged to gray."""
     if image.ndim == 2:

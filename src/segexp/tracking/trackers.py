@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -222,3 +223,31 @@ class MlflowTracker:
         from importlib.metadata import version
 
         return [f"keras=={version('keras')}", f"tensorflow=={tf_version()}", f"numpy=={version('numpy')}"]
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    """What a run logged, as its own journal holds it (no store needed): its MLflow run id, its tags and the last
+    value of each metric."""
+
+    run_id: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+
+
+def logged_run(run_dir: Path) -> LoggedRun | None:
+    """Returns the LoggedRun of a run folder from its journal, or None for a run trained with tracking=none."""
+    from segexp.tracking.spool import JOURNAL, read_journal
+
+    journal = Path(run_dir) / SPOOL / JOURNAL
+    if not journal.is_file():
+        return None
+    records, _ = read_journal(journal, lambda _: None)
+    tags: dict[str, str] = {}
+    metrics: dict[str, float] = {}
+    for record in records[1:]:
+        if record["kind"] == "tags":
+            tags.update(record["tags"])
+        elif record["kind"] == "metrics":
+            metrics.update(record["metrics"])
+    return LoggedRun(records[0]["run_id"], tags, metrics)
