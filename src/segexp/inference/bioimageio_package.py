@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -44,54 +43,6 @@ class PackageContent:
     channel_names: Sequence[str]  # one per output channel
     cites_isbi: bool = False
     provenance: dict = field(default_factory=dict)  # segexp's record of the run: run id, code digest, commit
-
-
-# bioimageio.spec 0.5.12.0 (which bioimageio.core 0.11.0 pins) passes pydantic's SerializationInfo where a wrap
-# serializer's handler takes an index key. pydantic 2.14 refuses that with a TypeError (pydantic#13506), so under it
-# no description holding a file can be written or tested. bioimageio.spec 0.5.14 calls `handler(value)`; the three
-# functions below are its versions of 0.5.12.0's, and `backport_spec_serializers` puts their code into 0.5.12.0's
-# functions in place (pydantic's schemas hold the function objects themselves). Names they use that are not
-# defined here are the globals of the module whose function they replace.
-def package_file_descr_serializer(value, handler, info):  # bioimageio/spec/_internal/io_packaging.py
-    ret = handler(value)
-    ret["source"] = _package(value.source, info, sha256=value.sha256)  # noqa: F821
-    return ret
-
-
-def package_weights(value, handler, info):  # bioimageio/spec/model/v0_4.py
-    ctxt = packaging_context_var.get()  # noqa: F821
-    if ctxt is not None and ctxt.weights_priority_order is not None:
-        for wf in ctxt.weights_priority_order:
-            w = getattr(value, wf, None)
-            if w is not None:
-                break
-        else:
-            raise ValueError("None of the weight formats in `weights_priority_order`"
-                             + f" ({ctxt.weights_priority_order}) is present in the given model.")
-        new_w = w.model_construct(**{k: v for k, v in w if k != "parent"})
-        value = value.model_construct(None, **{wf: new_w})
-    return handler(value)
-
-
-def serialize_inner_node(self, handler, info):  # ValidatedStringWithInnerNode._serialize
-    _ = self._inner_node.model_dump(mode=info.mode)
-    return handler(self)
-
-
-def backport_spec_serializers() -> None:
-    """Makes bioimageio.spec 0.5.12.0 serialize under pydantic >= 2.14 (see above); other versions are left alone."""
-    from importlib.metadata import version
-
-    if version("bioimageio.spec") != "0.5.12.0":
-        return
-    from bioimageio.spec._internal import io_packaging
-    from bioimageio.spec._internal.validated_string_with_inner_node import ValidatedStringWithInnerNode
-    from bioimageio.spec.model import v0_4
-
-    inner = ValidatedStringWithInnerNode.__dict__["_serialize"].wrapped  # the function under @model_serializer
-    for target, backport in ((io_packaging.package_file_descr_serializer, package_file_descr_serializer),
-                             (v0_4.package_weights, package_weights), (inner, serialize_inner_node)):
-        target.__code__ = backport.__code__
 
 
 def package_tensors(model, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -203,7 +154,6 @@ def write_package(model, raw: np.ndarray, multiple: int, content: PackageContent
     from bioimageio.spec.common import ValidationError
     from PIL import Image
 
-    backport_spec_serializers()
     with tempfile.TemporaryDirectory(prefix="segexp-bioimageio-") as folder:
         folder = Path(folder)
         test_input, test_output = package_tensors(model, raw)
@@ -242,7 +192,6 @@ def check_package(package: Path) -> list[FormatCheck]:
 
     from bioimageio.core import test_model
 
-    backport_spec_serializers()
     package, checks = Path(package).resolve(), []
     for weight_format in WEIGHT_FORMATS:
         # bioimageio.core unzips a SavedModel into a folder of the current directory: keep it out of the user's
