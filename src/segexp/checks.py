@@ -40,6 +40,8 @@ def check_config(command: str, cfg: Any) -> None:
     if command == "train":
         check_train(cfg)
         return
+    if command == "export":
+        check_export(cfg)
     if cfg.get("data") is not None:
         check_data(cfg.data)
     if command in ("evaluate", "predict") and cfg.get("postprocess") is not None:
@@ -101,6 +103,16 @@ def check_data(data: Any) -> None:
             f"{list(classes.names)}; give two class names, boundary first")
     require(data.get("mask_threshold") is None, "data.mask_threshold",
             "binarizes masks; data.labels=instances derives the boundary from the ids - leave data.mask_threshold=null")
+
+
+def check_export(cfg: Any) -> None:
+    """A bioimage.io package is one zip of a model of any size."""
+    if str(cfg.format) != "bioimageio":
+        return
+    if not str(cfg.output).endswith(".zip"):
+        raise ConfigError(f"format=bioimageio writes one zip package: output={cfg.output} must end in .zip")
+    if cfg.size is not None:
+        raise ConfigError("format=bioimageio: size= does not apply; the package takes any size its model does")
 
 
 def epoch_metrics(classes: Any) -> set[str]:
@@ -291,6 +303,20 @@ def check_outputs(outputs: int, classes: Classes, ckpt: str, target: Target) -> 
         raise ConfigError(f"ckpt={ckpt}: the model predicts {outputs} output(s), but the data's "
                           f"{classes.count} classes {list(classes.names)} need {classes.outputs}; "
                           "evaluate it on data with the classes it was trained on")
+
+
+def check_bioimageio_run(saved: DictConfig | None, ckpt: str) -> None:
+    """A run whose input a bioimage.io package cannot describe as segexp prepares it: no run folder to read how,
+    normalization other than by the pixel type, slices resized for training."""
+    if saved is None:
+        raise ConfigError(f"format=bioimageio: ckpt={ckpt} has no run folder (config.yaml, split.json) beside it; "
+                          "pass the run directory (or its MLflow run id)")
+    if str(saved.data.get("normalize", "dtype")) != "dtype":
+        raise ConfigError(f"format=bioimageio: the run normalized its images by {saved.data.normalize}, which this "
+                          "export does not describe yet; export a run trained with data.normalize=dtype")
+    if saved.data.get("resize") is not None:
+        raise ConfigError(f"format=bioimageio: the run trained on slices resized to {list(saved.data.resize)}, which a "
+                          "package's preprocessing cannot describe; export a run trained at the images' own size")
 
 
 def check_prediction_outputs(node: DictConfig | None, run: RunDir | None, classes: Classes, target: Target,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from omegaconf import DictConfig
 
+from segexp.checks import check_bioimageio_run, check_config
 from segexp.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ def export(cfg: DictConfig):
     from segexp.models.loading import load_model
     from segexp.tracking.references import resolve_checkpoint
 
+    check_config("export", cfg)
     fmt = str(cfg.format)
     if fmt == BIOIMAGEIO:
         return export_bioimageio(cfg)
@@ -170,22 +172,6 @@ def package_slice(run, channels: int, multiple: int) -> tuple[np.ndarray, str]:
         raise ConfigError(f"format=bioimageio: slice {data.names[0]} {list(image.shape[:2])} is smaller than the "
                           f"model's size step {multiple}")
     return np.ascontiguousarray(image[:h, :w]), data.names[0]
-
-
-def refuse_for_bioimageio(cfg: DictConfig, run) -> None:
-    """Raises ConfigError for a run whose input a bioimage.io package cannot describe as segexp prepares it."""
-    saved = run.saved_config() if run is not None else None
-    if saved is None:
-        raise ConfigError(f"format=bioimageio: ckpt={cfg.ckpt} has no run folder (config.yaml, split.json) beside it; "
-                          "pass the run directory (or its MLflow run id)")
-    if cfg.size is not None:
-        raise ConfigError("format=bioimageio: size= does not apply; the package takes any size its model does")
-    if str(saved.data.get("normalize", "dtype")) != "dtype":
-        raise ConfigError(f"format=bioimageio: the run normalized its images by {saved.data.normalize}, which this "
-                          "export does not describe yet; export a run trained with data.normalize=dtype")
-    if saved.data.get("resize") is not None:
-        raise ConfigError(f"format=bioimageio: the run trained on slices resized to {list(saved.data.resize)}, which a "
-                          "package's preprocessing cannot describe; export a run trained at the images' own size")
 
 
 def package_content(cfg: DictConfig, run, outputs: int, slice_name: str) -> PackageContent:
@@ -266,13 +252,12 @@ def export_bioimageio(cfg: DictConfig) -> list[FormatCheck]:
     from segexp.tracking.provenance import tf_version
     from segexp.tracking.references import resolve_checkpoint
 
+    check_config("export", cfg)
     output = Path(cfg.output)
-    if output.suffix != ".zip":
-        raise ConfigError(f"format=bioimageio writes one zip package: output={output} must end in .zip")
     require("bioimageio.core", "format=bioimageio", BIOIMAGEIO_EXTRA)
     require("tf2onnx", "format=bioimageio (its ONNX weights)", BIOIMAGEIO_EXTRA)
     checkpoint, run = resolve_checkpoint(cfg.ckpt)
-    refuse_for_bioimageio(cfg, run)
+    check_bioimageio_run(run.saved_config() if run is not None else None, cfg.ckpt)
     model = load_model(checkpoint)
     channels, multiple = model_channels_and_multiple(model)
     raw, slice_name = package_slice(run, channels, multiple)

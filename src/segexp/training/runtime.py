@@ -52,10 +52,22 @@ def configure(seed: int, deterministic: bool, precision: str) -> str:
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
+    set_op_determinism(deterministic)
     keras.mixed_precision.set_global_policy(precision)
     return keras.mixed_precision.global_policy().name
+
+
+def set_op_determinism(enabled: bool) -> None:
+    """Turns TensorFlow's deterministic ops on or off for this process, so a run never inherits the setting of an
+    earlier one (the next job of an in-process sweep, a test). The public API only turns them on; the switch off
+    is tensorflow.python.framework.config's (TF >= 2.9), used where it exists."""
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    if enabled:
+        tf.config.experimental.enable_op_determinism()
+    elif getattr(tf_config, "is_op_determinism_enabled", lambda: False)():
+        tf_config.disable_op_determinism()
 
 
 def distribution_strategy(name: str):
@@ -109,14 +121,16 @@ def is_chief(strategy: str, tf_config: str | None = None) -> bool:
 
 @contextlib.contextmanager
 def float32_afterwards() -> Iterator[None]:
-    """Puts Keras' global dtype policy back to float32 when the block ends: later models in this process
-    (the next job of an in-process sweep, a test) must not inherit one run's bf16."""
+    """Puts Keras' global dtype policy back to float32 and TensorFlow's ops back to their default (not forced
+    deterministic) when the block ends: later models in this process (the next job of an in-process sweep, a
+    test) must not inherit one run's bf16 or determinism."""
     try:
         yield
     finally:
         import keras
 
         keras.mixed_precision.set_global_policy("float32")
+        set_op_determinism(False)
 
 
 @contextlib.contextmanager
