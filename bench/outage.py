@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from bench import common, render
 from bench.training import TINY_MODEL
-from segexp.tracking.local_server import MlflowServer
+from bench.mlflow_server import MlflowServer
 
 NAME = "outage"
 TITLE = "Tracking outage: epoch time with the journal, with a live server and through a server outage"

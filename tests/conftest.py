@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from segexp.config.compose import compose
-from segexp.tracking.local_server import MlflowServer, free_port  # noqa: F401  (tests import them from here)
+from bench.mlflow_server import MlflowServer, free_port  # noqa: F401  (tests import them from here)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segexp.data.augment import CropSampler
+from segexp.samples.augment import CropSampler
 from segexp.config.files import config_groups
 from segexp.config.instantiate import instantiate
 

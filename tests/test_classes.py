@@ -181,7 +181,7 @@ def test_masks_and_class_lists_that_do_not_fit_say_so_in_one_line_naming_the_fil
 
 def test_shapes_are_deterministic_k_class_data_and_augmentation_keeps_their_labels_exact():
     from segexp.config.instantiate import instantiate
-    from segexp.data.augment import CropSampler
+    from segexp.samples.augment import CropSampler
     from segexp.data.datasets import load, make_shapes
 
     first, again = make_shapes(count=3, size=64, seed=5), make_shapes(count=3, size=64, seed=5)

@@ -11,9 +11,25 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 # bottom to top; a module may import its own layer and the layers below it
 LAYERS = [("segexp.errors", "segexp.rundir", "segexp.native_logs", "segexp.reports"), ("segexp.config",), ("segexp.tracking",),
-          ("segexp.data",), ("segexp.models",), ("segexp.inference",), ("segexp.postprocessing",), ("segexp.checks",),
+          ("segexp.data",), ("segexp.samples",), ("segexp.models",), ("segexp.inference",), ("segexp.postprocessing",), ("segexp.checks",),
           ("segexp.evaluation",), ("segexp.training",), ("segexp.experiments",), ("segexp.commands",), ("segexp.cli",),
           ("segexp.__main__",)]
+# each package and its one job (docs/development.md shows the same table to people)
+JOBS = {
+    "cli": "command lines: each command's Hydra task, thin",
+    "commands": "the bodies of predict, evaluate, export and cross-validation",
+    "experiments": "sweeps, replicates, compare and reproduce: runs about runs",
+    "training": "the composition root train(cfg) and what it builds and fits",
+    "evaluation": "scores: metrics, scoring a checkpoint, which slices, the stage's choice, pictures",
+    "postprocessing": "the segmentation stage: watersheds, graph partitioning, the parameter search",
+    "inference": "a model over images: overlap tiles, TTA, the predictor, the bioimage.io package",
+    "models": "the Keras U-Net, its losses and metrics, loading checkpoints",
+    "samples": "the training samples: augmented crops with targets and weights, streamed to Keras",
+    "data": "images, volumes and masks read and checked; classes, affinities, border weights, splits",
+    "tracking": "MLflow behind typed run records, every tag name, the spool for outages",
+    "config": "schemas, composition and the command line's preflight",
+}
+MAX_MODULES = 9  # a package larger than this does more than one job (issue 35)
 LONGEST_CHAIN = 8  # modules, a package's __init__ counted as one, as issue 23 counts them
 
 
@@ -65,6 +81,13 @@ def layer_of(module: str) -> int:
         if any(module == p or module.startswith(p + ".") for p in prefixes):
             return rank
     raise AssertionError(f"{module} is in no layer of LAYERS: place it there")
+
+
+def test_each_package_has_one_job_and_at_most_nine_modules():
+    packages = {p.name: len([m for m in p.glob("*.py") if m.name != "__init__.py"])
+                for p in (SRC / "segexp").iterdir() if (p / "__init__.py").exists()}
+    assert set(packages) == set(JOBS), "name the job of every package in JOBS (and docs/development.md)"
+    assert {name: n for name, n in packages.items() if n > MAX_MODULES} == {}
 
 
 def test_every_module_has_a_layer_and_imports_only_its_own_or_lower_ones():

@@ -140,7 +140,7 @@ def build_components(cfg: DictConfig) -> Components:
 def training_stream(cfg: DictConfig, train_set, weights, pipeline, first_sample: int = 0):
     """Returns the endless tf.data stream of augmented training crops that fit consumes: `pipeline`
     (the built aug group) applied to random crops, samples numbered from `first_sample`."""
-    from segexp.data.stream import training_dataset
+    from segexp.samples.stream import training_dataset
 
     t = cfg.trainer
     sampler = crop_sampler(cfg, train_set, weights, pipeline)
@@ -155,7 +155,7 @@ def crop_sampler(cfg: DictConfig, train_set, weights, pipeline):
     from functools import partial
 
     from segexp.data.affinities import affinity_target, slice_objects
-    from segexp.data.augment import CropSampler
+    from segexp.samples.augment import CropSampler
 
     t, target = cfg.trainer, target_of(cfg.get("target"))
     if not target.affinities:

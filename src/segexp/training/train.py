@@ -120,7 +120,7 @@ def input_example(train_set, size: int = 64):
 def log_aug_preview(cfg: DictConfig, train_set, weights, pipeline, tracker) -> None:
     """Logs the first trainer.aug_preview (augmented crop, mask) pairs of the training stream - the same
     sampler, transforms and seed that fit draws from - as one image, `augmentation_preview.png`."""
-    from segexp.data.augment import CropSampler
+    from segexp.samples.augment import CropSampler
     from segexp.evaluation.visualize import pair_grid
 
     t = cfg.trainer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from segexp.data.augment import CropSampler
+from segexp.samples.augment import CropSampler
 
 
 def training_dataset(
