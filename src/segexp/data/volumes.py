@@ -89,8 +89,7 @@ def tiff_pages(path: Path) -> int:
 def open_volume(path: str | Path, key: str | None, what: str, labels: bool = False, single: bool = False) -> Volume:
     """Returns the volume the config key `what` (data.images, data.masks, input) names, with `<what>_key` the
     dataset inside an HDF5 file or Zarr group, checked: its axes are (z, y, x), or (z, y, x, channels) unless it
-    holds `labels`; with `single`, also one image without z: a 2-D array (y, x), or a one-page TIFF's (y, x,
-    channels). Use it as a context manager: an HDF5 file stays open while its slices are read."""
+    holds `labels`; with `single`, also one image without z: (y, x), or (y, x, channels<=4). Use it as a context manager: an HDF5 file stays open while its slices are read."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: volume does not exist; check {what}")
@@ -116,9 +115,11 @@ def open_volume(path: str | Path, key: str | None, what: str, labels: bool = Fal
 
 def plain_axes(shape: tuple[int, ...], where: str, single: bool = False) -> str:
     """Returns the axes of an array without axis names: (z, y, x), or (z, y, x, channels) for up to 4 channels;
-    with `single`, (y, x) for a 2-D array."""
+    with `single`, also one image: (y, x), or (y, x, channels) for a 3-D array of up to 4 along its last axis."""
     if single and len(shape) == 2:
         return "yx"
+    if single and len(shape) == 3 and shape[-1] <= MAX_CHANNELS:
+        return "yxc"
     if len(shape) == 3:
         return "zyx"
     if len(shape) == 4 and shape[-1] <= MAX_CHANNELS:
@@ -142,7 +143,7 @@ def check_axes(volume: Volume, labels: bool, what: str, single: bool = False) ->
 
 def open_tiff(path: Path, single: bool = False) -> Volume:
     """Returns a TIFF stack's pages as z: memory-mapped when stored uncompressed and contiguous, else read
-    page by page through tifffile's Zarr view; with `single`, a TIFF of one page is one image (y, x[, channels])."""
+    page by page through tifffile's Zarr view (`single`: as plain_axes)."""
     import tifffile
 
     try:
@@ -157,11 +158,7 @@ def open_tiff(path: Path, single: bool = False) -> Volume:
             raise DataError(f"{path}: cannot be read as a TIFF stack ({err}); replace the file") from err
     except OSError as err:
         raise DataError(f"{path}: cannot be read as a TIFF stack ({err}); replace the file") from err
-    if single and tiff_pages(path) == 1:
-        axes = "yx" if array.ndim == 2 else "yxc" if array.ndim == 3 and array.shape[-1] <= MAX_CHANNELS else None
-        if axes:
-            return Volume(array, str(path), axes, close)
-    return Volume(array, str(path), plain_axes(array.shape, str(path)), close)
+    return Volume(array, str(path), plain_axes(array.shape, str(path), single), close)
 
 
 def datasets_in_hdf5(handle) -> list[str]:
