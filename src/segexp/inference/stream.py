@@ -6,8 +6,8 @@ output they are written to and a progress bar that a log file can read.
 Memory: tiles are taken a row band at a time (the tiles that share a top edge), left to right in groups of
 `batch_size`. A group holds its own tiles' sums (tile height x the group's width), the columns it shares with
 the next group (tile height x overlap) and, for the whole width, the rows the band shares with the next band
-(overlap x image width). So memory grows with the tile, the batch and the image's width times the overlap, not
-with the image's area: a 16384 x 16384 image needs what a 4096 x 4096 one does, plus 32 rows of sums.
+(overlap x image width). So the sums grow with the tile, the batch and the image's width times the overlap, not
+with the image's area (bench/bigimage.py measures a whole `segexp predict` at two sizes).
 
 The sums are added in the order predict_tiled adds them (the tiles row by row), so the streamed map is the
 in-memory one up to the model's own batch-to-batch noise.
@@ -57,16 +57,36 @@ class Sums:
         return cls(np.zeros((height, width, *classes)), np.zeros((height, width)))
 
     def part(self, rows: slice, cols: slice) -> "Sums":
+        """Returns a view of a rectangle of these sums."""
         return Sums(self.total[rows, cols], self.weight[rows, cols])
 
     def add(self, rows: slice, cols: slice, other: "Sums") -> None:
         self.total[rows, cols] += other.total
         self.weight[rows, cols] += other.weight
 
-    def blended(self) -> np.ndarray:
-        """Returns the weighted mean, float32: predict_tiled's blend of the same sums."""
+    def clear(self) -> "Sums":
+        self.total.fill(0)
+        self.weight.fill(0)
+        return self
+
+    def blend_into(self, out: np.ndarray) -> np.ndarray:
+        """Returns the weighted mean in `out` (float32, the shape of these sums): predict_tiled's blend of the same
+        sums, divided in float64 and rounded once."""
         extra = (np.newaxis,) * (self.total.ndim - 2)
-        return (self.total / self.weight[(..., *extra)]).astype(np.float32)
+        return np.divide(self.total, self.weight[(..., *extra)], out=out, casting="same_kind")
+
+
+@dataclass
+class Buffers:
+    """Every array stream_tiled sums into, allocated once per image and reused for every group of tiles: sums of
+    many sizes allocated and freed band after band leave the heap fragmented (glibc keeps it: peak memory grew with
+    the number of bands before)."""
+
+    group: Sums  # one group of tiles: tile height x the widest group
+    shared_cols: Sums  # the columns a group shares with the next: tile height x the column overlap
+    shared_rows: Sums  # the rows a band shares with the next: row overlap x the padded width
+    next_rows: Sums  # the same, being summed for the next band
+    out: np.ndarray  # float32 blend of a finished region
 
 
 def stream_tiled(predict_batch: PredictBatch, read: Callable[[slice, slice], np.ndarray], height: int, width: int,
@@ -74,7 +94,8 @@ def stream_tiled(predict_batch: PredictBatch, read: Callable[[slice, slice], np.
                  advance: Callable[[int], Any] = lambda tiles: None) -> None:
     """Predicts an image of height x width, read region by region with `read(rows, cols)` (float32 (h, w, C),
     as predict_tiled takes it), tile by tile as predict_tiled does, and hands each finished region of the blended
-    map to `write` (image coordinates; together they cover the image once). `advance(n)` after every n tiles."""
+    map to `write` (image coordinates; together they cover the image once; the array is reused once `write`
+    returns). `advance(n)` after every n tiles."""
     if tile < 1 or batch_size < 1 or multiple < 1:
         raise ValueError("tile, batch_size and multiple must all be >= 1")
     if height == 0 or width == 0:
@@ -83,9 +104,12 @@ def stream_tiled(predict_batch: PredictBatch, read: Callable[[slice, slice], np.
     row_index = padded_index(height, rows.pad_before, rows.pad_after)
     col_index = padded_index(width, cols.pad_before, cols.pad_after)
     window = gaussian_window(rows.tile, cols.tile)
-    padded_height, padded_width = len(row_index), len(col_index)
-    classes: tuple[int, ...] | None = None
-    carried_rows: Sums | None = None  # sums of the rows this band shares with the last one, the whole width
+
+    def shared(plan) -> int:  # how far consecutive tiles of an axis overlap
+        return plan.tile - (plan.starts[1] - plan.starts[0]) if len(plan.starts) > 1 else 0
+
+    group_width = cols.starts[min(batch_size, len(cols.starts)) - 1] + cols.tile
+    buffers: Buffers | None = None  # allocated once the first tiles tell the classes
 
     def emit(sums: Sums, top: int, left: int) -> None:
         """Writes the part of a padded-coordinate region that lies in the image."""
@@ -93,31 +117,33 @@ def stream_tiled(predict_batch: PredictBatch, read: Callable[[slice, slice], np.
         r1 = min(top + sums.weight.shape[0], rows.pad_before + height)
         c1 = min(left + sums.weight.shape[1], cols.pad_before + width)
         if r1 > r0 and c1 > c0:
-            write(r0 - rows.pad_before, c0 - cols.pad_before,
-                  sums.part(slice(r0 - top, r1 - top), slice(c0 - left, c1 - left)).blended())
+            blended = sums.part(slice(r0 - top, r1 - top), slice(c0 - left, c1 - left)).blend_into(
+                buffers.out[:r1 - r0, :c1 - c0])
+            write(r0 - rows.pad_before, c0 - cols.pad_before, blended)
 
+    carried_rows = 0  # rows of buffers.shared_rows this band shares with the last one
     for band, top in enumerate(rows.starts):
         finished_rows = rows.starts[band + 1] - top if band + 1 < len(rows.starts) else rows.tile
-        next_carry: Sums | None = None
-        carried_cols: Sums | None = None  # the columns this group shares with the last one, the band's height
+        carried_cols = 0  # columns of buffers.shared_cols this group shares with the last one
         band_rows = row_index[top:top + rows.tile]
         for first in range(0, len(cols.starts), batch_size):
             lefts = cols.starts[first:first + batch_size]
             tiles = np.stack([read_reflected(read, band_rows, col_index[left:left + cols.tile]) for left in lefts])
             probabilities = to_probability_maps(predict_batch(tiles), (len(lefts), rows.tile, cols.tile))
-            if classes is None:
+            if buffers is None:
                 classes = probabilities.shape[3:]
+                buffers = Buffers(Sums.zeros(rows.tile, group_width, classes),
+                                  Sums.zeros(rows.tile, shared(cols), classes),
+                                  Sums.zeros(shared(rows), len(col_index), classes),
+                                  Sums.zeros(shared(rows), len(col_index), classes),
+                                  np.zeros((rows.tile, group_width, *classes), np.float32))
             start, end = lefts[0], lefts[-1] + cols.tile
-            group = Sums.zeros(rows.tile, end - start, classes)
+            group = buffers.group.part(slice(None), slice(0, end - start)).clear()
             # what earlier tiles gave these pixels, added first: the order of predict_tiled's sums
-            done = 0
-            if carried_cols is not None:
-                done = carried_cols.weight.shape[1]
-                group.add(slice(None), slice(0, done), carried_cols)
-            if carried_rows is not None:
-                shared = carried_rows.weight.shape[0]
-                group.add(slice(0, shared), slice(done, None), carried_rows.part(slice(None), slice(start + done, end)))
-            extra = (np.newaxis,) * len(classes)
+            group.add(slice(None), slice(0, carried_cols), buffers.shared_cols.part(slice(None), slice(0, carried_cols)))
+            group.add(slice(0, carried_rows), slice(carried_cols, None),
+                      buffers.shared_rows.part(slice(0, carried_rows), slice(start + carried_cols, end)))
+            extra = (np.newaxis,) * (probabilities.ndim - 3)
             for left, probability in zip(lefts, probabilities):
                 region = (slice(None), slice(left - start, left - start + cols.tile))
                 group.total[region] += window[(..., *extra)] * probability
@@ -125,16 +151,15 @@ def stream_tiled(predict_batch: PredictBatch, read: Callable[[slice, slice], np.
             last_group = first + batch_size >= len(cols.starts)
             finished_cols = end - start if last_group else cols.starts[first + batch_size] - start
             emit(group.part(slice(0, finished_rows), slice(0, finished_cols)), top, start)
-            if finished_rows < rows.tile:
-                if next_carry is None:
-                    next_carry = Sums.zeros(rows.tile - finished_rows, padded_width, classes)
-                next_carry.add(slice(None), slice(start, start + finished_cols),
-                               group.part(slice(finished_rows, None), slice(0, finished_cols)))
-            carried_cols = None if last_group else Sums(group.total[:, finished_cols:].copy(),
-                                                        group.weight[:, finished_cols:].copy())
+            if finished_rows < rows.tile:  # each column of the next band's shared rows is set by one group
+                buffers.next_rows.part(slice(None), slice(start, start + finished_cols)).clear().add(
+                    slice(None), slice(None), group.part(slice(finished_rows, None), slice(0, finished_cols)))
+            carried_cols = end - start - finished_cols
+            buffers.shared_cols.part(slice(None), slice(0, carried_cols)).clear().add(
+                slice(None), slice(None), group.part(slice(None), slice(finished_cols, None)))
             advance(len(lefts))
-        carried_rows = next_carry
-    assert padded_height == rows.starts[-1] + rows.tile  # every padded row was finished by some band
+        carried_rows = rows.tile - finished_rows
+        buffers.shared_rows, buffers.next_rows = buffers.next_rows, buffers.shared_rows
 
 
 def tile_count(height: int, width: int, tile: int, overlap: int, multiple: int) -> int:
