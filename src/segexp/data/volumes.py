@@ -89,7 +89,8 @@ def tiff_pages(path: Path) -> int:
 def open_volume(path: str | Path, key: str | None, what: str, labels: bool = False, single: bool = False) -> Volume:
     """Returns the volume the config key `what` (data.images, data.masks, input) names, with `<what>_key` the
     dataset inside an HDF5 file or Zarr group, checked: its axes are (z, y, x), or (z, y, x, channels) unless it
-    holds `labels`; with `single`, also one image without z: (y, x), or (y, x, channels<=4). Use it as a context manager: an HDF5 file stays open while its slices are read."""
+    holds `labels`; with `single`, also one image without z: (y, x), or (y, x, channels<=4). Use it as a context
+    manager: an HDF5 file stays open while its slices are read."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: volume does not exist; check {what}")

@@ -140,7 +140,8 @@ def stream_tiled(predict_batch: PredictBatch, read: Callable[[slice, slice], np.
             start, end = lefts[0], lefts[-1] + cols.tile
             group = buffers.group.part(slice(None), slice(0, end - start)).clear()
             # what earlier tiles gave these pixels, added first: the order of predict_tiled's sums
-            group.add(slice(None), slice(0, carried_cols), buffers.shared_cols.part(slice(None), slice(0, carried_cols)))
+            group.add(slice(None), slice(0, carried_cols),
+                      buffers.shared_cols.part(slice(None), slice(0, carried_cols)))
             group.add(slice(0, carried_rows), slice(carried_cols, None),
                       buffers.shared_rows.part(slice(0, carried_rows), slice(start + carried_cols, end)))
             extra = (np.newaxis,) * (probabilities.ndim - 3)
@@ -164,7 +165,8 @@ def stream_tiled(predict_batch: PredictBatch, read: Callable[[slice, slice], np.
 
 def tile_count(height: int, width: int, tile: int, overlap: int, multiple: int) -> int:
     """Returns how many tiles stream_tiled predicts for an image of height x width."""
-    return len(plan_axis(height, tile, overlap, multiple).starts) * len(plan_axis(width, tile, overlap, multiple).starts)
+    rows, cols = plan_axis(height, tile, overlap, multiple), plan_axis(width, tile, overlap, multiple)
+    return len(rows.starts) * len(cols.starts)
 
 
 # --- the Zarr output ------------------------------------------------------------------------------------------
