@@ -32,7 +32,8 @@ IMG_DIR = common.REPO / "docs" / "img"
 BENCHMARKS_MD = common.REPO / "BENCHMARKS.md"
 # result files in the order BENCHMARKS.md lists them: the speed benchmarks (bench.run_all runs these), the quality
 # studies (studies/, each started on its own), then the test suite's time
-SPEED = ("startup", "compute", "precision", "throughput", "epoch_profile", "inference", "scaling", "outage", "stages")
+SPEED = ("startup", "compute", "precision", "throughput", "epoch_profile", "inference", "scaling", "outage", "stages",
+         "bigimage")
 STUDIES = ("quality_default", "quality", "replicates", "isbi_best_30", "isbi_quick_5", "width32_30",
            "label_tolerance", "levers", "levers_more", "study", "study_30", "postprocess", "checkpoint_choice",
            "multiclass", "metric_agreement", "partitioning")

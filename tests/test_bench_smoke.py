@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import (compute, epoch_profile, inference, outage, precision, render, run_all, scaling, seed_replica,
-                   stages, startup, suite, throughput)
+from bench import (bigimage, compute, epoch_profile, inference, outage, precision, render, run_all, scaling,
+                   seed_replica, stages, startup, suite, throughput)
 
 REPO = Path(__file__).resolve().parents[1]
 
 IN_PROCESS = {"throughput": throughput, "compute": compute, "inference": inference, "scaling": scaling,
               "epoch_profile": epoch_profile, "stages": stages}
+# the benchmarks that mostly wait on their child processes: each runs in a thread beside the in-process ones
+WAITING = (startup, precision, outage, bigimage)
 COMMON_KEYS = {"benchmark", "title", "method", "mode", "command", "process_argv", "started_utc", "machine",
                "versions", "settings", "tables", "notes", "wall_seconds", "peak_rss_mb"}
 
@@ -43,7 +45,7 @@ def quick_results(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
             errors.append(err)
 
     # each of these waits on child processes, so they overlap each other and the in-process ones
-    threads = [threading.Thread(target=run_quick, args=(module,)) for module in (startup, precision, outage)]
+    threads = [threading.Thread(target=run_quick, args=(module,)) for module in WAITING]
     for thread in threads:
         thread.start()
     try:
@@ -54,7 +56,7 @@ def quick_results(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
             thread.join()
     if errors:
         raise errors[0]
-    names = [*IN_PROCESS, "startup", "precision", "outage"]
+    names = [*IN_PROCESS, *(module.NAME for module in WAITING)]
     return out, {name: json.loads((out / f"{name}.json").read_text()) for name in names}
 
 
@@ -63,7 +65,7 @@ def positive(value) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [*IN_PROCESS, "startup", "precision", "outage"])
+@pytest.mark.parametrize("name", [*IN_PROCESS, "startup", "precision", "outage", "bigimage"])
 def test_result_records_machine_versions_command_and_tables(quick_results, name):
     out, results = quick_results
     result = results[name]
@@ -117,6 +119,19 @@ def test_stages_time_every_segmentation_stage_against_the_watershed(quick_result
     assert set(result["seconds_per_slice"]) == set(stages.METHODS)
     assert all(positive(s["median"]) for s in result["seconds_per_slice"].values())
     assert result["ratios"]["watershed/watershed"]["median"] == 1.0
+
+
+@pytest.mark.slow
+def test_bigimage_streams_both_sizes_to_zarr_in_their_own_processes(quick_results):
+    result = quick_results[1]["bigimage"]
+    sizes = {int(size): run for size, run in result["sizes"].items()}
+    assert set(sizes) == set(bigimage.QUICK.sizes)
+    for size, run in sizes.items():
+        assert run["output_shape"] == [size, size]  # the whole map, written by the command to Zarr
+        assert positive(run["peak_rss_mb"]) and positive(run["wall_s_per_mpx"]) and positive(run["stream_s_per_mpx"])
+        assert run["stream_s"] < run["wall_s"] and run["last_progress"].startswith("predict: 100%")
+    large, small = sizes[max(sizes)], sizes[min(sizes)]
+    assert result["rss_ratio_large_over_small"] == large["peak_rss_mb"] / small["peak_rss_mb"]
 
 
 @pytest.mark.slow

@@ -236,3 +236,56 @@ def test_tiled_keras_model_matches_the_whole_image_prediction_away_from_seams():
     error = np.abs(tiled - reference)
     assert error[safe].max() < 1e-6
     assert error.max() < 1e-3
+
+
+def tile_position_model(batch: np.ndarray) -> np.ndarray:
+    """A model whose output depends on where in the tile a pixel sits and on its neighbours, with 3 classes:
+    any mistake in which tile sums go where shows up in the blend."""
+    ramp = np.linspace(0.0, 1.0, batch.shape[2], dtype=np.float32)[None, None, :]
+    first = np.tanh(3 * uniform_filter(batch[..., 0], size=(1, 3, 3), mode="reflect") + ramp) * 0.5 + 0.5
+    return np.stack([first, 1 - first, first * first], axis=-1)
+
+
+@pytest.mark.parametrize("height,width,tile,overlap,batch_size,multiple", [
+    (70, 90, 16, 4, 3, 4),   # several bands and column groups, the last group partial
+    (100, 33, 24, 8, 1, 8),  # one tile per group
+    (5, 7, 16, 4, 2, 4),     # smaller than one tile: a single band and group
+    (1, 1, 8, 2, 2, 8),      # one pixel, reflected margins longer than the image
+])
+def test_streamed_tiles_write_the_in_memory_blend_once_per_pixel(height, width, tile, overlap, batch_size, multiple):
+    from segexp.inference.stream import stream_tiled
+
+    image = random_image((height, width, 2), seed=3)
+    expected = predict_tiled(tile_position_model, image, tile, overlap, batch_size, multiple)
+    written = np.full(expected.shape, np.nan, np.float32)
+    times = np.zeros((height, width), int)
+    reads = []
+
+    def read(rows: slice, cols: slice) -> np.ndarray:
+        reads.append((rows.stop - rows.start) * (cols.stop - cols.start))
+        return image[rows, cols]
+
+    def write(top: int, left: int, block: np.ndarray) -> None:
+        written[top:top + block.shape[0], left:left + block.shape[1]] = block
+        times[top:top + block.shape[0], left:left + block.shape[1]] += 1
+
+    stream_tiled(tile_position_model, read, height, width, write, tile, overlap, batch_size, multiple)
+    assert times.min() == times.max() == 1
+    np.testing.assert_array_equal(written, expected)  # the same sums in the same order: bit for bit
+    assert max(reads) <= round_up(tile, multiple) ** 2  # one tile's box at a time, never the image
+
+
+def test_a_log_gets_one_progress_line_per_update():
+    import io
+
+    from segexp.inference.stream import progress
+
+    log = io.StringIO()
+    bar = progress(3, "predict", "tile", log)
+    bar.mininterval = bar.maxinterval = 0  # every update shows; LOG_INTERVAL keeps a real log short
+    for _ in range(3):
+        bar.update(1)
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and len(lines) >= 3
+    assert lines[-1].startswith("predict: 100%") and "3/3" in lines[-1]

@@ -162,6 +162,77 @@ def test_a_model_trained_on_resized_slices_predicts_at_that_size(trained, tmp_pa
     assert np.array_equal(auto, explicit) and not np.array_equal(auto, native)
 
 
+def large_rgb_image(height: int = 700, width: int = 900) -> np.ndarray:
+    """Returns uint8 (height, width, 3) blobs on a ramp: structure at every scale the tiles cut through."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    blobs = np.sin(rows / 17.0) * np.cos(cols / 23.0) + 0.5 * np.sin((rows + 2 * cols) / 41.0)
+    gray = (blobs - blobs.min()) / np.ptp(blobs)
+    return (np.stack([gray, gray[::-1], np.fliplr(gray)], axis=-1) * 255).astype(np.uint8)
+
+
+def test_a_large_image_streamed_to_zarr_is_the_in_memory_prediction(trained, tmp_path, capsys):
+    """700 x 900 (no multiple of the 128-pixel tile) from a chunked Zarr array: output_format=auto streams it once a
+    slice passes stream_megapixels, band by band into Zarr, and the map equals the whole-image prediction's."""
+    import zarr
+
+    from segexp.data.images import to_channels, to_unit_float
+    from segexp.inference.predictor import load_source
+    from segexp.tracking.references import resolve_model_source
+
+    _, checkpoint, _ = trained
+    image = large_rgb_image()
+    zarr.create_array(store=str(tmp_path / "big.zarr"), data=image, chunks=(128, 128, 3))
+    tiles = ["inference.tile=128", "inference.overlap=16"]
+    (group,) = predict(compose_config("predict", f"ckpt={checkpoint}", f"input={tmp_path / 'big.zarr'}",
+                                      f"output={tmp_path / 'out'}", "stream_megapixels=0.5", *tiles))
+    assert "output_format=auto: " in capsys.readouterr().out and group == tmp_path / "out" / "big.zarr"
+    stored = zarr.open_group(str(group), mode="r")
+    streamed, mask = stored["probability"][:], stored["mask"][:]
+    assert streamed.shape == mask.shape == image.shape[:2] and streamed.dtype == np.float32
+    assert stored["probability"].chunks == (128, 128)
+
+    cfg = compose_config("predict", f"ckpt={checkpoint}", "input=x", "output=y", *tiles)
+    in_memory = load_source(resolve_model_source(str(checkpoint)), cfg.inference).predict(
+        to_channels(to_unit_float(image), 3))
+    np.testing.assert_allclose(streamed, in_memory, rtol=0, atol=1e-6)
+    assert np.ptp(in_memory) > 0.01  # a map with something in it, not a constant both paths agree on
+    assert np.array_equal(mask == 255, streamed >= 0.5)
+
+    # the same array below stream_megapixels: in memory, one PNG named as the array
+    (png,) = predict(compose_config("predict", f"ckpt={checkpoint}", f"input={tmp_path / 'big.zarr'}",
+                                    f"output={tmp_path / 'png'}", *tiles))
+    assert png.name == "big.png"
+    assert np.abs(np.asarray(Image.open(png)).astype(int) - np.round(in_memory * 255)).max() <= 1
+
+
+def test_what_a_stream_cannot_do_is_refused_in_one_line_before_any_tile(trained, tmp_path):
+    from segexp.__main__ import check_command_line
+    from segexp.errors import DataError
+
+    import tifffile
+
+    root, checkpoint, _ = trained
+    image = tmp_path / "image.tif"
+    tifffile.imwrite(image, large_rgb_image(64, 80))
+    base = [f"ckpt={checkpoint}", f"input={image}", f"output={tmp_path / 'out'}", "output_format=zarr"]
+    with pytest.raises(ConfigError, match=r"^output_format=zarr: postprocess=watershed needs the whole image .* "
+                                          r"set postprocess=none"):
+        check_command_line("predict", [*base, "postprocess=watershed"])
+    with pytest.raises(ConfigError, match=r"^stream_megapixels: must be > 0"):
+        check_command_line("predict", [*base, "stream_megapixels=0"])
+    with pytest.raises(ConfigError, match=r"^output_format=zarr: inference.tta=true .* set inference.tta=false"):
+        predict(compose_config("predict", *base, "inference.tta=true"))
+    with pytest.raises(DataError, match=r"s0.jpg: output_format=zarr reads a TIFF .* set output_format=png"):
+        predict(compose_config("predict", *base[:1], f"input={root / 'images' / 's0.jpg'}", *base[2:]))
+    import zarr
+
+    zarr.create_array(store=str(tmp_path / "x.zarr"), data=large_rgb_image(64, 80))
+    with pytest.raises(ConfigError, match=r"^output=.*x.zarr would overwrite the input"):
+        predict(compose_config("predict", base[0], f"input={tmp_path / 'x.zarr'}", f"output={tmp_path}",
+                               "output_format=zarr"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_at_size_feeds_the_model_the_resized_image_and_returns_the_original_size():
     from segexp.inference.predictor import at_size
 

@@ -46,6 +46,40 @@ def check_config(command: str, cfg: Any) -> None:
         check_data(cfg.data)
     if command in ("evaluate", "predict") and cfg.get("postprocess") is not None:
         check_stage(cfg.postprocess)
+    if command == "predict":
+        check_predict_output(cfg)
+
+
+def check_predict_output(cfg: Any) -> None:
+    """predict's output options: a positive stream_megapixels; with output_format=zarr, none of the options a
+    streamed prediction cannot honour (streaming_problem)."""
+    require(0 < cfg.stream_megapixels < math.inf, "stream_megapixels",
+            f"must be > 0 (megapixels per slice), got {cfg.stream_megapixels}")
+    if str(cfg.output_format) == "zarr":
+        method = cfg.postprocess.method if cfg.get("postprocess") is not None else "none"
+        if problem := streaming_problem(cfg, str(method)):
+            raise ConfigError(f"output_format=zarr: {problem}")
+
+
+def streaming_problem(cfg: Any, stage_method: str, tiles_available: bool = True) -> str | None:
+    """Returns why `cfg` cannot be predicted as a stream of tiles (inference/stream.py), as a phrase naming the
+    key and what to do, or None. Each option below needs the whole image at once: TTA turns it, percentile
+    normalization and a resize read all of it, a segmentation stage segments it whole (segexp's stages have no
+    blockwise form), an overlay is a picture of it."""
+    whole = "needs the whole image in memory, but a streamed prediction reads a band of tiles at a time"
+    if stage_method != "none":
+        return (f"postprocess={stage_method} {whole}; set postprocess=none to write the probability map alone, or "
+                "output_format=png for an image that fits in memory")
+    if cfg.inference.tta:
+        return f"inference.tta=true {whole}; set inference.tta=false"
+    if str(cfg.normalize) == "percentile":
+        return f"normalize=percentile {whole}; set normalize=dtype"
+    if cfg.save_overlay:
+        return f"save_overlay=true {whole}; set save_overlay=false"
+    if not tiles_available:
+        return ("the checkpoint sees images resized (inference.resize or its run's data.resize) or is an ensemble "
+                "of models padding to different sizes, which needs the whole image; set output_format=png")
+    return None
 
 
 def check_train(cfg: Any) -> None:

@@ -37,6 +37,12 @@ class Normalization(StrEnum):
     percentile = "percentile"
 
 
+class OutputFormat(StrEnum):
+    auto = "auto"  # zarr for an array (TIFF, HDF5, Zarr) whose slices are larger than stream_megapixels, else png
+    png = "png"  # each image predicted in memory, written as PNG files
+    zarr = "zarr"  # read, predicted and written a row band of tiles at a time: <output>/<stem>.zarr
+
+
 class Strategy(StrEnum):
     default = "default"
     mirrored = "mirrored"
@@ -324,6 +330,8 @@ class PredictConfig:
     save_mask: bool = True
     save_overlay: bool = False
     save_affinities: bool = False  # an affinity checkpoint: <stem>_affinities.tif, one float32 page per offset
+    output_format: OutputFormat = OutputFormat.auto  # png, or zarr for images larger than memory
+    stream_megapixels: float = 64.0  # output_format=auto streams to Zarr a slice of more megapixels than this
 
 
 @dataclass

@@ -30,9 +30,14 @@ class Volume:
 
     @property
     def size(self) -> tuple[int, int, int]:
-        """Returns (z, y, x)."""
+        """Returns (z, y, x); z is 1 for a single image (no z axis)."""
         shape = dict(zip(self.axes, self.array.shape))
-        return shape["z"], shape["y"], shape["x"]
+        return shape.get("z", 1), shape["y"], shape["x"]
+
+    @property
+    def is_stack(self) -> bool:
+        """True for a volume of z slices, False for a single image (an array without a z axis)."""
+        return "z" in self.axes
 
     @property
     def dtype(self) -> np.dtype:
@@ -40,7 +45,13 @@ class Volume:
 
     def slice(self, z: int) -> np.ndarray:
         """Returns slice z as (y, x), or (y, x, channels) for more than one channel, in native byte order."""
-        index = tuple(0 if a == "t" else z if a == "z" else slice(None) for a in self.axes)
+        return self.region(z, slice(None), slice(None))
+
+    def region(self, z: int, rows: slice, cols: slice) -> np.ndarray:
+        """Returns rows and cols of slice z as (y, x), or (y, x, channels) for more than one channel, in native
+        byte order: only that region is read (a memory map's pages, the HDF5 or Zarr chunks it touches)."""
+        where = {"t": 0, "z": z, "y": rows, "x": cols}
+        index = tuple(where.get(a, slice(None)) for a in self.axes)
         kept = [a for a in self.axes if a not in "tz"]
         array = np.asarray(self.array[index])
         array = np.transpose(array, [kept.index(a) for a in "yxc" if a in kept])
@@ -75,35 +86,41 @@ def tiff_pages(path: Path) -> int:
         return 0
 
 
-def open_volume(path: str | Path, key: str | None, what: str, labels: bool = False) -> Volume:
+def open_volume(path: str | Path, key: str | None, what: str, labels: bool = False, single: bool = False) -> Volume:
     """Returns the volume the config key `what` (data.images, data.masks, input) names, with `<what>_key` the
     dataset inside an HDF5 file or Zarr group, checked: its axes are (z, y, x), or (z, y, x, channels) unless it
-    holds `labels`. Use it as a context manager: an HDF5 file stays open while its slices are read."""
+    holds `labels`; with `single`, also one image without z: (y, x), or (y, x, channels<=4). Use it as a context
+    manager: an HDF5 file stays open while its slices are read."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: volume does not exist; check {what}")
     suffix = path.suffix.lower()
     if path.is_dir():
-        volume = open_zarr(path, key, what)
+        volume = open_zarr(path, key, what, single)
     elif suffix in HDF5_SUFFIXES:
-        volume = open_hdf5(path, key, what)
+        volume = open_hdf5(path, key, what, single)
     elif suffix in TIFF_SUFFIXES:
         if key is not None:
             raise DataError(f"{path}: a TIFF stack has no datasets inside, but {what}_key={key}; set {what}_key=null")
-        volume = open_tiff(path)
+        volume = open_tiff(path, single)
     else:
         raise DataError(f"{path}: not a volume ({what}); segexp reads a multi-page TIFF ({', '.join(TIFF_SUFFIXES)}), "
                         f"an HDF5 file ({', '.join(HDF5_SUFFIXES)}) or a Zarr directory")
     try:
-        check_axes(volume, labels, what)
+        check_axes(volume, labels, what, single)
     except DataError:
         volume.close()
         raise
     return volume
 
 
-def plain_axes(shape: tuple[int, ...], where: str) -> str:
-    """Returns the axes of an array without axis names: (z, y, x), or (z, y, x, channels) for up to 4 channels."""
+def plain_axes(shape: tuple[int, ...], where: str, single: bool = False) -> str:
+    """Returns the axes of an array without axis names: (z, y, x), or (z, y, x, channels) for up to 4 channels;
+    with `single`, also one image: (y, x), or (y, x, channels) for a 3-D array of up to 4 along its last axis."""
+    if single and len(shape) == 2:
+        return "yx"
+    if single and len(shape) == 3 and shape[-1] <= MAX_CHANNELS:
+        return "yxc"
     if len(shape) == 3:
         return "zyx"
     if len(shape) == 4 and shape[-1] <= MAX_CHANNELS:
@@ -112,20 +129,22 @@ def plain_axes(shape: tuple[int, ...], where: str) -> str:
                     f"(z, y, x, channels<={MAX_CHANNELS}) - for single images use data=folder, else save the array so")
 
 
-def check_axes(volume: Volume, labels: bool, what: str) -> None:
-    """Raises DataError unless the volume has z, y, x (t of size 1, channels only for images)."""
+def check_axes(volume: Volume, labels: bool, what: str, single: bool = False) -> None:
+    """Raises DataError unless the volume has z (or, `single`, may lack it), y, x (t of size 1, channels only for
+    images)."""
     shape = dict(zip(volume.axes, volume.array.shape))
-    if not {"z", "y", "x"} <= set(shape) or shape.get("t", 1) != 1 or set(volume.axes) - set("tczyx"):
+    spatial = {"y", "x"} if single else {"z", "y", "x"}
+    if not spatial <= set(shape) or shape.get("t", 1) != 1 or set(volume.axes) - set("tczyx"):
         raise DataError(f"{volume.where}: array has axes {volume.axes} and shape {tuple(volume.array.shape)}; "
-                        f"{what} must be z, y, x (and channels), one time point")
+                        f"{what} must be {'' if single else 'z, '}y, x (and channels), one time point")
     if labels and shape.get("c", 1) != 1:
         raise DataError(f"{volume.where}: {what} has shape {tuple(volume.array.shape)} with "
                         f"{shape['c']} channels; labels are one value per pixel, (z, y, x)")
 
 
-def open_tiff(path: Path) -> Volume:
+def open_tiff(path: Path, single: bool = False) -> Volume:
     """Returns a TIFF stack's pages as z: memory-mapped when stored uncompressed and contiguous, else read
-    page by page through tifffile's Zarr view."""
+    page by page through tifffile's Zarr view (`single`: as plain_axes)."""
     import tifffile
 
     try:
@@ -140,7 +159,7 @@ def open_tiff(path: Path) -> Volume:
             raise DataError(f"{path}: cannot be read as a TIFF stack ({err}); replace the file") from err
     except OSError as err:
         raise DataError(f"{path}: cannot be read as a TIFF stack ({err}); replace the file") from err
-    return Volume(array, str(path), plain_axes(array.shape, str(path)), close)
+    return Volume(array, str(path), plain_axes(array.shape, str(path), single), close)
 
 
 def datasets_in_hdf5(handle) -> list[str]:
@@ -151,7 +170,7 @@ def datasets_in_hdf5(handle) -> list[str]:
     return names
 
 
-def open_hdf5(path: Path, key: str | None, what: str) -> Volume:
+def open_hdf5(path: Path, key: str | None, what: str, single: bool = False) -> Volume:
     """Returns the dataset `key` of an HDF5 file (the file's only dataset when key is None)."""
     import h5py
 
@@ -169,7 +188,7 @@ def open_hdf5(path: Path, key: str | None, what: str) -> Volume:
         raise DataError(f"{path}: {asked} ({option}); its datasets: {listed} - set {option} to one of them")
     dataset = handle[chosen]
     where = f"{path}:{chosen}"
-    return Volume(dataset, where, plain_axes(dataset.shape, where), handle.close)
+    return Volume(dataset, where, plain_axes(dataset.shape, where, single), handle.close)
 
 
 def ome_axes(attributes: dict) -> tuple[str | None, str | None]:
@@ -183,7 +202,7 @@ def ome_axes(attributes: dict) -> tuple[str | None, str | None]:
     return first["datasets"][0]["path"], names
 
 
-def open_zarr(path: Path, key: str | None, what: str) -> Volume:
+def open_zarr(path: Path, key: str | None, what: str, single: bool = False) -> Volume:
     """Returns a Zarr array: the directory's own, the array `key` of its group, or an OME-Zarr group's full
     resolution (its axes from the group's metadata)."""
     import zarr
@@ -213,4 +232,4 @@ def open_zarr(path: Path, key: str | None, what: str) -> Volume:
         where = str(path)
     if axes is not None and len(axes) != node.ndim:
         axes = None
-    return Volume(node, where, axes or plain_axes(node.shape, where))
+    return Volume(node, where, axes or plain_axes(node.shape, where, single))

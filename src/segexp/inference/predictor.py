@@ -76,6 +76,11 @@ def resize_probabilities(prob: np.ndarray, height: int, width: int) -> np.ndarra
     return np.concatenate([r.reshape(height, width, -1) for r in resized], axis=-1)
 
 
+def tile_predictor(model) -> Callable[[np.ndarray], np.ndarray]:
+    """Returns tiles (N, h, w, C) -> the model's float32 outputs for them."""
+    return lambda tiles: np.asarray(model.predict_on_batch(tiles), np.float32)
+
+
 def make_predictor(model, inference: DictConfig, size: Sequence[int] | None = None,
                    target: Target = BOUNDARY) -> Callable[[np.ndarray], np.ndarray]:
     """Returns image (H, W, C) -> (H, W) probability of white (binary model), (H, W, K) class probabilities or,
@@ -86,8 +91,7 @@ def make_predictor(model, inference: DictConfig, size: Sequence[int] | None = No
         raise ConfigError(f"inference.tta=true: {problem}; set inference.tta=false, or train with offsets that "
                           "flips and quarter turns map onto each other")
 
-    def predict_batch(tiles: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict_on_batch(tiles), np.float32)
+    predict_batch = tile_predictor(model)
 
     def predict(image: np.ndarray) -> np.ndarray:
         return predict_image(predict_batch, image, tile=inference.tile, overlap=inference.overlap,
@@ -100,6 +104,10 @@ class LoadedPredictor(NamedTuple):
     outputs: int  # 1: (H, W) probability of class 1; K > 1: (H, W, K) class probabilities (or K affinities)
     predict: Callable[[np.ndarray], np.ndarray]
     target: Target = BOUNDARY  # what the outputs mean: its run's target group
+    # tiles (N, h, w, C) -> outputs, for streaming an image tile by tile (inference/stream.py); None when the
+    # model sees the image resized (its run's data.resize) or the ensemble's members pad to different multiples
+    tiles: Callable[[np.ndarray], np.ndarray] | None = None
+    multiple: int = 1  # tile sides are multiples of this
 
 
 def run_target(run: RunDir | None) -> Target:
@@ -114,7 +122,7 @@ def load_predictor(checkpoint: Path, run: RunDir | None, inference: DictConfig) 
     size = inference_size(inference, run)  # config errors before the model loads
     target = run_target(run)
     model = load_model(checkpoint)
-    channels, _ = model_channels_and_multiple(model)
+    channels, multiple = model_channels_and_multiple(model)
     if target.affinities and model_outputs(model) != len(target.offsets):
         raise ConfigError(f"{checkpoint}: its run's target.offsets name {len(target.offsets)} affinities, but the "
                           f"model has {model_outputs(model)} outputs; pass the run the checkpoint was trained in")
@@ -122,7 +130,8 @@ def load_predictor(checkpoint: Path, run: RunDir | None, inference: DictConfig) 
         source = "inference.resize" if inference.resize is not None else "the training's data.resize"
         print(f"[segexp] predicting at {size[0]}x{size[1]} ({source}), probabilities resized back to each image",
               flush=True)
-    return LoadedPredictor(channels, model_outputs(model), make_predictor(model, inference, size, target), target)
+    return LoadedPredictor(channels, model_outputs(model), make_predictor(model, inference, size, target), target,
+                           None if size else tile_predictor(model), multiple)
 
 
 def load_source(source: ModelSource, inference: DictConfig) -> LoadedPredictor:
@@ -140,7 +149,11 @@ def load_source(source: ModelSource, inference: DictConfig) -> LoadedPredictor:
     print(f"[segexp] ensemble of {len(loaded)} checkpoints (the mean of their probabilities): "
           + ", ".join(str(c.parent) for c, _ in source.members), flush=True)
     predictors = [member.predict for member in loaded]
-    return loaded[0]._replace(predict=lambda image: np.mean([predict(image) for predict in predictors], axis=0))
+    tiles = [member.tiles for member in loaded]
+    # blending is linear: the mean of the members' tiles blends to the mean of their maps
+    shared = None not in tiles and len({member.multiple for member in loaded}) == 1
+    return loaded[0]._replace(predict=lambda image: np.mean([predict(image) for predict in predictors], axis=0),
+                              tiles=(lambda batch: np.mean([t(batch) for t in tiles], axis=0)) if shared else None)
 
 
 def default_classes(outputs: int) -> Classes:
