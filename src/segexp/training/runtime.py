@@ -49,7 +49,6 @@ def configure(seed: int, deterministic: bool, precision: str) -> str:
     """Seeds Python, numpy and TF, sets the dtype policy `precision` (a Keras policy name, `auto` already
     resolved by speed_probe); returns the policy name in force."""
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     set_op_determinism(deterministic)
