@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Union, get_args, get_origin
 
 import pytest
 
@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # results.md holds generated study commands and tables, not instructions
 PAGES = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "results.md")]
 CODE = re.compile(r"```[^\n]*\n(.*?)```|`([^`\n]+)`|^(?: {4}|\t)(.+)$", re.S | re.M)
-OVERRIDE = re.compile(r"(?<![\w./$<-])([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*)=([^\s`|'\"]*)")
+# a value: a bracketed list (spaces and quotes allowed inside), else up to a blank, quote, pipe or backtick
+OVERRIDE = re.compile(r"(?<![\w./$<-])([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*)=(\[[^\]\n`]*\]|[^\s`|'\"]*)")
 COMMAND = re.compile(r"segexp\s+(train|predict|evaluate|compare|reproduce|orphans|upload|export)\b")
 PLACEHOLDER = re.compile(r"<|\.\.\.|\*|^[a-z]$|^[A-Z_]+$|^[A-Z_]+[/.]|^$|[:]$|\$")
 COMMANDS = ("train", "evaluate", "predict", "export", "compare", "reproduce", "upload", "orphans")
@@ -84,7 +85,8 @@ def documented() -> tuple[dict[tuple[str, str], list[Line]], dict[tuple[Path, st
     by_page: dict[tuple[Path, str], list[Line]] = {}
     for page in PAGES:
         for match in CODE.finditer(page.read_text()):
-            for text in next(g for g in match.groups() if g is not None).splitlines():
+            code = re.sub(r"\\\n\s*", " ", next(g for g in match.groups() if g is not None))  # shell `\` lines
+            for text in code.splitlines():
                 named = COMMAND.search(text)
                 pairs = [(k, v) for k, v in OVERRIDE.findall(text)
                          if k.split(".")[0] not in NOT_KEYS and not k.startswith("hydra.")]
@@ -133,7 +135,9 @@ def key_type(command: str, key: str, overrides: list[str]):
     holder = OmegaConf.select(cfg, parent) if parent else cfg
     node = holder._get_node(leaf) if hasattr(holder, "_get_node") else None
     kind = getattr(node, "_metadata", None) and node._metadata.ref_type
-    kind = getattr(kind, "__args__", (kind,))[0]
+    if get_origin(kind) is Union:  # Optional[X] -> X
+        kind = next(k for k in get_args(kind) if k is not type(None))
+    kind = get_origin(kind) or kind  # List[str] -> list
     return kind if isinstance(kind, type) else None
 
 
@@ -141,7 +145,7 @@ def wrong_value(kind) -> str:
     """Returns a value of the wrong kind for a key of type `kind`."""
     from enum import Enum
 
-    for types, value in ((bool, "maybe"), ((int, float), "many"), (Enum, "no_such_choice"), (str, "[1,2]")):
+    for types, value in ((bool, "maybe"), ((int, float, list), "many"), (Enum, "no_such_choice"), (str, "[1,2]")):
         if kind is not None and issubclass(kind, types):
             return value
     return "{a: 1}"  # a list or a node given a mapping
@@ -182,3 +186,8 @@ def test_a_number_given_to_a_config_group_is_one_line_naming_its_options():
     # Hydra raises a plain ValueError for it, which the preflight once let through as a traceback
     with pytest.raises(ConfigError, match=r"^postprocess=0: choose an option of postprocess by name: .*watershed"):
         check_command_line("train", ["postprocess=0"])
+
+
+def test_an_override_hydra_cannot_read_is_one_line_naming_it():
+    with pytest.raises(ConfigError, match=r"^model\.depth=\[: not an override Hydra can read"):
+        check_command_line("train", ["model.depth=["])

@@ -39,6 +39,22 @@ def one_line(err: BaseException, command: str = "train") -> str:
     return where + first
 
 
+def check_syntax(overrides: Sequence[str]) -> None:
+    """Raises ConfigError naming the first override Hydra's grammar cannot read (`model.depth=[`,
+    `a=["x y"]` unquoted by the shell), before anything composes."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except HydraException as err:
+            reason = str(err).splitlines()[0]
+            raise ConfigError(f"{override}: not an override Hydra can read ({reason}); quote a value with spaces, "
+                              "brackets or commas for the shell, e.g. 'key=[\"a b\",c]'") from None
+
+
 def sweep_variants(overrides: Sequence[str]) -> list[list[str]]:
     """Returns override lists that together try every value of every sweep (a=1,2 b=x,y gives
     [a=1 b=x], [a=2 b=x], [a=1 b=y]): each value is composed once, not every combination. A sweep
@@ -71,9 +87,10 @@ def preflight(config_name: str, overrides: Sequence[str], multirun: bool,
     from omegaconf.errors import OmegaConfBaseException
 
     first = None
+    check_syntax(overrides)
     try:
         variants = sweep_variants(overrides) if multirun else [list(overrides)]
-    except HydraException as err:  # an override Hydra cannot parse
+    except HydraException as err:  # a sweep Hydra cannot expand
         raise ConfigError(one_line(err)) from None
     for variant in variants:
         try:
