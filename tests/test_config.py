@@ -46,6 +46,8 @@ def option_overrides(group: str, option: str, folder_data) -> list[str]:
                          stack_folder(masks, masks.parent / "masks.tif"))
     extra = [f"data.images={images}", f"data.masks={masks}", "split.select=[-2]",
              "split.report=[-1]"] if (group, option) in (("data", "folder"), ("data", "volume")) else []
+    if (group, option) == ("postprocess", "mutex_watershed"):  # partitions affinities: refused on a boundary model
+        extra.append("target=affinities")
     return [f"{group}={option}", *extra]
 
 

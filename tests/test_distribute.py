@@ -26,7 +26,7 @@ def test_mirrored_strategy_trains_over_two_logical_cpus(tmp_path, empty_store):
 import sys, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-sys.path.insert(0, {str(Path(__file__).parent)!r})
+sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parents[1])!r}]  # conftest, and bench/ it imports
 from conftest import compose_config, TINY
 from segexp.training.train import train
 cfg = compose_config("train", *TINY, *{SHALLOW!r}, "data=synthetic", "data.size=48", "trainer.preview_slices=0",
