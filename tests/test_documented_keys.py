@@ -114,23 +114,19 @@ def preflight(command: str, overrides: list[str], multirun: bool = False) -> Non
     check_command_line(command, [*REQUIRED[command], *overrides], multirun)
 
 
-def composes(command: str, overrides: list[str], multirun: bool) -> bool:
+@lru_cache(None)  # documented lines repeat across keys, and each costs a Hydra compose or more
+def composed(command: str, overrides: tuple[str, ...], multirun: bool):
+    """Returns the config the command line's preflight composes (a sweep's first value), or None if it refuses."""
     try:
-        preflight(command, overrides, multirun)
-        return True
+        return check_command_line(command, [*REQUIRED[command], *overrides], multirun)
     except ConfigError:
-        return False
+        return None
 
 
-def key_type(command: str, key: str, overrides: list[str]):
-    """Returns the type the command's schema gives the key (Optional[X] as X) with a line's overrides (a sweep's
-    first value), or None (Any)."""
+def key_type(cfg, key: str):
+    """Returns the type the composed config's schema gives the key (Optional[X] as X), or None (Any)."""
     from omegaconf import OmegaConf
 
-    from segexp.config.compose import compose
-    from segexp.config.preflight import sweep_variants
-
-    cfg = compose(command, [*REQUIRED[command], *sweep_variants(overrides)[0]])
     parent, _, leaf = key.rpartition(".")
     holder = OmegaConf.select(cfg, parent) if parent else cfg
     node = holder._get_node(leaf) if hasattr(holder, "_get_node") else None
@@ -164,10 +160,11 @@ def test_a_documented_key_composes_as_documented_and_fails_in_one_line_with_a_wr
     pages = {page for (page, c), ls in PAGE_LINES.items() if c == command and set(ls) & set(lines)}
     candidates = [*lines, *(Line((*other.overrides, *line.overrides), other.multirun or line.multirun)
                             for line in lines for page in sorted(pages) for other in PAGE_LINES[page, command])]
-    valid = next((line for line in candidates if composes(command, list(line.overrides), line.multirun)), None)
+    valid = next((line for line in candidates if composed(command, line.overrides, line.multirun) is not None), None)
     assert valid, f"{command} {key}: no documented line composes: {lines}"
     overrides, multirun = list(valid.overrides), valid.multirun
-    wrong = "no_such_option" if key.replace(".", "/") in groups() else wrong_value(key_type(command, key, overrides))
+    wrong = ("no_such_option" if key.replace(".", "/") in groups()
+             else wrong_value(key_type(composed(command, valid.overrides, multirun), key)))
     with pytest.raises(ConfigError) as err:
         preflight(command, [o if o.partition("=")[0] != key else f"{key}={wrong}" for o in overrides], multirun)
     message = str(err.value)

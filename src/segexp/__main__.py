@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 COMMANDS = {
     "train": "train a model from the config (Hydra overrides follow, -m for sweeps)",
@@ -167,9 +167,10 @@ def command_task(command: str):
 
 
 def check_command_line(command: str, overrides: list[str], multirun: bool = False,
-                       config_dirs: Sequence[Path] = ()) -> None:
+                       config_dirs: Sequence[Path] = ()) -> Any:
     """Raises ConfigError with one line for the first mistake in a command line: composition (every sweep value
-    once), the cross-field checks of segexp.checks, the values the command needs."""
+    once), the cross-field checks of segexp.checks, the values the command needs. Returns the composed config
+    (a sweep's first variant)."""
     from functools import partial
 
     from segexp.checks import check_config
@@ -177,6 +178,7 @@ def check_command_line(command: str, overrides: list[str], multirun: bool = Fals
 
     cfg = preflight(command, overrides, multirun, config_dirs, partial(check_config, command))
     require_values(command, cfg, COMMANDS[command])
+    return cfg
 
 
 def run_hydra(command: str, argv: list[str]) -> None:
