@@ -116,16 +116,17 @@ def test_a_sequential_sweep_is_one_parent_with_a_child_per_job_and_a_failing_job
 
 @pytest.mark.slow
 def test_parallel_sweep_children_reach_the_parent_from_worker_processes(tmp_path, make_cfg):
-    # two worker processes writing one sqlite store at once, each running two of the four jobs in turn (a worker
-    # process costs a TensorFlow import: four of them on two cores only queue up)
-    out = sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-4,2e-4,3e-4,4e-4")
+    # two worker processes writing one sqlite store at once, a job each (a worker process costs a TensorFlow
+    # import, each further job in it seconds more; jobs run one after another in one process in the sequential
+    # sweep)
+    out = sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-4,2e-4")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "database is locked" not in out.stderr
 
     client, parent, children = sweep_tree(tmp_path)
-    assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.0001", "0.0002", "0.0003", "0.0004"]
-    assert len({r.data.tags["process"] for r in children}) > 1  # really in several processes; none lost or twice
-    assert [r.info.status for r in [parent, *children]] == ["FINISHED"] * 5
+    assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.0001", "0.0002"]
+    assert len({r.data.tags["process"] for r in children}) == 2  # really in two processes; none lost or twice
+    assert [r.info.status for r in [parent, *children]] == ["FINISHED"] * 3
     assert parent.data.tags["failed_children"] == "0"
     assert_summarizes(client, parent, children, out.stdout, tmp_path, make_cfg(*FAST))
 
