@@ -116,16 +116,17 @@ def test_a_sequential_sweep_is_one_parent_with_a_child_per_job_and_a_failing_job
 
 @pytest.mark.slow
 def test_parallel_sweep_children_reach_the_parent_from_worker_processes(tmp_path, make_cfg):
-    # two worker processes writing one sqlite store at once, each running two of the four jobs in turn (a worker
-    # process costs a TensorFlow import: four of them on two cores only queue up)
-    out = sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-4,2e-4,3e-4,4e-4")
+    # two worker processes writing one sqlite store at once, a job each (a worker process costs a TensorFlow
+    # import, each further job in it seconds more; jobs run one after another in one process in the sequential
+    # sweep)
+    out = sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-4,2e-4")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "database is locked" not in out.stderr
 
     client, parent, children = sweep_tree(tmp_path)
-    assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.0001", "0.0002", "0.0003", "0.0004"]
-    assert len({r.data.tags["process"] for r in children}) > 1  # really in several processes; none lost or twice
-    assert [r.info.status for r in [parent, *children]] == ["FINISHED"] * 5
+    assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.0001", "0.0002"]
+    assert len({r.data.tags["process"] for r in children}) == 2  # really in two processes; none lost or twice
+    assert [r.info.status for r in [parent, *children]] == ["FINISHED"] * 3
     assert parent.data.tags["failed_children"] == "0"
     assert_summarizes(client, parent, children, out.stdout, tmp_path, make_cfg(*FAST))
 
@@ -307,7 +308,7 @@ hydra:
     _target_: hydra_plugins.segexp_sweeper.pruning_optuna_sweeper.PruningOptunaSweeper
     direction: maximize
     study_name: epochs
-    n_trials: 3
+    n_trials: 2
     sampler:
       seed: 42
     params:
@@ -319,7 +320,7 @@ hydra:
 @pytest.mark.slow
 def test_optuna_prunes_trials_and_a_resumed_study_continues(tmp_path, default_store):
     """Jobs with 4 epochs report each epoch to their trial and the pruner (a threshold no score reaches, from
-    epoch 2) stops them; 1-epoch jobs end before it may act (TPE's seeded start draws both). Then the sweep
+    epoch 2) stops them; 1-epoch jobs end before it may act (TPE's seeded start draws both, 4 then 1). Then the sweep
     is resumed with one more trial: the study continues from the sweep's MLflow runs and runs only that one."""
     search = tmp_path / "conf" / "hparams_search"
     search.mkdir(parents=True)
@@ -332,10 +333,10 @@ def test_optuna_prunes_trials_and_a_resumed_study_continues(tmp_path, default_st
     expected = {"4": "PRUNED", "1": "COMPLETE"}
     assert [row["state"] for row in study] == [expected[row["params_trainer.epochs"]] for row in study]
     n_pruned = sum(row["state"] == "PRUNED" for row in study)
-    assert 1 <= n_pruned <= 2, study
+    assert n_pruned == 1, study
 
     client, parent, children = sweep_tree(tmp_path)
-    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)  # pruned is not failed
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)  # pruned is not failed
     trials = {row["number"]: row for row in study}
     for run in children:
         trial = trials[run.data.params["optuna_trial"]]
@@ -350,20 +351,20 @@ def test_optuna_prunes_trials_and_a_resumed_study_continues(tmp_path, default_st
     assert "pruned" not in best.data.tags  # a pruned trial is never the sweep's best
     rows = summary_table(client, parent, tmp_path)
     assert sum(row["status"] == "PRUNED" for row in rows) == n_pruned
-    assert f"3 runs, 0 not finished, {n_pruned} pruned" in out.stdout
+    assert f"2 runs, 0 not finished, {n_pruned} pruned" in out.stdout
     assert "optuna_trials.csv" in {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "summary")}
 
     again = subprocess.run([sys.executable, "-m", "segexp", "train", "-m", f"resume={sweep_dir}",
-                            "hydra.sweeper.n_trials=4"], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                            "hydra.sweeper.n_trials=3"], cwd=tmp_path, env=ENV, capture_output=True, text=True,
                            timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "3 trials already done (from the sweep's MLflow runs); 1 to run" in again.stdout + again.stderr
+    assert "2 trials already done (from the sweep's MLflow runs); 1 to run" in again.stdout + again.stderr
     resumed = list(csv.DictReader((sweep_dir / "optuna_trials.csv").open()))
-    assert [row["number"] for row in resumed] == ["0", "1", "2", "3"]
+    assert [row["number"] for row in resumed] == ["0", "1", "2"]
     # the earlier trials, as they ended (MLflow orders them by start time, as they ran)
-    assert [(r["params_trainer.epochs"], r["state"]) for r in resumed[:3]] == \
+    assert [(r["params_trainer.epochs"], r["state"]) for r in resumed[:2]] == \
         [(r["params_trainer.epochs"], r["state"]) for r in study]
     _, parent_again, children_again = sweep_tree(tmp_path)
     assert parent_again.info.run_id == parent.info.run_id and parent_again.info.status == "FINISHED"
     (new,) = [r for r in children_again if r.info.run_id not in {c.info.run_id for c in children}]
-    assert new.data.params["optuna_trial"] == "3" and (sweep_dir / "3").is_dir()
+    assert new.data.params["optuna_trial"] == "2" and (sweep_dir / "2").is_dir()
