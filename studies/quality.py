@@ -6,8 +6,8 @@
     python -m studies.quality --reuse-training               # score the checkpoints of an earlier run again
 
 For each recipe: `segexp train [experiment=<recipe>] [trainer.max_minutes=<budget>]` (the default
-split: train on slices 0-19, choose the checkpoint by V_rand on 20-24), then what `segexp evaluate` runs
-(in this process: a fresh one per evaluation only adds a TensorFlow import) on that checkpoint, which
+split: train on slices 0-19, choose the checkpoint by V_rand on 20-24), then `segexp evaluate --multirun
+inference.tta=false,true` on that checkpoint (both jobs in one fresh process: one TensorFlow import), which
 scores the run's report slices 25-29, without and with 8-way TTA. Writes bench/results/<name>.{json,md}
 and a learning curve per recipe (each selection metric vs training minutes, from the MLflow store) as PNG,
 also logged to the run.
@@ -33,8 +33,8 @@ QUICK_EVAL = ["inference.tile=128", "inference.overlap=16"]
 EXPERIMENT = "bench_quality"
 TITLE = "Segmentation quality: whole recipes, scored on report slices no choice saw"
 METHOD = ("Each recipe trained by `segexp train` in a fresh process on the default split (train 0-19, checkpoint "
-          "chosen by select_v_rand on 20-24), then what `segexp evaluate` runs (in the study's process) on that "
-          "checkpoint, scoring the run's report slices "
+          "chosen by select_v_rand on 20-24), then `segexp evaluate` on that checkpoint (one process, two jobs: "
+          "without and with TTA), scoring the run's report slices "
           "25-29 (V_rand/V_info: the Fiji reference conventions, averaged per slice, best over the reference's 11 thresholds 0.0, 0.1, ..., 0.9 and 0.9999999999999999; "
           "Dice/accuracy at 0.5), without and with 8-way TTA. `select_v_rand` is the checkpoint's score on the "
           "slices that chose it: optimistic, shown only to compare with the report.")
@@ -56,14 +56,16 @@ def train_recipe(recipe: str, budget: float, workdir: Path, store: str, extra: l
            f"tracking.experiment_name={EXPERIMENT}", "trainer.verbose=2", f"run_name={recipe}", *extra)
 
 
-def evaluate_checkpoint(workdir: Path, store: str, tta: bool, extra: list[str]) -> dict:
-    """Scores the run's chosen checkpoint on its report slices with `segexp evaluate ckpt=<workdir>`, as a user
-    would run it (its own process: Hydra in this one would reconfigure the caller's logging); returns
-    metrics.json."""
-    out = workdir / ("eval_tta" if tta else "eval")
-    segexp("evaluate", f"ckpt={workdir}", f"inference.tta={str(tta).lower()}", f"tracking.uri={store}",
-           f"tracking.experiment_name={EXPERIMENT}", f"hydra.run.dir={out}", *extra)
-    return json.loads((out / "metrics.json").read_text())
+def evaluate_checkpoint(workdir: Path, store: str, extra: list[str]) -> tuple[dict, dict]:
+    """Scores the run's chosen checkpoint on its report slices without and with TTA, by `segexp evaluate --multirun
+    ckpt=<workdir> inference.tta=false,true` as a user would run it: its own process (Hydra in this one would
+    reconfigure the caller's logging), one for both jobs (one TensorFlow import). Returns both metrics.json."""
+    out = workdir / "eval"
+    segexp("evaluate", "--multirun", f"ckpt={workdir}", "inference.tta=false,true", f"tracking.uri={store}",
+           f"tracking.experiment_name={EXPERIMENT}", f"hydra.sweep.dir={out}",
+           "hydra.sweep.subdir=tta_${inference.tta}", *extra)
+    # each job's folder names its inference.tta as OmegaConf prints a bool
+    return tuple(json.loads((out / f"tta_{tta}" / "metrics.json").read_text()) for tta in (False, True))
 
 
 def training_run(store: str, workdir: Path):
@@ -175,10 +177,10 @@ def main(argv: list[str] | None = None) -> dict:
             common.log(f"training {recipe} ({'as shipped' if budget <= 0 else f'{budget:g} min'}) in {workdir}")
             train_recipe(recipe, budget, workdir, store, train_extra)
         run = training_run(store, workdir)
+        facts = training_facts(store, run)
+        scores, scores_tta = evaluate_checkpoint(workdir, store, eval_extra)
         recipes.append({
-            "recipe": recipe, **training_facts(store, run), "run_id": run.run_id,
-            "eval": evaluate_checkpoint(workdir, store, False, eval_extra),
-            "eval_tta": evaluate_checkpoint(workdir, store, True, eval_extra),
+            "recipe": recipe, **facts, "run_id": run.run_id, "eval": scores, "eval_tta": scores_tta,
             "all_cell": all_cell_baseline(workdir),
             "curve": learning_curve(store, run, args.out / f"{name}_curve_{recipe}.png", recipe),
         })

@@ -175,11 +175,13 @@ def test_precision_compares_bf16_with_float32_or_says_why_not(quick_results):
     if not any(result["machine"]["cpu_flags"][f] for f in ("avx512_bf16", "amx_bf16")):
         assert "arms" not in result and any("emulate" in note for note in result["notes"])
         return
-    assert set(result["arms"]) == set(precision.ARMS)
+    assert set(result["arms"]) == set(precision.QUICK.arms) and set(precision.QUICK.arms) <= set(precision.ARMS)
     assert result["arms"]["mixed_bfloat16"]["precision"] == "mixed_bfloat16"
     assert result["arms"]["float32"]["precision"] == "float32"
     assert all(positive(arm["images_per_s"]) and 0 <= arm["scores"]["report_dice"] <= 1 for arm in result["arms"].values())
     assert positive(result["speedup_bf16"]) and set(result["delta_bf16"]) == set(result["arms"]["float32"]["scores"])
+    differences = result["tables"][1]["rows"]  # a row per arm against float32
+    assert [row[0] for row in differences] == [f"{arm} - float32" for arm in precision.QUICK.arms[1:]]
 
 
 @pytest.mark.slow
