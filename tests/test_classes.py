@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import TINY, compose_config, copy_store
+from conftest import SHALLOW, TINY, compose_config, copy_store
 
 # Recorded at f180d1d (2026-12-06), before multi-class support: the binary path (sigmoid head, BCE + border
 # weights + Dice on the membranes, one-class pixel scores, ISBI topology scores) must give these again. On the
@@ -282,8 +282,9 @@ def folder_overrides(images, masks, *extra):
             *extra]
 
 
-KCLASS_RUN = [*TINY, "model.depth=2", "model.base_filters=8", "trainer.epochs=2", "trainer.steps_per_epoch=4",
-              "trainer.crop_size=32", "loss=ce_dice_balanced"]
+# the cheapest U-Net (conftest.SHALLOW) and TINY's two steps: what is tested is what K classes make of a run -
+# its scores, MLflow records and commands - not how well it learns; two epochs for the per-epoch history
+KCLASS_RUN = [*TINY, *SHALLOW, "trainer.epochs=2", "loss=ce_dice_balanced"]
 
 
 @pytest.fixture(scope="module")

@@ -356,9 +356,11 @@ def test_a_cross_validation_aggregates_its_folds_predicts_as_an_ensemble_and_sco
     params = result["postprocess"]["params"]
     # recomputed: the chosen point is the best of the grid over the 12 selection slices, each fold's by its model
     pooled = {threshold: [] for threshold in (0.5, 0.8)}
+    members = {}  # each fold's model, loaded once for the selection and the report blocks
     for fold in result["folds"]:
         checkpoint, run_dir = resolve_checkpoint(fold["checkpoint"])
-        member = load_predictor(checkpoint, run_dir, compose("evaluate").inference).predict
+        member = members[fold["checkpoint"]] = load_predictor(checkpoint, run_dir,
+                                                              compose("evaluate").inference).predict
         block = role_set(run_dir, "select")
         for threshold, labels in pooled.items():
             grid_point = Stage("watershed", {"seed_threshold": threshold, "min_seed_size": 5, "sigma": 0.0})
@@ -368,12 +370,12 @@ def test_a_cross_validation_aggregates_its_folds_predicts_as_an_ensemble_and_sco
     assert params == {"seed_threshold": max(scored, key=scored.get), "min_seed_size": 5, "sigma": 0.0}
     assert result["postprocess"]["score"] == pytest.approx(max(scored.values()), abs=1e-12)
     stage = Stage("watershed", params)
+    data = load(compose("train", LEARNS).data)
     for fold, run in zip(result["folds"], folds):
         assert fold["slices"] == run.data.tags["split.report"].split(",")
         # rescored here from the fold's own model and block: the pooled parameters, on that fold's report slices
-        data = load(compose("train", LEARNS).data)
         block = [data.names.index(name) for name in fold["slices"]]
-        member = load_predictor(*resolve_checkpoint(fold["checkpoint"]), compose("evaluate").inference).predict
+        member = members[fold["checkpoint"]]
         labels = [stage.apply(member(to_channels(data.images[i], 1))) for i in block]
         expected = segmentation_scores(labels, [data.masks[i] for i in block])["v_rand"]
         assert fold["metrics"]["v_rand"] == pytest.approx(expected, abs=1e-9)
