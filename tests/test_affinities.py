@@ -1,7 +1,7 @@
 """target=affinities and the partitioning stages (issue 33): the affinity target against hand-computed values, the
 cell map it implies, TTA over turned offsets, the loss's masking, each stage returning a perfect input's
-segmentation exactly and repairing a known gap and a known false split, the refusals, and one tiny affinity run
-through train, evaluate and predict."""
+segmentation exactly and repairing a known gap and a known false split, the refusals, one tiny affinity run
+through train, evaluate and predict, and two folds of an affinity cross-validation through evaluate and predict."""
 
 from __future__ import annotations
 
@@ -244,3 +244,56 @@ def test_evaluate_and_predict_read_the_affinity_run(affinity_run, tmp_path, monk
     labels = np.asarray(Image.open(tmp_path / "p" / "s4_labels.png"))
     assert labels.shape == (48, 48) and np.array_equal(np.asarray(Image.open(tmp_path / "p" / "s4_boundaries.png")) == 255,
                                                        labels > 0)
+
+
+def test_a_cross_validation_of_affinity_runs_chooses_its_stage_pooled_and_predicts_as_an_ensemble(tmp_path,
+                                                                                                   empty_store):
+    """Two folds of a 3-fold affinity cross-validation (the sweep's job folders, trained here in turn): evaluate
+    scores each fold's model on its own report block with one Mutex Watershed chosen over both selection blocks,
+    and predict averages the folds' affinities."""
+    import tifffile
+
+    from segexp.commands.crossval import evaluate_folds, fold_indices
+    from segexp.commands.predict import predict
+    from segexp.data.images import to_channels
+    from segexp.evaluation.slices import role_set
+    from segexp.inference.predictor import load_predictor
+    from segexp.postprocessing.stage import Stage
+    from segexp.rundir import RunDir
+    from segexp.tracking.references import resolve_checkpoint, resolve_model_source
+    from segexp.training.train import train
+
+    images, masks = write_blob_pairs(tmp_path, [(48, 48)] * 9)
+    store = copy_store(empty_store, tmp_path / "mlflow.db")
+    cv = tmp_path / "cv"
+    for fold in (0, 1):
+        train(compose_config("train", *TINY, *SHALLOW, "data=folder", f"data.images={images}", f"data.masks={masks}",
+                             "data.folds=3", f"data.fold={fold}", f"tracking.uri={store}", "target=affinities",
+                             SMALL_OFFSETS, "inference.tta=false"), cv / str(fold))
+    source = resolve_model_source(str(cv))
+    assert fold_indices(source, str(cv)) == [0, 1]
+    inference = ["inference.tile=32", "inference.overlap=8", "inference.tta=false"]
+    cfg = compose_config("evaluate", f"ckpt={cv}", f"tracking.uri={store}", "postprocess=mutex_watershed",
+                         "postprocess.grid.bias=[0.2,0.8]", "postprocess.grid.threshold=[0.5]", *inference)
+    evaluate_folds(cfg, source, [0, 1], tmp_path / "eval")
+    result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    members = {i: load_predictor(*resolve_checkpoint(str(cv / str(i))), cfg.inference) for i in (0, 1)}
+    target = members[0].target
+    # the bias is the best over both selection blocks pooled, each predicted by its own fold's model
+    selection = {i: role_set(RunDir(cv / str(i)), "select") for i in (0, 1)}
+    assert sorted(result["postprocess"]["chosen_on"]) == sorted(n for s in selection.values() for n in s.names)
+    pooled = {bias: segmentation_scores(
+        [Stage("mutex_watershed", {"bias": bias, "threshold": 0.5}, target=target).apply(
+            members[i].predict(to_channels(image, 1))) for i in (0, 1) for image in selection[i].images],
+        [truth for i in (0, 1) for truth in selection[i].masks])["v_rand"] for bias in (0.2, 0.8)}
+    assert result["postprocess"]["params"]["bias"] == max(pooled, key=pooled.get)
+    assert [fold["slices"] for fold in result["folds"]] == [list(role_set(RunDir(cv / str(i)), "report").names)
+                                                             for i in (0, 1)]
+
+    # the folds as one model: the mean of their affinities, channel by channel
+    predict(compose_config("predict", f"ckpt={cv}", f"input={images / 's0.png'}", f"output={tmp_path / 'p'}",
+                           "save_affinities=true", *inference))
+    written = tifffile.imread(tmp_path / "p" / "s0_affinities.tif")
+    pixels = to_channels(np.asarray(Image.open(images / "s0.png"), np.float32) / 255, 1)
+    mean = np.mean([members[i].predict(pixels) for i in (0, 1)], axis=0)
+    assert np.abs(np.moveaxis(written, 0, -1) - mean).max() <= 1e-5
