@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple, Union, get_args, get_origin
+from typing import NamedTuple, Sequence, Union, get_args, get_origin
 
 import pytest
 
@@ -110,15 +110,16 @@ DOCUMENTED, PAGE_LINES = documented()
 CASES = sorted(k for k in DOCUMENTED if k[1] not in FREE)
 
 
-def preflight(command: str, overrides: list[str], multirun: bool = False) -> None:
-    check_command_line(command, [*REQUIRED[command], *overrides], multirun)
+def preflight(command: str, overrides: Sequence[str], multirun: bool = False):
+    """Returns the config the command line's preflight composes (a sweep's first value); ConfigError if it refuses."""
+    return check_command_line(command, [*REQUIRED[command], *overrides], multirun)
 
 
 @lru_cache(None)  # documented lines repeat across keys, and each costs a Hydra compose or more
 def composed(command: str, overrides: tuple[str, ...], multirun: bool):
-    """Returns the config the command line's preflight composes (a sweep's first value), or None if it refuses."""
+    """Returns preflight's config of the line, or None if it refuses."""
     try:
-        return check_command_line(command, [*REQUIRED[command], *overrides], multirun)
+        return preflight(command, overrides, multirun)
     except ConfigError:
         return None
 
