@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -293,8 +294,10 @@ def test_export_runs_the_exported_model_on_a_real_slice_within_tolerance(trained
     output = tmp_path / f"model{suffix}"
     overrides = [f"ckpt={root / 'run'}", f"format={fmt}", f"output={output}",
                  *([f"size=[{size[0]},{size[1]}]"] if size else [])]
+    environment = dict(os.environ)
     difference = export(compose_config("export", *overrides))
     assert output.exists() and difference <= 1e-4
+    assert dict(os.environ) == environment  # tf2onnx sets TF_CPP_MIN_LOG_LEVEL=3 there: not for what runs next
     line = capsys.readouterr().out
     assert f"as {fmt}" in line and "largest absolute difference from Keras" in line
     # the file serves other inputs too: any size unless fixed, 3 channels as trained
@@ -327,9 +330,12 @@ def test_export_bioimageio_writes_a_package_bioimageio_core_validates_offline(tr
         raise OSError(f"test: no network ({address})")
     monkeypatch.setattr(socket.socket, "connect", offline)
     package = tmp_path / "model.zip"
+    environment = dict(os.environ)
     checks = export(compose_config("export", f"ckpt={root / 'run'}", "format=bioimageio", f"output={package}"))
     assert {c.weight_format: c.passed for c in checks} == {"onnx": True, "tensorflow_saved_model_bundle": True}
     assert attempts == []
+    # bioimageio.core's test sets TF_ENABLE_ONEDNN_OPTS=0, which the processes started after it must not inherit
+    assert dict(os.environ) == environment
     out = capsys.readouterr().out
     assert "with onnx weights: passed" in out and "with tensorflow_saved_model_bundle weights: passed" in out
     with zipfile.ZipFile(package) as archive:

@@ -10,8 +10,10 @@ static shapes.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 from omegaconf import DictConfig
@@ -26,6 +28,19 @@ KERAS_FORMAT = {"onnx": "onnx", "saved_model": "tf_saved_model", "litert": "lite
 BIOIMAGEIO = "bioimageio"
 EXTRA = 'pip install -e ".[export]"'
 BIOIMAGEIO_EXTRA = 'pip install -e ".[export,bioimageio]"'
+
+
+@contextlib.contextmanager
+def environment_kept() -> Iterator[None]:
+    """Puts os.environ back as it was. The exporters write into it - tf2onnx TF_CPP_MIN_LOG_LEVEL=3, bioimageio.core's
+    test TF_ENABLE_ONEDNN_OPTS=0 - and every process this one starts afterwards (a test's, a script's) would inherit
+    them, logging and computing otherwise."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def require(module: str, what: str, extra: str = EXTRA) -> None:
@@ -133,7 +148,8 @@ def export(cfg: DictConfig):
     # exercises the padding to the U-Net's multiple, where exporters have differed from Keras
     batches = [batch] if size else [batch, np.ascontiguousarray(batch[:, :-1, :-1])]
     expected = [np.asarray(model.predict_on_batch(b)) for b in batches]  # also builds the model, as ONNX needs
-    model.export(str(output), format=KERAS_FORMAT[fmt], verbose=False, input_signature=signature)
+    with environment_kept():
+        model.export(str(output), format=KERAS_FORMAT[fmt], verbose=False, input_signature=signature)
     runner = exported_runner(fmt, output)
     outputs = [np.asarray(runner(b)) for b in batches]
     if not size:
@@ -262,8 +278,9 @@ def export_bioimageio(cfg: DictConfig) -> list[FormatCheck]:
     channels, multiple = model_channels_and_multiple(model)
     raw, slice_name = package_slice(run, channels, multiple)
     content = package_content(cfg, run, model_outputs(model), slice_name)
-    write_package(model, raw, multiple, content, output, tf_version())
-    checks = check_package(output)
+    with environment_kept():
+        write_package(model, raw, multiple, content, output, tf_version())
+        checks = check_package(output)
     for check in checks:
         print(f"[segexp] bioimageio.core test of {output.name} with {check.weight_format} weights: "
               f"{'passed' if check.passed else 'FAILED'}" + ("" if check.passed else f" ({check.details})"), flush=True)
