@@ -4,6 +4,8 @@ pooled over folds and reported on report blocks no choice saw - in pieces that a
     python -m studies.partitioning --runs DIR [DIR ...]     # score these finished fold runs (jobs of `segexp train
                                                             # -m ... data.folds=6 data.fold=...`), add them to
                                                             # bench/results/partitioning_folds.json, render
+    python -m studies.partitioning --checkpoint last --runs DIR [DIR ...]   # the same runs' last epochs (issue 33,
+                                                            # item 4): the chosen epoch against the last, paired by fold
     python -m studies.partitioning                          # render the folds already recorded
 
 Per fold run: its chosen checkpoint predicts its own selection and report blocks (`inference=default` with TTA, as
@@ -16,6 +18,11 @@ Rendering: per recipe and stage, the grid point with the best mean V_rand over e
 slices is chosen (pooled), then each fold's report block is scored at that point; the recipe's figure is the mean
 over folds with a 95% t-interval. The winner is the recipe and stage with the best pooled *selection* V_rand
 (a rule fixed before the report blocks are read); report scores decide nothing.
+
+Last epochs: a run's chosen checkpoint was picked on its selection slices, so its selection scores are optimistic
+and cannot judge it against the last epoch, which no data picked. The two are compared on the report blocks only,
+paired by fold, each with its stage's parameters chosen on its own checkpoints' pooled selection slices. That is a
+measurement: the last epochs are not candidates for the winner.
 """
 
 from __future__ import annotations
@@ -39,11 +46,14 @@ FOLDS_FILE = common.RESULTS_DIR / "partitioning_folds.json"
 # agglomerate, segexp's own region merge, beside elf's multicut and GASP: it stays only if it wins here (issue 33)
 STAGES = {"boundary": ("watershed", "agglomerate", "multicut", "gasp"),
           "affinities": ("watershed", "agglomerate", "multicut", "gasp", "mutex_watershed")}
+CHECKPOINTS = ("chosen", "last")  # model.keras (the epoch the selection slices chose), last.keras (the last epoch)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m studies.partitioning", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="*", type=Path, default=[], help="finished fold runs to score and record")
+    parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="chosen",
+                        help="score each run's chosen checkpoint (model.keras) or its last epoch (last.keras)")
     parser.add_argument("--folds-file", type=Path, default=FOLDS_FILE, help="the per-fold records (kept in git)")
     parser.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="where partitioning.md/.json go")
     parser.add_argument("--note", action="append", default=[], help="a fact about the training to print with it")
@@ -60,9 +70,13 @@ def per_slice(method: str, params: dict, target, predictions, truths) -> dict[st
     return {k: [s[k] for s in scores] for k in ("v_rand", "v_info")}
 
 
-def score_fold(run_dir: Path) -> dict[str, Any]:
-    """Returns the record of one fold run: its facts, and per-slice scores of the map and of every stage's grid
-    point on its selection and report blocks."""
+def checkpoint_of(record: dict[str, Any]) -> str:
+    return record.get("checkpoint", "chosen")  # records scored before last epochs were scored hold the chosen one
+
+
+def score_fold(run_dir: Path, checkpoint: str = "chosen") -> dict[str, Any]:
+    """Returns the record of one fold run's checkpoint ("chosen" or "last"): its facts, and per-slice scores of the
+    map and of every stage's grid point on its selection and report blocks."""
     from omegaconf import OmegaConf
 
     from segexp.config.compose import compose
@@ -77,16 +91,16 @@ def score_fold(run_dir: Path) -> dict[str, Any]:
     run = RunDir(run_dir)
     saved = run.saved_config()
     inference = compose("evaluate", ["inference.tta=true"]).inference
-    loaded = load_predictor(run.checkpoint, run, inference)
+    loaded = load_predictor(run.checkpoint if checkpoint == "chosen" else run.last_checkpoint, run, inference)
     record: dict[str, Any] = {
         "recipe": str(saved.get("run_name") or run_dir.parent.name), "fold": int(saved.data.fold),
-        "folds": int(saved.data.folds), "target": loaded.target.kind, "run": run_dir.name,
+        "folds": int(saved.data.folds), "target": loaded.target.kind, "run": run_dir.name, "checkpoint": checkpoint,
         "state": json.loads(run.state_file.read_text()) if run.state_file.exists() else None,
         "blocks": {}, "stages": {}}
     blocks = {}
     for role in ("select", "report"):
         block = role_set(run, role)
-        common.log(f"{record['recipe']} fold {record['fold']}: predicting {role} slices {','.join(block.names)}")
+        common.log(f"{record['recipe']} fold {record['fold']}, {checkpoint} checkpoint: predicting {role} slices {','.join(block.names)}")
         predictions = [loaded.predict(to_channels(image, loaded.channels)) for image in block.images]
         blocks[role] = (predictions, list(block.masks))
         record["blocks"][role] = list(block.names)
@@ -140,9 +154,41 @@ def pooled_choices(records: list[dict]) -> list[dict[str, Any]]:
     return rows
 
 
+def checkpoint_table(records: list[dict]) -> dict[str, Any] | None:
+    """Returns the table of the chosen checkpoint against the last epoch on the report blocks, per recipe and stage,
+    over the folds that have both (None when no last epoch is recorded)."""
+    last = [r for r in records if checkpoint_of(r) == "last"]
+    rows = []
+    for recipe in sorted({r["recipe"] for r in last}):
+        folds = {r["fold"] for r in last if r["recipe"] == recipe}
+        paired = {c: [r for r in records if r["recipe"] == recipe and r["fold"] in folds and checkpoint_of(r) == c]
+                  for c in CHECKPOINTS}
+        folds &= {r["fold"] for r in paired["chosen"]}
+        chosen, latest = ({row["stage"]: row for row in pooled_choices([r for r in paired[c] if r["fold"] in folds])}
+                          for c in CHECKPOINTS)
+        for stage in (s for s in chosen if s in latest):
+            a, b = chosen[stage]["report"], latest[stage]["report"]
+            diff = {k: [y - x for x, y in zip(a[k], b[k])] for k in ("v_rand", "v_info")}
+            rows.append([recipe, stage, ",".join(map(str, sorted(folds))), f"{mean(a['v_rand']):.4f}",
+                         f"{mean(b['v_rand']):.4f}", f"{mean(diff['v_rand']):+.4f} ± {interval(diff['v_rand']):.4f}",
+                         f"{sum(d > 0 for d in diff['v_rand'])} of {len(folds)}",
+                         f"{mean(diff['v_info']):+.4f} ± {interval(diff['v_info']):.4f}"])
+    if not rows:
+        return None
+    return common.table(
+        "The chosen checkpoint against the last epoch, on the report blocks, paired by fold (each with its stage's "
+        "parameters chosen on its own pooled selection blocks)",
+        ["recipe", "stage", "folds", "report V_rand, chosen epoch", "report V_rand, last epoch",
+         "last - chosen V_rand (mean ± 95% CI)", "folds where last is better", "last - chosen V_info (mean ± 95% CI)"],
+        rows)
+
+
 def tables(records: list[dict]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Returns (the tables, the winner's line): per recipe and stage the pooled choice and the report blocks'
-    mean ± 95% CI, then each fold's report V_rand at that choice."""
+    """Returns (the tables, the winner's line): per recipe and stage the pooled choice (of the chosen checkpoints)
+    and the report blocks' mean ± 95% CI, each fold's report V_rand at that choice, then the chosen checkpoint
+    against the last epoch where last epochs are recorded."""
+    against_last = checkpoint_table(records)
+    records = [r for r in records if checkpoint_of(r) == "chosen"]
     rows = pooled_choices(records)
     choices = common.table(
         "Chosen on the selection blocks pooled over the folds; scored on each fold's report block",
@@ -162,7 +208,7 @@ def tables(records: list[dict]) -> tuple[list[dict[str, Any]], list[str]]:
     line = (f"Winner by the rule fixed before the report blocks were read (best pooled selection V_rand): "
             f"{winner['recipe']} with {winner['stage']} ({winner['select_v_rand']:.4f} on the selection blocks of "
             f"folds {','.join(map(str, winner['folds']))}).")
-    return [choices, per_fold], [line]
+    return [choices, per_fold, *([against_last] if against_last else [])], [line]
 
 
 def picture(runs: Sequence[Path], records: list[dict], png: Path) -> str:
@@ -177,7 +223,7 @@ def picture(runs: Sequence[Path], records: list[dict], png: Path) -> str:
     from segexp.postprocessing.stage import segment
     from segexp.rundir import RunDir
 
-    rows = pooled_choices(records)
+    rows = pooled_choices([r for r in records if checkpoint_of(r) == "chosen"])
     tiles, names = [], []
     for run_dir in runs:
         run = RunDir(run_dir)
@@ -197,6 +243,15 @@ def picture(runs: Sequence[Path], records: list[dict], png: Path) -> str:
     return " | ".join(names)
 
 
+def fact(record: dict[str, Any]) -> str:
+    """Returns one line on how a fold run trained and which of its checkpoints this record scored."""
+    state = record["state"] or {}
+    chosen = (f"checkpoint of epoch {state.get('best_epoch', -1) + 1} (best selection {state.get('monitor', '?')})"
+              if checkpoint_of(record) == "chosen" else f"its last epoch ({state.get('epochs_done', '?')})")
+    return (f"{record['recipe']} fold {record['fold']}: {state.get('epochs_done', '?')} epochs in its 30 minutes, "
+            f"{chosen}; scored at {record['scored_at']} on {record['machine']}")
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from bench import render
 
@@ -206,19 +261,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                argparse.Namespace(quick=False), argv, {"runs": [str(r) for r in args.runs]},
                                "studies")
     for run_dir in args.runs:
-        record = score_fold(run_dir)
+        record = score_fold(run_dir, args.checkpoint)
         record.update(scored_at=result["code"], machine=result["machine"]["cpu_model"],
                       scored_utc=result["started_utc"], notes=list(args.note))
         stored["folds"] = [r for r in stored["folds"]
-                           if (r["recipe"], r["fold"]) != (record["recipe"], record["fold"])] + [record]
+                           if (r["recipe"], r["fold"], checkpoint_of(r)) != (record["recipe"], record["fold"],
+                                                                            args.checkpoint)] + [record]
         args.folds_file.parent.mkdir(parents=True, exist_ok=True)
         args.folds_file.write_text(json.dumps(stored, indent=1) + "\n")  # each fold kept as soon as it is scored
     if stored["folds"]:
         result["tables"], winner = tables(stored["folds"])
-        facts = [f"{r['recipe']} fold {r['fold']}: {(r['state'] or {}).get('epochs_done', '?')} epochs in its 30 minutes, "
-                 f"checkpoint of epoch {(r['state'] or {}).get('best_epoch', -1) + 1} (best selection "
-                 f"{(r['state'] or {}).get('monitor', '?')}); scored at {r['scored_at']} on {r['machine']}"
-                 for r in sorted(stored["folds"], key=lambda r: (r["recipe"], r["fold"]))]
+        facts = [fact(r) for r in sorted(stored["folds"], key=lambda r: (r["recipe"], r["fold"], checkpoint_of(r)))]
         notes = sorted({n for r in stored["folds"] for n in r.get("notes", [])})
         result["notes"] = [*winner, *facts, *notes]
     if args.picture:

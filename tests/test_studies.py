@@ -1,11 +1,12 @@
 """The studies' own logic that needs no training: studies.label_tolerance in quick mode (the annotation scored as
-its own prediction, altered), and how studies.replicates names a recipe with overrides."""
+its own prediction, altered), how studies.replicates names a recipe with overrides, and how studies.partitioning
+pools its fold records and pairs chosen checkpoints with last epochs."""
 
 from __future__ import annotations
 
 import pytest
 
-from studies import label_tolerance, replicates
+from studies import label_tolerance, partitioning, replicates
 
 
 def test_the_annotation_is_its_own_perfect_prediction_and_moved_boundaries_cost_pixels_more_than_segments(tmp_path):
@@ -36,3 +37,28 @@ def test_a_recipe_with_overrides_is_one_word_hydra_takes_as_it_is(recipe, name, 
     assert replicates.sweep_dir(tmp_path, recipe) == tmp_path / f"sweep_{name}"
     (run_name,) = OverridesParser.create().parse_overrides([f"run_name={name}"])
     assert run_name.value() == name and not run_name.is_sweep_override()
+
+
+def fold_record(fold: int, checkpoint: str, select: tuple[float, float], report: tuple[float, float]) -> dict:
+    """Returns a partitioning record of one fold with one stage of two grid points (a=0, a=1): each point's
+    selection and report V_rand (two slices alike), V_info 0.1 above it."""
+    points = [{"params": {"a": a}, "select": {"v_rand": [s] * 2, "v_info": [s + 0.1] * 2},
+               "report": {"v_rand": [r] * 2, "v_info": [r + 0.1] * 2}} for a, s, r in zip((0, 1), select, report)]
+    return {"recipe": "r", "fold": fold, "checkpoint": checkpoint, "stages": {"watershed": points}}
+
+
+def test_last_epochs_are_paired_with_the_chosen_checkpoints_by_fold_and_never_win():
+    chosen = [fold_record(f, "chosen", select=(0.95, 0.96), report=(0.90, 0.91 + f / 100)) for f in range(3)]
+    # the last epochs' selection scores are higher (they would win a pooled rule) and prefer the other grid point
+    last = [fold_record(f, "last", select=(0.99, 0.98), report=(0.93 + f / 100, 0.80)) for f in range(2)]
+    del chosen[0]["checkpoint"]  # records scored before last epochs were scored hold the chosen checkpoint
+    (choices, per_fold, against_last), (winner,) = partitioning.tables(chosen + last)
+
+    assert choices["rows"] == [["r", "watershed", "a=1", "0,1,2", "0.9600", "0.9200 ± 0.0248", "1.0200 ± 0.0248"]]
+    assert "0.9600 on the selection blocks of folds 0,1,2" in winner  # the last epochs' 0.99 is not a candidate
+    assert per_fold["rows"] == [["r", "watershed", "0.9100", "0.9200", "0.9300"]]
+    # folds 0 and 1 have both; each checkpoint at its own pooled choice (chosen a=1, last a=0); last - chosen = +0.02
+    ((recipe, stage, folds, at_chosen, at_last, difference, better, v_info),) = against_last["rows"]
+    assert (recipe, stage, folds, at_chosen, at_last, better) == ("r", "watershed", "0,1", "0.9150", "0.9350", "2 of 2")
+    assert difference.startswith("+0.0200 ± 0.0000") and v_info.startswith("+0.0200")
+    assert partitioning.checkpoint_table(chosen) is None
