@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +85,23 @@ def store(tmp_path, monkeypatch, empty_store):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return copy_store(empty_store, tmp_path / "mlflow.db")
+
+
+def cli_errors(cwd, cases: list[list[str]]) -> list[tuple[int, str, bool]]:
+    """Runs `segexp <case>` for each case in one fresh Python process (as a user would, one after another);
+    returns each case's (exit code, stderr, whether TensorFlow was loaded by then)."""
+    code = ("import contextlib, io, json, sys\nfrom segexp.__main__ import main\nout = []\n"
+            f"for case in {cases!r}:\n"
+            "    err = io.StringIO()\n"
+            "    try:\n        with contextlib.redirect_stderr(err):\n            main(case)\n        code = 0\n"
+            "    except SystemExit as exit:\n        code = exit.code\n"
+            "    out.append([code, err.getvalue(), 'tensorflow' in sys.modules])\n"
+            "print('RESULT', json.dumps(out))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=cwd,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    line = [x for x in run.stdout.splitlines() if x.startswith("RESULT ")]
+    assert line, run.stderr[-3000:]
+    return [tuple(pair) for pair in json.loads(line[0].removeprefix("RESULT "))]
 
 
 def write_png(path: Path, array: np.ndarray) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import SHALLOW, TINY, compose_config, copy_store
+from conftest import SHALLOW, TINY, cli_errors, compose_config, copy_store
 
 # Recorded at f180d1d (2026-12-06), before multi-class support: the binary path (sigmoid head, BCE + border
 # weights + Dice on the membranes, one-class pixel scores, ISBI topology scores) must give these again. On the
@@ -375,27 +375,6 @@ def test_predict_evaluate_export_and_compare_understand_k_classes(kclass_runs, t
     assert "v_rand" not in printed.split("report:")[0]
 
 
-def cli_errors(cwd, cases: list[list[str]]) -> list[tuple[int, str]]:
-    """Runs `segexp <case>` for each case in one fresh Python process (as a user would, one after another);
-    returns each case's (exit code, stderr)."""
-    import json
-    import subprocess
-    import sys
-
-    code = ("import contextlib, io, json, sys\nfrom segexp.__main__ import main\nout = []\n"
-            f"for case in {cases!r}:\n"
-            "    err = io.StringIO()\n"
-            "    try:\n        with contextlib.redirect_stderr(err):\n            main(case)\n        code = 0\n"
-            "    except SystemExit as exit:\n        code = exit.code\n"
-            "    out.append([code, err.getvalue()])\n"
-            "print('RESULT', json.dumps(out))\n")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=cwd,
-                         env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    line = [x for x in run.stdout.splitlines() if x.startswith("RESULT ")]
-    assert line, run.stderr[-3000:]
-    return [tuple(pair) for pair in json.loads(line[0].removeprefix("RESULT "))]
-
-
 @pytest.mark.slow
 def test_a_palette_folder_trains_and_a_colour_no_class_declares_stops_it(tmp_path, monkeypatch):
     from segexp.training.train import train
@@ -408,7 +387,7 @@ def test_a_palette_folder_trains_and_a_colour_no_class_declares_stops_it(tmp_pat
     assert set(f"report_dice_{n}" for n in PALETTE) <= set(metrics)
 
     missing = ",".join(f"{{name:{n},value:[{r},{g},{b}]}}" for n, (r, g, b) in list(PALETTE.items())[:3])
-    ((code, err),) = cli_errors(tmp_path, [["train", *base, f"data.classes=[{missing}]"]])
+    ((code, err, _),) = cli_errors(tmp_path, [["train", *base, f"data.classes=[{missing}]"]])
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "colours (60, 90, 230) that no class declares" in err and "shapes_" in err
 
@@ -420,12 +399,14 @@ SHALLOW_K = ["model.depth=1", "model.batch_norm=false", "trainer.epochs=1", "tra
 def test_undeclared_values_and_class_lists_that_do_not_match_the_model_exit_2_in_one_line(kclass_runs, tmp_path):
     root, store, runs, (images, masks) = kclass_runs
     cases = {  # command line -> what the one line says
-        ("train", *TINY, "tracking=none", *folder_overrides(images, masks, "data.classes=[background,disc,square]")):
-            "values 3, 9 that no class declares",
         ("evaluate", f"ckpt={runs[0]}", "tracking=none", "data=folder", f"data.images={images}", f"data.masks={masks}",
          "data.classes=[background,disc,square,ring,extra]", f"data.ignore={UNLABELLED}", "allow_seen=true"):
             "trained on classes ['background', 'disc', 'square', 'ring']",
+        ("train", *TINY, "tracking=none", *folder_overrides(images, masks, "data.classes=[background,disc,square]")):
+            "values 3, 9 that no class declares",
         ("train", f"resume={runs[0]}", "data.classes=[a,b]"): "a resumed run keeps its data",
     }
-    for (argv, message), (code, err) in zip(cases.items(), cli_errors(tmp_path, [list(c) for c in cases])):
+    errors = cli_errors(tmp_path, [list(c) for c in cases])
+    for (argv, message), (code, err, _) in zip(cases.items(), errors):
         assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, (argv[0], err)
+    assert not errors[0][2], "evaluate loaded TensorFlow before it checked the checkpoint's classes"

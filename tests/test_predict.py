@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from conftest import SHALLOW, TINY, compose_config, copy_store, write_blob_pairs
+from conftest import SHALLOW, TINY, cli_errors, compose_config, copy_store, write_blob_pairs
 from segexp.errors import ConfigError
 from segexp.commands.evaluate import evaluate
 from segexp.commands.predict import predict
@@ -144,6 +144,20 @@ def test_unknown_checkpoint_is_one_clear_error(trained, tmp_path):
     cfg = compose_config("predict", f"ckpt={tmp_path / 'nope.keras'}", f"input={root / 'images'}", f"output={tmp_path}")
     with pytest.raises(ConfigError, match=r"nope\.keras: no model\.keras there"):
         predict(cfg)
+
+
+def test_a_stage_the_checkpoint_cannot_take_is_refused_in_one_line_before_tensorflow_loads(trained, tmp_path):
+    root, checkpoint, _ = trained
+    cases = {  # command line -> what the one line says
+        ("predict", f"ckpt={checkpoint.parent}", f"input={root / 'images'}", f"output={tmp_path / 'p'}",
+         "postprocess=mutex_watershed"): "postprocess=mutex_watershed partitions affinities, but this model predicts",
+        ("evaluate", f"ckpt={checkpoint.parent}", "tracking=none", "postprocess=mutex_watershed"):
+            "postprocess=mutex_watershed partitions affinities, but this model predicts",
+    }
+    for (argv, message), (code, err, tensorflow) in zip(cases.items(), cli_errors(tmp_path, [list(c) for c in cases])):
+        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, (argv, err)
+        assert not tensorflow, argv
+    assert not (tmp_path / "p").exists()
 
 
 def test_a_model_trained_on_resized_slices_predicts_at_that_size(trained, tmp_path, capsys):

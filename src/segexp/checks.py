@@ -35,8 +35,8 @@ def require(ok: bool, key: str, message: str) -> None:
 
 def check_config(command: str, cfg: Any) -> None:
     """Runs the checks of `command`'s config that need nothing else: all of train's; the data and segmentation
-    stage of evaluate and predict (the stage's target is known only once the checkpoint loads: check_stage runs
-    again then)."""
+    stage of evaluate and predict (the stage's target is known only from the checkpoint's run: check_stage runs
+    again with it, before the model loads)."""
     if command == "train":
         check_train(cfg)
         return

@@ -9,9 +9,6 @@ from pathlib import Path
 def task(cfg):
     from hydra.core.hydra_config import HydraConfig
 
-    from segexp.native_logs import import_tensorflow
-
-    import_tensorflow()
     from segexp.commands.evaluate import evaluate
     from segexp.commands.crossval import evaluate_folds, fold_indices
     from segexp.tracking.references import resolve_model_source

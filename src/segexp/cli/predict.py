@@ -4,9 +4,6 @@ from __future__ import annotations
 
 
 def task(cfg):
-    from segexp.native_logs import import_tensorflow
-
-    import_tensorflow()
     from segexp.commands.predict import predict
 
     predict(cfg)

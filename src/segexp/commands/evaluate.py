@@ -19,9 +19,9 @@ from segexp.evaluation.metrics import segmentation_scores
 from segexp.evaluation.scoring import as_maps, scores_of
 from segexp.checks import check_checkpoint_classes, check_outputs
 from segexp.evaluation.slices import choose_slices, data_to_score
-from segexp.evaluation.stage_choice import is_chosen, run_stage
+from segexp.evaluation.stage_choice import is_chosen, plan_stage, run_stage
 from segexp.evaluation.visualize import confusion_figure, prediction_panel, write_png
-from segexp.inference.predictor import load_source
+from segexp.inference.predictor import load_source, run_target
 from segexp.postprocessing import stage as stages
 from segexp.reports import markdown_table
 from segexp.rundir import ModelSource
@@ -53,11 +53,12 @@ def evaluate(cfg: DictConfig, output_dir: Path, source: ModelSource | None = Non
     indices, status = choose_slices(data, source.split_record(), cfg.slices, cfg.allow_seen, cfg.ckpt,
                                     same_data=cfg.data is None)
     check_checkpoint_classes(data, run, cfg.ckpt)
+    plan = plan_stage(cfg.postprocess, source, "evaluate", run_target(run))
     tracker = instantiate(cfg.tracking)
     loaded = load_source(source, cfg.inference)
     channels, predictor, target = loaded.channels, loaded.predict, loaded.target
     check_outputs(loaded.outputs, data.classes, cfg.ckpt, target)
-    stage = run_stage(cfg.postprocess, source, predictor, channels, "evaluate", target)
+    stage = run_stage(plan, predictor, channels)
     names = [data.names[i] for i in indices]
     print(f"[segexp] scoring {len(names)} slices of '{data.name}' ({status}): {','.join(names)}"
           + (f"; postprocess: {stage.describe()}" if stage.active else ""), flush=True)

@@ -17,7 +17,7 @@ from segexp.data.volumes import HDF5_SUFFIXES, TIFF_SUFFIXES, Volume, is_volume_
 from segexp.errors import ConfigError, DataError
 from segexp.evaluation.metrics import predicted_classes
 from segexp.evaluation.visualize import class_overlay, color_labels, prediction_overlay, write_png
-from segexp.inference.predictor import LoadedPredictor, load_source, source_classes
+from segexp.inference.predictor import LoadedPredictor, load_source, run_classes, run_target, source_classes
 from segexp.inference.stream import create_zarr_array, progress, stream_tiled, tile_count
 from segexp.postprocessing.stage import boundary_map
 from segexp.tracking.references import resolve_model_source
@@ -179,7 +179,7 @@ def predict(cfg: DictConfig) -> list[Path]:
     save_overlay; save_mask adds nothing: <stem>.png is the mask) instead; returns the index masks' paths.
     """
     from segexp.data.affinities import cell_map
-    from segexp.evaluation.stage_choice import run_stage
+    from segexp.evaluation.stage_choice import plan_stage, run_stage
     from segexp.postprocessing import stage as stages
 
     check_config("predict", cfg)
@@ -189,14 +189,20 @@ def predict(cfg: DictConfig) -> list[Path]:
             return [predict_volume_streamed(cfg, volume, why)]
     count, inputs = input_images(Path(cfg.input), cfg.input_key)
     source = resolve_model_source(cfg.ckpt)
+    run = source.members[0][1]
+    declared = run_classes(run)
+    # the stage is planned (and refused) before the model loads when the run says what it predicts; a K-class
+    # run's maps are written as classes, without one; a checkpoint without its run is planned once its outputs tell
+    early = run is not None and (declared is None or declared.outputs <= 1 or run_target(run).affinities)
+    plan = plan_stage(cfg.postprocess, source, "predict", run_target(run)) if early else None
     channels, outputs, predictor, target, *_ = load_source(source, cfg.inference)
     classes = source_classes(source, outputs)
-    check_prediction_outputs(cfg.postprocess, source.members[0][1], classes, target, cfg.save_affinities)
+    check_prediction_outputs(cfg.postprocess, run, classes, target, cfg.save_affinities)
     if outputs > 1 and not target.affinities:
         stage = stages.Stage()
         outputs_classes = True
     else:
-        stage = run_stage(cfg.postprocess, source, predictor, channels, "predict", target)
+        stage = run_stage(plan or plan_stage(cfg.postprocess, source, "predict", target), predictor, channels)
         outputs_classes = False
     if stage.active:
         print(f"[segexp] postprocess: {stage.describe()}", flush=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
-import keras
 import numpy as np
 
 from segexp.data.affinities import BOUNDARY, Target, affinity_target, cell_map, slice_objects
@@ -34,6 +33,8 @@ def slice_scores(loss: Callable, probs: Sequence[np.ndarray], masks: Sequence[np
                    for ids in slice_objects(masks, objects, foreground, IGNORE)]
     else:
         targets = [np.asarray(m, np.float32)[None, ..., None] for m in masks]
+    import keras  # here, not at the top: `segexp evaluate` checks its inputs before TensorFlow loads (~6 s)
+
     batched = [p[None, ..., None] if p.ndim == 2 else p[None] for p in probs]
     losses = [float(keras.ops.convert_to_numpy(loss(t, p))) for t, p in zip(targets, batched)]
     scores = {"loss": float(np.mean(losses))}

@@ -161,17 +161,25 @@ def default_classes(outputs: int) -> Classes:
     return parse_classes(None if outputs == 1 else [f"class{i}" for i in range(outputs)])
 
 
-def checkpoint_classes(run: RunDir | None, outputs: int) -> Classes:
-    """Returns the classes a checkpoint predicts: its run's data.classes (with data.ignore), else default_classes;
-    ConfigError in one line when the run's classes need another number of outputs than the model has."""
+def run_classes(run: RunDir | None) -> Classes | None:
+    """Returns the classes a checkpoint's run trained on (its data.classes, with data.ignore), None without a run or
+    a data.classes key; an affinity run's, declared or not, are two."""
     saved = run.saved_config() if run else None
     missing = object()
     declared = OmegaConf.select(saved, "data.classes", default=missing) if saved is not None else missing
-    if run_target(run).affinities:  # its outputs are affinities of the two classes' objects
-        return parse_classes(None if declared is missing else declared, OmegaConf.select(saved, "data.ignore"))
-    if declared is missing:
+    if declared is missing and not run_target(run).affinities:
+        return None
+    return parse_classes(None if declared is missing else declared, OmegaConf.select(saved, "data.ignore"))
+
+
+def checkpoint_classes(run: RunDir | None, outputs: int) -> Classes:
+    """Returns the classes a checkpoint predicts: its run's data.classes (with data.ignore), else default_classes;
+    ConfigError in one line when the run's classes need another number of outputs than the model has."""
+    classes = run_classes(run)
+    if classes is None:
         return default_classes(outputs)
-    classes = parse_classes(declared, OmegaConf.select(saved, "data.ignore"))
+    if run_target(run).affinities:  # its outputs are affinities of the two classes' objects
+        return classes
     if classes.outputs != outputs:
         raise ConfigError(f"{run.path}: the run's data.classes names {classes.count} classes ({classes.outputs} model "
                           f"outputs), but the checkpoint's model has {outputs} outputs; pass the run the checkpoint "

@@ -7,6 +7,9 @@ from pathlib import Path
 
 def load_model(path: Path):
     """Returns the Keras model saved at path; raises DataError naming the file if it cannot be read."""
+    from segexp.native_logs import import_tensorflow
+
+    import_tensorflow()  # only now, with the command's inputs checked; its C++ start-up notices hidden
     import keras
 
     import segexp.models.losses  # noqa: F401

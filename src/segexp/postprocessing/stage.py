@@ -139,6 +139,21 @@ def needs_selection(node: DictConfig | None, recalled: Stage | None = None) -> b
     return tune is True or recalled is None or recalled.method != method
 
 
+def check_choosable(node: DictConfig | None, recalled: Stage | None, names: Sequence[str] | None, where: str) -> None:
+    """Raises ConfigError when the stage must be chosen on selection slices and there are none: `names` is None
+    when `where` has no labelled selection data at all, empty when the run's are all taken (every slice of an
+    ensemble's data was trained on by one of its members)."""
+    if not needs_selection(node, recalled):
+        return
+    method = configured(node)[0]
+    if names is None:
+        raise ConfigError(f"postprocess={method}: {where} has no selection slices with labels to choose its "
+                          "parameters on; set postprocess.tune=false to apply postprocess.params as given")
+    if not names:
+        raise ConfigError(f"postprocess={method}: the run has no selection slices to choose its parameters on; "
+                          "set postprocess.tune=false to apply postprocess.params as given")
+
+
 def resolve(node: DictConfig | None, recalled: Stage | None, select: Callable[[], tuple[list, list, list]] | None,
             objective: str, where: str, score: Scorer, target: Target = BOUNDARY) -> Stage:
     """Returns the stage to apply to the predictions of a model of `target`: none; `params` as given (tune=false);
@@ -155,12 +170,9 @@ def resolve(node: DictConfig | None, recalled: Stage | None, select: Callable[[]
     if not needs_selection(node, recalled):
         return replace(recalled, target=target)
     if select is None:
-        raise ConfigError(f"postprocess={method}: {where} has no selection slices with labels to choose its "
-                          "parameters on; set postprocess.tune=false to apply postprocess.params as given")
+        check_choosable(node, recalled, None, where)  # raises: there is nothing to choose on
     names, probs, truths = select()
-    if not names:
-        raise ConfigError(f"postprocess={method}: the run has no selection slices to choose its parameters on; "
-                          "set postprocess.tune=false to apply postprocess.params as given")
+    check_choosable(node, recalled, names, where)
     print(f"[segexp] choosing postprocess={method} on selection slices {','.join(names)} "
           f"({len(grid_points(grid))} settings, by {objective})", flush=True)
     chosen = choose(probs, truths, segmenter(method, target), grid, score, objective)
