@@ -52,10 +52,11 @@ def test_last_epochs_are_paired_with_the_chosen_checkpoints_by_fold_and_never_wi
     # the last epochs' selection scores are higher (they would win a pooled rule) and prefer the other grid point
     last = [fold_record(f, "last", select=(0.99, 0.98), report=(0.93 + f / 100, 0.80)) for f in range(2)]
     del chosen[0]["checkpoint"]  # records scored before last epochs were scored hold the chosen checkpoint
-    (choices, per_fold, against_last), (winner,) = partitioning.tables(chosen + last)
+    (choices, per_fold, against_last), (winner, against_record) = partitioning.tables(chosen + last)
 
     assert choices["rows"] == [["r", "watershed", "a=1", "0,1,2", "0.9600", "0.9200 ± 0.0248", "1.0200 ± 0.0248"]]
     assert "0.9600 on the selection blocks of folds 0,1,2" in winner  # the last epochs' 0.99 is not a candidate
+    assert against_record.endswith("V_rand 0.9200 ± 0.0248 (-0.0679), V_info 1.0200 ± 0.0248 (+0.0282).")
     assert per_fold["rows"] == [["r", "watershed", "0.9100", "0.9200", "0.9300"]]
     # folds 0 and 1 have both; each checkpoint at its own pooled choice (chosen a=1, last a=0); last - chosen = +0.02
     ((recipe, stage, folds, at_chosen, at_last, difference, better, v_info),) = against_last["rows"]
