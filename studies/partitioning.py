@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if stored["folds"]:
         result["tables"], winner = tables(stored["folds"])
         facts = [fact(r) for r in sorted(stored["folds"], key=lambda r: (r["recipe"], r["fold"], checkpoint_of(r)))]
-        notes = sorted({n for r in stored["folds"] for n in r.get("notes", [])})
+        notes = sorted({n for r in stored["folds"] for n in r.get("notes", [])} | set(args.note))
         result["notes"] = [*winner, *facts, *notes]
     if args.picture:
         png = args.out / f"{NAME}_segments.png"
