@@ -6,6 +6,7 @@ pooled over folds and reported on report blocks no choice saw - in pieces that a
                                                             # bench/results/partitioning_folds.json, render
     python -m studies.partitioning --checkpoint last --runs DIR [DIR ...]   # the same runs' last epochs (issue 33,
                                                             # item 4): the chosen epoch against the last, paired by fold
+    python -m studies.partitioning --pixel-scores DIR [DIR ...]   # add the report Dice and accuracy the runs logged
     python -m studies.partitioning                          # render the folds already recorded
 
 Per fold run: its chosen checkpoint predicts its own selection and report blocks (`inference=default` with TTA, as
@@ -55,6 +56,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", nargs="*", type=Path, default=[], help="finished fold runs to score and record")
     parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="chosen",
                         help="score each run's chosen checkpoint (model.keras) or its last epoch (last.keras)")
+    parser.add_argument("--pixel-scores", nargs="*", type=Path, default=[],
+                        help="fold runs already scored: add the report Dice and accuracy their training logged")
     parser.add_argument("--folds-file", type=Path, default=FOLDS_FILE, help="the per-fold records (kept in git)")
     parser.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="where partitioning.md/.json go")
     parser.add_argument("--note", action="append", default=[], help="a fact about the training to print with it")
@@ -69,6 +72,18 @@ def per_slice(method: str, params: dict, target, predictions, truths) -> dict[st
 
     scores = [segmentation_scores([segment(p, method, params, target)], [t]) for p, t in zip(predictions, truths)]
     return {k: [s[k] for s in scores] for k in ("v_rand", "v_info")}
+
+
+def pixel_scores(run_dir: Path) -> dict[str, float]:
+    """Returns the report block's membrane Dice and pixel accuracy that the fold run's training logged for its
+    chosen checkpoint (its map at inference.threshold, with the run's TTA: stage-independent), from its store."""
+    from segexp.rundir import RunDir
+    from segexp.tracking.store import get_run
+
+    run = RunDir(run_dir)
+    state = json.loads(run.state_file.read_text())
+    metrics = get_run(str(run.saved_config().tracking.uri), state["run_id"]).metrics
+    return {k: float(metrics[f"report_{k}"]) for k in ("dice", "accuracy")}
 
 
 def checkpoint_of(record: dict[str, Any]) -> str:
@@ -122,6 +137,8 @@ def score_fold(run_dir: Path, checkpoint: str = "chosen") -> dict[str, Any]:
                                                  for role in blocks}})
         record["stages"][method] = points
         common.log(f"{record['recipe']} fold {record['fold']}: {method}, {len(points)} grid points")
+    if checkpoint == "chosen":
+        record["pixel"] = pixel_scores(run_dir)
     return record
 
 
@@ -220,6 +237,12 @@ def tables(records: list[dict]) -> tuple[list[dict[str, Any]], list[str]]:
                f"{len(winner['folds'])} report blocks: " + ", ".join(
                    f"{name} {mean(report[k]):.4f} ± {interval(report[k]):.4f} ({mean(report[k]) - RECORD[k]:+.4f})"
                    for k, name in (("v_rand", "V_rand"), ("v_info", "V_info"))) + ".")
+    pixel = [r["pixel"] for r in records if r["recipe"] == winner["recipe"] and "pixel" in r]
+    if pixel:
+        against += (f" Its pixel scores (the map at the threshold 0.5, as its runs logged them; the targets 0.85 and "
+                    f"0.94), over {len(pixel)} report blocks: " + ", ".join(
+                        f"{name} {mean([p[k] for p in pixel]):.4f} ± {interval([p[k] for p in pixel]):.4f}"
+                        for k, name in (("dice", "membrane Dice"), ("accuracy", "pixel accuracy"))) + ".")
     return [choices, per_fold, *([against_last] if against_last else [])], [line, against]
 
 
@@ -266,6 +289,7 @@ def fact(record: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from bench import render
+    from segexp.rundir import RunDir
 
     args = parse_args(argv)
     stored = json.loads(args.folds_file.read_text()) if args.folds_file.exists() else {"folds": []}
@@ -281,6 +305,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                                                             args.checkpoint)] + [record]
         args.folds_file.parent.mkdir(parents=True, exist_ok=True)
         args.folds_file.write_text(json.dumps(stored, indent=1) + "\n")  # each fold kept as soon as it is scored
+    for run_dir in args.pixel_scores:
+        saved = RunDir(run_dir).saved_config()
+        key = (str(saved.get("run_name") or run_dir.parent.name), int(saved.data.fold), "chosen")
+        (record,) = [r for r in stored["folds"] if (r["recipe"], r["fold"], checkpoint_of(r)) == key]
+        record["pixel"] = pixel_scores(run_dir)
+        args.folds_file.write_text(json.dumps(stored, indent=1) + "\n")
     if stored["folds"]:
         result["tables"], winner = tables(stored["folds"])
         facts = [fact(r) for r in sorted(stored["folds"], key=lambda r: (r["recipe"], r["fold"], checkpoint_of(r)))]

@@ -57,6 +57,9 @@ def test_last_epochs_are_paired_with_the_chosen_checkpoints_by_fold_and_never_wi
     assert choices["rows"] == [["r", "watershed", "a=1", "0,1,2", "0.9600", "0.9200 ± 0.0248", "1.0200 ± 0.0248"]]
     assert "0.9600 on the selection blocks of folds 0,1,2" in winner  # the last epochs' 0.99 is not a candidate
     assert against_record.endswith("V_rand 0.9200 ± 0.0248 (-0.0679), V_info 1.0200 ± 0.0248 (+0.0282).")
+    chosen[1]["pixel"], chosen[2]["pixel"] = {"dice": 0.8, "accuracy": 0.9}, {"dice": 0.82, "accuracy": 0.9}
+    against_record = partitioning.tables(chosen + last)[1][1]
+    assert against_record.endswith("over 2 report blocks: membrane Dice 0.8100 ± 0.1271, pixel accuracy 0.9000 ± 0.0000.")
     assert per_fold["rows"] == [["r", "watershed", "0.9100", "0.9200", "0.9300"]]
     # folds 0 and 1 have both; each checkpoint at its own pooled choice (chosen a=1, last a=0); last - chosen = +0.02
     ((recipe, stage, folds, at_chosen, at_last, difference, better, v_info),) = against_last["rows"]
