@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import SHALLOW, TINY, compose_config, copy_store, write_blob_pairs
+from conftest import SHALLOW, TINY, cli_errors, compose_config, copy_store, write_blob_pairs
 from segexp.checks import check_stage
 from segexp.errors import ConfigError
 from segexp.evaluation.metrics import isbi_scores, label_cells, segmentation_scores
@@ -238,3 +238,17 @@ def test_predict_writes_label_images_and_boundary_maps(trained_with_stage, tmp_p
     predict(compose_config("predict", f"ckpt={run}", f"input={root / 'images' / 's0.png'}",
                            f"output={tmp_path / 'given'}", *given))
     assert np.asarray(Image.open(tmp_path / "given" / "s0_labels.png")).max() == 1  # no seed survives: one segment
+
+
+def test_a_streamed_prediction_refuses_the_runs_own_stage_in_one_line_before_tensorflow_loads(trained_with_stage,
+                                                                                               tmp_path):
+    import tifffile
+
+    root, run, _, _ = trained_with_stage
+    tifffile.imwrite(tmp_path / "s0.tif", np.asarray(Image.open(root / "images" / "s0.png")))
+    streamed = ["predict", f"ckpt={run}", f"input={tmp_path / 's0.tif'}", f"output={tmp_path / 'out'}",
+                "output_format=zarr"]  # postprocess unset: the run's own watershed, which segments whole images
+    ((code, err, tensorflow),) = cli_errors(tmp_path, [streamed])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and not tensorflow, err
+    assert "postprocess=watershed needs the whole image in memory" in err and "set postprocess=none" in err
+    assert not (tmp_path / "out").exists()

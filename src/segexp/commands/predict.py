@@ -248,17 +248,19 @@ def progress_of(inputs: Iterator, count: int) -> Iterator:
 
 
 def predict_volume_streamed(cfg: DictConfig, volume: Volume, why: str) -> Path:
-    """Loads the checkpoint, refuses in one line what a stream cannot do (before any tile is predicted), and
-    streams `volume` to Zarr; returns the Zarr group's path."""
+    """Refuses in one line what a stream cannot do (before the model loads, and what depends on how its models
+    tile before any tile is predicted), and streams `volume` to Zarr; returns the Zarr group's path."""
     from segexp.postprocessing import stage as stages
 
     source = resolve_model_source(cfg.ckpt)
-    loaded = load_source(source, cfg.inference)
-    classes = source_classes(source, loaded.outputs)
-    check_prediction_outputs(cfg.postprocess, source.members[0][1], classes, loaded.target, cfg.save_affinities)
     run = source.members[0][1]
     method, *_ = stages.configured(stages.of_run(cfg.postprocess, run.saved_config() if run else None))
-    if (problem := streaming_problem(cfg, method, loaded.tiles is not None)) is not None:
+    if (problem := streaming_problem(cfg, method)) is not None:  # before the model loads: the run's own stage too
+        raise ConfigError(f"{why}: {problem}")
+    loaded = load_source(source, cfg.inference)
+    classes = source_classes(source, loaded.outputs)
+    check_prediction_outputs(cfg.postprocess, run, classes, loaded.target, cfg.save_affinities)
+    if (problem := streaming_problem(cfg, method, loaded.tiles is not None)) is not None:  # how the models tile
         raise ConfigError(f"{why}: {problem}")
     group = predict_streamed(cfg, volume, loaded, why)
     print(f"[segexp] wrote {group}", flush=True)
