@@ -90,6 +90,16 @@ def checkpoint_of(record: dict[str, Any]) -> str:
     return record.get("checkpoint", "chosen")  # records scored before last epochs were scored hold the chosen one
 
 
+def chosen_only(records: list[dict]) -> list[dict]:
+    """The records of the runs' chosen checkpoints: the candidates for the winner."""
+    return [r for r in records if checkpoint_of(r) == "chosen"]
+
+
+def recipe_of(saved, run_dir: Path) -> str:
+    """The recipe a fold run belongs to: its run_name, else its sweep folder's name."""
+    return str(saved.get("run_name") or run_dir.parent.name)
+
+
 def score_fold(run_dir: Path, checkpoint: str = "chosen") -> dict[str, Any]:
     """Returns the record of one fold run's checkpoint ("chosen" or "last"): its facts, and per-slice scores of the
     map and of every stage's grid point on its selection and report blocks."""
@@ -112,14 +122,15 @@ def score_fold(run_dir: Path, checkpoint: str = "chosen") -> dict[str, Any]:
         raise SystemExit(f"{path}: no such checkpoint; --checkpoint {checkpoint} scores each run's {path.name}")
     loaded = load_predictor(path, run, inference)
     record: dict[str, Any] = {
-        "recipe": str(saved.get("run_name") or run_dir.parent.name), "fold": int(saved.data.fold),
+        "recipe": recipe_of(saved, run_dir), "fold": int(saved.data.fold),
         "folds": int(saved.data.folds), "target": loaded.target.kind, "run": run_dir.name, "checkpoint": checkpoint,
         "state": json.loads(run.state_file.read_text()) if run.state_file.exists() else None,
         "blocks": {}, "stages": {}}
     blocks = {}
     for role in ("select", "report"):
         block = role_set(run, role)
-        common.log(f"{record['recipe']} fold {record['fold']}, {checkpoint} checkpoint: predicting {role} slices {','.join(block.names)}")
+        common.log(f"{record['recipe']} fold {record['fold']}, {checkpoint} checkpoint: predicting {role} slices "
+                   f"{','.join(block.names)}")
         predictions = [loaded.predict(to_channels(image, loaded.channels)) for image in block.images]
         blocks[role] = (predictions, list(block.masks))
         record["blocks"][role] = list(block.names)
@@ -209,7 +220,7 @@ def tables(records: list[dict]) -> tuple[list[dict[str, Any]], list[str]]:
     and the report blocks' mean ± 95% CI, each fold's report V_rand at that choice, then the chosen checkpoint
     against the last epoch where last epochs are recorded."""
     against_last = checkpoint_table(records)
-    records = [r for r in records if checkpoint_of(r) == "chosen"]
+    records = chosen_only(records)
     rows = pooled_choices(records)
     choices = common.table(
         "Chosen on the selection blocks pooled over the folds; scored on each fold's report block",
@@ -258,7 +269,7 @@ def picture(runs: Sequence[Path], records: list[dict], png: Path) -> str:
     from segexp.postprocessing.stage import segment
     from segexp.rundir import RunDir
 
-    rows = pooled_choices([r for r in records if checkpoint_of(r) == "chosen"])
+    rows = pooled_choices(chosen_only(records))
     tiles, names = [], []
     for run_dir in runs:
         run = RunDir(run_dir)
@@ -307,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.folds_file.write_text(json.dumps(stored, indent=1) + "\n")  # each fold kept as soon as it is scored
     for run_dir in args.pixel_scores:
         saved = RunDir(run_dir).saved_config()
-        key = (str(saved.get("run_name") or run_dir.parent.name), int(saved.data.fold), "chosen")
+        key = (recipe_of(saved, run_dir), int(saved.data.fold), "chosen")
         (record,) = [r for r in stored["folds"] if (r["recipe"], r["fold"], checkpoint_of(r)) == key]
         record["pixel"] = pixel_scores(run_dir)
         args.folds_file.write_text(json.dumps(stored, indent=1) + "\n")

@@ -190,11 +190,11 @@ def predict(cfg: DictConfig) -> list[Path]:
     count, inputs = input_images(Path(cfg.input), cfg.input_key)
     source = resolve_model_source(cfg.ckpt)
     run = source.members[0][1]
-    declared = run_classes(run)
+    declared, trained_for = run_classes(run), run_target(run)
     # the stage is planned (and refused) before the model loads when the run says what it predicts; a K-class
     # run's maps are written as classes, without one; a checkpoint without its run is planned once its outputs tell
-    early = run is not None and (declared is None or declared.outputs <= 1 or run_target(run).affinities)
-    plan = plan_stage(cfg.postprocess, source, "predict", run_target(run)) if early else None
+    early = run is not None and (declared is None or declared.outputs <= 1 or trained_for.affinities)
+    plan = plan_stage(cfg.postprocess, source, "predict", trained_for) if early else None
     channels, outputs, predictor, target, *_ = load_source(source, cfg.inference)
     classes = source_classes(source, outputs)
     check_prediction_outputs(cfg.postprocess, run, classes, target, cfg.save_affinities)
